@@ -1,0 +1,1 @@
+"""Composition: the command line; later Ray Tune adapters, MLflow tracking, job submission. Nothing imports it."""

@@ -1,0 +1,47 @@
+"""The EfficientFormer search space (Li et al., "EfficientFormer: Vision Transformers at MobileNet Speed", 2022).
+
+Plain Python (importable without torch): :class:`Arch`, :class:`SearchSpace`, :class:`Importance` and the constants.
+Torch-based (imported on first use): :func:`build_model`, :class:`EfficientFormer`, :class:`SuperNet`,
+:func:`fuse_for_inference` and the blocks.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from ._arch import KIND_3D, KIND_4D, KIND_ID, KINDS, NUM_STAGES, PRESETS, STAGE_STRIDES, WIDTH_STEP, Arch, BlockRef
+from ._importance import Importance, importance_from_alphas, metapath_importance
+from ._space import SPACE_PRESETS, SearchSpace
+
+if TYPE_CHECKING:
+    from ._blocks import MB3D, MB4D, Downsample, Stem, Unflat
+    from ._fuse import fuse_for_inference
+    from ._model import EfficientFormer, build_model
+    from ._supernet import MetaPath, SuperNet, arch_from_timm_state_dict
+
+__all__ = [
+    "Arch", "BlockRef", "SearchSpace", "Importance", "importance_from_alphas", "metapath_importance",
+    "KIND_3D", "KIND_4D", "KIND_ID", "KINDS", "NUM_STAGES", "PRESETS", "SPACE_PRESETS", "STAGE_STRIDES", "WIDTH_STEP",
+    "build_model", "EfficientFormer", "SuperNet", "MetaPath", "fuse_for_inference", "arch_from_timm_state_dict",
+    "MB3D", "MB4D", "Downsample", "Stem", "Unflat",
+]
+
+_LAZY = {
+    "build_model": "._model", "EfficientFormer": "._model",
+    "SuperNet": "._supernet", "MetaPath": "._supernet", "arch_from_timm_state_dict": "._supernet",
+    "fuse_for_inference": "._fuse",
+    "MB3D": "._blocks", "MB4D": "._blocks", "Downsample": "._blocks", "Stem": "._blocks", "Unflat": "._blocks",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
