@@ -1,0 +1,63 @@
+"""``slimnas space`` and ``slimnas arch``: inspect search spaces and archs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from slimnas.errors import InputError
+
+
+def read_arch(path: str):
+    """An arch from a JSON file (one line of error naming the file or the field)."""
+    from slimnas.search_spaces.efficientformer import Arch
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"--arch: no such file {path}")
+    return Arch.from_json(file.read_text())
+
+
+def _space(args: argparse.Namespace) -> int:
+    from slimnas.search_spaces.efficientformer import SearchSpace
+
+    space = SearchSpace.preset(args.name)
+    info = space.to_dict()
+    info["num_archs"] = space.num_archs()
+    info["max_arch"] = space.max_arch().to_dict()
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _arch(args: argparse.Namespace) -> int:
+    from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+
+    arch = Arch.preset(args.preset) if args.preset else read_arch(args.arch)
+    info = {"arch": arch.to_dict(), "depths": list(arch.depths), "num_3d": list(arch.num_3d)}
+    if args.space:
+        space = SearchSpace.preset(args.space)
+        space.check(arch)
+        info["space"] = space.name
+    if args.params:
+        from slimnas.search_spaces.efficientformer import build_model
+
+        model = build_model(arch, num_classes=args.num_classes)
+        info["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 4)
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("space", help="show a search space preset")
+    p.add_argument("name", help="l7 | l3 | l1 | tiny")
+    p.set_defaults(func=_space)
+
+    p = sub.add_parser("arch", help="show (and validate) an arch")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--preset", help="l1 | l3 | l7")
+    group.add_argument("--arch", help="path to an arch JSON file")
+    p.add_argument("--space", help="check that the arch lies in this space preset")
+    p.add_argument("--params", action="store_true", help="build the model and count its parameters")
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.set_defaults(func=_arch)
