@@ -91,8 +91,8 @@ class Unflat(nn.Module):
         self.grid = grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, c = x.shape
-        return x.transpose(1, 2).reshape(b, c, self.grid, self.grid)
+        # unflatten rather than reshape(b, c, g, g): no shape arithmetic, so exporters (Core ML, ONNX) trace it cleanly
+        return x.transpose(1, 2).unflatten(2, (self.grid, self.grid))
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}"

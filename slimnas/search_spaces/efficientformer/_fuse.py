@@ -37,7 +37,10 @@ from torch import nn
 from ._blocks import MB3D, MB4D, Flat, Unflat
 from ._model import EfficientFormer
 
-__all__ = ["fuse_for_inference", "FusedEfficientFormer", "FusedMB4D", "FusedMB3D", "fold_bn"]
+__all__ = [
+    "fuse_for_inference", "fuse_block", "FusedEfficientFormer", "FusedStem", "FusedDownsample", "FusedMB4D",
+    "FusedMB3D", "FusedHead", "ToTokens", "ToGrid", "fold_bn",
+]
 
 
 @torch.no_grad()
@@ -57,9 +60,47 @@ def _conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     return fused.to(memory_format=torch.channels_last)
 
 
-def _nhwc_conv(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """A conv on an NHWC tensor, returning NHWC (channels-last views on both sides: no copies)."""
-    return conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+class FusedStem(nn.Module):
+    """The stem with BN folded: NCHW image in, NHWC activation out."""
+
+    def __init__(self, stem: nn.Module) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(_conv_bn(stem.conv1, stem.norm1), nn.ReLU(), _conv_bn(stem.conv2, stem.norm2),
+                                   nn.ReLU())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
+
+
+class FusedDownsample(nn.Module):
+    """The strided conv with BN folded, NHWC in and out (channels-last views on both sides: no copies)."""
+
+    def __init__(self, downsample: nn.Module) -> None:
+        super().__init__()
+        self.conv = _conv_bn(downsample.conv, downsample.norm)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1)
+
+
+class FusedHead(nn.Module):
+    """Final LayerNorm, token mean, and the two classifier heads merged into one linear layer."""
+
+    def __init__(self, norm: nn.LayerNorm, head: nn.Module, head_dist: nn.Module) -> None:
+        super().__init__()
+        self.norm = copy.deepcopy(norm)
+        self.head = None
+        if isinstance(head, nn.Linear):
+            # Inference averages the two heads: (W1 x + b1 + W2 x + b2) / 2 = ((W1 + W2) / 2) x + (b1 + b2) / 2.
+            merged = nn.Linear(head.in_features, head.out_features)
+            with torch.no_grad():
+                merged.weight.copy_((head.weight + head_dist.weight) / 2)
+                merged.bias.copy_((head.bias + head_dist.bias) / 2)
+            self.head = merged
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.norm(x).mean(dim=1)
+        return x if self.head is None else self.head(x)
 
 
 class FusedMB4D(nn.Module):
@@ -121,14 +162,14 @@ class FusedMB3D(nn.Module):
         return x + F.linear(F.gelu(F.linear(self.norm2(x), self.fc1_w, self.fc1_b)), self.fc2_w, self.fc2_b)
 
 
-class _ToTokens(nn.Module):
+class ToTokens(nn.Module):
     """NHWC ``(B, H, W, C)`` -> tokens ``(B, H*W, C)``: a view."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x.flatten(1, 2)
 
 
-class _ToGrid(nn.Module):
+class ToGrid(nn.Module):
     """Tokens ``(B, N, C)`` -> NHWC ``(B, g, g, C)``: a view."""
 
     def __init__(self, grid: int) -> None:
@@ -145,48 +186,35 @@ class FusedEfficientFormer(nn.Module):
     def __init__(self, model: EfficientFormer) -> None:
         super().__init__()
         self.arch = model.arch
-        stem = model.stem
-        self.stem = nn.Sequential(_conv_bn(stem.conv1, stem.norm1), nn.ReLU(),
-                                  _conv_bn(stem.conv2, stem.norm2), nn.ReLU())
+        self.stem = FusedStem(model.stem)
         self.downsamples = nn.ModuleList()
         self.stages = nn.ModuleList()
         for s, stage in enumerate(model.stages):
-            ds = stage.downsample
-            self.downsamples.append(_conv_bn(ds.conv, ds.norm) if s else nn.Identity())
-            blocks = []
-            for block in stage.blocks:
-                if isinstance(block, MB4D):
-                    blocks.append(FusedMB4D(block))
-                elif isinstance(block, MB3D):
-                    blocks.append(FusedMB3D(block))
-                elif isinstance(block, Flat):
-                    blocks.append(_ToTokens())
-                elif isinstance(block, Unflat):
-                    blocks.append(_ToGrid(block.grid))
-                else:  # pragma: no cover - build_model makes no other module
-                    raise TypeError(f"cannot fuse {type(block).__name__}")
-            self.stages.append(nn.Sequential(*blocks))
-        self.norm = copy.deepcopy(model.norm)
-        self.head = None
-        if isinstance(model.head, nn.Linear):
-            # Inference averages the two heads: (W1 x + b1 + W2 x + b2) / 2 = ((W1 + W2) / 2) x + (b1 + b2) / 2.
-            head = nn.Linear(model.head.in_features, model.head.out_features)
-            with torch.no_grad():
-                head.weight.copy_((model.head.weight + model.head_dist.weight) / 2)
-                head.bias.copy_((model.head.bias + model.head_dist.bias) / 2)
-            self.head = head
+            self.downsamples.append(FusedDownsample(stage.downsample) if s else nn.Identity())
+            self.stages.append(nn.Sequential(*(fuse_block(block) for block in stage.blocks)))
+        self.head = FusedHead(model.norm, model.head, model.head_dist)
         self.eval()
         for param in self.parameters():
             param.requires_grad_(False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x.contiguous(memory_format=torch.channels_last)).permute(0, 2, 3, 1)
-        for s, (downsample, blocks) in enumerate(zip(self.downsamples, self.stages)):
-            if s:
-                x = _nhwc_conv(downsample, x)
-            x = blocks(x)
-        x = self.norm(x).mean(dim=1)
-        return x if self.head is None else self.head(x)
+        x = self.stem(x)
+        for downsample, blocks in zip(self.downsamples, self.stages):
+            x = blocks(downsample(x))
+        return self.head(x)
+
+
+def fuse_block(block: nn.Module) -> nn.Module:
+    """The fused counterpart of one module of a stage's ``blocks``."""
+    if isinstance(block, MB4D):
+        return FusedMB4D(block)
+    if isinstance(block, MB3D):
+        return FusedMB3D(block)
+    if isinstance(block, Flat):
+        return ToTokens()
+    if isinstance(block, Unflat):
+        return ToGrid(block.grid)
+    raise TypeError(f"cannot fuse {type(block).__name__}")
 
 
 @torch.no_grad()

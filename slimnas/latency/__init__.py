@@ -1,0 +1,33 @@
+"""How fast: latency lookup tables for the EfficientFormer space (Li et al., NeurIPS 2022, Sec. 4.2).
+
+- :class:`LatencyTable` (``load``, ``predict``, ``predict_many``, ``missing``): measured parts in Parquet, additive
+  prediction. Plain Python + NumPy + PyArrow: no torch needed to predict.
+- :mod:`.backends`: ``torch-cpu``, ``torch-cuda``, ``onnxruntime``, ``coreml`` (imported on first use: torch).
+- :func:`build_table` (resumable), :func:`validate_table`, :class:`CalibratedPredictor`, the Core ML bundle
+  round trip, and the Ray service in :mod:`.actor` (the only module here that imports ray).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from ._parts import PART_KINDS, Part, parts_of, parts_of_space
+from ._timing import STATS, Timing
+from .predictor import CalibratedPredictor
+from .table import LatencyTable, MissingEntryError, TableMeta
+
+__all__ = [
+    "LatencyTable", "TableMeta", "MissingEntryError", "Timing", "STATS", "Part", "PART_KINDS", "parts_of",
+    "parts_of_space", "CalibratedPredictor", "build_table", "validate_table", "get_backend",
+]
+
+_LAZY = {"build_table": ".builder", "validate_table": ".validate", "get_backend": ".backends"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

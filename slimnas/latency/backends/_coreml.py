@@ -1,0 +1,114 @@
+"""``coreml``: convert with coremltools to an ML Program (``.mlpackage``) and time ``predict`` on macOS.
+
+The paper's latencies are iPhone 12 figures from Core ML (Sec. 5). coremltools converts on Linux too, but prediction
+needs macOS. Elsewhere this backend converts and the caller writes a *benchmark bundle* (:mod:`slimnas.latency.bundle`)
+that a user times on the device; the measurements file is imported back into a table. Core ML fuses on its own, so
+the backend converts the *eager* module form by default.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import platform
+import subprocess
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+from ._base import Backend
+
+__all__ = ["CoreMLBackend", "COMPUTE_UNITS"]
+
+log = logging.getLogger(__name__)
+
+COMPUTE_UNITS = ("all", "cpu_only", "cpu_and_gpu", "cpu_and_ne")
+
+
+def _quiet_coremltools():
+    """Import coremltools without its import-time chatter (missing native libs on Linux, untested torch version)."""
+    for name in ("coremltools", "coremltools.models.model", "coremltools.converters"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import coremltools as ct
+
+    return ct
+
+
+class CoreMLBackend(Backend):
+    """``coreml`` with a compute-unit setting (``all``, ``cpu_only``, ``cpu_and_gpu``, ``cpu_and_ne``)."""
+
+    name = "coreml"
+    default_form = "eager"
+
+    def __init__(self, compute_units: str = "all", **kwargs: Any) -> None:
+        if compute_units not in COMPUTE_UNITS:
+            raise ValueError(f"compute_units: expected one of {COMPUTE_UNITS}, got {compute_units!r}")
+        kwargs.pop("threads", None)
+        super().__init__(threads=None, **kwargs)
+        self.compute_units = compute_units
+
+    @staticmethod
+    def can_convert() -> str | None:
+        try:
+            _quiet_coremltools()
+        except ImportError:
+            return "coremltools is not installed (pip install coremltools)"
+        return None
+
+    def unavailable_reason(self) -> str | None:
+        reason = self.can_convert()
+        if reason:
+            return reason
+        if platform.system() != "Darwin":
+            return (f"timing Core ML models needs macOS (this machine runs {platform.system()}); write a benchmark "
+                    f"bundle with `slimnas lut build --backend coreml --bundle DIR`, time it on the device, then "
+                    f"`slimnas lut import-measurements`")
+        return None
+
+    def device_name(self) -> str:
+        if platform.system() == "Darwin":
+            try:
+                brand = subprocess.run(["sysctl", "-n", "machdep.cpu.brand_string"], capture_output=True,
+                                       text=True, timeout=5).stdout.strip()
+                return f"{brand or platform.machine()} (Core ML, {self.compute_units})"
+            except (OSError, subprocess.SubprocessError):
+                pass
+        return f"not measured here (Core ML, {self.compute_units})"
+
+    def versions(self) -> dict[str, str]:
+        out = super().versions()
+        try:
+            out["coremltools"] = _quiet_coremltools().__version__
+        except ImportError:
+            pass
+        return out
+
+    def convert(self, module: Any, example: Any):
+        """The ``ct.models.MLModel`` (ML Program, float32 compute) of ``module`` at ``example``'s shape."""
+        import torch
+
+        ct = _quiet_coremltools()
+        reason = self.can_convert()
+        if reason:
+            raise RuntimeError(reason)
+        module = module.eval()
+        # coremltools converts TorchScript traces (its torch.export path is newer); keep its progress bars quiet.
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")
+            with torch.no_grad():
+                traced = torch.jit.trace(module, example)
+            return ct.convert(
+                traced,
+                inputs=[ct.TensorType(name="input", shape=tuple(example.shape))],
+                outputs=[ct.TensorType(name="output")],
+                convert_to="mlprogram",
+                compute_precision=ct.precision.FLOAT32 if self.dtype == "float32" else ct.precision.FLOAT16,
+                compute_units=getattr(ct.ComputeUnit, self.compute_units.upper()),
+                minimum_deployment_target=ct.target.iOS16,
+            )
+
+    def prepare(self, module: Any, example: Any) -> Callable[[], Any]:
+        model = self.convert(module, example)
+        feed = {"input": example.detach().cpu().numpy()}
+        return lambda: model.predict(feed)

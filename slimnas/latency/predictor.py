@@ -1,0 +1,99 @@
+"""A calibrated latency predictor: the table's per-kind sums, each with a fitted correction. Plain Python + NumPy.
+
+The plain sum of isolated part timings misses whatever the parts do to each other inside a network (caches warmed or
+evicted by neighbours, allocator behaviour, operator scheduling). :class:`CalibratedPredictor` models
+
+    latency(arch) = b + sum_g c_g * S_g(arch)
+
+where ``S_g`` is the table's summed latency of the arch's parts in group ``g`` (stem, downsample, MB4D, MB3D,
+reshapes, head) and ``c_g``, ``b`` are fitted on a few measured whole networks. The fit minimises the *relative* error
+(latencies span 10x), with a ridge penalty pulling each ``c_g`` toward 1 and ``b`` toward 0, so a group the fitting
+networks barely exercise keeps the table's own numbers. With all ``c_g = 1`` and ``b = 0`` it is the plain sum.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimnas.config import atomic_write_text
+from slimnas.errors import InputError
+from slimnas.search_spaces.efficientformer import Arch
+
+from .table import LatencyTable
+
+__all__ = ["CalibratedPredictor", "GROUPS"]
+
+#: Fitted groups of part kinds.
+GROUPS: dict[str, tuple[str, ...]] = {
+    "stem": ("stem",), "downsample": ("downsample",), "mb4d": ("mb4d",), "mb3d": ("mb3d",),
+    "reshape": ("to_tokens", "to_grid"), "head": ("head",),
+}
+
+
+class CalibratedPredictor:
+    """``predict(arch) -> ms`` and ``predict_many(archs)`` from a table and fitted per-group corrections."""
+
+    def __init__(self, table: LatencyTable, coef: dict[str, float] | None = None, intercept: float = 0.0) -> None:
+        self.table = table
+        self.coef = {g: 1.0 for g in GROUPS} | dict(coef or {})
+        unknown = set(self.coef) - set(GROUPS)
+        if unknown:
+            raise ValueError(f"coef: unknown group(s) {sorted(unknown)}")
+        self.intercept = float(intercept)
+
+    def features(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
+        """``(n, groups)``: each arch's table latency summed per group."""
+        by_kind = self.table.predict_by_kind(list(archs))
+        if not by_kind:
+            return np.zeros((0, len(GROUPS)))
+        return np.stack([sum(by_kind[k] for k in kinds) for kinds in GROUPS.values()], axis=1)
+
+    def fit(self, archs: Sequence[Arch], measured_ms: Sequence[float], ridge: float = 0.05) -> CalibratedPredictor:
+        """Fit the corrections on measured whole networks (see the module docstring)."""
+        y = np.asarray(measured_ms, dtype=np.float64)
+        if len(archs) != len(y) or len(y) == 0:
+            raise ValueError("fit: need as many measured latencies as archs, at least one")
+        x = self.features(archs)
+        design = np.concatenate([x, np.ones((len(y), 1))], axis=1) / y[:, None]
+        prior = np.array([1.0] * len(GROUPS) + [0.0])
+        scale = np.array([1.0] * len(GROUPS) + [1.0 / float(np.mean(y)) ** 2])
+        penalty = ridge * len(y) * np.diag(scale)
+        theta = np.linalg.solve(design.T @ design + penalty, design.T @ np.ones(len(y)) + penalty @ prior)
+        self.coef = {g: float(c) for g, c in zip(GROUPS, theta[:-1])}
+        self.intercept = float(theta[-1])
+        return self
+
+    def predict_many(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
+        x = self.features(archs)
+        return x @ np.array([self.coef[g] for g in GROUPS]) + self.intercept
+
+    def predict(self, arch: Arch) -> float:
+        return float(self.predict_many([arch])[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": "slimnas-calibrated-predictor", "coef": dict(self.coef), "intercept": self.intercept,
+                "table": self.table.meta.identity()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, table: LatencyTable) -> CalibratedPredictor:
+        file = Path(path)
+        if not file.is_file():
+            raise InputError(f"calibration: no such file {file}")
+        try:
+            data = json.loads(file.read_text())
+        except json.JSONDecodeError:
+            raise InputError(f"calibration: {file} is not valid JSON") from None
+        if not isinstance(data, dict) or data.get("format") != "slimnas-calibrated-predictor":
+            raise InputError(f"calibration: {file} is not a slimnas calibration file")
+        if data.get("table") != json.loads(json.dumps(table.meta.identity())):
+            raise InputError(f"calibration: {file} was fitted for a table measured under other settings")
+        return cls(table, data["coef"], data["intercept"])

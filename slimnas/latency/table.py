@@ -1,0 +1,347 @@
+"""Latency lookup tables (Li et al., NeurIPS 2022, Sec. 4.2): measured parts, Parquet storage, additive prediction.
+
+One table = one (backend, device, batch size, dtype, input size, threads, space), recorded in :class:`TableMeta`. A
+network's predicted latency is the sum of its parts' measured latencies (:mod:`slimnas.latency._parts`). A part the
+table lacks raises :class:`MissingEntryError` naming it: never a silent zero.
+
+Storage: Apache Parquet through PyArrow, one row per part (``kind, stage, c_in, c_out`` and the statistics in
+milliseconds) and the metadata as JSON under the schema metadata key ``slimnas.latency``. No pickle. Files are written
+atomically (temporary file, then ``os.replace``). Plain Python, NumPy and PyArrow: no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from slimnas.errors import InputError
+from slimnas.search_spaces.efficientformer import NUM_STAGES, WIDTH_STEP, Arch, SearchSpace
+
+from ._parts import PART_KINDS, ArchFeatures, Part, arch_features, parts_of, parts_of_space
+from ._timing import STATS, Timing
+
+__all__ = ["LatencyTable", "TableMeta", "MissingEntryError", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "slimnas-latency-table"
+FORMAT_VERSION = 1
+_META_KEY = b"slimnas.latency"
+_SCHEMA = pa.schema([
+    ("kind", pa.string()), ("stage", pa.int16()), ("c_in", pa.int32()), ("c_out", pa.int32()),
+    ("median_ms", pa.float64()), ("mean_ms", pa.float64()), ("p10_ms", pa.float64()), ("p90_ms", pa.float64()),
+    ("std_ms", pa.float64()), ("count", pa.int32()),
+])
+
+
+class MissingEntryError(InputError):
+    """The table has no measurement for a part the arch needs."""
+
+
+@dataclass(frozen=True)
+class TableMeta:
+    """What a table's numbers depend on. The first block of fields is the table's identity."""
+
+    backend: str
+    device: str
+    batch: int
+    dtype: str
+    img_size: int
+    threads: int | None
+    space: dict[str, Any]
+    form: str = "fused"
+    num_classes: int = 1000
+    in_chans: int = 3
+    versions: dict[str, str] = field(default_factory=dict)
+    created: str = ""
+    notes: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields two measurement sessions must share to be merged into one table."""
+        return {k: getattr(self, k) for k in ("backend", "device", "batch", "dtype", "img_size", "threads", "space",
+                                              "form", "num_classes", "in_chans")}
+
+    def search_space(self) -> SearchSpace:
+        return SearchSpace.from_dict(self.space)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TableMeta:
+        known = {f for f in cls.__dataclass_fields__}
+        missing = {"backend", "device", "batch", "dtype", "img_size", "threads", "space"} - set(data)
+        if missing:
+            raise InputError(f"lut: metadata lacks {sorted(missing)}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def describe(self) -> str:
+        threads = "" if self.threads is None else f", {self.threads} threads"
+        return (f"{self.backend} on {self.device}, batch {self.batch}, {self.dtype}, {self.img_size}px{threads}, "
+                f"space {self.space.get('name', '?')}, {self.form} form")
+
+
+class LatencyTable:
+    """Measured latency of every part (see :mod:`._parts`), and the additive predictor on top.
+
+    Args:
+        entries: part -> timing statistics (milliseconds).
+        meta: what the numbers depend on.
+        stat: which statistic predictions add up (``median`` by default).
+    """
+
+    def __init__(self, entries: Mapping[Part, Timing], meta: TableMeta, stat: str = "median") -> None:
+        if stat not in STATS:
+            raise ValueError(f"stat: expected one of {STATS}, got {stat!r}")
+        self.entries: dict[Part, Timing] = dict(entries)
+        self.meta = meta
+        self.stat = stat
+        self._space = meta.search_space()
+        self._dense: dict[str, Any] | None = None
+
+    # ------------------------------------------------------------------ queries
+    @property
+    def space(self) -> SearchSpace:
+        return self._space
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, part: Part) -> bool:
+        return part in self.entries
+
+    def with_stat(self, stat: str) -> LatencyTable:
+        return LatencyTable(self.entries, self.meta, stat)
+
+    def entry(self, part: Part) -> float:
+        try:
+            return self.entries[part].get(self.stat)
+        except KeyError:
+            raise MissingEntryError(f"latency table has no entry for {part} ({self.meta.describe()})") from None
+
+    def parts(self, arch: Arch) -> list[Part]:
+        """The parts of ``arch`` at this table's class count and input channels."""
+        if arch.img_size != self.meta.img_size:
+            raise InputError(f"arch.img_size: {arch.img_size} differs from the table's {self.meta.img_size}px")
+        return parts_of(arch, self.meta.num_classes, self.meta.in_chans)
+
+    def missing(self, arch: Arch) -> list[Part]:
+        """The distinct parts of ``arch`` this table has no entry for, in network order (empty: it can predict)."""
+        return list(dict.fromkeys(p for p in self.parts(arch) if p not in self.entries))
+
+    def missing_for_space(self) -> list[Part]:
+        """Parts of the table's own space that it lacks (empty for a complete table)."""
+        return [p for p in parts_of_space(self._space, self.meta.num_classes, self.meta.in_chans)
+                if p not in self.entries]
+
+    def predict(self, arch: Arch) -> float:
+        """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries."""
+        return float(sum(self.entry(p) for p in self.parts(arch)))
+
+    def breakdown(self, arch: Arch) -> list[tuple[Part, float]]:
+        return [(p, self.entry(p)) for p in self.parts(arch)]
+
+    # ------------------------------------------------------------------ vectorized prediction
+    def _dense_tables(self) -> dict[str, Any]:
+        if self._dense is not None:
+            return self._dense
+        size = max(max(self._space.max_widths), max((max(p.c_in, p.c_out) for p in self.entries
+                                                     if p.kind != "head"), default=0)) // WIDTH_STEP + 1
+        nan1 = lambda: np.full(size, np.nan)  # noqa: E731
+        dense: dict[str, Any] = {
+            "stem": nan1(), "head": nan1(),
+            "downsample": [np.full((size, size), np.nan) for _ in range(NUM_STAGES)],
+            "mb4d": [nan1() for _ in range(NUM_STAGES)], "mb3d": [nan1() for _ in range(NUM_STAGES)],
+            "to_tokens": [nan1() for _ in range(NUM_STAGES)], "to_grid": [nan1() for _ in range(NUM_STAGES)],
+            "size": size,
+        }
+        for part, timing in self.entries.items():
+            value = timing.get(self.stat)
+            if part.kind == "stem":
+                if part.c_in == self.meta.in_chans:
+                    dense["stem"][part.c_out // WIDTH_STEP] = value
+            elif part.kind == "head":
+                if part.c_out == self.meta.num_classes:
+                    dense["head"][part.c_in // WIDTH_STEP] = value
+            elif part.kind == "downsample":
+                dense["downsample"][part.stage][part.c_in // WIDTH_STEP, part.c_out // WIDTH_STEP] = value
+            else:
+                dense[part.kind][part.stage][part.c_out // WIDTH_STEP] = value
+        self._dense = dense
+        return dense
+
+    def predict_many(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
+        """Predicted latency (ms) of many archs at once, vectorized over archs (same values as :meth:`predict`)."""
+        return self.predict_features(self._features(archs))
+
+    def predict_by_kind(self, archs: Sequence[Arch] | Iterable[Arch]) -> dict[str, np.ndarray]:
+        """Per part kind, the summed latency (ms) of each arch's parts of that kind (vectorized over archs)."""
+        return self.predict_features_by_kind(self._features(archs))
+
+    def _features(self, archs: Sequence[Arch] | Iterable[Arch]) -> ArchFeatures:
+        archs = list(archs)
+        for arch in archs:
+            if arch.img_size != self.meta.img_size:
+                self.parts(arch)  # raises, naming the field
+        return arch_features(archs)
+
+    def predict_features(self, feats: ArchFeatures) -> np.ndarray:
+        """:meth:`predict_many` from :func:`arch_features` arrays (what the Ray latency service receives)."""
+        columns = self.predict_features_by_kind(feats)
+        return sum(columns.values()) if columns else np.zeros(0)
+
+    def predict_features_by_kind(self, feats: ArchFeatures) -> dict[str, np.ndarray]:
+        n = len(feats.widths)
+        if n == 0:
+            return {}
+        dense = self._dense_tables()
+        raw = feats.widths // WIDTH_STEP
+        inside = np.all((raw < dense["size"]) & (raw >= 0) & (feats.widths % WIDTH_STEP == 0), axis=1)
+        idx = np.where(inside[:, None], raw, 0)
+
+        def counted(table: np.ndarray, stage: int, counts: np.ndarray) -> np.ndarray:
+            return np.where(counts > 0, counts * table[idx[:, stage]], 0.0)
+
+        zeros = np.zeros(n)
+        out = {"stem": dense["stem"][idx[:, 0]], "downsample": zeros.copy(), "mb4d": zeros.copy(),
+               "mb3d": zeros.copy(), "to_tokens": zeros.copy(), "to_grid": zeros.copy(),
+               "head": dense["head"][idx[:, -1]]}
+        for s in range(NUM_STAGES):
+            if s:
+                out["downsample"] = out["downsample"] + dense["downsample"][s][idx[:, s - 1], idx[:, s]]
+            out["mb4d"] = out["mb4d"] + counted(dense["mb4d"][s], s, feats.n4d[:, s])
+            out["mb3d"] = out["mb3d"] + counted(dense["mb3d"][s], s, feats.n3d[:, s])
+            out["to_tokens"] = out["to_tokens"] + counted(dense["to_tokens"][s], s, feats.to_tokens[:, s])
+            out["to_grid"] = out["to_grid"] + counted(dense["to_grid"][s], s, feats.to_grid[:, s])
+        bad = np.flatnonzero(~inside | np.isnan(sum(out.values())))
+        if bad.size:
+            row = int(bad[0])
+            raise MissingEntryError(f"latency table has no entry for {self._first_missing(feats, row)} needed by "
+                                    f"arch #{row} ({self.meta.describe()})")
+        return out
+
+    def _first_missing(self, feats: ArchFeatures, row: int) -> Part:
+        """The first part (in network order) of arch ``row`` of ``feats`` that the table lacks."""
+        w = [int(v) for v in feats.widths[row]]
+        wanted = [Part("stem", 0, self.meta.in_chans, w[0])]
+        for s in range(NUM_STAGES):
+            if s:
+                wanted.append(Part("downsample", s, w[s - 1], w[s]))
+            for kind, counts in (("mb4d", feats.n4d), ("to_tokens", feats.to_tokens), ("mb3d", feats.n3d),
+                                 ("to_grid", feats.to_grid)):
+                if counts[row, s] > 0:
+                    wanted.append(Part(kind, s, w[s], w[s]))
+        wanted.append(Part("head", NUM_STAGES - 1, w[-1], self.meta.num_classes))
+        return next(p for p in wanted if p not in self.entries)
+
+    # ------------------------------------------------------------------ storage
+    def to_arrow(self) -> pa.Table:
+        rows = sorted(self.entries.items(), key=lambda kv: (PART_KINDS.index(kv[0].kind), kv[0]))
+        columns: dict[str, list] = {name: [] for name in _SCHEMA.names}
+        for part, t in rows:
+            columns["kind"].append(part.kind)
+            columns["stage"].append(part.stage)
+            columns["c_in"].append(part.c_in)
+            columns["c_out"].append(part.c_out)
+            for stat in STATS:
+                columns[f"{stat}_ms"].append(t.get(stat))
+            columns["count"].append(t.count)
+        meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.meta.to_dict()}
+        schema = _SCHEMA.with_metadata({_META_KEY: json.dumps(meta).encode()})
+        return pa.Table.from_pydict(columns, schema=schema)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the table as Parquet, atomically."""
+        target = Path(path)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+        os.close(fd)
+        try:
+            pq.write_table(self.to_arrow(), tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return target
+
+    def to_bytes(self) -> bytes:
+        """The table as Parquet bytes (how it travels to the Ray latency service)."""
+        sink = pa.BufferOutputStream()
+        pq.write_table(self.to_arrow(), sink)
+        return sink.getvalue().to_pybytes()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, stat: str = "median", source: str = "<bytes>") -> LatencyTable:
+        try:
+            table = pq.read_table(pa.BufferReader(data))
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"lut: {source} is not a readable Parquet file ({type(exc).__name__})") from None
+        return cls._from_arrow(table, stat, source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, stat: str = "median") -> LatencyTable:
+        """Read a table; a missing, corrupt or foreign file raises ``InputError`` naming the problem."""
+        file = Path(path)
+        if not file.is_file():
+            raise InputError(f"lut: no such file {file}")
+        try:
+            table = pq.read_table(file)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputError(f"lut: {file} is not a readable Parquet file ({type(exc).__name__})") from None
+        return cls._from_arrow(table, stat, str(file))
+
+    @classmethod
+    def _from_arrow(cls, table: pa.Table, stat: str, file: str) -> LatencyTable:
+        raw = (table.schema.metadata or {}).get(_META_KEY)
+        if raw is None:
+            raise InputError(f"lut: {file} is not a slimnas latency table (no '{_META_KEY.decode()}' metadata)")
+        try:
+            meta_dict = json.loads(raw)
+        except json.JSONDecodeError:
+            raise InputError(f"lut: {file} has corrupt slimnas metadata") from None
+        if meta_dict.get("format") != FORMAT:
+            raise InputError(f"lut: {file} is not a slimnas latency table (format {meta_dict.get('format')!r})")
+        if int(meta_dict.get("format_version", 0)) > FORMAT_VERSION:
+            raise InputError(f"lut: {file} has format version {meta_dict['format_version']}; this slimnas reads up to "
+                             f"{FORMAT_VERSION}")
+        for name in _SCHEMA.names:
+            if name not in table.column_names:
+                raise InputError(f"lut: {file} lacks the column {name!r}")
+        try:
+            meta = TableMeta.from_dict(meta_dict)
+            meta.search_space()
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"lut: {file} has invalid metadata ({exc})") from None
+        return cls(_entries_from_columns(table.to_pydict(), file), meta, stat)
+
+    # ------------------------------------------------------------------ merging
+    def merged(self, other: LatencyTable) -> LatencyTable:
+        """Entries of both tables (``other`` wins); both must have the same identity."""
+        if self.meta.identity() != other.meta.identity():
+            raise InputError("lut: cannot merge tables measured under different settings")
+        return LatencyTable({**self.entries, **other.entries}, self.meta, self.stat)
+
+    def with_meta(self, **changes: Any) -> LatencyTable:
+        return LatencyTable(self.entries, replace(self.meta, **changes), self.stat)
+
+
+def _entries_from_columns(columns: Mapping[str, list], file: Path | str) -> dict[Part, Timing]:
+    entries: dict[Part, Timing] = {}
+    for i, kind in enumerate(columns["kind"]):
+        try:
+            part = Part(kind, int(columns["stage"][i]), int(columns["c_in"][i]), int(columns["c_out"][i]))
+            values = {stat: float(columns[f"{stat}_ms"][i]) for stat in STATS}
+            if not all(np.isfinite(v) and v >= 0 for v in values.values()):
+                raise ValueError(f"non-finite or negative timing for {part}")
+            timing = Timing(count=int(columns["count"][i]), **values)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"lut: {file} row {i}: {exc}") from None
+        entries[part] = timing
+    return entries

@@ -1,0 +1,233 @@
+"""``slimnas lut build | validate | show | import-measurements``: latency lookup tables."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from slimnas.errors import InputError
+
+
+class ProgressPrinter:
+    """Progress with ETA on stderr: one rewritten line on a terminal, a line every few seconds otherwise."""
+
+    def __init__(self, label: str, every_s: float = 5.0) -> None:
+        self.label, self.every_s, self.last = label, every_s, 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, progress) -> None:
+        now = time.monotonic()
+        final = progress.done == progress.total
+        if self.tty:
+            sys.stderr.write(f"\r[{self.label}] {progress.line()[:150]:150s}" + ("\n" if final else ""))
+        elif final or now - self.last >= self.every_s:
+            sys.stderr.write(f"[{self.label}] {progress.line()}\n")
+            self.last = now
+        sys.stderr.flush()
+
+
+def _space(name: str, img_size: int | None):
+    from slimnas.search_spaces.efficientformer import SearchSpace
+
+    space = SearchSpace.preset(name)
+    if img_size is not None and img_size != space.img_size:
+        space = dataclasses.replace(space, img_size=img_size, name=f"{space.name}@{img_size}")
+    return space
+
+
+def _backend(args: argparse.Namespace):
+    from slimnas.latency.backends import get_backend
+
+    settings = {"threads": args.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms}
+    if args.backend == "onnxruntime":
+        settings["provider"] = args.provider
+    if args.backend == "coreml":
+        settings["compute_units"] = args.compute_units
+    if args.backend == "torch-cuda" and args.device:
+        settings["device"] = args.device
+    if getattr(args, "dtype", None):
+        settings["dtype"] = args.dtype
+    return get_backend(args.backend, **settings)
+
+
+def _build(args: argparse.Namespace) -> int:
+    from slimnas.latency.builder import build_table
+
+    if args.batch_size < 1:
+        raise InputError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    space = _space(args.space, args.img_size)
+    backend = _backend(args)
+    if args.backend == "coreml" and backend.unavailable_reason() and backend.can_convert() is None:
+        if not args.bundle:
+            raise InputError(f"backend coreml: {backend.unavailable_reason()}")
+        return _write_bundle(args, space)
+    backend.check()
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise InputError(f"lut: {out} exists; choose another --out or pass --force to replace it")
+    printer = ProgressPrinter("lut build")
+    print(f"building {out}: space {space.name} at {space.img_size}px, {backend.name} on {backend.device_name()}, "
+          f"batch {args.batch_size}, threads {backend.threads}", file=sys.stderr)
+    table = build_table(space, backend, out, batch=args.batch_size, form=args.form, num_classes=args.num_classes,
+                        resume=not args.no_resume, overwrite=args.force, on_progress=printer)
+    print(f"wrote {out}: {len(table)} entries ({table.meta.describe()})")
+    return 0
+
+
+def _write_bundle(args: argparse.Namespace, space) -> int:
+    from slimnas.latency.bundle import write_bundle
+    from slimnas.latency.validate import validation_archs
+
+    networks = validation_archs(space, args.num_networks, args.seed)
+    printer = ProgressPrinter("coreml bundle")
+    start = time.perf_counter()
+
+    def progress(done: int, total: int, item: str) -> None:
+        from slimnas.latency.builder import Progress
+
+        elapsed = time.perf_counter() - start
+        printer(Progress(done, total, item, elapsed, elapsed / done * (total - done)))
+
+    manifest = write_bundle(space, args.bundle, batch=args.batch_size, compute_units=args.compute_units,
+                            form=args.form or "eager", num_classes=args.num_classes, networks=networks,
+                            on_progress=progress)
+    print(f"wrote the Core ML benchmark bundle {manifest.parent} ({manifest}); time it on the device, then run "
+          f"`slimnas lut import-measurements --bundle {args.bundle} --measurements FILE --out {args.out}`")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from slimnas.latency.table import LatencyTable
+    from slimnas.latency.validate import validate_measured, validate_table
+
+    table = LatencyTable.load(args.lut)
+    if args.measurements:
+        if not args.bundle:
+            raise InputError("--bundle: needed with --measurements")
+        from slimnas.latency.bundle import import_measurements
+
+        _, networks = import_measurements(args.bundle, args.measurements, device=table.meta.device,
+                                          allow_partial=True)
+        if not networks:
+            raise InputError(f"--measurements: no measured networks of the bundle in {args.measurements}")
+        report = validate_measured(table, networks, args.calibrate_fraction, args.seed)
+    else:
+        from slimnas.latency.backends import get_backend
+
+        meta = table.meta
+        settings = {"threads": meta.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms}
+        if meta.backend == "onnxruntime":
+            settings["provider"] = meta.versions.get("provider", "CPUExecutionProvider").startswith("CUDA") and \
+                "cuda" or "cpu"
+        backend = get_backend(meta.backend, **settings)
+        print(f"validating {args.lut} ({meta.describe()}) on {args.num_archs} random archs + presets",
+              file=sys.stderr)
+        report = validate_table(table, backend, num_archs=args.num_archs, seed=args.seed,
+                                calibrate_fraction=args.calibrate_fraction,
+                                on_progress=ProgressPrinter("lut validate"))
+    out_dir = Path(args.out_dir or Path(args.lut).with_suffix("").as_posix() + "-validation")
+    paths = report.write(out_dir)
+    print(json.dumps({"summary": report.summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from slimnas.latency.table import LatencyTable
+    from slimnas.search_spaces.efficientformer import Arch
+
+    from .models import read_arch
+
+    table = LatencyTable.load(args.lut, stat=args.stat)
+    info = {"meta": table.meta.to_dict(), "entries": len(table),
+            "entries_by_kind": dict(Counter(p.kind for p in table.entries)),
+            "missing_for_space": len(table.missing_for_space())}
+    arch = None
+    if args.preset:
+        arch = Arch.preset(args.preset, img_size=table.meta.img_size, slots=table.space.slots)
+    elif args.arch:
+        arch = read_arch(args.arch)
+    if arch is not None:
+        info["arch"] = str(arch)
+        info["predicted_ms"] = table.predict(arch)
+        info["breakdown_ms"] = [[str(p), round(v, 4)] for p, v in table.breakdown(arch)]
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from slimnas.latency.bundle import import_measurements
+
+    out = Path(args.out)
+    if out.exists() and not args.force:
+        raise InputError(f"--out: {out} exists; pass --force to replace it")
+    table, networks = import_measurements(args.bundle, args.measurements, device=args.device,
+                                          allow_partial=args.allow_partial)
+    table.save(out)
+    print(f"wrote {out}: {len(table)} entries ({table.meta.describe()}); {len(networks)} measured networks in the "
+          f"bundle for `slimnas lut validate --lut {out} --bundle {args.bundle} --measurements {args.measurements}`")
+    return 0
+
+
+def _measurement_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--repeats", type=int, default=30, help="timing samples per module")
+    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time per module")
+
+
+def register(sub) -> None:
+    lut = sub.add_parser("lut", help="latency lookup tables: build, validate, show, import-measurements")
+    lsub = lut.add_subparsers(dest="lut_command", required=True, parser_class=type(lut))
+
+    p = lsub.add_parser("build", help="time every part of a space on a backend (resumable)")
+    p.add_argument("--space", required=True, help="l7 | l3 | l1 | tiny")
+    p.add_argument("--backend", required=True, help="torch-cpu | torch-cuda | onnxruntime | coreml")
+    p.add_argument("--out", required=True, help="output Parquet file")
+    p.add_argument("--batch-size", type=int, default=1)
+    p.add_argument("--img-size", type=int, default=None, help="input size (default: the space's)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu, onnxruntime cpu)")
+    p.add_argument("--form", choices=["fused", "eager"], default=None, help="module form (default: the backend's)")
+    p.add_argument("--dtype", default=None, help="float32 (default) | float16 | bfloat16 (torch backends)")
+    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider")
+    p.add_argument("--device", default=None, help="torch-cuda device, e.g. cuda:1")
+    p.add_argument("--compute-units", default="all", help="coreml: all | cpu_only | cpu_and_gpu | cpu_and_ne")
+    p.add_argument("--bundle", default=None, help="coreml off macOS: write a benchmark bundle to this folder")
+    p.add_argument("--num-networks", type=int, default=20, help="coreml bundle: random validation networks")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--no-resume", action="store_true", help="ignore (and replace) an interrupted build's journal")
+    _measurement_args(p)
+    p.set_defaults(func=_build, full_command="lut build")
+
+    p = lsub.add_parser("validate", help="compare a table with measured whole networks")
+    p.add_argument("--lut", required=True)
+    p.add_argument("--num-archs", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibrate-fraction", type=float, default=0.3, help="share of random archs fitting the "
+                   "calibrated predictor (the rest and the presets are held out)")
+    p.add_argument("--out-dir", default=None, help="where the CSV, PNG and JSON go (default: next to the table)")
+    p.add_argument("--bundle", default=None, help="coreml: the bundle whose networks were measured")
+    p.add_argument("--measurements", default=None, help="coreml: the device's measurements file")
+    _measurement_args(p)
+    p.set_defaults(func=_validate, full_command="lut validate")
+
+    p = lsub.add_parser("show", help="a table's metadata, completeness, and an arch's predicted latency")
+    p.add_argument("--lut", required=True)
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--preset", help="predict a preset (l1 | l3 | l7) at the table's input size")
+    group.add_argument("--arch", help="predict an arch from a JSON file")
+    p.add_argument("--stat", default="median", help="median | mean | p10 | p90")
+    p.set_defaults(func=_show, full_command="lut show")
+
+    p = lsub.add_parser("import-measurements", help="a table from a Core ML bundle and the device's measurements")
+    p.add_argument("--bundle", required=True)
+    p.add_argument("--measurements", required=True, help="JSON or CSV measurements file")
+    p.add_argument("--out", required=True)
+    p.add_argument("--device", default=None, help="device name (if the measurements file does not give it)")
+    p.add_argument("--allow-partial", action="store_true", help="accept measurements that miss some parts")
+    p.add_argument("--force", action="store_true")
+    p.set_defaults(func=_import, full_command="lut import-measurements")

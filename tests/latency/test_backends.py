@@ -1,0 +1,79 @@
+import platform
+
+import pytest
+import torch
+
+from slimnas.latency import Part
+from slimnas.latency.backends import BackendUnavailable, CoreMLBackend, ONNXRuntimeBackend, export_onnx, get_backend
+from slimnas.latency.modules import network_module, part_module
+from slimnas.search_spaces.efficientformer import Arch
+
+from .conftest import fast_backend
+
+
+def test_torch_cpu_times_a_block_and_restores_threads():
+    threads = torch.get_num_threads()
+    backend = fast_backend()
+    module, example = part_module(Part("mb4d", 1, 64, 64), img_size=64)
+    timing = backend.measure(module, example)
+    assert timing.count == 3 and 0 < timing.p10 <= timing.median <= timing.p90 and timing.median < 1000
+    assert torch.get_num_threads() == threads
+    info = backend.describe()
+    assert info["threads"] == 1 and info["backend"] == "torch-cpu" and "logical cores" in info["device"]
+
+
+@pytest.mark.parametrize("form", ["fused", "eager"])
+def test_every_part_kind_runs_in_both_forms(form):
+    for part in [Part("stem", 0, 3, 32), Part("downsample", 2, 32, 48), Part("mb4d", 0, 16, 16),
+                 Part("mb3d", 3, 64, 64), Part("to_tokens", 2, 32, 32), Part("to_grid", 2, 32, 32),
+                 Part("head", 3, 64, 10)]:
+        module, example = part_module(part, img_size=64, batch=2, form=form)
+        with torch.no_grad():
+            out = module(example)
+        assert out.shape[0] == 2, part
+
+
+def test_onnxruntime_times_one_block():
+    backend = ONNXRuntimeBackend(threads=1, repeats=3, warmup_ms=5.0)
+    assert backend.unavailable_reason() is None
+    module, example = part_module(Part("mb3d", 3, 32, 32), img_size=64, form=backend.default_form)
+    timing = backend.measure(module, example)
+    assert timing.count == 3 and timing.median > 0
+    assert backend.versions()["provider"] == "CPUExecutionProvider"
+    # the exported model computes what the module computes
+    session = backend.session(export_onnx(module, example))
+    out = session.run(None, {session.get_inputs()[0].name: example.numpy()})[0]
+    assert abs(out - module(example).detach().numpy()).max() < 1e-4
+
+
+def test_coreml_converts_one_block_here_and_says_why_it_cannot_time():
+    backend = CoreMLBackend(compute_units="cpu_only")
+    module, example = part_module(Part("mb4d", 2, 32, 32), img_size=64, form="eager")
+    model = backend.convert(module, example)
+    spec = model.get_spec()
+    assert spec.WhichOneof("Type") == "mlProgram"
+    assert [i.name for i in spec.description.input] == ["input"]
+    if platform.system() != "Darwin":
+        reason = backend.unavailable_reason()
+        assert "needs macOS" in reason and "\n" not in reason
+        with pytest.raises(BackendUnavailable, match="backend coreml: timing Core ML models needs macOS"):
+            backend.measure(module, example)
+
+
+def test_unknown_and_unavailable_backends_say_so_in_one_line():
+    with pytest.raises(ValueError, match="unknown backend 'tpu'"):
+        get_backend("tpu")
+    cuda = get_backend("torch-cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(BackendUnavailable, match="no CUDA device"):
+            cuda.check()
+    with pytest.raises(ValueError, match="provider"):
+        ONNXRuntimeBackend(provider="tpu")
+    with pytest.raises(ValueError, match="compute_units"):
+        CoreMLBackend(compute_units="npu")
+
+
+def test_whole_network_module_matches_the_arch():
+    arch = Arch.preset("l1", img_size=64, slots=None)
+    module, example = network_module(arch, batch=2, form="fused", num_classes=10)
+    assert module(example).shape == (2, 10)

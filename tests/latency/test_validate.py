@@ -1,0 +1,92 @@
+import random
+
+import numpy as np
+import pytest
+from scipy.stats import kendalltau
+
+from slimnas.errors import InputError
+from slimnas.latency import CalibratedPredictor, LatencyTable, Timing
+from slimnas.latency.validate import error_metrics, kendall_tau, validate_measured, validate_table, validation_archs
+from slimnas.search_spaces.efficientformer import SearchSpace
+
+from .conftest import fast_backend
+
+TINY = SearchSpace.preset("tiny")
+
+
+def test_kendall_tau_matches_scipy_with_ties():
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        a, b = rng.integers(0, 6, 30), rng.integers(0, 6, 30)
+        assert kendall_tau(a, b) == pytest.approx(kendalltau(a, b).statistic)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1.0)
+
+
+def test_error_metrics_by_hand():
+    m = error_metrics([11.0, 9.5, 10.0, 13.0], [10.0, 10.0, 10.0, 10.0])
+    assert m["mape_pct"] == pytest.approx((10 + 5 + 0 + 30) / 4)
+    assert m["max_abs_error_pct"] == pytest.approx(30.0)
+    assert m["within_5pct"] == pytest.approx(0.5) and m["within_10pct"] == pytest.approx(0.75)
+
+
+def test_validation_archs_are_distinct_and_include_contained_presets():
+    l7 = SearchSpace.preset("l7")
+    named = validation_archs(l7, 10, seed=3)
+    assert [n for n, _ in named[:3]] == ["l1", "l3", "l7"]
+    assert len({a.structure_key() for _, a in named}) == 13
+    assert [n for n, _ in validation_archs(TINY, 4, 0)] == [f"random-{i}" for i in range(4)]
+
+
+def test_calibration_recovers_known_corrections(tiny_table):
+    rng = random.Random(0)
+    archs = [TINY.sample(rng) for _ in range(40)]
+    x = CalibratedPredictor(tiny_table).features(archs)
+    truth = np.array([1.0, 1.2, 1.5, 0.8, 1.0, 1.1])
+    measured = x @ truth + 0.05
+    fitted = CalibratedPredictor(tiny_table).fit(archs, measured, ridge=1e-6)
+    np.testing.assert_allclose(list(fitted.coef.values()), truth, rtol=0.02)
+    np.testing.assert_allclose(fitted.predict_many(archs), measured, rtol=1e-3)
+
+
+def test_calibration_save_load_is_tied_to_its_table(tiny_table, tmp_path):
+    cal = CalibratedPredictor(tiny_table, {"mb4d": 1.3}, 0.1)
+    path = cal.save(tmp_path / "cal.json")
+    again = CalibratedPredictor.load(path, tiny_table)
+    assert again.coef == cal.coef and again.predict(TINY.max_arch()) == pytest.approx(cal.predict(TINY.max_arch()))
+    with pytest.raises(InputError, match="other settings"):
+        CalibratedPredictor.load(path, tiny_table.with_meta(batch=8))
+
+
+def test_validate_table_end_to_end_writes_csv_png_json(tiny_table, tmp_path):
+    report = validate_table(tiny_table, fast_backend(), num_archs=8, seed=0, calibrate_fraction=0.5)
+    assert report.summary["plain_all"]["n"] == 8
+    assert {r.split for r in report.rows} == {"fit", "holdout"}
+    assert report.calibration is not None and report.summary["calibrated_holdout"]["n"] == 4
+    for r in report.rows:
+        assert r.predicted_ms == pytest.approx(tiny_table.predict(r.arch))
+        assert r.measured.median > 0
+    paths = report.write(tmp_path / "v")
+    csv_lines = paths["csv"].read_text().splitlines()
+    assert csv_lines[0].startswith("name,split,predicted_ms") and len(csv_lines) == 9
+    assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert paths["calibration"].is_file()
+
+
+def test_validate_refuses_another_backend_or_thread_count(tiny_table):
+    from slimnas.latency.backends import ONNXRuntimeBackend
+
+    with pytest.raises(InputError, match="measured with 'torch-cpu'"):
+        validate_table(tiny_table, ONNXRuntimeBackend(), num_archs=1)
+    with pytest.raises(InputError, match="threads"):
+        validate_table(tiny_table, fast_backend().__class__(threads=2), num_archs=1)
+
+
+def test_validate_measured_without_calibration(tiny_table):
+    rng = random.Random(2)
+    archs = [TINY.sample(rng) for _ in range(5)]
+    measured = [(f"random-{i}", a, Timing.from_samples([tiny_table.predict(a) * 1.05] * 3))
+                for i, a in enumerate(archs)]
+    report = validate_measured(tiny_table, measured)
+    assert report.calibration is None  # too few networks to hold some out
+    assert report.summary["plain_all"]["within_5pct"] == pytest.approx(1.0)
+    assert isinstance(tiny_table, LatencyTable)

@@ -1,0 +1,77 @@
+import json
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from slimnas.latency import LatencyTable
+from slimnas.platform.cli import main
+
+FAST = ["--threads", "1", "--repeats", "2", "--warmup-ms", "1"]
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "tiny.parquet"
+    assert main(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), *FAST]) == 0
+    return out
+
+
+def test_build_show_validate(built, tmp_path, capsys):
+    table = LatencyTable.load(built)
+    assert len(table) == 144 and table.meta.threads == 1
+    arch = tmp_path / "arch.json"
+    arch.write_text(json.dumps(table.space.max_arch().to_dict()))
+    capsys.readouterr()
+    assert main(["lut", "show", "--lut", str(built), "--arch", str(arch)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["predicted_ms"] == pytest.approx(table.predict(table.space.max_arch()))
+    assert info["entries"] == 144 and info["missing_for_space"] == 0
+    out_dir = tmp_path / "val"
+    assert main(["lut", "validate", "--lut", str(built), "--num-archs", "6", "--out-dir", str(out_dir),
+                 "--repeats", "2", "--warmup-ms", "1"]) == 0
+    summary = json.loads(capsys.readouterr().out)["summary"]
+    assert summary["plain_all"]["n"] == 6
+    assert {p.name for p in out_dir.iterdir()} == {"validation.csv", "validation.png", "validation.json",
+                                                  "calibration.json"}
+
+
+def _one_line_exit_2(argv, capsys, needle):
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_bad_input_is_one_line_and_exit_2(built, tmp_path, capsys):
+    _one_line_exit_2(["lut", "show", "--lut", str(tmp_path / "none.parquet")], capsys, "no such file")
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"a": [1]}), foreign)
+    _one_line_exit_2(["lut", "show", "--lut", str(foreign)], capsys, "not a slimnas latency table")
+    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "gpu9", "--out", str(tmp_path / "x.parquet")],
+                     capsys, "unknown backend 'gpu9'")
+    wide = tmp_path / "wide.json"
+    blocks = LatencyTable.load(built).space.max_arch().to_dict()["blocks"]
+    wide.write_text(json.dumps({"img_size": 64, "widths": [32, 64, 96, 256], "blocks": blocks}))
+    _one_line_exit_2(["lut", "show", "--lut", str(built), "--arch", str(wide)], capsys,
+                     "no entry for downsample(stage 4, 96->256)")
+    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(built)], capsys,
+                     "exists")
+    _one_line_exit_2(["lut", "build", "--space", "huge", "--backend", "torch-cpu", "--out", "x.parquet"], capsys,
+                     "unknown preset 'huge'")
+    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", "x.parquet",
+                      "--img-size", "50"], capsys, "img_size")
+    _one_line_exit_2(["lut", "import-measurements", "--bundle", str(tmp_path), "--measurements", "m.json", "--out",
+                      str(tmp_path / "y.parquet")], capsys, "no manifest.json")
+
+
+def test_a_real_process_prints_no_traceback(tmp_path):
+    corrupt = tmp_path / "corrupt.parquet"
+    corrupt.write_bytes(b"PAR1 not really")
+    proc = subprocess.run([sys.executable, "-m", "slimnas.platform.cli", "lut", "show", "--lut", str(corrupt)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == f"slimnas lut show: error: lut: {corrupt} is not a readable Parquet file " \
+                                  "(ArrowInvalid)"
