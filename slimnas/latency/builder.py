@@ -66,7 +66,8 @@ def table_meta(space: SearchSpace, backend: Backend, batch: int, form: str, num_
     return TableMeta(
         backend=backend.name, device=info["device"], batch=batch, dtype=backend.dtype, img_size=space.img_size,
         threads=backend.threads, space=space.to_dict(), form=form, num_classes=num_classes, in_chans=in_chans,
-        versions=info["versions"], created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        options=info["options"], versions=info["versions"],
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         notes={"warmup_ms": backend.warmup_ms, "repeats": backend.repeats, "min_sample_ms": backend.min_sample_ms},
     )
 

@@ -115,7 +115,8 @@ def write_bundle(
             on_progress(len(todo) + j, total, name)
     meta = TableMeta(backend="coreml", device="", batch=batch, dtype="float32", img_size=space.img_size,
                      threads=None, space=space.to_dict(), form=form, num_classes=num_classes,
-                     versions=backend.versions(), notes={"compute_units": compute_units})
+                     options=backend.options(), versions=backend.versions(),
+                     notes={"compute_units": compute_units})
     manifest = {"format": BUNDLE_FORMAT, "version": 1, "meta": meta.to_dict(), "parts": records, "networks": nets}
     atomic_write_text(root / "README.md", _README.format(batch=batch))
     return atomic_write_text(root / "manifest.json", json.dumps(manifest, indent=1))

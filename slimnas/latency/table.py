@@ -59,6 +59,7 @@ class TableMeta:
     form: str = "fused"
     num_classes: int = 1000
     in_chans: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
@@ -66,7 +67,7 @@ class TableMeta:
     def identity(self) -> dict[str, Any]:
         """The fields two measurement sessions must share to be merged into one table."""
         return {k: getattr(self, k) for k in ("backend", "device", "batch", "dtype", "img_size", "threads", "space",
-                                              "form", "num_classes", "in_chans")}
+                                              "form", "num_classes", "in_chans", "options")}
 
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.space)
@@ -84,8 +85,9 @@ class TableMeta:
 
     def describe(self) -> str:
         threads = "" if self.threads is None else f", {self.threads} threads"
+        options = "".join(f", {k} {v}" for k, v in sorted(self.options.items()))
         return (f"{self.backend} on {self.device}, batch {self.batch}, {self.dtype}, {self.img_size}px{threads}, "
-                f"space {self.space.get('name', '?')}, {self.form} form")
+                f"space {self.space.get('name', '?')}, {self.form} form{options}")
 
 
 class LatencyTable:

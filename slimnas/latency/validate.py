@@ -246,6 +246,10 @@ def validate_table(
         raise InputError(f"backend: the table was measured with {meta.backend!r}, not {backend.name!r}")
     if meta.threads is not None and backend.threads not in (None, meta.threads):
         raise InputError(f"threads: the table was measured with {meta.threads} threads, not {backend.threads}")
+    for key, value in meta.options.items():
+        if backend.options().get(key) != value:
+            raise InputError(f"{key}: the table was measured with {key} {value!r}, the backend has "
+                             f"{backend.options().get(key)!r}")
     backend.check()
     archs = validation_archs(table.space, num_archs, seed)
     table.predict_many([a for _, a in archs])  # fail fast on missing entries, before any measuring

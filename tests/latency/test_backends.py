@@ -23,6 +23,19 @@ def test_torch_cpu_times_a_block_and_restores_threads():
 
 
 @pytest.mark.parametrize("form", ["fused", "eager"])
+def test_allocator_option_is_recorded_and_process_wide():
+    from slimnas.latency.backends import TorchCPUBackend, allocator_state
+
+    backend = fast_backend()
+    backend.measure(*part_module(Part("to_grid", 2, 16, 16), img_size=64))
+    assert backend.options() == {"allocator": "tuned"} and allocator_state() == "tuned"
+    untuned = TorchCPUBackend(threads=1, allocator="default")
+    with pytest.raises(BackendUnavailable, match="cannot be undone"):
+        untuned.check()
+    with pytest.raises(ValueError, match="allocator"):
+        TorchCPUBackend(allocator="jemalloc")
+
+
 def test_every_part_kind_runs_in_both_forms(form):
     for part in [Part("stem", 0, 3, 32), Part("downsample", 2, 32, 48), Part("mb4d", 0, 16, 16),
                  Part("mb3d", 3, 64, 64), Part("to_tokens", 2, 32, 32), Part("to_grid", 2, 32, 32),

@@ -79,6 +79,9 @@ def test_validate_refuses_another_backend_or_thread_count(tiny_table):
         validate_table(tiny_table, ONNXRuntimeBackend(), num_archs=1)
     with pytest.raises(InputError, match="threads"):
         validate_table(tiny_table, fast_backend().__class__(threads=2), num_archs=1)
+    assert tiny_table.meta.options == {"allocator": "tuned"}
+    with pytest.raises(InputError, match="allocator"):
+        validate_table(tiny_table, fast_backend().__class__(threads=1, allocator="default"), num_archs=1)
 
 
 def test_validate_measured_without_calibration(tiny_table):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ._alloc import ALLOCATORS, allocator_state, tune_allocator
 from ._base import Backend, BackendUnavailable, cpu_name
 from ._coreml import COMPUTE_UNITS, CoreMLBackend
 from ._onnx import ONNXRuntimeBackend, export_onnx
@@ -16,6 +17,7 @@ from ._torch import TorchCPUBackend, TorchCUDABackend
 
 __all__ = [
     "Backend", "BackendUnavailable", "BACKENDS", "get_backend", "cpu_name", "export_onnx", "COMPUTE_UNITS",
+    "ALLOCATORS", "allocator_state", "tune_allocator",
     "TorchCPUBackend", "TorchCUDABackend", "ONNXRuntimeBackend", "CoreMLBackend",
 ]
 

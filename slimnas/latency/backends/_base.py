@@ -95,9 +95,13 @@ class Backend(abc.ABC):
 
         return {"slimnas": __version__, "torch": torch.__version__, "python": platform.python_version()}
 
+    def options(self) -> dict[str, Any]:
+        """Backend settings besides threads and dtype that the numbers depend on (recorded in the table)."""
+        return {}
+
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "device": self.device_name(), "threads": self.threads, "dtype": self.dtype,
-                "versions": self.versions()}
+                "options": self.options(), "versions": self.versions()}
 
     # ------------------------------------------------------------------ timing
     @abc.abstractmethod

@@ -66,6 +66,9 @@ class CoreMLBackend(Backend):
                     f"`slimnas lut import-measurements`")
         return None
 
+    def options(self) -> dict[str, Any]:
+        return {"compute_units": self.compute_units}
+
     def device_name(self) -> str:
         if platform.system() == "Darwin":
             try:

@@ -58,6 +58,9 @@ class ONNXRuntimeBackend(Backend):
             return f"{_PROVIDERS[self.provider]} is not available in this onnxruntime build"
         return None
 
+    def options(self) -> dict[str, Any]:
+        return {"provider": self.provider}
+
     def device_name(self) -> str:
         if self.provider == "cuda" and torch.cuda.is_available():
             return torch.cuda.get_device_name(0)

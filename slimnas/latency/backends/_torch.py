@@ -7,7 +7,10 @@ from typing import Any
 
 import torch
 
+from slimnas.errors import InputError
+
 from ..modules import DTYPES
+from ._alloc import ALLOCATORS, allocator_state, tune_allocator
 from ._base import Backend, cpu_name
 
 __all__ = ["TorchCPUBackend", "TorchCUDABackend"]
@@ -23,12 +26,25 @@ def _prepared(module: torch.nn.Module, example: torch.Tensor, device: str, dtype
 
 class TorchCPUBackend(Backend):
     """``torch-cpu``: eager PyTorch on the CPU under ``torch.inference_mode``, ``threads`` intra-op threads (default:
-    torch's current setting, recorded in the table)."""
+    torch's current setting) and the ``allocator`` setting (``tuned`` or ``default``, see :mod:`._alloc`), both
+    recorded in the table."""
 
     name = "torch-cpu"
 
-    def __init__(self, threads: int | None = None, **kwargs: Any) -> None:
+    def __init__(self, threads: int | None = None, allocator: str = "tuned", **kwargs: Any) -> None:
+        if allocator not in ALLOCATORS:
+            raise ValueError(f"allocator: expected one of {ALLOCATORS}, got {allocator!r}")
         super().__init__(threads=threads or torch.get_num_threads(), **kwargs)
+        self.allocator = allocator
+
+    def options(self) -> dict[str, Any]:
+        return {"allocator": self.allocator}
+
+    def unavailable_reason(self) -> str | None:
+        if self.allocator == "default" and allocator_state() == "tuned":
+            return ("this process already tuned the allocator (it cannot be undone); measure allocator=default in "
+                    "a fresh process")
+        return None
 
     def device_name(self) -> str:
         return cpu_name()
@@ -43,6 +59,8 @@ class TorchCPUBackend(Backend):
         return run
 
     def measure(self, module: torch.nn.Module, example: torch.Tensor):
+        if self.allocator == "tuned" and not tune_allocator():
+            raise InputError("allocator: cannot tune this C library's allocator; use allocator=default")
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:

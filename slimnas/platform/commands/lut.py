@@ -44,6 +44,8 @@ def _backend(args: argparse.Namespace):
     from slimnas.latency.backends import get_backend
 
     settings = {"threads": args.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms}
+    if args.backend == "torch-cpu":
+        settings["allocator"] = args.allocator
     if args.backend == "onnxruntime":
         settings["provider"] = args.provider
     if args.backend == "coreml":
@@ -120,10 +122,8 @@ def _validate(args: argparse.Namespace) -> int:
         from slimnas.latency.backends import get_backend
 
         meta = table.meta
-        settings = {"threads": meta.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms}
-        if meta.backend == "onnxruntime":
-            settings["provider"] = meta.versions.get("provider", "CPUExecutionProvider").startswith("CUDA") and \
-                "cuda" or "cpu"
+        settings = {"threads": meta.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms,
+                    "dtype": meta.dtype, **meta.options}
         backend = get_backend(meta.backend, **settings)
         print(f"validating {args.lut} ({meta.describe()}) on {args.num_archs} random archs + presets",
               file=sys.stderr)
@@ -192,6 +192,8 @@ def register(sub) -> None:
     p.add_argument("--form", choices=["fused", "eager"], default=None, help="module form (default: the backend's)")
     p.add_argument("--dtype", default=None, help="float32 (default) | float16 | bfloat16 (torch backends)")
     p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider")
+    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
+                   help="torch-cpu: glibc allocator setting (see slimnas.latency.backends._alloc)")
     p.add_argument("--device", default=None, help="torch-cuda device, e.g. cuda:1")
     p.add_argument("--compute-units", default="all", help="coreml: all | cpu_only | cpu_and_gpu | cpu_and_ne")
     p.add_argument("--bundle", default=None, help="coreml off macOS: write a benchmark bundle to this folder")
