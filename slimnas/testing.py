@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-__all__ = ["perturb"]
+from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["perturb", "TOY_SPACE", "toy_latency", "toy_accuracy", "run_search"]
+
+#: A toy space for search tests: 4 stages at most 32 wide; 1, 1, 2, 2 slots (max arch: 4d | 4d | 4d 4d | 3d 3d).
+TOY_SPACE = SearchSpace(name="toy", img_size=32, max_widths=(32, 32, 32, 32), slots=(1, 1, 2, 2))
+
+
+def toy_latency(archs: Sequence[Arch]) -> list[float]:
+    """An additive latency oracle: 1 ms per 16 channels of each stage, 2 ms per MB4D, 3 ms per MB3D."""
+    return [sum(w // 16 for w in a.widths) + 2.0 * sum(a.depths[s] - a.num_3d[s] for s in range(4))
+            + 3.0 * sum(a.num_3d) for a in archs]
+
+
+def toy_accuracy(arch: Arch) -> float:
+    """An accuracy oracle: 70 + 3 per MB3D + 1.5 per MB4D + 0.25 per 16 channels of each stage."""
+    n3 = sum(arch.num_3d)
+    n4 = sum(arch.depths) - n3
+    return 70 + 3 * n3 + 1.5 * n4 + 0.25 * sum(w // 16 for w in arch.widths)
+
+
+def run_search(search, evaluate=toy_accuracy, max_rounds: int = 100_000):
+    """Drive an ask/tell search to the end, evaluating each candidate with ``evaluate(arch)``."""
+    for _ in range(max_rounds):
+        if search.finished:
+            return search
+        asked = search.ask()
+        if not asked and not search.finished:
+            raise RuntimeError(f"{search.name}: ask() returned nothing while no result was outstanding")
+        for candidate in asked:
+            search.tell(candidate.id, evaluate(candidate.arch))
+    raise RuntimeError(f"{search.name}: did not finish in {max_rounds} rounds")
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -13,6 +48,8 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     Fresh inits make them near no-ops (layer scale 1e-5, unit BN statistics, zero attention bias), which would let a
     wrong fold or a wrong channel slice pass a comparison unnoticed.
     """
+    import torch
+
     gen = torch.Generator().manual_seed(seed)
 
     def uniform(t: torch.Tensor, lo: float, hi: float) -> None:

@@ -1,0 +1,11 @@
+"""The search algorithms, pure: latency-driven slimming and the enumeration baselines (ask/tell, seedable, with
+JSON-ready state). They see archs, a latency function and accuracy results; they import neither torch nor ray."""
+
+from ._base import Candidate, Evaluation, SearchAlgorithm, pareto_front
+from .exhaustive import ExhaustiveSearch
+from .optuna_search import NSGA2Search, TPESearch
+from .random_search import RandomSearch
+from .slimming import Action, SlimmingSearch
+
+__all__ = ["Candidate", "Evaluation", "SearchAlgorithm", "pareto_front", "Action", "SlimmingSearch",
+           "RandomSearch", "ExhaustiveSearch", "TPESearch", "NSGA2Search"]

@@ -1,0 +1,300 @@
+"""Latency-driven slimming (Li et al., NeurIPS 2022, Sec. 4.2), as a pure ask/tell algorithm.
+
+Starting from the supernet's architecture, each round considers actions on the current arch, gets each action's
+latency saving from the latency function (the lookup table) and its accuracy from an evaluation of the resulting
+subnet (supernet weights, BN recalibrated), and applies the action with the smallest accuracy drop per millisecond
+saved, ``(acc_now - acc_action) / (lat_now - lat_action)``. It repeats until the latency target is met or no action
+saves latency. One run answers a whole sweep of targets: for each target, the first arch of the trajectory at or under
+it.
+
+Actions (MetaPath importance from the supernet's alpha, :mod:`slimnas.search_spaces.efficientformer._importance`):
+
+- ``mode="paper"``: exactly the paper's three -- (1) the least important active MetaPath becomes an identity; (2) the
+  first MB3D (in network order) is removed; (3) the least important stage loses 16 channels. A stage's importance is
+  the sum of its *active* MetaPaths' scores (a MetaPath already turned into an identity no longer counts).
+- ``mode="extended"``: every active MetaPath to identity, every stage's width minus 16, and the first-MB3D removal:
+  more evaluations per round (run in parallel), a broader look at each step.
+
+Decisions where the paper is silent:
+
+- "Remove the first MB3D" turns it into MB4D by default (``mb3d_removal="to_4d"``: the 3D partition shrinks by one
+  block and the depth stays, the reading under which L1/L3/L7 differ in their MB3D counts); ``"to_identity"`` drops
+  the block instead. Where a stage does not allow MB4D it becomes an identity.
+- An action is proposed only if the result is a valid arch of the space (a stage keeps at least one active block,
+  widths stay at or above the space's minimum) and it saves latency; actions that save nothing are not evaluated.
+- Ties in the score go to the action listed first: identity, MB3D removal, width; then by stage and slot.
+- The starting arch is evaluated once (round 0): its accuracy is the reference for the first round's drops. An arch
+  evaluated before (same slots, same widths) is not evaluated again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from slimnas.search_spaces.efficientformer import KIND_3D, KIND_4D, KIND_ID, Arch, Importance, SearchSpace
+
+from ._base import Candidate, Evaluation, LatencyFn, SearchAlgorithm
+
+__all__ = ["Action", "SlimmingSearch", "MODES", "MB3D_REMOVALS"]
+
+MODES = ("paper", "extended")
+MB3D_REMOVALS = ("to_4d", "to_identity")
+_ACTION_ORDER = ("identity", "remove_mb3d", "width")
+
+
+@dataclass(frozen=True)
+class Action:
+    """One slimming step: ``identity`` (stage, slot), ``remove_mb3d`` (stage, slot) or ``width`` (stage)."""
+
+    kind: str
+    stage: int
+    slot: int | None = None
+
+    def sort_key(self) -> tuple:
+        return (_ACTION_ORDER.index(self.kind), self.stage, -1 if self.slot is None else self.slot)
+
+    def __str__(self) -> str:
+        if self.kind == "width":
+            return f"stage {self.stage + 1} width -16"
+        if self.kind == "identity":
+            return f"MetaPath {self.stage + 1}.{self.slot} -> identity"
+        return f"first MB3D ({self.stage + 1}.{self.slot}) removed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "stage": self.stage, "slot": self.slot, "text": str(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Action:
+        return cls(data["kind"], int(data["stage"]), data["slot"])
+
+
+class SlimmingSearch(SearchAlgorithm):
+    """The paper's slimming. See the module docstring.
+
+    Args:
+        space: the search space (validity of each step).
+        start: the starting arch (usually ``space.max_arch()``).
+        importance: the supernet's importance scores (``SuperNet.importance()``), or per-stage, per-slot scores.
+        latency_fn: predicted latency (ms) of a list of archs.
+        targets: one latency target or a sweep (ms); the run stops when the smallest is met.
+        mode: ``"paper"`` or ``"extended"``.
+        mb3d_removal: ``"to_4d"`` or ``"to_identity"``.
+        width_step: channels removed by a width action (16: the table's granularity).
+        budget: optional cap on subnet evaluations (the run stops when the next round does not fit).
+        seed: kept for the common interface (slimming itself is deterministic).
+    """
+
+    name = "slimming"
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        start: Arch,
+        importance: Importance | Sequence[Sequence[float]],
+        latency_fn: LatencyFn,
+        targets: float | Sequence[float],
+        mode: str = "paper",
+        mb3d_removal: str = "to_4d",
+        width_step: int = 16,
+        budget: int | None = None,
+        seed: int | None = 0,
+    ) -> None:
+        super().__init__(latency_fn, budget, seed)
+        if mode not in MODES:
+            raise ValueError(f"mode: expected one of {MODES}, got {mode!r}")
+        if mb3d_removal not in MB3D_REMOVALS:
+            raise ValueError(f"mb3d_removal: expected one of {MB3D_REMOVALS}, got {mb3d_removal!r}")
+        space.check(start)
+        self.space, self.mode, self.mb3d_removal, self.width_step = space, mode, mb3d_removal, width_step
+        scores = importance.metapaths if isinstance(importance, Importance) else importance
+        self.scores = [[float(v) for v in stage] for stage in scores]
+        if [len(s) for s in self.scores] != list(space.slots):
+            raise ValueError(f"importance: expected {list(space.slots)} scores per stage, "
+                             f"got {[len(s) for s in self.scores]}")
+        targets = [float(targets)] if isinstance(targets, (int, float)) else [float(t) for t in targets]
+        if not targets or min(targets) <= 0:
+            raise ValueError("targets: need at least one positive latency target (ms)")
+        self.targets = sorted(targets, reverse=True)
+        self.current = start
+        self.current_latency = self.latencies([start])[0]
+        self.current_accuracy: float | None = None
+        self.round = 0
+        self.trajectory: list[dict[str, Any]] = []
+        self._round: list[dict[str, Any]] = []  # this round's actions: action, candidate id, latency, accuracy
+        self._cache: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ actions
+    def stage_importance(self, arch: Arch) -> list[float]:
+        return [sum(self.scores[s][slot] for s, slot, kind in arch.iter_slots() if s == stage and kind != KIND_ID)
+                for stage in range(arch.num_stages)]
+
+    def _removable(self, arch: Arch) -> list[tuple[int, int]]:
+        """Active MetaPaths whose stage keeps another active block, in network order."""
+        return [(s, slot) for s, slot, kind in arch.iter_slots()
+                if kind != KIND_ID and arch.depths[s] > 1 and KIND_ID in self.space.kinds[s]]
+
+    def _first_mb3d(self, arch: Arch) -> tuple[int, int] | None:
+        return next(((s, slot) for s, slot, kind in arch.iter_slots() if kind == KIND_3D), None)
+
+    def _reducible(self, arch: Arch) -> list[int]:
+        return [s for s in range(arch.num_stages) if arch.widths[s] - self.width_step >= self.space.min_widths[s]]
+
+    def actions(self, arch: Arch) -> list[Action]:
+        """The actions this mode proposes on ``arch`` (before checking that they save latency)."""
+        removable, reducible, first3d = self._removable(arch), self._reducible(arch), self._first_mb3d(arch)
+        actions: list[Action] = []
+        if self.mode == "paper":
+            if removable:
+                s, slot = min(removable, key=lambda p: (self.scores[p[0]][p[1]], p))
+                actions.append(Action("identity", s, slot))
+            if first3d is not None:
+                actions.append(Action("remove_mb3d", *first3d))
+            if reducible:
+                imp = self.stage_importance(arch)
+                actions.append(Action("width", min(reducible, key=lambda s: (imp[s], s))))
+        else:
+            actions += [Action("identity", s, slot) for s, slot in removable]
+            if first3d is not None:
+                actions.append(Action("remove_mb3d", *first3d))
+            actions += [Action("width", s) for s in reducible]
+        return [a for a in actions if self.apply(arch, a) is not None]
+
+    def apply(self, arch: Arch, action: Action) -> Arch | None:
+        """``arch`` after ``action``, or ``None`` if the result is not a valid arch of the space."""
+        try:
+            if action.kind == "width":
+                result = arch.with_width(action.stage, arch.widths[action.stage] - self.width_step)
+            elif action.kind == "identity":
+                result = arch.with_kind(action.stage, action.slot, KIND_ID)
+            else:
+                kind = KIND_4D if (self.mb3d_removal == "to_4d" and KIND_4D in self.space.kinds[action.stage]) \
+                    else KIND_ID
+                result = arch.with_kind(action.stage, action.slot, kind)
+            self.space.check(result)
+        except ValueError:
+            return None
+        return result
+
+    # ------------------------------------------------------------------ ask / tell
+    def ask(self) -> list[Candidate]:
+        if self.finished or self.pending:
+            return []  # the round barrier: results are outstanding
+        if self.current_accuracy is None:  # round 0: the starting arch's accuracy is the first reference
+            candidate = self._candidate(self.current, self.current_latency, action="start", round=0)
+            self._round = [{"action": None, "arch": None, "id": candidate.id}]
+            return [candidate]
+        return self._start_round()
+
+    def _start_round(self) -> list[Candidate]:
+        actions = self.actions(self.current)
+        archs = [self.apply(self.current, a) for a in actions]
+        latencies = self.latencies(archs)
+        entries = [{"action": a, "arch": arch, "latency_ms": lat, "saved_ms": self.current_latency - lat}
+                   for a, arch, lat in zip(actions, archs, latencies) if self.current_latency - lat > 0]
+        if not entries:
+            self._finish("no action saves latency")
+            return []
+        fresh = [e for e in entries if e["arch"].to_json() not in self._cache]
+        left = self.budget_left()
+        if left is not None and len(fresh) > left:
+            self._finish(f"budget exhausted ({self.evaluations} evaluations)")
+            return []
+        self.round += 1
+        self._round = entries
+        asked = []
+        for entry in entries:
+            cached = self._cache.get(entry["arch"].to_json())
+            if cached is not None:
+                entry["accuracy"], entry["id"] = cached, None
+                continue
+            candidate = self._candidate(entry["arch"], entry["latency_ms"], action=entry["action"].to_dict(),
+                                        round=self.round)
+            entry["id"] = candidate.id
+            asked.append(candidate)
+        if not asked:
+            self._decide()
+            return self.ask()
+        return asked
+
+    def _on_tell(self, candidate: Candidate, accuracy: float) -> None:
+        self._cache[candidate.arch.to_json()] = accuracy
+        for entry in self._round:
+            if entry.get("id") == candidate.id:
+                entry["accuracy"] = accuracy
+        if candidate.info.get("action") == "start":
+            self.current_accuracy = accuracy
+            self.trajectory.append({"round": 0, "action": None, "arch": self.current.to_dict(),
+                                    "latency_ms": self.current_latency, "accuracy": accuracy,
+                                    "candidate_id": candidate.id, "evaluations": self.evaluations,
+                                    "candidates": []})
+            self._round = []
+            if self.current_latency <= self.targets[-1]:
+                self._finish("target met")
+            return
+        if not self.pending:
+            self._decide()
+
+    def _decide(self) -> None:
+        best, best_key = None, None
+        table = []
+        for entry in self._round:
+            score = (self.current_accuracy - entry["accuracy"]) / entry["saved_ms"]
+            key = (score, entry["action"].sort_key())
+            table.append({"action": entry["action"].to_dict(), "latency_ms": entry["latency_ms"],
+                          "saved_ms": entry["saved_ms"], "accuracy": entry["accuracy"], "score": score,
+                          "arch": entry["arch"].to_dict(), "candidate_id": entry["id"]})
+            if best_key is None or key < best_key:
+                best, best_key = entry, key
+        self.current, self.current_latency = best["arch"], best["latency_ms"]
+        self.current_accuracy = best["accuracy"]
+        self.trajectory.append({"round": self.round, "action": best["action"].to_dict(),
+                                "arch": self.current.to_dict(), "latency_ms": self.current_latency,
+                                "accuracy": self.current_accuracy, "candidate_id": best["id"],
+                                "evaluations": self.evaluations, "candidates": table})
+        self._round = []
+        if self.current_latency <= self.targets[-1]:
+            self._finish("target met")
+
+    # ------------------------------------------------------------------ results
+    def answer(self, target_ms: float) -> Evaluation | None:
+        """The first arch of the trajectory at or under ``target_ms`` (the paper's stopping rule)."""
+        for step in self.trajectory:
+            if step["latency_ms"] <= target_ms:
+                arch = Arch.from_dict(step["arch"])
+                return Evaluation(Candidate(step["candidate_id"] if step["candidate_id"] is not None else -1, arch,
+                                            step["latency_ms"], {"round": step["round"]}), step["accuracy"])
+        return None
+
+    def sweep(self, targets: Sequence[float] | None = None) -> dict[float, Evaluation | None]:
+        """Answers for every target of a sweep, from this one trajectory."""
+        return {float(t): self.answer(float(t)) for t in (targets or self.targets)}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update({
+            "mode": self.mode, "mb3d_removal": self.mb3d_removal, "width_step": self.width_step,
+            "targets": self.targets, "scores": self.scores, "space": self.space.to_dict(),
+            "current": self.current.to_dict(), "current_latency": self.current_latency,
+            "current_accuracy": self.current_accuracy, "round": self.round, "trajectory": self.trajectory,
+            "cache": self._cache,
+            "round_entries": [{**{k: v for k, v in e.items() if k not in ("action", "arch")},
+                               "action": None if e.get("action") is None else e["action"].to_dict(),
+                               "arch": None if e.get("arch") is None else e["arch"].to_dict()} for e in self._round],
+        })
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if state["space"] != self.space.to_dict():
+            raise ValueError("state: saved for another search space")
+        self.mode, self.mb3d_removal, self.width_step = state["mode"], state["mb3d_removal"], state["width_step"]
+        self.targets, self.scores = list(state["targets"]), state["scores"]
+        self.current = Arch.from_dict(state["current"])
+        self.current_latency, self.current_accuracy = state["current_latency"], state["current_accuracy"]
+        self.round, self.trajectory, self._cache = state["round"], state["trajectory"], dict(state["cache"])
+        self._round = [{**e, "action": None if e["action"] is None else Action.from_dict(e["action"]),
+                        "arch": None if e["arch"] is None else Arch.from_dict(e["arch"])}
+                       for e in state["round_entries"]]

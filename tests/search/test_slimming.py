@@ -1,0 +1,108 @@
+import json
+
+import pytest
+
+from slimnas.search import SlimmingSearch
+from slimnas.search.slimming import Action
+from slimnas.search_spaces.efficientformer import Arch
+from slimnas.testing import TOY_SPACE as TOY
+from slimnas.testing import run_search as run
+from slimnas.testing import toy_accuracy, toy_latency
+
+SCORES = [[5.0], [4.0], [1.0, 2.0], [3.0, 0.5]]
+
+
+def make(targets=16.0, **kw):
+    return SlimmingSearch(TOY, TOY.max_arch(), SCORES, toy_latency, targets, **kw)
+
+
+def test_hand_computed_trajectory():
+    # Start: widths 32,32,32,32 (8 ms) + 4 MB4D (8 ms) + 2 MB3D (6 ms) = 22 ms; accuracy 70 + 6 + 6 + 2 = 84.
+    # Round 1 (paper): MetaPath 4.1 -> id (least important, 0.5): 19 ms, 81     -> drop 3 / 3 ms = 1.0
+    #                  first MB3D (4.0) -> MB4D:                     21 ms, 82.5   -> 1.5 / 1 = 1.5
+    #                  stage 3 width -16 (stage scores 5, 4, 3, 3.5): 21 ms, 83.75 -> 0.25 / 1 = 0.25   <- chosen
+    # Round 2: stage 3 is at 16 (minimum), so the least important reducible stage is 4 (3.5): 20 ms, 83.5 <- chosen
+    # Round 3: stage 2 (4) -> 19 ms. Round 4: stage 1 -> 18 ms.
+    # Round 5: no width left; id 4.1 costs 3 / 3 = 1.0, MB3D -> MB4D 1.5 / 1 = 1.5: id chosen -> 15 ms <= 16: stop.
+    search = run(make())
+    steps = search.trajectory
+    assert [s["latency_ms"] for s in steps] == [22, 21, 20, 19, 18, 15]
+    assert [s["accuracy"] for s in steps] == [84, 83.75, 83.5, 83.25, 83.0, 80.0]
+    assert [s["action"] and s["action"]["text"] for s in steps] == [
+        None, "stage 3 width -16", "stage 4 width -16", "stage 2 width -16", "stage 1 width -16",
+        "MetaPath 4.1 -> identity"]
+    first = {c["action"]["text"]: round(c["score"], 6) for c in steps[1]["candidates"]}
+    assert first == {"MetaPath 4.1 -> identity": 1.0, "first MB3D (4.0) removed": 1.5, "stage 3 width -16": 0.25}
+    assert search.evaluations == 1 + 4 * 3 + 2 and search.stop_reason == "target met"  # round 5: no width action
+    final = Arch.from_dict(steps[-1]["arch"])
+    assert final.widths == (16, 16, 16, 16) and final.blocks[3] == ("3d", "id")
+
+
+def test_paper_mode_proposes_exactly_the_three_actions():
+    search = make()
+    actions = search.actions(TOY.max_arch())
+    assert [a.kind for a in actions] == ["identity", "remove_mb3d", "width"]
+    assert actions == [Action("identity", 3, 1), Action("remove_mb3d", 3, 0), Action("width", 2)]
+    extended = make(mode="extended").actions(TOY.max_arch())
+    assert len(extended) == 4 + 1 + 4  # 4 removable MetaPaths (stages 3-4), first MB3D, 4 widths
+    # once no MB3D is left and every width is at its minimum, only the identity action remains
+    arch = Arch(32, (16,) * 4, (("4d",), ("4d",), ("4d", "4d"), ("4d", "4d")))
+    assert [a.kind for a in search.actions(arch)] == ["identity"]
+
+
+def test_mb3d_removal_option_and_tie_breaking():
+    search = make(mb3d_removal="to_identity")
+    arch = search.apply(TOY.max_arch(), Action("remove_mb3d", 3, 0))
+    assert arch.blocks[3] == ("id", "3d")
+    to4d = make().apply(TOY.max_arch(), Action("remove_mb3d", 3, 0))
+    assert to4d.blocks[3] == ("4d", "3d")
+    # a flat accuracy makes every score 0: the first listed action wins (identity before MB3D before width)
+    flat = run(make(), evaluate=lambda arch: 50.0)
+    assert flat.trajectory[1]["action"]["kind"] == "identity"
+
+
+def test_a_sweep_from_one_trajectory_equals_separate_runs():
+    targets = [21.0, 19.5, 18.0, 16.0]
+    sweep = run(make(targets)).sweep()
+    for target in targets:
+        alone = run(make(target))
+        expected = alone.trajectory[-1]
+        got = sweep[target]
+        assert got.arch == Arch.from_dict(expected["arch"]) and got.accuracy == expected["accuracy"]
+        assert got.latency_ms <= target
+
+
+def test_state_round_trip_mid_round_gives_the_same_result():
+    reference = run(make())
+    search = make()
+    asked = search.ask()
+    search.tell(asked[0].id, toy_accuracy(asked[0].arch))
+    round1 = search.ask()
+    search.tell(round1[0].id, toy_accuracy(round1[0].arch))  # one of three results in
+    state = json.loads(json.dumps(search.state_dict()))  # JSON-ready
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert [c.id for c in resumed.outstanding()] == [c.id for c in round1[1:]]
+    for candidate in resumed.outstanding():
+        resumed.tell(candidate.id, toy_accuracy(candidate.arch))
+    run(resumed)
+    assert resumed.trajectory == reference.trajectory and resumed.evaluations == reference.evaluations
+
+
+def test_stops_when_nothing_saves_latency_or_the_budget_ends():
+    search = run(make(targets=1.0))
+    assert search.stop_reason == "no action saves latency"
+    assert search.trajectory[-1]["latency_ms"] > 1.0 and search.answer(1.0) is None
+    capped = run(make(budget=7))
+    assert capped.evaluations <= 7 and capped.stop_reason.startswith("budget exhausted")
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        make(mode="greedy")
+    with pytest.raises(ValueError, match="importance"):
+        SlimmingSearch(TOY, TOY.max_arch(), [[1.0]], toy_latency, 10.0)
+    with pytest.raises(ValueError, match="targets"):
+        make(targets=[])
+    with pytest.raises(ValueError, match="candidate_id"):
+        make().tell(99, 1.0)
