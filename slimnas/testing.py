@@ -10,7 +10,8 @@ from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["perturb", "TOY_SPACE", "toy_latency", "toy_accuracy", "run_search"]
+__all__ = ["perturb", "TOY_SPACE", "toy_latency", "toy_accuracy", "wobbly_fraction", "toy_eval_trainable",
+           "run_search"]
 
 #: A toy space for search tests: 4 stages at most 32 wide; 1, 1, 2, 2 slots (max arch: 4d | 4d | 4d 4d | 3d 3d).
 TOY_SPACE = SearchSpace(name="toy", img_size=32, max_widths=(32, 32, 32, 32), slots=(1, 1, 2, 2))
@@ -27,6 +28,34 @@ def toy_accuracy(arch: Arch) -> float:
     n3 = sum(arch.num_3d)
     n4 = sum(arch.depths) - n3
     return 70 + 3 * n3 + 1.5 * n4 + 0.25 * sum(w // 16 for w in arch.widths)
+
+
+TOY_IMAGES, TOY_BATCHES = 2000, 10
+
+
+def wobbly_fraction(arch: Arch) -> float:
+    """The toy accuracy plus a deterministic per-arch wobble, as a top-1 fraction over 2000 images."""
+    import random
+
+    value = toy_accuracy(arch) + random.Random(arch.to_json()).uniform(-1.5, 1.5)
+    return round(value / 100.0 * TOY_IMAGES) / TOY_IMAGES
+
+
+def toy_eval_trainable(config: dict) -> None:
+    """A Tune trainable with the protocol of a real evaluation: 2000 images in 10 batches, counts after each,
+    the final ``accuracy`` equal to :func:`wobbly_fraction` of the candidate's arch."""
+    import time
+
+    from ray import tune
+
+    correct_total = round(wobbly_fraction(Arch.from_dict(config["arch"])) * TOY_IMAGES)
+    for done in range(1, TOY_BATCHES + 1):
+        time.sleep(float(config.get("sleep_s", 0.02)))
+        report = {"correct": correct_total * done // TOY_BATCHES, "seen": TOY_IMAGES * done // TOY_BATCHES,
+                  "total": TOY_IMAGES, "batches_done": done, "batches_total": TOY_BATCHES}
+        if done == TOY_BATCHES:
+            report["accuracy"] = correct_total / TOY_IMAGES
+        tune.report(report)
 
 
 def run_search(search, evaluate=toy_accuracy, max_rounds: int = 100_000):

@@ -121,6 +121,12 @@ class SearchAlgorithm(abc.ABC):
     def _on_tell(self, candidate: Candidate, accuracy: float) -> None:  # noqa: B027 - optional hook
         """Hook for subclasses, after ``history`` got the evaluation."""
 
+    def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
+        """Whether an outstanding candidate whose final accuracy is at most ``accuracy_bound`` can no longer change
+        this method's decision (its evaluation may then stop early). Default: never (the method needs true values).
+        """
+        return False
+
     def outstanding(self) -> list[Candidate]:
         """Candidates asked but not told (after ``load_state_dict``: the ones to evaluate again)."""
         return sorted(self.pending.values(), key=lambda c: c.id)

@@ -86,6 +86,11 @@ class ExhaustiveSearch(SearchAlgorithm):
             out.append(self._candidate(Arch.from_dict(item["arch"]), item["latency_ms"], grid_step=self.grid_step))
         return out
 
+    def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
+        """A best-of search: a candidate that cannot beat the best feasible accuracy so far cannot win."""
+        best = self.best(self.target_ms)
+        return best is not None and accuracy_bound < best.accuracy
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update({"target_ms": self.target_ms, "queue": self.queue, "grid_step": self.grid_step,

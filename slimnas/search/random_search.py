@@ -54,6 +54,11 @@ class RandomSearch(SearchAlgorithm):
                     out.append(self._candidate(arch, latency))
         return out
 
+    def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
+        """A best-of search: a candidate that cannot beat the best feasible accuracy so far cannot win."""
+        best = self.best(self.target_ms)
+        return best is not None and accuracy_bound < best.accuracy
+
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update({"target_ms": self.target_ms, "draws": self.draws, "seen": sorted(self._seen)})

@@ -257,6 +257,18 @@ class SlimmingSearch(SearchAlgorithm):
         if self.current_latency <= self.targets[-1]:
             self._finish("target met")
 
+    def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
+        """True when even ``accuracy_bound`` gives a worse score than a candidate of this round already has.
+
+        A candidate stopped on that ground is told its bound: it still loses, so the decision is unchanged.
+        """
+        entry = next((e for e in self._round if e.get("id") == candidate_id), None)
+        if entry is None or entry.get("action") is None or self.current_accuracy is None:
+            return False
+        best = (self.current_accuracy - accuracy_bound) / entry["saved_ms"]
+        done = [(self.current_accuracy - e["accuracy"]) / e["saved_ms"] for e in self._round if "accuracy" in e]
+        return bool(done) and best > min(done)
+
     # ------------------------------------------------------------------ results
     def answer(self, target_ms: float) -> Evaluation | None:
         """The first arch of the trajectory at or under ``target_ms`` (the paper's stopping rule)."""
