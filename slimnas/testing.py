@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["perturb"]
+__all__ = ["perturb", "FailOnce", "RankRecorder"]
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
@@ -34,3 +34,62 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             elif name.endswith("attention_biases"):
                 param.copy_(torch.randn(param.shape, generator=gen))
     return model
+
+
+class FailOnce:
+    """A training callback that fails once: at the end of epoch ``epoch`` on rank ``rank``, unless ``marker`` exists.
+
+    It creates ``marker`` first, so the restarted run passes. ``hard=True`` kills the process (``os._exit``), as a
+    crashed worker would; otherwise it raises. Runs on every rank (``rank0_only = False``).
+    """
+
+    rank0_only = False
+
+    def __init__(self, epoch: int, marker: str, rank: int = 0, hard: bool = False) -> None:
+        self.epoch, self.marker, self.rank, self.hard = epoch, marker, rank, hard
+
+    def on_train_start(self, state) -> None: ...
+
+    def on_step_end(self, state, metrics) -> None: ...
+
+    def on_epoch_end(self, state, metrics) -> None:
+        import os
+        from pathlib import Path
+
+        if state.epoch == self.epoch and state.rank == self.rank and not Path(self.marker).exists():
+            Path(self.marker).touch()
+            if self.hard:
+                os._exit(1)
+            raise RuntimeError(f"injected failure after epoch {self.epoch} on rank {self.rank}")
+
+    def on_train_end(self, state, result) -> None: ...
+
+
+class RankRecorder:
+    """A training callback that saves, per rank and process, the start epoch, the hard-mode paths sampled at every
+    logged step, and the final alpha and weights to ``folder/rank<r>-<pid>.pt`` (for cross-rank checks)."""
+
+    rank0_only = False
+
+    def __init__(self, folder: str) -> None:
+        self.folder = folder
+        self.samples: list = []
+        self.start_epoch = 0
+
+    def on_train_start(self, state) -> None:
+        self.start_epoch = state.start_epoch
+
+    def on_step_end(self, state, metrics) -> None:
+        self.samples.append([state.global_step, getattr(state.model, "last_sample", None)])
+
+    def on_epoch_end(self, state, metrics) -> None: ...
+
+    def on_train_end(self, state, result) -> None:
+        import os
+        from pathlib import Path
+
+        alpha = [a.detach().cpu().clone() for a in state.model.arch_parameters()]
+        payload = {"start_epoch": self.start_epoch, "samples": self.samples, "alpha": alpha,
+                   "weights": {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}}
+        Path(self.folder).mkdir(parents=True, exist_ok=True)
+        torch.save(payload, Path(self.folder) / f"rank{state.rank}-{os.getpid()}.pt")
