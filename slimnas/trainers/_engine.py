@@ -313,7 +313,7 @@ class Engine:
             self.last_checkpoint = path if path is not None else self.last_checkpoint
             st.epoch, st.global_step, st.checkpoint = self.epoch, self.global_step, self.last_checkpoint
             if self.dist.is_main:
-                log.info("epoch %d/%d %s", self.epoch, run.epochs,
+                log.debug("epoch %d/%d %s", self.epoch, run.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
             if self.report is not None:
                 self.report(metrics, None if path is None else path.parent)

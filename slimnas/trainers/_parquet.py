@@ -95,8 +95,8 @@ class ParquetImageDataset(Dataset):
         self._fs, self.shards = list_shards(path, what)
         groups, labels = [], []
         for s, shard in enumerate(self.shards):
-            meta = self._open(shard)
-            schema = meta.schema_arrow
+            pfile = self._parquet(shard)
+            meta, schema = pfile.metadata, pfile.schema_arrow
             for column in (image_column, label_column):
                 if column not in schema.names:
                     raise InputError(f"{what}: shard {shard} has no column {column!r} (columns: {schema.names})")
@@ -106,7 +106,7 @@ class ParquetImageDataset(Dataset):
             if not pa.types.is_integer(schema.field(label_column).type):
                 raise InputError(f"{what}: shard {shard} column {label_column!r} must be integer class indices, "
                                  f"got {schema.field(label_column).type}")
-            table = self._parquet(shard).read(columns=[label_column])
+            table = pfile.read(columns=[label_column])
             shard_labels = table.column(label_column)
             if shard_labels.null_count:
                 raise InputError(f"{what}: shard {shard} has missing labels")
@@ -129,9 +129,6 @@ class ParquetImageDataset(Dataset):
             return pq.ParquetFile(self._fs.open_input_file(shard))
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"{self.what}: shard {shard} is not a readable Parquet file ({exc})") from None
-
-    def _open(self, shard: str) -> pq.FileMetaData:
-        return self._parquet(shard).metadata
 
     def _row_group(self, g: int) -> list[bytes | None]:
         if g in self._cache:
