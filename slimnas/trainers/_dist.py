@@ -69,6 +69,16 @@ class DistContext:
         torch_dist.all_gather_object(out, obj)
         return out
 
+    def broadcast_buffers(self, module: torch.nn.Module) -> None:
+        """Copy rank 0's buffers (BatchNorm running statistics) to every rank.
+
+        DDP broadcasts buffers at the start of each forward, so after the last step of an epoch each rank holds the
+        statistics of its own last batch; this makes the ranks identical again before evaluation and checkpoints.
+        """
+        if self.distributed:
+            for buffer in module.buffers():
+                torch_dist.broadcast(buffer, src=0)
+
     def barrier(self) -> None:
         if self.distributed:
             torch_dist.barrier()

@@ -214,6 +214,7 @@ class Engine:
             if self.global_step % cfg.run.log_every == 0:
                 self.state.global_step = self.global_step
                 self.callbacks.on_step_end(self.state, self._step_metrics(epoch, steps, float(loss.detach())))
+        self.dist.broadcast_buffers(self.model)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = self.dist.all_reduce_max(time.perf_counter() - start)

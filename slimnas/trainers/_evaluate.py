@@ -8,8 +8,9 @@ and re-estimates them as a cumulative average (``momentum=None``) over calibrati
 eval mode (no dropout, no drop-path); (3) reports top-1 on the validation data. Once-for-All calibrates on 2000
 images. :class:`Evaluator` holds the data for many calls (the search's accuracy function).
 
-Extraction builds a fresh model, whose initialisation would draw from torch's global generator; it runs under
-``torch.random.fork_rng`` so evaluating never changes the caller's random stream.
+Extraction builds a fresh model, whose initialisation draws from torch's global generator, and iterating a
+DataLoader draws a seed from it; evaluation runs under ``torch.random.fork_rng`` so it never changes the caller's
+random stream.
 """
 
 from __future__ import annotations
@@ -84,11 +85,6 @@ def count_correct(model: nn.Module, data: Iterable[Any], *, bf16: bool = False,
     return correct, total
 
 
-def _extract(supernet: nn.Module, arch) -> nn.Module:
-    with torch.random.fork_rng(devices=[]):
-        model = supernet.extract(arch)
-    return model.eval()
-
 
 def evaluate_arch(supernet: nn.Module, arch, data: Iterable[Any], calib_batches: Iterable[Any] | None, *,
                   bf16: bool = False, channels_last: bool = False) -> float:
@@ -133,12 +129,13 @@ class Evaluator:
         return source
 
     def evaluate(self, arch) -> float:
-        model = _extract(self.supernet, arch)
-        calib = self._batches("_calib")
-        if calib is not None:
-            recalibrate_bn(model, calib, bf16=self.bf16, channels_last=self.channels_last)
-        correct, total = count_correct(model, self._batches("_data"), bf16=self.bf16,
-                                       channels_last=self.channels_last)
+        with torch.random.fork_rng(devices=[]):
+            model = self.supernet.extract(arch).eval()
+            calib = self._batches("_calib")
+            if calib is not None:
+                recalibrate_bn(model, calib, bf16=self.bf16, channels_last=self.channels_last)
+            correct, total = count_correct(model, self._batches("_data"), bf16=self.bf16,
+                                           channels_last=self.channels_last)
         if self.reduce is not None:
             correct, total = self.reduce([correct, total])
         if total == 0:

@@ -5,7 +5,8 @@ workers (placed by ``accelerator_type``, e.g. the A100 training nodes, or by a `
 process group (``nccl`` on GPUs, ``gloo`` on CPUs) and runs the same loop as a single process, with:
 
 - checkpoints in the run's storage: rank 0 writes each epoch's checkpoint to a local folder and reports it; Ray Train
-  persists it under ``<storage_path>/<run.name>/`` (keeping ``run.keep_checkpoints``);
+  persists it under ``<storage_path>/<run.name>/`` (keeping ``run.keep_checkpoints``); every rank waits until the
+  checkpoint is committed before the next epoch, so a crash never loses a finished epoch;
 - resume after a worker failure: with ``FailureConfig(max_failures)`` the worker group restarts and every worker
   continues from the latest reported checkpoint (each rank restores its own RNG states);
 - resume after a whole-job restart: running the same config again (same ``run.name`` and storage) continues at the
@@ -89,6 +90,9 @@ def _worker_loop(config: dict[str, Any]) -> None:
         else:
             ray.train.report(metrics, checkpoint=Checkpoint.from_directory(str(folder)),
                              checkpoint_dir_name=folder.name, delete_local_checkpoint_after_upload=False)
+        # Wait (every rank) until the controller has committed this epoch's checkpoint: otherwise a worker that
+        # dies right after an epoch can take the epoch's checkpoint down with it, and the restart begins earlier.
+        ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
 
     local = Path(tempfile.mkdtemp(prefix="slimnas-ckpt-"))
     train = train_supernet if config["kind"] == "supernet" else train_arch
