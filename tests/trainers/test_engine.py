@@ -72,3 +72,13 @@ def test_resume_refuses_a_checkpoint_of_another_space(tmp_path):
     other = {"name": "tiny", "img_size": 64, "max_widths": [32, 64, 96, 112], "slots": [2, 2, 4, 3]}
     with pytest.raises(InputError, match="space: differs from the space of"):
         train_supernet(tiny_train_config(tmp_path, "space", space=other, run={"epochs": 2}))
+
+
+def test_the_gpu_settings_run_on_cpu_too(tmp_path):
+    """bf16 autocast and channels_last (the GPU defaults) through the whole loop, here on the CPU."""
+    result = train_supernet(tiny_train_config(tmp_path, "bf16", gumbel={"mode": "hard"},
+                                              run={"precision": "bf16", "channels_last": True,
+                                                   "max_steps_per_epoch": 2}))
+    metrics = result.history[0]
+    assert torch.isfinite(torch.tensor(metrics["train_loss"])) and 0 <= metrics["val_top1"] <= 1
+    assert next(result.model.parameters()).dtype == torch.float32  # autocast, not a bf16 model
