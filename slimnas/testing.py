@@ -90,6 +90,7 @@ class RankRecorder(Callback):
 
         alpha = [a.detach().cpu().clone() for a in state.model.arch_parameters()]
         payload = {"start_epoch": self.start_epoch, "samples": self.samples, "alpha": alpha,
+                   "stored_checkpoint": state.stored_checkpoint,
                    "weights": {k: v.detach().cpu().clone() for k, v in state.model.state_dict().items()}}
         Path(self.folder).mkdir(parents=True, exist_ok=True)
         torch.save(payload, Path(self.folder) / f"rank{state.rank}-{os.getpid()}.pt")

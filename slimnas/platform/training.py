@@ -51,11 +51,11 @@ class ProgressCallback(Callback):
             parts.append(f"val top-1 {metrics['val_top1']:.4f}")
         if "tau" in metrics:
             parts += [f"tau {metrics['tau']:.3f}", f"alpha entropy {metrics['alpha_entropy']:.3f}"]
-        parts += [f"{metrics['images_per_s']:.0f} img/s", f"checkpoint {state.checkpoint}"]
+        parts += [f"{metrics['images_per_s']:.0f} img/s", f"checkpoint {state.stored_checkpoint}"]
         self._print(" | ".join(parts))
 
     def on_train_end(self, state: TrainState, result: Result) -> None:
-        self._print(f"done in {time.perf_counter() - self._start:.1f} s; final checkpoint {result.checkpoint}")
+        self._print(f"done in {time.perf_counter() - self._start:.1f} s; final checkpoint {state.stored_checkpoint}")
 
 
 def check_inputs(cfg: SupernetTrainConfig | ArchTrainConfig) -> int:
@@ -91,6 +91,9 @@ def run_training(cfg: SupernetTrainConfig | ArchTrainConfig, progress: bool = Tr
 
         tracking: dict[str, Any] = cfg.tracking.model_dump(mode="json")
         tracking["tracking_uri"] = tracking["tracking_uri"] or default_tracking_uri()  # the driver's, for workers
+        if tracking["tracking_uri"].startswith("sqlite:") and not tracking["artifact_location"]:
+            # A local store: artifacts next to it, not in whatever folder a Ray worker runs in.
+            tracking["artifact_location"] = (Path.cwd() / "mlruns").resolve().as_uri()
         factories.append(functools.partial(MLflowCallback, tracking))
     if cfg.distributed.enabled:
         from slimnas.trainers.ray_train import fit_on_ray

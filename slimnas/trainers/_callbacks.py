@@ -41,6 +41,7 @@ class TrainState:
     start_epoch: int = 0  # where this process started (> 0 after a resume)
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None  # the last checkpoint file written by this process (rank 0)
+    stored_checkpoint: str | None = None  # where that checkpoint is kept (Ray: in the run's storage), rank 0
 
 
 @dataclass

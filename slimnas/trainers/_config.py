@@ -169,7 +169,7 @@ class RunSettings(ConfigModel):
     name: str = "run"
     out_dir: str = "runs"  # checkpoints go to <out_dir>/<name>/checkpoints/epoch_NNNN/checkpoint.pt
     epochs: int = Field(300, ge=1)
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     max_steps_per_epoch: int | None = Field(None, ge=1)
     resume: bool = True  # continue from the latest checkpoint of this run when there is one
     keep_checkpoints: int = Field(2, ge=1)

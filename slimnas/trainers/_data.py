@@ -259,6 +259,9 @@ def build_data(cfg: DataConfig, aug: dict[str, Any], img_size: int, *, rank: int
         alpha_idx, indices = indices[held], indices[~held]
         sampler = ShardedSampler(alpha_idx, rank, world_size, seed=seed + 7919,
                                  groups=None if groups is None else groups[alpha_idx])
+        if len(sampler) < cfg.batch_size:
+            raise InputError(f"alpha.split_fraction: leaves this worker {len(sampler)} images for alpha, "
+                             f"fewer than data.batch_size {cfg.batch_size}")
         alpha_loader = DataLoader(train, cfg.batch_size, sampler=sampler, drop_last=True, **common)
     sampler = ShardedSampler(indices, rank, world_size, seed=seed, groups=None if groups is None else groups[indices])
     if len(sampler) < cfg.batch_size:

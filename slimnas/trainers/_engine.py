@@ -45,7 +45,9 @@ __all__ = ["Engine", "seed_all"]
 
 log = logging.getLogger(__name__)
 
-Report = Callable[[dict[str, float], "Path | None"], None]
+#: Called on every rank after each epoch with the metrics and (rank 0) the checkpoint folder; may return where the
+#: checkpoint is stored for good (Ray Train: the run's storage).
+Report = Callable[[dict[str, float], "Path | None"], "str | None"]
 
 
 def seed_all(seed: int) -> None:
@@ -316,8 +318,8 @@ class Engine:
             if self.dist.is_main:
                 log.debug("epoch %d/%d %s", self.epoch, run.epochs,
                          " ".join(f"{k}={v:.4g}" for k, v in metrics.items() if k != "epoch"))
-            if self.report is not None:
-                self.report(metrics, None if path is None else path.parent)
+            stored = self.report(metrics, None if path is None else path.parent) if self.report else None
+            st.stored_checkpoint = stored or (None if path is None else str(path))
             self.callbacks.on_epoch_end(st, metrics)
         result = Result(self.model, self.history, self.last_checkpoint, self.epoch, start_epoch)
         self.callbacks.on_train_end(st, result)

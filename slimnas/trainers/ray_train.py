@@ -76,15 +76,20 @@ def _worker_loop(config: dict[str, Any]) -> None:
 
     context = ray.train.get_context()
     device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        import torch
+
+        torch.cuda.set_device(device)
     dist = DistContext(context.get_world_rank(), context.get_world_size(), device)
     callbacks = [factory() for factory in config["callbacks"]]
+    stored_run = f"{config['storage_path'].rstrip('/')}/{config['config']['run']['name']}"
     resume = None
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as folder:
             resume = load_checkpoint(Path(folder) / CHECKPOINT_FILE, "ray checkpoint")
 
-    def report(metrics: dict[str, float], folder: Path | None) -> None:
+    def report(metrics: dict[str, float], folder: Path | None) -> str | None:
         if folder is None:
             ray.train.report(metrics)
         else:
@@ -93,6 +98,7 @@ def _worker_loop(config: dict[str, Any]) -> None:
         # Wait (every rank) until the controller has committed this epoch's checkpoint: otherwise a worker that
         # dies right after an epoch can take the epoch's checkpoint down with it, and the restart begins earlier.
         ray.train.get_all_reported_checkpoints(consistency_mode=ray.train.CheckpointConsistencyMode.COMMITTED)
+        return None if folder is None else f"{stored_run}/{folder.name}/{CHECKPOINT_FILE}"
 
     local = Path(tempfile.mkdtemp(prefix="slimnas-ckpt-"))
     train = train_supernet if config["kind"] == "supernet" else train_arch
@@ -127,7 +133,8 @@ def fit_on_ray(cfg: SupernetTrainConfig | ArchTrainConfig | Any, kind: str = "su
     backend = d.backend if d.backend != "auto" else ("nccl" if d.use_gpu else "gloo")
     trainer = TorchTrainer(
         _worker_loop,
-        train_loop_config={"kind": kind, "config": cfg.model_dump(mode="json"), "callbacks": list(callback_factories)},
+        train_loop_config={"kind": kind, "config": cfg.model_dump(mode="json"), "callbacks": list(callback_factories),
+                           "storage_path": storage_path(cfg)},
         torch_config=TorchConfig(backend=backend),
         scaling_config=scaling_config(d),
         run_config=run_config(cfg),

@@ -54,6 +54,8 @@ def test_two_workers_resume_after_failures_and_end_with_identical_alpha(tmp_path
         assert (tmp_path / "record" / f"starts-rank{rank}.txt").read_text().split() == ["0", "1", "2"]
     ends = {int(p.name[4]): torch.load(p, weights_only=False) for p in (tmp_path / "record").glob("rank*-*.pt")}
     assert sorted(ends) == [0, 1]
+    assert ends[0]["stored_checkpoint"] == str(tmp_path / "storage" / "job" / "epoch_0003" / "checkpoint.pt")
+    assert ends[0]["stored_checkpoint"] == str(result.checkpoint)
     alpha0, alpha1 = ends[0]["alpha"], ends[1]["alpha"]
     assert all(torch.equal(a, b) for a, b in zip(alpha0, alpha1))  # bitwise identical on both ranks
     assert any(a.abs().max() > 1e-3 for a in alpha0)  # and alpha did train
