@@ -3,7 +3,7 @@
 max arch, measured by the real training loop (``train_supernet`` / ``train_arch``: data loading, loss, backward,
 clipping, AdamW, the alpha step, the schedule) on synthetic data.
 
-    python benchmarks/bench_train.py cpu [--rounds 3] [--steps 6] [--batch 64]
+    python benchmarks/bench_train.py cpu [--rounds 3] [--steps 6] [--batch 64] [--threads N]
     python benchmarks/bench_train.py gpu [--rounds 3] [--steps 20] [--batch 64]
 
 cpu: the ``tiny`` space at 64x64, float32. gpu: the ``l7`` space at 224x224 with bf16 autocast and channels_last,
@@ -12,7 +12,7 @@ torch and timm only (no Ray, no MLflow).
 
 Each run trains two epochs of ``--steps`` steps and keeps the second epoch's images/s (the first includes warm-up);
 variants are interleaved over rounds and reported as the median, with per-round ratios to the standalone max arch.
-Results print as markdown and go to ``benchmarks/results/bench_train-<what>.json``.
+Results print as markdown and go to ``benchmarks/results/bench_train-<what>-t<threads>.json``.
 """
 
 from __future__ import annotations
@@ -87,7 +87,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu = args.what == "gpu"
     if gpu and not torch.cuda.is_available():
         raise SystemExit("gpu: no GPU visible")
@@ -118,7 +121,7 @@ def main() -> None:
     if gpu:
         info["gpu"] = torch.cuda.get_device_name()
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"bench_train-{args.what}.json"
+    out = RESULTS / f"bench_train-{args.what}-t{torch.get_num_threads()}.json"
     out.write_text(json.dumps({"machine": info, "space": space, "batch": args.batch, "steps": steps,
                                "rounds": args.rounds, "rows": rows}, indent=2))
     print(f"\nwritten to {out}")
