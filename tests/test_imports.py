@@ -55,3 +55,37 @@ run_search(TPESearch(TOY_SPACE, toy_latency, 17.0, budget=5))
 """)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split()[0] in ("15.0", "16.0")
+
+
+def test_trainers_train_without_ray_and_mlflow(tmp_path):
+    result = _run("BLOCKED = {'ray', 'mlflow'}" + BLOCK + f"""
+import slimnas.trainers
+from slimnas.trainers import train_supernet, evaluate_arch, Evaluator, ParquetImageDataset
+from slimnas.testing import tiny_train_config
+result = train_supernet(tiny_train_config({str(tmp_path)!r}, run={{"max_steps_per_epoch": 1}}))
+print("steps", result.history[0]["steps"])
+assert 'ray' not in sys.modules and 'mlflow' not in sys.modules and 'slimnas.platform' not in sys.modules
+""")
+    assert result.returncode == 0, result.stderr
+    assert "steps 1.0" in result.stdout
+
+
+def test_only_the_ray_adapter_imports_ray_and_nothing_imports_platform():
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "slimnas"
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).as_posix()
+        tree = ast.parse(path.read_text())
+        names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        names |= {node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)}
+        tops = {name.split(".")[0] for name in names}
+        if not rel.startswith("platform/"):
+            assert not any(n.startswith("slimnas.platform") for n in names), rel
+            assert "mlflow" not in tops, rel
+        if rel.startswith(("trainers/", "search_spaces/", "latency/", "search/")) and \
+                rel not in ("trainers/ray_train.py", "latency/actor.py"):
+            assert "ray" not in tops, rel
+        if rel.startswith("search/"):
+            assert not tops & {"torch", "timm", "ray"}, rel

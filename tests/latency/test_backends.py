@@ -22,7 +22,6 @@ def test_torch_cpu_times_a_block_and_restores_threads():
     assert info["threads"] == 1 and info["backend"] == "torch-cpu" and "logical cores" in info["device"]
 
 
-@pytest.mark.parametrize("form", ["fused", "eager"])
 def test_allocator_option_is_recorded_and_process_wide():
     from slimnas.latency.backends import TorchCPUBackend, allocator_state
 
@@ -36,6 +35,7 @@ def test_allocator_option_is_recorded_and_process_wide():
         TorchCPUBackend(allocator="jemalloc")
 
 
+@pytest.mark.parametrize("form", ["fused", "eager"])
 def test_every_part_kind_runs_in_both_forms(form):
     for part in [Part("stem", 0, 3, 32), Part("downsample", 2, 32, 48), Part("mb4d", 0, 16, 16),
                  Part("mb3d", 3, 64, 64), Part("to_tokens", 2, 32, 32), Part("to_grid", 2, 32, 32),

@@ -1,4 +1,4 @@
-"""Helpers for slimnas's tests and for users testing code built on slimnas."""
+"""Helpers for slimnas's tests and for users testing code built on slimnas (torch-free at import)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,18 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["perturb", "TOY_SPACE", "toy_latency", "toy_accuracy", "wobbly_fraction", "toy_eval_trainable",
-           "run_search"]
+           "run_search", "FailOnce", "RankRecorder", "tiny_train_config"]
+
+_TRAIN = ("FailOnce", "RankRecorder", "tiny_train_config")
+
+
+def __getattr__(name: str):
+    # the training fakes need torch: imported on first use, so the search fakes stay torch-free
+    if name in _TRAIN:
+        from . import _train
+
+        return getattr(_train, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 #: A toy space for search tests: 4 stages at most 32 wide; 1, 1, 2, 2 slots (max arch: 4d | 4d | 4d 4d | 3d 3d).
 TOY_SPACE = SearchSpace(name="toy", img_size=32, max_widths=(32, 32, 32, 32), slots=(1, 1, 2, 2))

@@ -1,0 +1,164 @@
+"""``train_supernet`` and ``train_arch``: plain functions that run one training job, with or without Ray.
+
+Both build the data for this process's rank, the model, the optional teacher, and hand them to the loop in
+:mod:`._engine`. They return a :class:`~slimnas.trainers.Result`. Ray Train calls the same functions on every worker
+(:mod:`slimnas.trainers.ray_train`), passing the distributed context, the checkpoint to resume from and a report hook.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from slimnas.config import load_config
+from slimnas.errors import InputError
+
+from ._callbacks import Callback, CallbackList, Result
+from ._checkpoint import latest_checkpoint, load_checkpoint
+from ._config import ArchTrainConfig, SupernetTrainConfig
+from ._data import build_data
+from ._dist import DistContext, resolve_device
+from ._engine import Engine, Report, seed_all
+from ._loss import load_teacher
+
+__all__ = ["train_supernet", "train_arch", "checkpoint_dir", "model_from_checkpoint"]
+
+log = logging.getLogger(__name__)
+
+ConfigSource = str | os.PathLike | Mapping[str, Any]
+
+
+def checkpoint_dir(cfg: SupernetTrainConfig | ArchTrainConfig) -> Path:
+    """``<run.out_dir>/<run.name>/checkpoints``."""
+    return cfg.run.run_dir / "checkpoints"
+
+
+def _resume_source(cfg, resume_from, folder: Path):
+    if resume_from is not None:
+        return resume_from
+    if cfg.run.resume:
+        return latest_checkpoint(folder)
+    return None
+
+
+def _context(cfg, dist: DistContext | None) -> DistContext:
+    if dist is not None:
+        return dist
+    return DistContext.current(resolve_device(cfg.run.device))
+
+
+def train_supernet(cfg: SupernetTrainConfig | ConfigSource, callbacks: Iterable[Callback] | None = None, *,
+                   dist: DistContext | None = None, resume_from: str | Path | dict[str, Any] | None = None,
+                   report: Report | None = None, checkpoint_to: str | Path | None = None) -> Result:
+    """Train the supernet of ``cfg.space`` with the paper's recipe (Sec. 4.2 Eq. 8, Sec. 5.1).
+
+    Args:
+        cfg: a :class:`SupernetTrainConfig`, a YAML path or a mapping.
+        callbacks: event handlers (progress, tracking).
+        dist: rank, world size and device (default: a single process, or the initialised process group).
+        resume_from: a checkpoint (path or loaded dict); default: the latest one of this run when ``run.resume``.
+        report: called on every rank after each epoch's checkpoint (Ray Train's report).
+        checkpoint_to: where epoch checkpoints go (default ``<out_dir>/<name>/checkpoints``).
+    """
+    from slimnas.search_spaces.efficientformer import SearchSpace, SuperNet
+
+    cfg = load_config(SupernetTrainConfig, cfg)
+    dist = _context(cfg, dist)
+    space = SearchSpace.resolve(cfg.space)
+    aug = cfg.augment.resolve(cfg.data.kind)
+    alpha_fraction = cfg.alpha.split_fraction if cfg.alpha.update == "separate_split" else None
+    data = build_data(cfg.data, aug, space.img_size, rank=dist.rank, world_size=dist.world_size, seed=cfg.run.seed,
+                      alpha_fraction=alpha_fraction, pin_memory=dist.device.type == "cuda")
+    seed_all(cfg.run.seed)  # the same initial weights on every rank
+    g = cfg.gumbel
+    net = SuperNet(space, num_classes=data.num_classes, mode=g.mode, tau=g.tau_max, noise=g.noise,
+                   drop_rate=cfg.model.drop_rate, drop_path_rate=cfg.model.drop_path_rate)
+    if cfg.model.timm_weights:
+        try:
+            net.load_timm(Path(cfg.model.timm_weights).expanduser())
+        except ValueError as exc:
+            raise InputError(f"model.timm_weights: {exc}") from None
+    teacher = load_teacher(cfg.distill, data.num_classes, dist.device) if cfg.distill.enabled else None
+    net.distilled_training = teacher is not None
+    folder = Path(checkpoint_to) if checkpoint_to is not None else checkpoint_dir(cfg)
+    engine = Engine(kind="supernet", cfg=cfg, model=net, space=space, arch=space.max_arch(), data=data, dist=dist,
+                    callbacks=CallbackList(callbacks, dist.rank), checkpoint_dir=folder, report=report,
+                    teacher=teacher)
+    return engine.fit(_resume_source(cfg, resume_from, folder))
+
+
+def _model_from_supernet(cfg: ArchTrainConfig, arch, num_classes: int):
+    from slimnas.search_spaces.efficientformer import SearchSpace, SuperNet, build_model
+
+    ckpt = load_checkpoint(cfg.supernet_checkpoint, "supernet_checkpoint")
+    if ckpt.get("kind") != "supernet":
+        raise InputError(f"supernet_checkpoint: {cfg.supernet_checkpoint} is not a supernet checkpoint")
+    space = SearchSpace.from_dict(ckpt["space"])
+    try:
+        space.check(arch)
+    except ValueError as exc:
+        raise InputError(f"arch: not in the supernet's space ({exc})") from None
+    head = ckpt["model"].get("head.weight")
+    classes = int(head.shape[0]) if head is not None else 0
+    if classes != num_classes:
+        raise InputError(f"supernet_checkpoint: the supernet has {classes} classes, the data {num_classes}")
+    net = SuperNet(space, num_classes=classes)
+    net.load_state_dict(ckpt["model"])
+    model = build_model(arch, num_classes=num_classes, drop_rate=cfg.model.drop_rate,
+                        drop_path_rate=cfg.model.drop_path_rate)
+    with torch.random.fork_rng(devices=[]):
+        model.load_state_dict(net.extract(arch).state_dict())
+    return model, space
+
+
+def train_arch(cfg: ArchTrainConfig | ConfigSource, callbacks: Iterable[Callback] | None = None, *,
+               dist: DistContext | None = None, resume_from: str | Path | dict[str, Any] | None = None,
+               report: Report | None = None, checkpoint_to: str | Path | None = None) -> Result:
+    """Retrain one arch with the same recipe and loop, from scratch or from the supernet's weights (fine-tuning).
+
+    Arguments as for :func:`train_supernet`; ``cfg`` is an :class:`ArchTrainConfig`.
+    """
+    from slimnas.search_spaces.efficientformer import Arch, build_model
+
+    cfg = load_config(ArchTrainConfig, cfg)
+    dist = _context(cfg, dist)
+    arch = Arch.from_dict(cfg.arch)
+    aug = cfg.augment.resolve(cfg.data.kind)
+    data = build_data(cfg.data, aug, arch.img_size, rank=dist.rank, world_size=dist.world_size, seed=cfg.run.seed,
+                      pin_memory=dist.device.type == "cuda")
+    seed_all(cfg.run.seed)
+    space = None
+    if cfg.init == "supernet":
+        model, space = _model_from_supernet(cfg, arch, data.num_classes)
+    else:
+        model = build_model(arch, num_classes=data.num_classes, drop_rate=cfg.model.drop_rate,
+                            drop_path_rate=cfg.model.drop_path_rate)
+    teacher = load_teacher(cfg.distill, data.num_classes, dist.device) if cfg.distill.enabled else None
+    model.distilled_training = teacher is not None
+    folder = Path(checkpoint_to) if checkpoint_to is not None else checkpoint_dir(cfg)
+    engine = Engine(kind="arch", cfg=cfg, model=model, space=space, arch=arch, data=data, dist=dist,
+                    callbacks=CallbackList(callbacks, dist.rank), checkpoint_dir=folder, report=report,
+                    teacher=teacher)
+    return engine.fit(_resume_source(cfg, resume_from, folder))
+
+
+def model_from_checkpoint(source: str | Path | dict[str, Any]):
+    """The trained model of a checkpoint: a ``SuperNet`` (supernet runs) or an ``EfficientFormer`` (arch runs), in
+    eval mode on the CPU. Loaded with ``weights_only=True``."""
+    from slimnas.search_spaces.efficientformer import Arch, SearchSpace, SuperNet, build_model
+
+    ckpt = source if isinstance(source, dict) else load_checkpoint(source)
+    head = ckpt["model"].get("head.weight")
+    num_classes = int(head.shape[0]) if head is not None else 0
+    with torch.random.fork_rng(devices=[]):
+        if ckpt["kind"] == "supernet":
+            model = SuperNet(SearchSpace.from_dict(ckpt["space"]), num_classes=num_classes)
+        else:
+            model = build_model(Arch.from_dict(ckpt["arch"]), num_classes=num_classes)
+    model.load_state_dict(ckpt["model"])
+    return model.eval()
