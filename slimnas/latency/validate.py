@@ -233,9 +233,14 @@ def validate_table(
     num_archs: int = 50,
     seed: int = 0,
     calibrate_fraction: float = 0.3,
+    passes: int = 1,
     on_progress: Callable[[Any], None] | None = None,
 ) -> ValidationReport:
-    """Measure the presets and ``num_archs`` random archs end to end on ``backend`` and compare with ``table``."""
+    """Measure the presets and ``num_archs`` random archs end to end on ``backend`` and compare with ``table``.
+
+    With ``passes > 1`` the networks are measured round-robin in several passes and each one's samples pooled (see
+    :mod:`.builder`: the same remedy for a machine whose speed wanders).
+    """
     import time
 
     from .builder import Progress
@@ -247,20 +252,27 @@ def validate_table(
     if meta.threads is not None and backend.threads not in (None, meta.threads):
         raise InputError(f"threads: the table was measured with {meta.threads} threads, not {backend.threads}")
     for key, value in meta.options.items():
-        if backend.options().get(key) != value:
+        if key != "rotation_mb" and backend.options().get(key) != value:
             raise InputError(f"{key}: the table was measured with {key} {value!r}, the backend has "
                              f"{backend.options().get(key)!r}")
+    if passes < 1:
+        raise ValueError(f"passes: must be at least 1, got {passes}")
     backend.check()
     archs = validation_archs(table.space, num_archs, seed)
     table.predict_many([a for _, a in archs])  # fail fast on missing entries, before any measuring
-    measured: list[tuple[str, Arch, Timing]] = []
-    start = time.perf_counter()
-    for i, (name, arch) in enumerate(archs, start=1):
-        module, example = network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans)
-        measured.append((name, arch, backend.measure(module, example)))
-        del module
-        if on_progress is not None:
-            elapsed = time.perf_counter() - start
-            on_progress(Progress(i, len(archs), f"{name}: {measured[-1][2].median:.2f} ms", elapsed,
-                                 elapsed / i * (len(archs) - i)))
-    return validate_measured(table, measured, calibrate_fraction, seed)
+    networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for _, arch in archs]
+    samples: list[list[float]] = [[] for _ in archs]
+    start, total, done = time.perf_counter(), passes * len(archs), 0
+    for pass_index in range(passes):
+        for i, ((name, _), (module, example)) in enumerate(zip(archs, networks)):
+            samples[i] += backend.measure_samples(module, example)
+            done += 1
+            if on_progress is not None:
+                elapsed = time.perf_counter() - start
+                label = name if passes == 1 else f"pass {pass_index + 1}/{passes}: {name}"
+                on_progress(Progress(done, total, label, elapsed, elapsed / done * (total - done)))
+    del networks
+    measured = [(name, arch, Timing.from_samples(s)) for (name, arch), s in zip(archs, samples)]
+    report = validate_measured(table, measured, calibrate_fraction, seed)
+    report.meta["passes"] = passes
+    return report

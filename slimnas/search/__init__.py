@@ -6,6 +6,7 @@ from .exhaustive import ExhaustiveSearch
 from .optuna_search import NSGA2Search, TPESearch
 from .random_search import RandomSearch
 from .slimming import Action, SlimmingSearch
+from .start import STARTS, start_arch
 
 __all__ = ["Candidate", "Evaluation", "SearchAlgorithm", "pareto_front", "Action", "SlimmingSearch",
-           "RandomSearch", "ExhaustiveSearch", "TPESearch", "NSGA2Search"]
+           "RandomSearch", "ExhaustiveSearch", "TPESearch", "NSGA2Search", "start_arch", "STARTS"]

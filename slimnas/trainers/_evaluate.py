@@ -15,7 +15,7 @@ random stream.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from typing import Any
 
@@ -129,18 +129,44 @@ class Evaluator:
         return source
 
     def evaluate(self, arch) -> float:
-        with torch.random.fork_rng(devices=[]):
-            model = self.supernet.extract(arch).eval()
-            calib = self._batches("_calib")
-            if calib is not None:
-                recalibrate_bn(model, calib, bf16=self.bf16, channels_last=self.channels_last)
-            correct, total = count_correct(model, self._batches("_data"), bf16=self.bf16,
-                                           channels_last=self.channels_last)
         if self.reduce is not None:
+            with torch.random.fork_rng(devices=[]):
+                model = self._calibrated(arch)
+                correct, total = count_correct(model, self._batches("_data"), bf16=self.bf16,
+                                               channels_last=self.channels_last)
             correct, total = self.reduce([correct, total])
+        else:
+            correct = total = 0
+            for correct, total, _ in self.evaluate_progress(arch):  # noqa: B007 - the last counts are the result
+                pass
         if total == 0:
             raise ValueError("data: no validation images")
         return correct / total
+
+    def _calibrated(self, arch) -> nn.Module:
+        model = self.supernet.extract(arch).eval()
+        calib = self._batches("_calib")
+        if calib is not None:
+            recalibrate_bn(model, calib, bf16=self.bf16, channels_last=self.channels_last)
+        return model
+
+    def evaluate_progress(self, arch) -> Iterator[tuple[int, int, int]]:
+        """``(correct, seen, batches)`` after each validation batch (one process; for early stopping).
+
+        The last tuple is the whole evaluation: ``correct / seen`` equals :meth:`evaluate`.
+        """
+        with torch.random.fork_rng(devices=[]):
+            model = self._calibrated(arch)
+            device = next(model.parameters()).device
+            correct = seen = batches = 0
+            with torch.no_grad():
+                for x, y in self._batches("_data"):
+                    with _autocast(device, self.bf16):
+                        logits = model(_prepare(x, device, self.channels_last))
+                    correct += int((logits.argmax(dim=1).cpu() == y.cpu()).sum())
+                    seen += int(y.shape[0])
+                    batches += 1
+                    yield correct, seen, batches
 
     def evaluate_many(self, archs: Sequence[Any]) -> list[float]:
         return [self.evaluate(arch) for arch in archs]

@@ -17,9 +17,9 @@ class CountingBackend(TorchCPUBackend):
         super().__init__(threads=1, repeats=2, warmup_ms=1.0, min_sample_ms=0.2)
         self.measured = 0
 
-    def measure(self, module, example):
+    def measure_samples(self, module, example):
         self.measured += 1
-        return super().measure(module, example)
+        return super().measure_samples(module, example)
 
 
 def test_interrupted_build_resumes_from_what_it_measured(tmp_path):
@@ -72,3 +72,14 @@ def test_journal_from_other_settings_is_refused_and_outputs_are_not_overwritten(
         build_table(MICRO, CountingBackend(), out)
     with pytest.raises(ValueError, match="form"):
         build_table(MICRO, CountingBackend(), tmp_path / "x.parquet", form="compiled")
+
+
+def test_passes_pool_samples_and_rotation_is_part_of_the_identity(tmp_path):
+    backend = CountingBackend()
+    table = build_table(MICRO, backend, tmp_path / "p.parquet", passes=3, rotation_mb=1.0)
+    total = len(parts_of_space(MICRO))
+    assert backend.measured == 3 * total
+    assert all(t.count == 3 * 2 for t in table.entries.values())  # 3 passes x 2 repeats
+    assert table.meta.options["rotation_mb"] == 1.0 and table.meta.notes["passes"] == 3
+    plain = build_table(MICRO, CountingBackend(), tmp_path / "q.parquet", parts=list(table.entries)[:2])
+    assert "rotation_mb" not in plain.meta.options

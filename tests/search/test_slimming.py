@@ -106,3 +106,18 @@ def test_bad_arguments():
         make(targets=[])
     with pytest.raises(ValueError, match="candidate_id"):
         make().tell(99, 1.0)
+
+
+def test_start_arch_reads_the_mb3d_split_from_alpha():
+    from slimnas.search import start_arch
+    from slimnas.search_spaces.efficientformer import importance_from_alphas
+
+    # stage 4 (2 slots): slot 0 prefers 3d, slot 1 prefers 3d -> both MB3D; stage 3: slot 0 4d, slot 1 3d -> 4d 3d
+    alphas = [[[0.0, 0.0]], [[0.0, 0.0]], [[2.0, 0.0, 0.0], [0.0, 1.0, 0.0]], [[0.0, 3.0, 0.0], [0.0, 2.0, 0.0]]]
+    imp = importance_from_alphas(TOY.kinds, alphas)
+    arch = start_arch(TOY, imp)
+    assert arch.blocks == (("4d",), ("4d",), ("4d", "3d"), ("3d", "3d")) and arch.widths == TOY.max_widths
+    # a 3d-then-4d preference cannot be a valid arch: the best valid split is chosen
+    alphas[2] = [[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]]
+    assert start_arch(TOY, importance_from_alphas(TOY.kinds, alphas)).blocks[2] in (("4d", "4d"), ("3d", "3d"))
+    assert start_arch(TOY, imp, start="max") == TOY.max_arch()

@@ -110,6 +110,10 @@ class Backend(abc.ABC):
 
     def measure(self, module: Any, example: Any) -> Timing:
         """Timing statistics (ms) of ``module(example)``."""
+        return Timing.from_samples(self.measure_samples(module, example))
+
+    def measure_samples(self, module: Any, example: Any) -> list[float]:
+        """The per-call times (ms) of ``repeats`` samples of ``module(example)`` after warm-up."""
         self.check()
         return self._time(self.prepare(module, example))
 
@@ -119,7 +123,7 @@ class Backend(abc.ABC):
     def _clock(self) -> float:
         return time.perf_counter()
 
-    def _time(self, run: Callable[[], Any]) -> Timing:
+    def _time(self, run: Callable[[], Any]) -> list[float]:
         calls = 0
         start = self._clock()
         while calls < 3 or (self._clock() - start) * 1e3 < self.warmup_ms:
@@ -136,4 +140,4 @@ class Backend(abc.ABC):
                 run()
             self._sync()
             samples.append((self._clock() - t0) * 1e3 / number)
-        return Timing.from_samples(samples)
+        return samples

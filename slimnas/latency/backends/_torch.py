@@ -58,13 +58,13 @@ class TorchCPUBackend(Backend):
 
         return run
 
-    def measure(self, module: torch.nn.Module, example: torch.Tensor):
+    def measure_samples(self, module: torch.nn.Module, example: torch.Tensor) -> list[float]:
         if self.allocator == "tuned" and not tune_allocator():
             raise InputError("allocator: cannot tune this C library's allocator; use allocator=default")
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            return super().measure(module, example)
+            return super().measure_samples(module, example)
         finally:
             torch.set_num_threads(previous)
 
@@ -106,11 +106,9 @@ class TorchCUDABackend(Backend):
     def _sync(self) -> None:
         torch.cuda.synchronize(self.device)
 
-    def _time(self, run: Callable[[], Any]):
+    def _time(self, run: Callable[[], Any]) -> list[float]:
         # Warm-up and the per-sample call count as in the base protocol; each sample timed with CUDA events.
         import math
-
-        from .._timing import Timing
 
         for _ in range(3):
             run()
@@ -133,4 +131,4 @@ class TorchCUDABackend(Backend):
             end.record()
             end.synchronize()
             samples.append(start.elapsed_time(end) / number)
-        return Timing.from_samples(samples)
+        return samples

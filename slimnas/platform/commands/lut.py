@@ -76,7 +76,8 @@ def _build(args: argparse.Namespace) -> int:
     print(f"building {out}: space {space.name} at {space.img_size}px, {backend.name} on {backend.device_name()}, "
           f"batch {args.batch_size}, threads {backend.threads}", file=sys.stderr)
     table = build_table(space, backend, out, batch=args.batch_size, form=args.form, num_classes=args.num_classes,
-                        resume=not args.no_resume, overwrite=args.force, on_progress=printer)
+                        passes=args.passes, rotation_mb=args.rotation_mb, resume=not args.no_resume,
+                        overwrite=args.force, on_progress=printer)
     print(f"wrote {out}: {len(table)} entries ({table.meta.describe()})")
     return 0
 
@@ -123,12 +124,12 @@ def _validate(args: argparse.Namespace) -> int:
 
         meta = table.meta
         settings = {"threads": meta.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms,
-                    "dtype": meta.dtype, **meta.options}
+                    "dtype": meta.dtype, **{k: v for k, v in meta.options.items() if k != "rotation_mb"}}
         backend = get_backend(meta.backend, **settings)
         print(f"validating {args.lut} ({meta.describe()}) on {args.num_archs} random archs + presets",
               file=sys.stderr)
         report = validate_table(table, backend, num_archs=args.num_archs, seed=args.seed,
-                                calibrate_fraction=args.calibrate_fraction,
+                                calibrate_fraction=args.calibrate_fraction, passes=args.passes,
                                 on_progress=ProgressPrinter("lut validate"))
     out_dir = Path(args.out_dir or Path(args.lut).with_suffix("").as_posix() + "-validation")
     paths = report.write(out_dir)
@@ -174,8 +175,10 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _measurement_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repeats", type=int, default=30, help="timing samples per module")
-    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time per module")
+    p.add_argument("--repeats", type=int, default=30, help="timing samples per module (per pass)")
+    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time per module (per pass)")
+    p.add_argument("--passes", type=int, default=1, help="interleaved passes whose samples are pooled "
+                   "(spreads each measurement over the run on machines whose speed wanders)")
 
 
 def register(sub) -> None:
@@ -202,6 +205,8 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-resume", action="store_true", help="ignore (and replace) an interrupted build's journal")
+    p.add_argument("--rotation-mb", type=float, default=0.0, help="torch backends: rotate part copies with this "
+                   "many MiB of weights, so weights come from memory as inside a network (see latency.modules)")
     _measurement_args(p)
     p.set_defaults(func=_build, full_command="lut build")
 

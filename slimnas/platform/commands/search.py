@@ -1,0 +1,70 @@
+"""``slimnas search``, ``slimnas sweep`` and ``slimnas ui``."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+from slimnas.errors import ConfigError, InputError
+
+
+def _load(args: argparse.Namespace):
+    from slimnas.config import load_config, load_yaml
+    from slimnas.platform.search_config import SearchJobConfig
+
+    data = load_yaml(args.config)
+    if isinstance(data, dict) and "search" in data:
+        data = data["search"]
+    if not isinstance(data, dict):
+        raise ConfigError("config: expected a mapping (optionally under a 'search' key)")
+    if getattr(args, "targets", None):
+        try:
+            data["targets"] = [float(t) for t in args.targets.split(",") if t.strip()]
+        except ValueError:
+            raise InputError(f"--targets: expected comma-separated milliseconds, got {args.targets!r}") from None
+    if getattr(args, "methods", None):
+        data["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    return load_config(SearchJobConfig, data, section=None)
+
+
+def _search(args: argparse.Namespace) -> int:
+    from slimnas.platform.search_job import run_search_job
+
+    cfg = _load(args)
+    job = run_search_job(cfg, restore=args.restore, echo=lambda line: print(line, file=sys.stderr, flush=True))
+    print(job.table_text())
+    print(f"\nresults: {job.job_dir}/results.csv   Pareto plot: {job.job_dir}/pareto.png")
+    if job.mlflow_run_id:
+        print(f"MLflow parent run {job.mlflow_run_id}; compare candidates with `slimnas ui`")
+    return 0
+
+
+def _ui(args: argparse.Namespace) -> int:
+    from slimnas.platform.search_tracking import tracking_uri
+
+    uri = tracking_uri(args.backend_store_uri)
+    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
+           str(args.port)]
+    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def register(sub) -> None:
+    for name, helptext in (("search", "run slimming and baselines on a supernet at latency targets"),
+                           ("sweep", "the same, at the latency targets given on the command line")):
+        p = sub.add_parser(name, help=helptext)
+        p.add_argument("--config", required=True, help="search job YAML (see configs/search-*.yaml)")
+        if name == "sweep":
+            p.add_argument("--targets", required=True, help="comma-separated latency targets in ms, e.g. 1,1.5,2")
+        p.add_argument("--methods", default=None, help="comma-separated subset of methods (overrides the config)")
+        p.add_argument("--restore", action="store_true", help="continue a killed job (Tuner.restore)")
+        p.set_defaults(func=_search)
+    p = sub.add_parser("ui", help="the MLflow UI for comparing candidates (127.0.0.1 by default)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--backend-store-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
+    p.set_defaults(func=_ui)

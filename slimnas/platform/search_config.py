@@ -1,0 +1,95 @@
+"""The configuration of a search job (``slimnas search`` / ``slimnas sweep``), validated before anything runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from slimnas.config import ConfigModel
+from slimnas.trainers._config import DataConfig
+
+__all__ = ["SearchJobConfig", "METHODS", "LatencySection", "SlimmingSection", "EarlyStopSection", "RaySection",
+           "TrackingSection"]
+
+#: The methods a job can compare. ``slimming`` is the paper's; the others are the baselines.
+METHODS = ("slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2")
+
+
+class LatencySection(ConfigModel):
+    table: str  # a latency table (Parquet) of the supernet's space
+    calibration: str | None = None  # a calibrated predictor fitted by `slimnas lut validate` (calibration.json)
+    measure_final: bool = True  # time each winning arch end to end on the table's backend at the end
+    measure_repeats: int = Field(20, ge=1)
+
+
+class SlimmingSection(ConfigModel):
+    mb3d_removal: Literal["to_4d", "to_identity"] = "to_4d"
+
+
+class EarlyStopSection(ConfigModel):
+    enabled: bool = True
+    rule: Literal["exact", "confident"] = "confident"
+    z: float = Field(3.0, gt=0)
+
+
+class RaySection(ConfigModel):
+    address: str | None = None  # a cluster address ("auto", "ray://host:10001", "host:6379"); None: local ray.init()
+    num_cpus: int | None = Field(None, ge=1)  # local Ray only
+    object_store_mb: int = Field(256, ge=64)  # local Ray only
+    cpus_per_trial: float = Field(1.0, gt=0)
+    gpus_per_trial: float = Field(0.0, ge=0)
+    max_concurrent: int | None = Field(None, ge=1)
+    # where the latency actor goes, e.g. {"accelerator_type:V100": 0.01}
+    latency_resources: dict[str, float] | None = None
+
+
+class TrackingSection(ConfigModel):
+    enabled: bool = True
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output>/../mlflow.db
+    experiment: str = "slimnas-search"
+
+
+class SearchJobConfig(ConfigModel):
+    """One search job: the methods compared at each latency target, on one supernet and one latency table."""
+
+    name: str = "search"
+    supernet: str  # a supernet checkpoint (file, or a run's checkpoints folder: its latest)
+    data: DataConfig = DataConfig()
+    eval_images: int | None = Field(None, ge=1)  # validation images per evaluation (None: the whole split)
+    latency: LatencySection
+    methods: list[Literal["slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2"]] = \
+        ["slimming", "random", "tpe", "nsga2"]
+    targets: list[float] = Field(..., min_length=1)  # latency targets (ms), a sweep when several
+    budget: int | Literal["auto"] = "auto"  # evaluations per baseline and target; auto: what slimming used
+    slimming: SlimmingSection = SlimmingSection()
+    early_stop: EarlyStopSection = EarlyStopSection()
+    seed: int = 0
+    output: str = "runs/search"  # results go to <output>/<name>/
+    ray: RaySection = RaySection()
+    tracking: TrackingSection = TrackingSection()
+
+    @field_validator("targets")
+    @classmethod
+    def _positive(cls, value: list[float]) -> list[float]:
+        if any(t <= 0 for t in value):
+            raise ValueError("targets must be positive latencies in ms")
+        return sorted(set(value), reverse=True)
+
+    @field_validator("methods")
+    @classmethod
+    def _some(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("name at least one method")
+        return list(dict.fromkeys(value))
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("budget must be at least 1 evaluation")
+        return value
+
+    def job_dir(self) -> Path:
+        return Path(self.output) / self.name

@@ -1,0 +1,68 @@
+"""The Tune trainable that evaluates one candidate subnet: supernet weights, BN recalibrated, top-1 on validation.
+
+The supernet's weights travel once through the object store (``tune.with_parameters``) and each worker process
+builds the supernet and its evaluation data once, then keeps them for every later trial (``reuse_actors``).
+Evaluation is :class:`~slimnas.trainers.Evaluator`'s: extract the subnet, re-estimate its BatchNorm statistics on
+the calibration images, count correct top-1 predictions batch by batch. After each batch the trial reports the running
+counts (for :class:`~slimnas.platform.tune.scheduler.EarlyStopScheduler`); the last report carries ``accuracy``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import tune
+
+__all__ = ["evaluation_payload", "evaluate_candidate"]
+
+_WORKER: dict[str, Any] = {}
+
+
+def evaluation_payload(supernet: Any, data: dict[str, Any], eval_images: int | None, key: str) -> dict[str, Any]:
+    """What every evaluation trial needs (put in the object store once by ``tune.with_parameters``)."""
+    return {"key": key, "space": supernet.space.to_dict(), "num_classes": supernet.num_classes,
+            "state_dict": {k: v.detach().cpu() for k, v in supernet.state_dict().items()},
+            "data": data, "eval_images": eval_images}
+
+
+def _evaluator(payload: dict[str, Any]):
+    if _WORKER.get("key") == payload["key"]:
+        return _WORKER["evaluator"], _WORKER["images"]
+    import torch
+
+    from slimnas.search_spaces.efficientformer import SearchSpace, SuperNet
+    from slimnas.trainers import Evaluator, build_data
+    from slimnas.trainers._config import AugmentConfig, DataConfig
+
+    torch.set_num_threads(1)
+    space = SearchSpace.from_dict(payload["space"])
+    with torch.random.fork_rng(devices=[]):
+        supernet = SuperNet(space, num_classes=payload["num_classes"])
+    supernet.load_state_dict(payload["state_dict"])
+    supernet.eval()
+    cfg = DataConfig(**payload["data"])
+    bundle = build_data(cfg, AugmentConfig().resolve(cfg.kind), space.img_size)
+    batches, images = [], 0
+    for x, y in bundle.val:
+        if payload["eval_images"] is not None and images >= payload["eval_images"]:
+            break
+        batches.append((x, y))
+        images += int(y.shape[0])
+    evaluator = Evaluator(supernet, batches, list(bundle.calib), cache=True)
+    _WORKER.clear()
+    _WORKER.update(key=payload["key"], evaluator=evaluator, images=images, batches=len(batches))
+    return evaluator, images
+
+
+def evaluate_candidate(config: dict[str, Any], payload: dict[str, Any]) -> None:
+    """Evaluate ``config["arch"]``, reporting running counts after each validation batch."""
+    from slimnas.search_spaces.efficientformer import Arch
+
+    evaluator, images = _evaluator(payload)
+    batches_total = _WORKER["batches"]
+    for correct, seen, batches in evaluator.evaluate_progress(Arch.from_dict(config["arch"])):
+        report = {"correct": correct, "seen": seen, "total": images, "batches_done": batches,
+                  "batches_total": batches_total}
+        if batches == batches_total:
+            report["accuracy"] = correct / seen
+        tune.report(report)
