@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""Slimming against the enumeration baselines on a trained `tiny` supernet (issue 5's evidence).
+
+    python benchmarks/bench_search.py --out benchmarks/results/search [--epochs 12] [--targets 0.85,0.7,0.55]
+        [--max-multiple 8] [--seeds 2]
+
+1. Trains the `tiny` supernet on the digits (``--epochs``, soft Gumbel mode; reused if present) and builds a
+   `torch-cpu` table of the space (reused if present).
+2. Runs a search job (real Ray Tune, real MLflow in ``<out>/mlflow.db``) with slimming (paper and extended modes),
+   random search, exhaustive enumeration, TPE and NSGA-II at the targets (fractions of the max arch's predicted
+   latency), every baseline at the budget slimming used to reach each target: top-1 reached and evaluations used.
+3. Catch-up: random search and TPE again, in-process with the same evaluator, latency table and evaluation counting,
+   for ``--max-multiple`` times slimming's evaluations per target and ``--seeds`` seeds; their best-so-far top-1 at
+   1x, 2x, 4x, 8x slimming's budget, and the smallest multiple at which each matches slimming's top-1.
+
+Writes ``<out>/bench_search.json`` and prints markdown tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from slimnas.config import load_config  # noqa: E402
+from slimnas.latency import LatencyTable, build_table  # noqa: E402
+from slimnas.latency.backends import TorchCPUBackend  # noqa: E402
+from slimnas.platform.search_config import SearchJobConfig  # noqa: E402
+from slimnas.platform.search_job import run_search_job  # noqa: E402
+from slimnas.search import RandomSearch, TPESearch  # noqa: E402
+from slimnas.search_spaces.efficientformer import SearchSpace  # noqa: E402
+
+DATA = {"kind": "digits", "batch_size": 64, "calib_images": 180}
+
+
+def train(out: Path, epochs: int) -> Path:
+    from slimnas.trainers import latest_checkpoint, train_supernet
+
+    run = out / "supernet"
+    found = latest_checkpoint(run / "checkpoints") if (run / "checkpoints").is_dir() else None
+    if found is not None:
+        return found
+    cfg = {"space": "tiny", "data": DATA, "run": {"name": "supernet", "out_dir": str(out), "epochs": epochs}}
+    result = train_supernet(cfg)
+    print(f"trained: val top-1 of the max arch {result.metrics.get('val_top1')}", flush=True)
+    return result.checkpoint
+
+
+def table(out: Path) -> Path:
+    path = out / "tiny.parquet"
+    if not path.exists():
+        backend = TorchCPUBackend(threads=1, repeats=5, warmup_ms=20)
+        build_table(SearchSpace.preset("tiny"), backend, path, passes=2)
+    return path
+
+
+def catch_up(cfg: SearchJobConfig, job, lut: LatencyTable, multiple: int, seeds: int) -> dict:
+    """Best-so-far top-1 of random and TPE at multiples of slimming's budget, per target."""
+    from slimnas.platform.search_job import load_supernet
+    from slimnas.trainers import Evaluator, build_data
+    from slimnas.trainers._config import AugmentConfig, DataConfig
+
+    supernet, _ = load_supernet(cfg.supernet)
+    data_cfg = DataConfig(**DATA)
+    bundle = build_data(data_cfg, AugmentConfig().resolve("digits"), supernet.space.img_size)
+    batches, seen = [], 0
+    for x, y in bundle.val:
+        if cfg.eval_images and seen >= cfg.eval_images:
+            break
+        batches.append((x, y))
+        seen += len(y)
+    evaluator = Evaluator(supernet, batches, list(bundle.calib), cache=True)
+    cache: dict[str, float] = {}
+
+    def evaluate(arch) -> float:
+        key = arch.to_json()
+        if key not in cache:
+            cache[key] = evaluator.evaluate(arch)
+        return cache[key]
+
+    slim = {r.target_ms: r for r in job.results if r.method == "slimming"}
+    out = {}
+    for target, result in slim.items():
+        budget = result.evaluations * multiple
+        rows = {}
+        for name, factory in (("random", RandomSearch), ("tpe", TPESearch)):
+            curves = []
+            for seed in range(seeds):
+                search = factory(supernet.space, lut.predict_many, target, budget, seed=100 + seed)
+                best, curve = -1.0, []
+                while not search.finished:
+                    for c in search.ask():
+                        acc = evaluate(c.arch)
+                        search.tell(c.id, acc)
+                        best = max(best, acc)
+                        curve.append(best)
+                curves.append(curve)
+            marks = {}
+            for k in (1, 2, 4, 8, 16):
+                if k <= multiple:
+                    n = result.evaluations * k
+                    marks[f"{k}x"] = sum(c[min(n, len(c)) - 1] for c in curves) / len(curves)
+            catch = None
+            for n in range(1, budget + 1):
+                if sum(c[min(n, len(c)) - 1] for c in curves) / len(curves) >= result.top1:
+                    catch = n / result.evaluations
+                    break
+            rows[name] = {"best_at": marks, "catches_up_at_multiple": catch}
+        out[f"{target:g}"] = {"slimming_top1": result.top1, "slimming_evaluations": result.evaluations, **rows}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/results/search")
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--targets", default="0.85,0.7,0.55")
+    parser.add_argument("--max-multiple", type=int, default=8)
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--eval-images", type=int, default=360)
+    args = parser.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    checkpoint = train(out, args.epochs)
+    lut_path = table(out)
+    lut = LatencyTable.load(lut_path)
+    full = lut.predict(SearchSpace.preset("tiny").max_arch())
+    targets = [round(full * float(f), 3) for f in args.targets.split(",")]
+    cfg = load_config(SearchJobConfig, {
+        "name": "bench", "supernet": str(checkpoint), "output": str(out), "data": DATA,
+        "eval_images": args.eval_images, "latency": {"table": str(lut_path), "measure_repeats": 10},
+        "methods": ["slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2"], "targets": targets,
+        "ray": {"num_cpus": 2, "object_store_mb": 256},
+        "tracking": {"tracking_uri": f"sqlite:///{out / 'mlflow.db'}", "experiment": "bench-search"},
+    })
+    job = run_search_job(cfg, echo=lambda line: print(line, flush=True))
+    print(job.table_text(), flush=True)
+    import ray
+
+    ray.shutdown()
+    catch = catch_up(cfg, job, lut, args.max_multiple, args.seeds)
+    report = {"max_arch_predicted_ms": full, "targets_ms": targets, "epochs": args.epochs,
+              "results": [r.__dict__ for r in job.results], "catch_up": catch,
+              "wall_s": time.perf_counter() - started}
+    path = out / "bench_search.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=1, default=str))
+    os.replace(tmp, path)
+    print(json.dumps(catch, indent=1))
+
+
+if __name__ == "__main__":
+    main()
