@@ -59,7 +59,10 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
         assert r.measured_ms is not None and r.measured_ms > 0
         if r.method in ("random", "tpe"):  # equal budgets: what slimming had used at that target
             assert r.evaluations <= slim[r.target_ms].evaluations
-    assert job.trajectories["slimming"][0]["latency_ms"] == pytest.approx(full, rel=1e-6)
+    first = Arch.from_dict(job.trajectories["slimming"][0]["arch"])  # the start: every slot active, max widths
+    space = SearchSpace.preset("tiny")
+    assert first.widths == space.max_widths and first.depths == space.slots
+    assert job.trajectories["slimming"][0]["latency_ms"] == pytest.approx(table.predict(first))
     saved = json.loads((root / "out" / "job" / "results.json").read_text())
     assert len(saved["results"]) == 8 and (root / "out" / "job" / "pareto.png").is_file()
 
