@@ -110,7 +110,10 @@ class _OptunaSearch(SearchAlgorithm):
                 continue
             known = self._cache.get(arch.to_json())
             if known is not None:
-                self.study.tell(trial, self._values(known, latency))
+                if known != known:  # NaN: being evaluated right now; this duplicate teaches the study nothing
+                    self.study.tell(trial, state=TrialState.FAIL)
+                else:
+                    self.study.tell(trial, self._values(known, latency))
                 continue
             self._cache[arch.to_json()] = float("nan")  # asked: do not ask it twice while it is evaluated
             candidate = self._candidate(arch, latency, trial=trial.number)

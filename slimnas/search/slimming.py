@@ -11,7 +11,8 @@ Actions (MetaPath importance from the supernet's alpha, :mod:`slimnas.search_spa
 
 - ``mode="paper"``: exactly the paper's three -- (1) the least important active MetaPath becomes an identity; (2) the
   first MB3D (in network order) is removed; (3) the least important stage loses 16 channels. A stage's importance is
-  the sum of its *active* MetaPaths' scores (a MetaPath already turned into an identity no longer counts).
+  the sum of its *active* MetaPaths' scores (a MetaPath already turned into an identity no longer counts). "Least
+  important" is taken among the MetaPaths (stages) whose removal (width cut) saves latency.
 - ``mode="extended"``: every active MetaPath to identity, every stage's width minus 16, and the first-MB3D removal:
   more evaluations per round (run in parallel), a broader look at each step.
 
@@ -141,25 +142,39 @@ class SlimmingSearch(SearchAlgorithm):
     def _reducible(self, arch: Arch) -> list[int]:
         return [s for s in range(arch.num_stages) if arch.widths[s] - self.width_step >= self.space.min_widths[s]]
 
-    def actions(self, arch: Arch) -> list[Action]:
-        """The actions this mode proposes on ``arch`` (before checking that they save latency)."""
+    def actions(self, arch: Arch, arch_latency: float | None = None) -> list[Action]:
+        """The actions this mode proposes on ``arch``.
+
+        In paper mode, "the least important MetaPath" and "the least important stage" are taken among the
+        candidates whose result saves latency (by the latency function) when ``arch_latency`` is given: a table can
+        be non-monotonic by a measurement's noise at small widths, and a step that saves nothing must not end the
+        search while another stage could still shrink.
+        """
         removable, reducible, first3d = self._removable(arch), self._reducible(arch), self._first_mb3d(arch)
         actions: list[Action] = []
         if self.mode == "paper":
-            if removable:
-                s, slot = min(removable, key=lambda p: (self.scores[p[0]][p[1]], p))
-                actions.append(Action("identity", s, slot))
-            if first3d is not None:
-                actions.append(Action("remove_mb3d", *first3d))
-            if reducible:
-                imp = self.stage_importance(arch)
-                actions.append(Action("width", min(reducible, key=lambda s: (imp[s], s))))
+            imp = self.stage_importance(arch)
+            ranked_mps = [Action("identity", s, slot) for s, slot in
+                          sorted(removable, key=lambda p: (self.scores[p[0]][p[1]], p))]
+            ranked_widths = [Action("width", s) for s in sorted(reducible, key=lambda s: (imp[s], s))]
+            for ranked in (ranked_mps, [Action("remove_mb3d", *first3d)] if first3d else [], ranked_widths):
+                choice = self._first_saving(arch, ranked, arch_latency)
+                if choice is not None:
+                    actions.append(choice)
+            actions.sort(key=Action.sort_key)
         else:
             actions += [Action("identity", s, slot) for s, slot in removable]
             if first3d is not None:
                 actions.append(Action("remove_mb3d", *first3d))
             actions += [Action("width", s) for s in reducible]
         return [a for a in actions if self.apply(arch, a) is not None]
+
+    def _first_saving(self, arch: Arch, ranked: list[Action], arch_latency: float | None) -> Action | None:
+        valid = [a for a in ranked if self.apply(arch, a) is not None]
+        if arch_latency is None or not valid:
+            return valid[0] if valid else None
+        latencies = self.latencies([self.apply(arch, a) for a in valid])
+        return next((a for a, lat in zip(valid, latencies) if arch_latency - lat > 0), None)
 
     def apply(self, arch: Arch, action: Action) -> Arch | None:
         """``arch`` after ``action``, or ``None`` if the result is not a valid arch of the space."""
@@ -188,7 +203,7 @@ class SlimmingSearch(SearchAlgorithm):
         return self._start_round()
 
     def _start_round(self) -> list[Candidate]:
-        actions = self.actions(self.current)
+        actions = self.actions(self.current, self.current_latency)
         archs = [self.apply(self.current, a) for a in actions]
         latencies = self.latencies(archs)
         entries = [{"action": a, "arch": arch, "latency_ms": lat, "saved_ms": self.current_latency - lat}

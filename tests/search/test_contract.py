@@ -93,3 +93,14 @@ def test_nsga2_gives_a_pareto_front():
     assert front and all(a.latency_ms < b.latency_ms and a.accuracy < b.accuracy for a, b in zip(front, front[1:]))
     for ev in search.history:  # nothing dominates a front member
         assert not any(o.latency_ms <= ev.latency_ms and o.accuracy > ev.accuracy for o in front) or ev not in front
+
+
+def test_optuna_duplicates_of_pending_archs_are_not_told_nan():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        search = TPESearch(TOY_SPACE, toy_latency, 30.0, budget=12, seed=0, parallel=6, n_startup_trials=2)
+        run_search(search, noisy_accuracy)
+    assert not [w for w in caught if "nan" in str(w.message).lower()]
+    assert all(v == v for t in search.study.trials for v in (t.values or []))

@@ -121,3 +121,13 @@ def test_start_arch_reads_the_mb3d_split_from_alpha():
     alphas[2] = [[0.0, 2.0, 0.0], [1.0, 0.0, 0.0]]
     assert start_arch(TOY, importance_from_alphas(TOY.kinds, alphas)).blocks[2] in (("4d", "4d"), ("3d", "3d"))
     assert start_arch(TOY, imp, start="max") == TOY.max_arch()
+
+
+def test_paper_mode_skips_a_least_important_stage_whose_cut_saves_nothing():
+    def flat_stage3(archs):  # stage 3's width costs nothing in this table (a non-monotonic, noisy table)
+        return [t - archs[i].widths[2] // 16 for i, t in enumerate(toy_latency(archs))]
+
+    search = SlimmingSearch(TOY, TOY.max_arch(), SCORES, flat_stage3, 16.0)
+    actions = search.actions(TOY.max_arch(), flat_stage3([TOY.max_arch()])[0])
+    assert Action("width", 3) in actions and Action("width", 2) not in actions  # stage 4 is next least important
+    assert [a.kind for a in search.actions(TOY.max_arch())] == ["identity", "remove_mb3d", "width"]

@@ -54,6 +54,8 @@ def run_tune(
     restore: bool = False,
 ) -> TuneOutcome:
     """Run (or, with ``restore``, continue) ``algorithm`` as the Tune experiment ``storage_path/name``."""
+    # Tune's newer console output prints experiment tables even at verbose=0; the legacy reporter honours it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage = Path(storage_path).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     experiment = storage / name
