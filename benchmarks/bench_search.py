@@ -86,7 +86,7 @@ def catch_up(cfg: SearchJobConfig, job, lut: LatencyTable, multiple: int, seeds:
             cache[key] = evaluator.evaluate(arch)
         return cache[key]
 
-    slim = {r.target_ms: r for r in job.results if r.method == "slimming"}
+    slim = {r.target_ms: r for r in job.results if r.method == "slimming" and r.top1 is not None}
     out = {}
     for target, result in slim.items():
         budget = result.evaluations * multiple
@@ -126,6 +126,7 @@ def main() -> None:
     parser.add_argument("--max-multiple", type=int, default=8)
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--eval-images", type=int, default=360)
+    parser.add_argument("--catch-up-only", action="store_true", help="reuse <out>/bench/results.json")
     args = parser.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -146,11 +147,18 @@ def main() -> None:
         "ray": {"num_cpus": 2, "object_store_mb": 256},
         "tracking": {"tracking_uri": f"sqlite:///{out / 'mlflow.db'}", "experiment": "bench-search"},
     })
-    job = run_search_job(cfg, echo=lambda line: print(line, flush=True))
-    print(job.table_text(), flush=True)
-    import ray
+    if args.catch_up_only:
+        from slimnas.platform.search_job import MethodResult, SearchJobResult
 
-    ray.shutdown()
+        saved = json.loads((out / "bench" / "results.json").read_text())
+        job = SearchJobResult(saved["config"], [MethodResult(**r) for r in saved["results"]], saved["histories"],
+                              saved["trajectories"], saved["job_dir"])
+    else:
+        job = run_search_job(cfg, echo=lambda line: print(line, flush=True))
+        import ray
+
+        ray.shutdown()
+    print(job.table_text(), flush=True)
     catch = catch_up(cfg, job, lut, args.max_multiple, args.seeds)
     report = {"start_predicted_ms": full, "targets_ms": targets, "epochs": args.epochs,
               "results": [r.__dict__ for r in job.results], "catch_up": catch,

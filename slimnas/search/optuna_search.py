@@ -11,7 +11,11 @@ told candidate.
 - :class:`NSGA2Search`: Optuna's NSGA-II, maximising accuracy and minimising predicted latency, no target: one run
   gives a Pareto front that answers every target of a sweep.
 
-An arch evaluated before is told its known result without a new evaluation. State is JSON-ready: the study's trial
+When the target is tight, TPE can propose many infeasible archs in a row (each costs a model fit, not an
+evaluation); after ``max_infeasible_streak`` of them within one ``ask`` the study is given a random *feasible*
+structure (drawn with the algorithm's seeded generator, checked with the latency function) as its next trial, which
+bounds the time spent and shows TPE the feasible region. An arch evaluated before is told its known result without a
+new evaluation. State is JSON-ready: the study's trial
 log is replayed on ``load_state_dict``, and the sampler is re-seeded from ``seed + number of trials`` before each ask,
 so a resumed run proposes what an uninterrupted one would.
 """
@@ -58,9 +62,11 @@ class _OptunaSearch(SearchAlgorithm):
     directions: list[str] = ["maximize"]
 
     def __init__(self, space: SearchSpace, latency_fn: LatencyFn, budget: int, seed: int | None = 0,
-                 target_ms: float | None = None, parallel: int = 1, max_asks: int = 20_000) -> None:
+                 target_ms: float | None = None, parallel: int = 1, max_asks: int = 20_000,
+                 max_infeasible_streak: int = 32) -> None:
         super().__init__(latency_fn, budget, seed)
         self.space, self.target_ms, self.parallel, self.max_asks = space, target_ms, max(1, parallel), max_asks
+        self.max_infeasible_streak = max_infeasible_streak
         self.dists = _distributions(space)
         self.study = optuna.create_study(directions=self.directions)
         self._trial_of: dict[int, int] = {}  # candidate id -> trial number
@@ -89,7 +95,13 @@ class _OptunaSearch(SearchAlgorithm):
             return []
         want = self.parallel if left is None else min(self.parallel, left)
         out: list[Candidate] = []
+        streak = 0
         while len(out) < want:
+            if streak >= self.max_infeasible_streak:
+                params = self._random_feasible_params()
+                if params is not None:
+                    self.study.enqueue_trial(params)
+                streak = 0
             if self.asks >= self.max_asks:
                 if not out and not self.pending:
                     self._finish(f"no new feasible arch in {self.asks} asks")
@@ -107,6 +119,7 @@ class _OptunaSearch(SearchAlgorithm):
             trial.set_user_attr("latency_ms", latency)
             if over > 0:
                 self.study.tell(trial, self._values(0.0, latency))
+                streak += 1
                 continue
             known = self._cache.get(arch.to_json())
             if known is not None:
@@ -120,6 +133,21 @@ class _OptunaSearch(SearchAlgorithm):
             self._trial_of[candidate.id] = trial.number
             out.append(candidate)
         return out
+
+    def _random_feasible_params(self, tries: int = 16, batch: int = 64) -> dict[str, int] | None:
+        """Params of a random structure within the target (uniform over the encoding), or ``None``."""
+        for _ in range(tries):
+            drawn = []
+            for _ in range(batch):
+                params = {}
+                for name, dist in self.dists.items():
+                    params[name] = self.rng.randrange(dist.low, dist.high + 1, dist.step)
+                drawn.append(params)
+            archs = [decode(self.space, _choice(self.space, p)) for p in drawn]
+            for params, latency in zip(drawn, self.latencies(archs)):
+                if self.target_ms is None or latency <= self.target_ms:
+                    return params
+        return None
 
     def _on_tell(self, candidate: Candidate, accuracy: float) -> None:
         self._cache[candidate.arch.to_json()] = accuracy

@@ -104,3 +104,9 @@ def test_optuna_duplicates_of_pending_archs_are_not_told_nan():
         run_search(search, noisy_accuracy)
     assert not [w for w in caught if "nan" in str(w.message).lower()]
     assert all(v == v for t in search.study.trials for v in (t.values or []))
+
+
+def test_tpe_at_a_tight_target_finishes_with_bounded_asks():
+    search = run_search(TPESearch(TOY_SPACE, toy_latency, 13.0, budget=4, seed=0), noisy_accuracy)
+    assert search.evaluations == 4 and all(e.latency_ms <= 13.0 for e in search.history)
+    assert search.asks < 4 * (32 + 2) + 10  # a feasible structure is handed over after 32 infeasible asks in a row
