@@ -152,7 +152,7 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
         ckpt = load_checkpoint(found, "train")
         diff = _config_difference(ckpt.get("config", {}), tcfg.model_dump(mode="json"))
         if diff is not None:
-            raise InputError(f"train: {found.parent.parent} holds a supernet trained with other settings ({diff}); "
+            raise InputError(f"train: {folder} holds a supernet trained with other settings ({diff}); "
                              f"pass --force train to retrain it, or set train.run.name")
         if ckpt["epoch"] >= tcfg.run.epochs and ckpt.get("channels_sorted"):
             log.start("train", f"reusing the trained supernet {found}")

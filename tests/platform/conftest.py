@@ -45,30 +45,42 @@ def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None, 
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def _pids_naming(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
 def _stop_group(proc: subprocess.Popen, marker: str) -> None:
     """SIGTERM the process group, then SIGKILL it and any straggler whose command line names ``marker``."""
-    import psutil
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        pass
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        pass
-    time.sleep(1.0)
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    for p in psutil.process_iter(["pid", "cmdline"]):
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         try:
-            if p.pid != os.getpid() and marker in " ".join(p.info["cmdline"] or []):
-                p.kill()
-        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the group leader
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break  # nobody left in the group
+            time.sleep(0.2)
+        else:
+            continue
+        break
+    for pid in _pids_naming(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
-    proc.wait(timeout=10)
 
 
 @dataclass

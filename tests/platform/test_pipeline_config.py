@@ -61,7 +61,7 @@ BASE = {"train": {"space": "tiny"}, "search": {"targets": [1.0]}}
     ({"train": {"space": "tiny", "tracking": {"enabled": True}}}, "train.tracking.enabled: set by the pipeline"),
     ({"search": {}}, "search: Value error, give targets (ms) or targets_relative"),
     ({"search": {"targets_relative": [1.5]}}, "search.targets_relative: Value error, fractions"),
-    ({"search": {"targets": [1.0], "methods": ["random"]}}, "budget 'auto' matches slimming"),
+    ({"search": {"targets": [1.0], "methods": ["random"]}}, "search: Value error, budget 'auto' matches"),
     ({"search": {"targets": [1.0], "methods": ["greedy"]}}, "search.methods.0"),
     ({"latency": {"backend": "tpu"}}, "latency.backend"),
     ({"latency": {"validate": {"num_archs": -1}}}, "latency.validate.num_archs"),

@@ -1,5 +1,7 @@
 """Checks before work, and MLflow for teams: a real ``mlflow server`` on 127.0.0.1 receives a training run."""
 
+import socket
+
 import pytest
 import yaml
 from mlflow.tracking import MlflowClient
@@ -21,8 +23,13 @@ def test_unreachable_addresses_are_named():
         check_ray_address(f"ray://127.0.0.1:{port}", "train.distributed.address")
     check_ray_address("auto")
     check_ray_address(None)
-    with pytest.raises(InputError, match="timed out"):
-        check_tcp("10.255.255.1", 6379, "ray.address", timeout=0.5)  # non-routable: no answer at all
+    with socket.socket() as server:  # a port whose listen queue is full: connections hang, as to a blackholed host
+        server.bind(("127.0.0.1", 0))
+        server.listen(0)
+        filler = socket.create_connection(server.getsockname(), timeout=1)
+        with pytest.raises(InputError, match="timed out"):
+            check_tcp(*server.getsockname(), "ray.address", timeout=0.5)
+        filler.close()
     with pytest.raises(InputError, match="cannot reach the MLflow server"):
         check_tracking_uri(f"http://127.0.0.1:{port}")
     with pytest.raises(InputError, match="plain file store"):
@@ -50,3 +57,5 @@ def test_a_training_run_logs_to_an_mlflow_server_named_by_the_environment(mlflow
     experiment_id = ensure_experiment(mlflow_server.uri, "pipelines")
     assert ensure_experiment(mlflow_server.uri, "pipelines") == experiment_id
     assert client.get_experiment(experiment_id).artifact_location.startswith("mlflow-artifacts:")
+    assert main(["ui"]) == 0  # the server has its own UI
+    assert f"open {mlflow_server.uri}" in capsys.readouterr().out

@@ -13,11 +13,8 @@ def _echo(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def _warn_local_paths(config: str) -> None:
+def _warn_local_paths(cfg) -> None:
     """Relative outputs of a submitted job land in its temporary working directory on the head: say so."""
-    from ..pipeline_config import load_pipeline
-
-    cfg = load_pipeline(config)
     if not cfg.output_dir.is_absolute():
         _echo(f"note: output {cfg.output_dir} is relative: on the cluster it lands in the job's temporary working "
               f"directory; use a path on shared storage to keep it")
@@ -33,9 +30,11 @@ def _warn_local_paths(config: str) -> None:
 
 def _submit(args: argparse.Namespace) -> int:
     from ..jobs import connect, submit, wait
+    from ..pipeline_config import load_pipeline
 
-    _warn_local_paths(args.config)
+    cfg = load_pipeline(args.config)  # bad configs fail here, before anything reaches the cluster
     client = connect(args.address)
+    _warn_local_paths(cfg)
     run_args = [a for stage in args.force for a in ("--force", stage)] + (["--restore"] if args.restore else [])
     job_id = submit(client, args.config, working_dir=args.working_dir, run_args=run_args, ship_code=args.ship_code,
                     submission_id=args.job_id)

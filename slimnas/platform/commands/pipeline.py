@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import sys
 from importlib import resources
 from typing import Any
 
@@ -64,7 +66,8 @@ def _run(args: argparse.Namespace, source: Any) -> int:
         check_pipeline(cfg)
         print(f"config OK: pipeline '{cfg.name}' -> {cfg.output_dir}")
         return 0
-    result = run_pipeline(cfg, force=args.force, restore=args.restore, echo=stderr_echo)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout is for the result; Ray Tune prints its tables there
+        result = run_pipeline(cfg, force=args.force, restore=args.restore, echo=stderr_echo)
     print(result.summary_text())
     return 0
 
