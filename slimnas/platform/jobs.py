@@ -50,7 +50,7 @@ def _calling(address: str, what: str, call: Callable[[], Any]) -> Any:
     try:
         return call()
     except AuthenticationError:
-        hint = "no token was sent" if auth_token() is None else "the token was refused"
+        hint = "no token was found" if auth_token() is None else "the token was refused"
         raise InputError(f"{what}: the Ray cluster at {address} requires token authentication and {hint}; set "
                          f"RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)") from None
     except ConnectionError:

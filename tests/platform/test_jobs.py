@@ -1,6 +1,9 @@
 """Submitting a pipeline to a real Ray head (started by the test, token auth on) and reading the job's MLflow output."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -99,7 +102,13 @@ def test_cluster_errors_are_one_line(token_env, monkeypatch, tmp_path, capsys):
     _one_line_exit_2(["jobs", "status", "x", "--address", head.address], capsys, "the token was refused")
     monkeypatch.delenv("RAY_AUTH_TOKEN")  # no token at all (RAY_AUTH_TOKEN_PATH points at no file)
     assert auth_token() is None
-    _one_line_exit_2(["jobs", "status", "x", "--address", head.address], capsys, "no token was sent")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_AUTH")}  # a fresh shell without a token
+    env["HOME"] = str(tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "slimnas.platform.cli", "jobs", "status", "x", "--address",
+                           head.address], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"slimnas jobs status: error: --address: the Ray cluster at {head.address} requires token authentication and "
+        f"no token was found; set RAY_AUTH_TOKEN or RAY_AUTH_TOKEN_PATH (default ~/.ray/auth_token)"]
     token_file = tmp_path / "token"
     token_file.write_text(head.token + "\n")
     monkeypatch.setenv("RAY_AUTH_TOKEN_PATH", str(token_file))  # the token file works as well
