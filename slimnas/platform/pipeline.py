@@ -161,7 +161,16 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
     epochs = tcfg.run.epochs
     log.start("train", f"supernet of space '{cfg.train.space}' on {tcfg.data.kind} data, {epochs} epochs, "
                        f"Gumbel {tcfg.gumbel.mode} mode -> {folder}")
-    result = run_training(tcfg, progress=False, callback_factories=[functools.partial(TrainProgress, "train", echo)])
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        result = run_training(tcfg, progress=False,
+                              callback_factories=[functools.partial(TrainProgress, "train", echo)])
+    finally:
+        torch.set_num_threads(previous_threads)
     if moved is not None:
         shutil.rmtree(moved, ignore_errors=True)
     final = result.metrics.get("val_top1")

@@ -131,6 +131,9 @@ class PipelineConfig(ConfigModel):
 
     name: str = "pipeline"
     output: str | None = None  # default: runs/<name>
+    # torch intra-op threads of this process while it trains (local training); None: torch's default. On a shared
+    # machine, more threads than free cores collapse: each parallel op waits for its slowest thread.
+    threads: int | None = Field(None, ge=1)
     train: SupernetTrainConfig
     latency: PipelineLatencySection = PipelineLatencySection()
     search: PipelineSearchSection
