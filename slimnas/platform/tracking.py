@@ -8,12 +8,14 @@ space (``space.json``), the arch (``arch.json``, arch runs) and the config (``co
 A run is tagged with its run folder (``slimnas.run_key``); a process that resumes a run (a restarted Ray worker
 group, a restarted job) continues logging into the same MLflow run. MLflow is imported only when the callback starts,
 so the trainers and Ray workers never import it unless tracking is on. It uses ``MlflowClient`` with an explicit
-tracking URI (no global MLflow state). Default store: ``sqlite:///<working dir>/mlflow.db``.
+tracking URI (no global MLflow state). Default store: ``$MLFLOW_TRACKING_URI``, else
+``sqlite:///<working dir>/mlflow.db``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +31,8 @@ _PARAM_LIMIT = 6000
 
 
 def default_tracking_uri() -> str:
-    return f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+    """``$MLFLOW_TRACKING_URI`` when set (a team's server), else ``sqlite:///<working dir>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

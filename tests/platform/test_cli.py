@@ -36,11 +36,3 @@ def test_bad_input_is_one_line_and_exit_2(argv, needle, tmp_path):
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-def test_quickstart_smoke_runs_and_checks_itself():
-    from slimnas.platform.quickstart import run_smoke
-
-    report = run_smoke(steps=3, seed=0, batch_size=16)
-    assert report["max arch"]["max_abs_diff"] <= 1e-5 and report["narrower arch"]["max_abs_diff"] <= 1e-5
-    assert report["fused_max_abs_diff"] <= 1e-4

@@ -44,6 +44,9 @@ def _ui(args: argparse.Namespace) -> int:
     from slimnas.platform.search_tracking import tracking_uri
 
     uri = tracking_uri(args.backend_store_uri)
+    if uri.startswith(("http://", "https://")):  # a team's MLflow server has its own UI
+        print(f"the tracking store is the MLflow server {uri}: open {uri} in a browser")
+        return 0
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
            str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr)

@@ -1,0 +1,1 @@
+"""Pipeline configs shipped inside the package (``slimnas quickstart`` reads ``quickstart.yaml`` from here)."""

@@ -1,0 +1,181 @@
+"""The pipeline's table stage: the lookup table of the supernet's space, built and validated, here or on a Ray node.
+
+``latency.resources: null`` measures in this process (the quickstart: ``torch-cpu``); a mapping measures in one Ray
+task with those resources (e.g. ``{"GPU": 1, "accelerator_type:V100": 0.01}``), on the device the table is for, and
+the table and its validation files come back to the driver, which writes them (atomically) where the config says.
+
+Reuse: an existing table is used when it was measured with the settings the config asks for (backend, batch, dtype,
+input size, threads, space, form, classes, backend options, repeats, warm-up, passes; and, when measured here, the
+same device). A table measured under other settings is never replaced silently: the stage stops with one line naming
+the first difference (``--force table`` rebuilds it). A validation is reused when it belongs to this very table
+(same creation time) and was made with the same number of networks, seed and passes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from slimnas.errors import InputError
+from slimnas.latency import LatencyTable
+from slimnas.search_spaces.efficientformer import SearchSpace
+
+from .pipeline_config import PipelineLatencySection
+
+__all__ = ["expected_settings", "reusable_table", "validation_is_current", "measure", "measure_on_ray"]
+
+_SETTINGS = ("backend", "batch", "dtype", "img_size", "threads", "space", "form", "num_classes", "in_chans",
+             "options")
+
+
+def _backend(lat: PipelineLatencySection, repeats: int | None = None):
+    from slimnas.latency.backends import get_backend
+
+    settings = lat.backend_settings()
+    if repeats is not None:
+        settings["repeats"] = repeats
+    return get_backend(lat.backend, **settings)
+
+
+def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_classes: int) -> dict[str, Any]:
+    """What a table made from ``lat`` records about itself (without the device)."""
+    backend = _backend(lat)
+    options = dict(backend.options())
+    if lat.rotation_mb:
+        options["rotation_mb"] = lat.rotation_mb
+    return {"backend": backend.name, "batch": lat.batch, "dtype": backend.dtype, "img_size": space.img_size,
+            "threads": backend.threads, "space": space.to_dict(), "form": lat.form or backend.default_form,
+            "num_classes": num_classes, "in_chans": 3, "options": options, "repeats": backend.repeats,
+            "warmup_ms": backend.warmup_ms, "passes": lat.passes}
+
+
+def _recorded_settings(table: LatencyTable) -> dict[str, Any]:
+    meta = table.meta
+    settings = {k: getattr(meta, k) for k in _SETTINGS}
+    settings.update({k: meta.notes.get(k) for k in ("repeats", "warmup_ms", "passes")})
+    return json.loads(json.dumps(settings))
+
+
+def reusable_table(lat: PipelineLatencySection, path: Path, space: SearchSpace,
+                   num_classes: int) -> LatencyTable | None:
+    """The table at ``path`` when it matches ``lat``; ``None`` when there is none; ``InputError`` when it differs."""
+    if not path.is_file():
+        return None
+    table = LatencyTable.load(path)
+    want = json.loads(json.dumps(expected_settings(lat, space, num_classes)))
+    have = _recorded_settings(table)
+    if lat.resources is None:
+        want["device"], have["device"] = _backend(lat).device_name(), table.meta.device
+    for key in want:
+        if want[key] != have.get(key):
+            shown = ("another space" if key == "space" else
+                     f"{key} {have.get(key)!r}, the config asks for {want[key]!r}")
+            raise InputError(f"latency.table: {path} was measured with {shown}; pass --force table to rebuild it, "
+                             f"or set latency.table to another file")
+    return table
+
+
+def validation_is_current(lat: PipelineLatencySection, table: LatencyTable, folder: Path) -> dict[str, Any] | None:
+    """The summary of the validation in ``folder`` if it belongs to ``table`` and matches ``lat.validate``."""
+    from slimnas.latency.validate import validation_archs
+
+    file = folder / "validation.json"
+    if not file.is_file():
+        return None
+    try:
+        report = json.loads(file.read_text())
+    except json.JSONDecodeError:
+        return None
+    meta, v = report.get("meta", {}), lat.validate_
+    networks = len(validation_archs(table.space, v.num_archs, v.seed))
+    if (meta.get("created"), meta.get("seed"), meta.get("passes"), meta.get("num_networks")) != \
+            (table.meta.created, v.seed, v.passes, networks):
+        return None
+    return report.get("summary")
+
+
+def measure(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, table_path: Path,
+            validation_dir: Path, build: bool, validate: bool, fresh: bool = False,
+            on_progress: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
+    """Build the table at ``table_path`` (``build``; ``fresh`` ignores an interrupted build's journal) and/or
+    validate it into ``validation_dir``. ``on_progress(step, Progress)``. Returns the validation summary (or {})."""
+    from slimnas.latency import build_table, validate_table
+
+    def progress(step: str):
+        return None if on_progress is None else (lambda p: on_progress(step, p))
+
+    if build:
+        table = build_table(space, _backend(lat), table_path, batch=lat.batch, form=lat.form,
+                            num_classes=num_classes, passes=lat.passes, rotation_mb=lat.rotation_mb, resume=not fresh,
+                            overwrite=True, on_progress=progress("table"))
+    else:
+        table = LatencyTable.load(table_path)
+    if not validate:
+        return {}
+    v = lat.validate_
+    report = validate_table(table, _backend(lat, v.repeats), num_archs=v.num_archs, seed=v.seed,
+                            calibrate_fraction=v.calibrate_fraction, passes=v.passes,
+                            on_progress=progress("validate"))
+    report.write(validation_dir)
+    return report.summary
+
+
+def _measure_remote(lat: dict[str, Any], space: dict[str, Any], num_classes: int, table: bytes | None,
+                    build: bool, validate: bool) -> dict[str, Any]:
+    """The Ray task: measure in a temporary folder and return the files' bytes."""
+    from .progress import ProgressLine
+
+    printers = {"table": ProgressLine("table", echo=print), "validate": ProgressLine("validate", echo=print,
+                                                                                      what="networks")}
+    with tempfile.TemporaryDirectory(prefix="slimnas-lut-") as tmp:
+        table_path, folder = Path(tmp) / "table.parquet", Path(tmp) / "validation"
+        if table is not None:
+            LatencyTable.from_bytes(table).save(table_path)
+        summary = measure(PipelineLatencySection.model_validate(lat), SearchSpace.from_dict(space), num_classes,
+                          table_path, folder, build, validate, fresh=True,
+                          on_progress=lambda step, p: printers[step](p))
+        files = {f.name: f.read_bytes() for f in folder.iterdir()} if folder.is_dir() else {}
+        return {"table": table_path.read_bytes(), "files": files, "summary": summary}
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def measure_on_ray(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, table_path: Path,
+                   validation_dir: Path, build: bool, validate: bool,
+                   heartbeat: Callable[[float], None] | None = None) -> dict[str, Any]:
+    """:func:`measure` in a Ray task placed by ``lat.resources``; the results are written here, atomically."""
+    import time
+
+    import ray
+
+    resources = dict(lat.resources or {})
+    options = {"num_cpus": resources.pop("CPU", 1), "num_gpus": resources.pop("GPU", 0), "max_retries": 1}
+    if resources:
+        options["resources"] = resources
+    table = None if build else table_path.read_bytes()
+    task = ray.remote(_measure_remote).options(**options)
+    ref = task.remote(lat.model_dump(by_alias=True), space.to_dict(), num_classes, table, build, validate)
+    start = time.perf_counter()
+    while not ray.wait([ref], timeout=30.0)[0]:
+        if heartbeat is not None:
+            heartbeat(time.perf_counter() - start)
+    out = ray.get(ref)
+    if build:
+        LatencyTable.from_bytes(out["table"]).save(table_path)
+    for name, data in out["files"].items():
+        _write_bytes(validation_dir / name, data)
+    return out["summary"]

@@ -1,0 +1,227 @@
+"""The pipeline config (``slimnas run`` / ``slimnas quickstart`` / ``slimnas submit``): train -> table -> search.
+
+One YAML file holds the whole job, validated before anything runs (unknown keys and wrong types are errors naming
+the field). Sections:
+
+- ``name`` and ``output`` (default ``runs/<name>``): everything the job writes goes under ``output``.
+- ``train``: a :class:`~slimnas.trainers.SupernetTrainConfig`; ``run.out_dir`` defaults to ``output`` and
+  ``run.name`` to ``supernet``. Its ``tracking`` is filled from the pipeline's ``tracking`` section.
+- ``latency``: the lookup table of the supernet's space (``train.space``): backend and its settings, where the table
+  goes (default ``<output>/latency/<backend>-b<batch>.parquet``), where it is measured (``resources``: in this process,
+  or a Ray task placed on e.g. a V100 node) and its validation against measured whole networks.
+- ``search``: the fields of a search job (:class:`~slimnas.platform.search_config.SearchJobConfig`) except those the
+  pipeline fills in (the supernet checkpoint, the table, name, output, ray, tracking). Targets are milliseconds
+  (``targets``) or fractions of the space's max arch's predicted latency (``targets_relative``), which keeps a config
+  portable across machines whose speeds differ.
+- ``ray`` (:class:`~slimnas.platform.search_config.RaySection`) and ``tracking``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from slimnas.config import ConfigModel, load_config, load_yaml
+from slimnas.errors import ConfigError
+from slimnas.trainers._config import DataConfig, SupernetTrainConfig
+
+from .search_config import METHODS, EarlyStopSection, RaySection, SearchJobConfig, SlimmingSection
+
+__all__ = ["PipelineConfig", "PipelineLatencySection", "PipelineSearchSection", "PipelineTrackingSection",
+           "ValidateSection", "load_pipeline", "STAGES"]
+
+#: The stages, in order (``--force`` names them).
+STAGES = ("train", "table", "search")
+
+#: Fields of ``train.tracking`` that the pipeline's ``tracking`` section owns.
+_OWNED_TRACKING = ("enabled", "tracking_uri", "experiment", "artifact_location")
+
+
+class ValidateSection(ConfigModel):
+    """Validation of the table against end-to-end measurements (``num_archs: 0`` skips it)."""
+
+    num_archs: int = Field(20, ge=0)  # random archs (plus the space's presets that it contains)
+    passes: int = Field(1, ge=1)
+    repeats: int | None = Field(None, ge=1)  # default: the table's
+    seed: int = 0
+    calibrate_fraction: float = Field(0.3, ge=0, lt=1)  # share of the random archs fitting the calibrated predictor
+
+
+class PipelineLatencySection(ConfigModel):
+    """How the lookup table is measured (see ``slimnas lut build``), and where."""
+
+    backend: Literal["torch-cpu", "torch-cuda", "onnxruntime"] = "torch-cpu"
+    table: str | None = None  # default: <output>/latency/<backend>-b<batch>.parquet
+    batch: int = Field(1, ge=1)
+    threads: int | None = Field(1, ge=1)  # CPU threads (torch-cpu, onnxruntime on CPU)
+    dtype: str | None = None  # float32 (default) | float16 | bfloat16 (torch backends)
+    form: Literal["fused", "eager"] | None = None  # default: the backend's
+    device: str | None = None  # torch-cuda, e.g. "cuda:0"
+    allocator: Literal["tuned", "default"] = "tuned"  # torch-cpu: glibc allocator setting (see slimnas.latency)
+    provider: Literal["cpu", "cuda"] = "cpu"  # onnxruntime execution provider
+    passes: int = Field(1, ge=1)
+    repeats: int = Field(30, ge=1)
+    warmup_ms: float = Field(200.0, ge=0)
+    rotation_mb: float = Field(0.0, ge=0)
+    # None: measure in this process. A mapping: measure in a Ray task with these resources (e.g. {"GPU": 1,
+    # "accelerator_type:V100": 0.01}), on the device the table is for; the table comes back to the driver.
+    resources: dict[str, float] | None = None
+    validate_: ValidateSection = Field(ValidateSection(), alias="validate")
+
+    model_config = {**ConfigModel.model_config, "populate_by_name": True}
+
+    def backend_settings(self) -> dict[str, Any]:
+        """The ``get_backend`` settings."""
+        settings: dict[str, Any] = {"threads": self.threads, "repeats": self.repeats, "warmup_ms": self.warmup_ms,
+                                    "dtype": self.dtype}
+        if self.backend == "torch-cpu":
+            settings["allocator"] = self.allocator
+        elif self.backend == "torch-cuda":
+            settings.pop("threads")
+            settings["device"] = self.device
+        else:
+            settings["provider"] = self.provider
+        return settings
+
+
+class PipelineSearchSection(ConfigModel):
+    """The search job's fields that are the user's (see :class:`SearchJobConfig`)."""
+
+    data: DataConfig | None = None  # evaluation data; default: the train section's
+    eval_images: int | None = Field(None, ge=1)
+    methods: list[Literal[METHODS]] = ["slimming", "random", "tpe", "nsga2"]  # type: ignore[valid-type]
+    targets: list[float] | None = None  # milliseconds
+    targets_relative: list[float] | None = None  # fractions of the max arch's predicted latency, e.g. [0.8, 0.6]
+    predictor: Literal["table", "calibrated"] = "table"  # calibrated: the validation's fitted predictor
+    budget: int | Literal["auto"] = "auto"
+    slimming: SlimmingSection = SlimmingSection()
+    early_stop: EarlyStopSection = EarlyStopSection()
+    seed: int = 0
+    measure_final: bool = True
+    measure_repeats: int = Field(20, ge=1)
+
+    @field_validator("targets_relative")
+    @classmethod
+    def _fractions(cls, value: list[float] | None) -> list[float] | None:
+        if value is not None and any(not 0 < t <= 1 for t in value):
+            raise ValueError("fractions of the max arch's latency must lie in (0, 1]")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> PipelineSearchSection:
+        if (self.targets is None) == (self.targets_relative is None):
+            raise ValueError("give targets (ms) or targets_relative (fractions of the max arch's latency)")
+        if self.budget == "auto" and not any(m.startswith("slimming") for m in self.methods):
+            raise ValueError("budget 'auto' matches slimming's evaluations; add slimming to methods or give a number")
+        return self
+
+
+class PipelineTrackingSection(ConfigModel):
+    enabled: bool = True
+    tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db
+    experiment: str = "slimnas"
+
+
+class PipelineConfig(ConfigModel):
+    """A whole pipeline job (see the module docstring)."""
+
+    name: str = "pipeline"
+    output: str | None = None  # default: runs/<name>
+    # torch intra-op threads of this process while it trains (local training); None: torch's default. On a shared
+    # machine, more threads than free cores collapse: each parallel op waits for its slowest thread.
+    threads: int | None = Field(None, ge=1)
+    train: SupernetTrainConfig
+    latency: PipelineLatencySection = PipelineLatencySection()
+    search: PipelineSearchSection
+    ray: RaySection = RaySection()
+    tracking: PipelineTrackingSection = PipelineTrackingSection()
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not value or "/" in value or value in (".", ".."):
+            raise ValueError("must be a plain directory name")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_train(cls, data: Any) -> Any:
+        """``train.run`` under ``output``; ``train.tracking`` and ``train.distributed.address`` from the pipeline."""
+        if not isinstance(data, dict) or not isinstance(data.get("train"), dict):
+            return data
+        data = dict(data)
+        train = {k: dict(v) if isinstance(v, dict) else v for k, v in data["train"].items()}
+        output = data.get("output") or f"runs/{data.get('name') or 'pipeline'}"
+        run = train.setdefault("run", {})
+        if isinstance(run, dict):
+            run.setdefault("out_dir", str(output))
+            run.setdefault("name", "supernet")
+        distributed, ray = train.get("distributed"), data.get("ray")
+        if isinstance(distributed, dict) and isinstance(ray, dict) and ray.get("address"):
+            distributed.setdefault("address", ray["address"])
+        data["train"] = train
+        return data
+
+    # ------------------------------------------------------------------ derived paths
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.output or f"runs/{self.name}").expanduser()
+
+    @property
+    def table_path(self) -> Path:
+        lat = self.latency
+        return Path(lat.table).expanduser() if lat.table else \
+            self.output_dir / "latency" / f"{lat.backend}-b{lat.batch}.parquet"
+
+    @property
+    def validation_dir(self) -> Path:
+        return self.table_path.with_name(self.table_path.stem + "-validation")
+
+    def tracking_uri(self) -> str:
+        from .tracking import default_tracking_uri
+
+        return self.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+    # ------------------------------------------------------------------ the stages' own configs
+    def train_config(self) -> SupernetTrainConfig:
+        """The train section with the pipeline's tracking filled in."""
+        tracking = self.train.tracking.model_copy(update={"enabled": self.tracking.enabled,
+                                                         "tracking_uri": self.tracking_uri(),
+                                                         "experiment": self.tracking.experiment})
+        return self.train.model_copy(update={"tracking": tracking})
+
+    def search_job(self, supernet: str, table: str, targets: list[float],
+                   calibration: str | None = None) -> SearchJobConfig:
+        """The search job of this pipeline, given the earlier stages' outputs."""
+        s = self.search
+        data = {
+            "name": "search", "output": str(self.output_dir), "supernet": supernet,
+            "data": (s.data or self.train.data).model_dump(), "eval_images": s.eval_images,
+            "latency": {"table": table, "calibration": calibration, "measure_final": s.measure_final,
+                        "measure_repeats": s.measure_repeats},
+            "methods": list(s.methods), "targets": targets, "budget": s.budget,
+            "slimming": s.slimming.model_dump(), "early_stop": s.early_stop.model_dump(), "seed": s.seed,
+            "ray": self.ray.model_dump(),
+            "tracking": {"enabled": self.tracking.enabled, "tracking_uri": self.tracking_uri(),
+                         "experiment": self.tracking.experiment},
+        }
+        return load_config(SearchJobConfig, data, section=None)
+
+
+
+def load_pipeline(source: str | os.PathLike | Mapping[str, Any]) -> PipelineConfig:
+    """Validate a pipeline config (YAML path or mapping); a bad field raises ``ConfigError`` naming it."""
+    data = source if isinstance(source, Mapping) else load_yaml(source)
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"config: expected a mapping, got {type(data).__name__}")
+    train = data.get("train")
+    tracking = train.get("tracking") if isinstance(train, Mapping) else None
+    if isinstance(tracking, Mapping):
+        for key in _OWNED_TRACKING:
+            if key in tracking:
+                raise ConfigError(f"train.tracking.{key}: set by the pipeline's tracking section")
+    return load_config(PipelineConfig, data)

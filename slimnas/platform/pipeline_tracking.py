@@ -1,0 +1,89 @@
+"""MLflow records of a pipeline job, next to the training run and the search job's runs it produced.
+
+:func:`ensure_experiment` creates the job's experiment before any stage logs to it; for a local ``sqlite:///`` store
+its artifacts go to ``mlruns/`` next to the database (not into whatever folder a process happens to run in).
+:func:`log_pipeline_run` adds one run (tag ``slimnas.kind = pipeline``) per pipeline job: the stage wall times and the
+table validation's errors as metrics, links to the training run and the search job's parent run as tags, and the
+validation plot/CSV, the calibration (when fitted), ``pipeline.json`` and the config as artifacts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["ensure_experiment", "log_pipeline_run", "artifact_location"]
+
+
+def artifact_location(uri: str) -> str | None:
+    """``<db folder>/mlruns`` for a ``sqlite:///`` store; ``None`` (the server's default) otherwise."""
+    if uri.startswith("sqlite:///"):
+        return (Path(uri[len("sqlite:///"):]).expanduser().resolve().parent / "mlruns").as_uri()
+    return None
+
+
+def ensure_experiment(uri: str, name: str) -> str:
+    """The id of experiment ``name`` at ``uri``, created if needed."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(uri))
+    except MlflowException:  # created by a concurrent job in the meantime
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def _training_run(client: Any, experiment_id: str, run_dir: str) -> str | None:
+    found = client.search_runs([experiment_id], filter_string=f"tags.`slimnas.run_key` = '{run_dir}'",
+                               order_by=["attributes.start_time DESC"], max_results=1)
+    return found[0].info.run_id if found else None
+
+
+def log_pipeline_run(cfg: Any, state: dict[str, Any], state_path: Path, validation_dir: Path) -> str:
+    """Log the pipeline job (see the module docstring); returns the run id."""
+    from mlflow.tracking import MlflowClient
+
+    uri = cfg.tracking_uri()
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(uri, cfg.tracking.experiment)
+    stages = state.get("stages", {})
+    tags = {"slimnas.kind": "pipeline"}
+    search_run = stages.get("search", {}).get("mlflow_run_id")
+    if search_run:
+        tags["slimnas.search_run"] = search_run
+    train_run = _training_run(client, experiment_id, str(cfg.train.run.run_dir))
+    if train_run:
+        tags["slimnas.train_run"] = train_run
+    run = client.create_run(experiment_id, run_name=f"pipeline {cfg.name}", tags=tags)
+    rid = run.info.run_id
+    targets = stages.get("search", {}).get("targets", [])
+    params = {"name": cfg.name, "space": str(cfg.train.space if isinstance(cfg.train.space, str) else "custom"),
+              "backend": cfg.latency.backend, "batch": str(cfg.latency.batch), "methods": ",".join(cfg.search.methods),
+              "targets_ms": ",".join(f"{t:g}" for t in targets), "output": str(cfg.output_dir)}
+    for key, value in params.items():
+        client.log_param(rid, key, value)
+    for stage, record in stages.items():
+        if "wall_s" in record:
+            client.log_metric(rid, f"{stage}_wall_s", float(record["wall_s"]))
+        client.set_tag(rid, f"slimnas.{stage}", record.get("status", ""))
+    summary = stages.get("table", {}).get("validation") or {}
+    for key in ("mape_pct", "max_abs_error_pct", "within_10pct", "kendall_tau"):
+        value = summary.get("plain_all", {}).get(key)
+        if value is not None and value == value:
+            client.log_metric(rid, f"lut_{key}", float(value))
+    for name in ("validation.png", "validation.csv", "calibration.json"):
+        if (validation_dir / name).is_file():
+            client.log_artifact(rid, str(validation_dir / name), "latency")
+    client.log_artifact(rid, str(state_path))
+    client.log_text(rid, yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False), "config.yaml")
+    client.set_terminated(rid)
+    return rid

@@ -1,0 +1,145 @@
+"""Real servers for the platform tests: a Ray head (with the dashboard, token auth on) and an MLflow server.
+
+Each is started on free ports with its own folders, in its own process group, and stopped by signalling that group
+only (``ray stop`` would stop every Ray on the machine).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None, proc=None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"the server exited ({proc.returncode}) before {url} answered")
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers or {}), timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
+
+
+def _pids_naming(marker: str) -> list[int]:
+    """Processes whose command line contains ``marker`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if marker in (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def _stop_group(proc: subprocess.Popen, marker: str) -> None:
+    """SIGTERM the process group, then SIGKILL it and any straggler whose command line names ``marker``."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the group leader
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                break  # nobody left in the group
+            time.sleep(0.2)
+        else:
+            continue
+        break
+    for pid in _pids_naming(marker):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Head:
+    address: str  # the dashboard (Jobs API)
+    gcs: str
+    token: str
+    temp_dir: str
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head with the dashboard on 127.0.0.1, 2 CPUs and token auth (a fresh token in its environment)."""
+    token = secrets.token_hex(32)
+    temp = tempfile.mkdtemp(prefix="slimnas-head-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ports = {name: free_port() for name in ("port", "dashboard-port", "ray-client-server-port",
+                                             "dashboard-agent-listen-port", "dashboard-agent-grpc-port",
+                                             "metrics-export-port", "runtime-env-agent-port")}
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN_PATH")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+               OMP_NUM_THREADS="1")
+    cmd = [str(BIN / "ray"), "start", "--head", "--block", "--num-cpus", "2", "--num-gpus", "0",
+           "--object-store-memory", str(200 * 2**20), "--include-dashboard", "true",
+           "--dashboard-host", "127.0.0.1", "--node-ip-address", "127.0.0.1", "--temp-dir", temp,
+           "--disable-usage-stats", *[f"--{name}={port}" for name, port in ports.items()]]
+    log = open(Path(temp) / "ray-start.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    address = f"http://127.0.0.1:{ports['dashboard-port']}"
+    try:
+        _wait_http(f"{address}/api/version", 120, {"Authorization": f"Bearer {token}"}, proc)
+        yield Head(address, f"127.0.0.1:{ports['port']}", token, temp)
+    finally:
+        _stop_group(proc, temp)
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@dataclass
+class MlflowServer:
+    uri: str
+    store: Path
+    artifacts: Path
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """``mlflow server`` on 127.0.0.1 with a SQLite store and its own artifact folder (one worker)."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    store, artifacts = root / "mlflow.db", root / "artifacts"
+    cmd = [str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store}", "--artifacts-destination",
+           str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    log = open(root / "server.log", "w")
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=root)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        _wait_http(f"{uri}/health", 90, proc=proc)
+        yield MlflowServer(uri, store, artifacts)
+    finally:
+        _stop_group(proc, str(store))
+        log.close()

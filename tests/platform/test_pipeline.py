@@ -1,0 +1,128 @@
+"""The quickstart pipeline at reduced size: real training, a real table, real Ray Tune, a real MLflow SQLite store."""
+
+import json
+
+import pytest
+import ray
+from mlflow.tracking import MlflowClient
+
+from slimnas.errors import InputError
+from slimnas.latency import LatencyTable
+from slimnas.platform.cli import main
+from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
+from slimnas.platform.pipeline import run_pipeline
+from slimnas.platform.pipeline_config import load_pipeline
+from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+
+#: The quickstart, shrunk to well under a minute: 2 short epochs, a one-pass table, 2 methods at 2 targets.
+REDUCED = [
+    "train.run.epochs=2", "train.run.max_steps_per_epoch=3", "train.run.log_every=2", "train.data.batch_size=32",
+    "train.data.calib_images=64", "latency.passes=1", "latency.repeats=2", "latency.warmup_ms=5",
+    "latency.validate.num_archs=2", "search.methods=[slimming, random]", "search.targets_relative=[0.9, 0.75]",
+    "search.eval_images=64", "search.measure_repeats=3",
+]
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    """``slimnas quickstart`` (reduced) run from an empty working directory, as a newcomer would."""
+    cwd = tmp_path_factory.mktemp("quickstart")
+    mp = pytest.MonkeyPatch()
+    mp.chdir(cwd)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    argv = ["quickstart"] + [a for pair in REDUCED for a in ("--set", pair)]
+    yield cwd, argv, mp
+    mp.undo()
+
+
+def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
+    cwd, argv, _ = quickstart
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    print(err)
+    root = cwd / "runs" / "quickstart"
+    # progress: numbered stage lines and per-stage progress with an ETA
+    for stage in ("1/3] train", "2/3] table", "3/3] search"):
+        assert f"[quickstart {stage}" in err
+    assert "[train] epoch 1/2 done" in err and "ETA" in err
+    assert "[table] 144/144 parts" in err and "[validate]" in err
+    # the end: the comparison table, the Pareto plot, how to open MLflow
+    assert "method" in out and "slimming" in out and "random" in out
+    assert out.startswith("method ") and "Configuration for experiment" in err  # Tune's tables are kept off stdout
+    assert "Pareto plot:   runs/quickstart/search/pareto.png" in out
+    assert "slimnas ui --backend-store-uri sqlite:///" in out and "stage times:" in out
+    assert (root / "search" / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+
+    state = json.loads((root / "pipeline.json").read_text())
+    assert [state["stages"][s]["status"] for s in ("train", "table", "search")] == ["ran", "built", "ran"]
+    table = LatencyTable.load(root / "latency" / "torch-cpu-b1.parquet")
+    full = table.predict(SearchSpace.preset("tiny").max_arch())
+    targets = state["stages"]["search"]["targets"]
+    assert targets == [pytest.approx(0.9 * full, abs=1e-4), pytest.approx(0.75 * full, abs=1e-4)]
+    assert table.meta.num_classes == 10 and table.meta.notes["repeats"] == 2
+    assert (root / "latency" / "torch-cpu-b1-validation" / "validation.json").is_file()
+    results = json.loads((root / "search" / "results.json").read_text())["results"]
+    assert {(r["method"], r["target_ms"]) for r in results} == {(m, t) for m in ("slimming", "random")
+                                                                for t in targets}
+    for r in results:
+        assert r["predicted_ms"] <= r["target_ms"]
+        assert r["predicted_ms"] == pytest.approx(table.predict(Arch.from_dict(r["arch"])))
+
+    client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")  # the default store: the working directory
+    experiment = client.get_experiment_by_name("slimnas-quickstart")
+    runs = client.search_runs([experiment.experiment_id])
+    kinds = sorted(r.data.tags.get("slimnas.kind", "child") for r in runs)
+    assert kinds == ["child"] * 4 + ["pipeline", "search-job", "supernet"]
+    pipeline = next(r for r in runs if r.data.tags.get("slimnas.kind") == "pipeline")
+    assert pipeline.data.tags["slimnas.search_run"] == state["stages"]["search"]["mlflow_run_id"]
+    assert {"train_wall_s", "table_wall_s", "search_wall_s", "lut_mape_pct"} <= set(pipeline.data.metrics)
+    assert (cwd / "mlruns").is_dir()  # artifacts next to the store
+    assert not ray.is_initialized()
+
+
+def test_a_second_run_reuses_everything(quickstart, capsys):
+    cwd, argv, _ = quickstart
+    root = cwd / "runs" / "quickstart"
+    before = {p: p.stat().st_mtime_ns for p in (root / "latency" / "torch-cpu-b1.parquet",
+                                               root / "search" / "results.json")}
+    assert main(argv) == 0
+    out, err = capsys.readouterr()
+    assert err.count(": reused (") == 3
+    state = json.loads((root / "pipeline.json").read_text())
+    assert [state["stages"][s]["status"] for s in ("train", "table", "search")] == ["reused"] * 3
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items())
+    assert "slimming" in out and "Pareto plot:" in out
+
+
+def test_changed_settings_are_refused_not_overwritten(quickstart, capsys):
+    cwd, argv, _ = quickstart
+    table = cwd / "runs" / "quickstart" / "latency" / "torch-cpu-b1.parquet"
+    stamp = table.stat().st_mtime_ns
+    assert main(argv + ["--set", "latency.repeats=3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("slimnas quickstart: error: latency.table:") and "repeats 2" in err[-1]
+    assert main(argv + ["--set", "train.optim.lr=0.5"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "holds a supernet trained with other settings (optim.lr: 0.03 -> 0.5)" in err[-1]
+    assert table.stat().st_mtime_ns == stamp
+
+
+def test_an_interrupted_search_leaves_earlier_results_intact(quickstart):
+    cwd, argv, _ = quickstart
+    root = cwd / "runs" / "quickstart"
+    results, state_file = root / "search" / "results.json", root / "pipeline.json"
+    saved, record = results.read_bytes(), json.loads(state_file.read_text())["stages"]["search"]
+
+    def interrupt(line: str) -> None:
+        if line.startswith("[search] slimming: running"):
+            raise KeyboardInterrupt
+
+    pairs = [argv[i + 1] for i in range(1, len(argv), 2)]
+    cfg = load_pipeline(apply_overrides(quickstart_source(), pairs))
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(cfg, force=["search"], echo=interrupt)
+    assert results.read_bytes() == saved  # the earlier results and their record stay until a new job finishes
+    assert json.loads(state_file.read_text())["stages"]["search"] == record
+    assert not ray.is_initialized()
+    with pytest.raises(InputError, match="--force: unknown stage"):
+        run_pipeline(cfg, force=["everything"])
