@@ -8,7 +8,8 @@
    `torch-cpu` table of the space (reused if present).
 2. Runs a search job (real Ray Tune, real MLflow in ``<out>/mlflow.db``) with slimming (paper and extended modes),
    random search, exhaustive enumeration, TPE and NSGA-II at the targets (fractions of the predicted latency of
-   slimming's starting arch), every baseline at the budget slimming used to reach each target: top-1 reached and evaluations used.
+   slimming's starting arch), every baseline at the budget slimming used to reach each target: top-1 reached and
+   evaluations used.
 3. Catch-up: random search and TPE again, in-process with the same evaluator, latency table and evaluation counting,
    for ``--max-multiple`` times slimming's evaluations per target and ``--seeds`` seeds; their best-so-far top-1 at
    1x, 2x, 4x, 8x slimming's budget, and the smallest multiple at which each matches slimming's top-1.
