@@ -17,7 +17,9 @@ structure (drawn with the algorithm's seeded generator, checked with the latency
 bounds the time spent and shows TPE the feasible region. An arch evaluated before is told its known result without a
 new evaluation. State is JSON-ready: the study's trial
 log is replayed on ``load_state_dict``, and the sampler is re-seeded from ``seed + number of trials`` before each ask,
-so a resumed run proposes what an uninterrupted one would.
+so a resumed run proposes what an uninterrupted one would. One sampler serves every ask (re-seeding its generators):
+a fresh sampler per ask would recompute its view of the search space from every trial each time, which made an ask
+cost grow with the study and a tight-target TPE run quadratic in its (mostly infeasible) asks.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class _OptunaSearch(SearchAlgorithm):
         self._trial_of: dict[int, int] = {}  # candidate id -> trial number
         self._cache: dict[str, float] = {}
         self.asks = 0
+        self._shared_sampler: optuna.samplers.BaseSampler | None = None
 
     @abc.abstractmethod
     def _sampler(self, seed: int) -> optuna.samplers.BaseSampler:
@@ -81,9 +84,13 @@ class _OptunaSearch(SearchAlgorithm):
         return [accuracy]
 
     def _reseed(self) -> None:
+        seed = (self.seed or 0) + len(self.study.get_trials(deepcopy=False))
+        if self._shared_sampler is not None and _seed_sampler(self._shared_sampler, seed):
+            self.study.sampler = self._shared_sampler
+            return
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.sampler = self._sampler((self.seed or 0) + len(self.study.trials))
+            self._shared_sampler = self.study.sampler = self._sampler(seed)
 
     def ask(self) -> list[Candidate]:
         if self.finished:
@@ -158,7 +165,8 @@ class _OptunaSearch(SearchAlgorithm):
         state = super().state_dict()
         trials = [{"state": t.state.name, "params": t.params, "values": t.values, "user_attrs": t.user_attrs,
                    "system_attrs": t.system_attrs}
-                  for t in self.study.trials if t.state in (TrialState.COMPLETE, TrialState.RUNNING)]
+                  for t in self.study.get_trials(deepcopy=False)
+                  if t.state in (TrialState.COMPLETE, TrialState.RUNNING, TrialState.FAIL)]
         # NSGA-II caches its parent population in the study's system attributes: part of the state too.
         study_attrs = self.study._storage.get_study_system_attrs(self.study._study_id)
         state.update({"target_ms": self.target_ms, "asks": self.asks, "trials": trials, "study_attrs": study_attrs,
@@ -171,17 +179,31 @@ class _OptunaSearch(SearchAlgorithm):
         self.target_ms, self.asks = state["target_ms"], state["asks"]
         self._cache = dict(state["cache"])
         self.study = optuna.create_study(directions=self.directions)
+        self._shared_sampler = None
         for t in state["trials"]:  # replayed in order: trial numbers stay what they were
-            running = t["state"] == TrialState.RUNNING.name
+            trial_state = TrialState[t["state"]]
             self.study.add_trial(create_trial(
-                state=TrialState.RUNNING if running else TrialState.COMPLETE, params=t["params"],
-                distributions=self.dists, values=None if running else t["values"], user_attrs=t["user_attrs"],
+                state=trial_state, params=t["params"], distributions=self.dists,
+                values=t["values"] if trial_state == TrialState.COMPLETE else None, user_attrs=t["user_attrs"],
                 system_attrs=t["system_attrs"]))
         for key, value in state["study_attrs"].items():
             self.study._storage.set_study_system_attr(self.study._study_id, key, value)
         self._trial_of = {int(k): v for k, v in state["trial_of"].items()}
         for candidate in self.outstanding():
             self._cache[candidate.arch.to_json()] = float("nan")
+
+
+def _seed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> bool:
+    """Re-seed a TPE/NSGA-II sampler's generators in place (as ``Sampler(seed=seed)`` would have them).
+
+    Returns ``False`` when the sampler does not keep them where Optuna 4-5 does; the caller then builds a fresh one.
+    """
+    states = [getattr(sampler, "_rng", None), getattr(getattr(sampler, "_random_sampler", None), "_rng", None)]
+    if not all(hasattr(state, "rng") for state in states):
+        return False
+    for state in states:
+        state.rng.seed(seed)
+    return True
 
 
 class TPESearch(_OptunaSearch):

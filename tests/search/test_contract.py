@@ -110,3 +110,27 @@ def test_tpe_at_a_tight_target_finishes_with_bounded_asks():
     search = run_search(TPESearch(TOY_SPACE, toy_latency, 13.0, budget=4, seed=0), noisy_accuracy)
     assert search.evaluations == 4 and all(e.latency_ms <= 13.0 for e in search.history)
     assert search.asks < 4 * (32 + 2) + 10  # a feasible structure is handed over after 32 infeasible asks in a row
+
+
+@pytest.mark.parametrize("name", ["tpe", "nsga2"])
+def test_one_reseeded_sampler_proposes_what_a_fresh_sampler_per_ask_would(name, monkeypatch):
+    import slimnas.search.optuna_search as optuna_search
+
+    reused = run_search(FACTORIES[name](5), noisy_accuracy)
+    assert reused._shared_sampler is reused.study.sampler  # one sampler served every ask
+    monkeypatch.setattr(optuna_search, "_seed_sampler", lambda sampler, seed: False)  # a fresh sampler per ask
+    fresh = run_search(FACTORIES[name](5), noisy_accuracy)
+    assert [e.arch for e in fresh.history] == [e.arch for e in reused.history]
+
+
+def test_failed_trials_survive_a_state_round_trip():
+    """Duplicates of pending archs are told FAIL; dropping them on resume would shift every later seed."""
+    search = TPESearch(TOY_SPACE, toy_latency, 15.0, budget=40, seed=0, parallel=6, n_startup_trials=2)
+    for _ in range(3):  # nothing told: later rounds of asks meet the pending archs of earlier ones
+        search.ask()
+    failed = [t.number for t in search.study.trials if t.state.name == "FAIL"]
+    assert failed, "the scenario must produce a duplicate of a pending arch"
+    resumed = TPESearch(TOY_SPACE, toy_latency, 15.0, budget=40, seed=0, parallel=6, n_startup_trials=2)
+    resumed.load_state_dict(json.loads(json.dumps(search.state_dict())))
+    assert [t.number for t in resumed.study.trials if t.state.name == "FAIL"] == failed
+    assert len(resumed.study.trials) == len(search.study.trials)
