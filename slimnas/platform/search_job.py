@@ -245,8 +245,16 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     return job
 
 
-def _measure_final(results: list[MethodResult], table, cfg: SearchJobConfig, echo: Callable[[str], None]) -> None:
-    """Time each distinct winning arch end to end on the table's backend and settings (when it runs here)."""
+def _measure_final(results: list[MethodResult], table, cfg: SearchJobConfig, echo: Callable[[str], None],
+                   passes: int = 2) -> None:
+    """Time each distinct winning arch end to end on the table's backend and settings (when it runs here).
+
+    The first network is timed once and discarded (the process has just handed the cores back from Tune's workers,
+    and the first timings after that ran up to 1.9x slow); then every network is timed in ``passes`` interleaved
+    passes whose samples are pooled, as the table builder does, so one slow phase of the machine cannot own a result.
+    """
+    import statistics
+
     from slimnas.latency.backends import get_backend
     from slimnas.latency.modules import network_module
 
@@ -258,14 +266,20 @@ def _measure_final(results: list[MethodResult], table, cfg: SearchJobConfig, ech
     if reason:
         echo(f"[search] final latencies not measured: {reason}")
         return
-    measured: dict[str, float] = {}
+    networks: dict[str, tuple] = {}
     for r in results:
-        if r.arch is None:
-            continue
-        key = json.dumps(r.arch, sort_keys=True)
-        if key not in measured:
-            module, example = network_module(Arch.from_dict(r.arch), meta.batch, meta.form, meta.num_classes,
-                                             meta.in_chans)
-            measured[key] = backend.measure(module, example).median
-        r.measured_ms = measured[key]
+        key = None if r.arch is None else json.dumps(r.arch, sort_keys=True)
+        if key is not None and key not in networks:
+            networks[key] = network_module(Arch.from_dict(r.arch), meta.batch, meta.form, meta.num_classes,
+                                           meta.in_chans)
+    samples: dict[str, list[float]] = {key: [] for key in networks}
+    if networks:
+        backend.measure_samples(*next(iter(networks.values())))  # warm-up, discarded
+    for _ in range(passes):
+        for key, (module, example) in networks.items():
+            samples[key] += backend.measure_samples(module, example)
+    measured = {key: statistics.median(values) for key, values in samples.items()}
+    for r in results:
+        if r.arch is not None:
+            r.measured_ms = measured[json.dumps(r.arch, sort_keys=True)]
     echo(f"[search] measured {len(measured)} winning archs end to end on {meta.backend}")
