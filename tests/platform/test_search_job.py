@@ -53,7 +53,10 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
     methods = {(r.method, r.target_ms) for r in job.results}
     assert methods == {(m, t) for m in ("slimming", "random", "tpe", "nsga2") for t in cfg.targets}
     slim = {r.target_ms: r for r in job.results if r.method == "slimming"}
+    assert job.histories["nsga2"] and all(e["latency_ms"] <= max(cfg.targets) for e in job.histories["nsga2"])
     for r in job.results:
+        if r.method == "nsga2" and r.arch is None:
+            continue  # one front for both targets; a budget of a few evaluations may hold nothing under the tighter
         assert r.arch is not None and r.predicted_ms <= r.target_ms and 0 <= r.top1 <= 1
         assert r.predicted_ms == pytest.approx(table.predict(Arch.from_dict(r.arch)))
         assert r.measured_ms is not None and r.measured_ms > 0
