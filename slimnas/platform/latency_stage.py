@@ -14,12 +14,12 @@ the first difference (``--force table`` rebuilds it). A validation is reused whe
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from slimnas.config import atomic_write_bytes
 from slimnas.errors import InputError
 from slimnas.latency import LatencyTable
 from slimnas.search_spaces.efficientformer import SearchSpace
@@ -142,18 +142,6 @@ def _measure_remote(lat: dict[str, Any], space: dict[str, Any], num_classes: int
         return {"table": table_path.read_bytes(), "files": files, "summary": summary}
 
 
-def _write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def measure_on_ray(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, table_path: Path,
                    validation_dir: Path, build: bool, validate: bool,
                    heartbeat: Callable[[float], None] | None = None) -> dict[str, Any]:
@@ -177,5 +165,5 @@ def measure_on_ray(lat: PipelineLatencySection, space: SearchSpace, num_classes:
     if build:
         LatencyTable.from_bytes(out["table"]).save(table_path)
     for name, data in out["files"].items():
-        _write_bytes(validation_dir / name, data)
+        atomic_write_bytes(validation_dir / name, data)
     return out["summary"]

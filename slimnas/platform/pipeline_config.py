@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from slimnas.config import ConfigModel, load_config, load_yaml
+from slimnas.config import ConfigModel, load_config, load_yaml, plain_dir_name
 from slimnas.errors import ConfigError
 from slimnas.trainers._config import DataConfig, SupernetTrainConfig
 
@@ -143,9 +143,7 @@ class PipelineConfig(ConfigModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value or "/" in value or value in (".", ".."):
-            raise ValueError("must be a plain directory name")
-        return value
+        return plain_dir_name(value)
 
     @model_validator(mode="before")
     @classmethod

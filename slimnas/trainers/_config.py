@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from slimnas.config import ConfigModel
+from slimnas.config import ConfigModel, plain_dir_name
 
 __all__ = [
     "DataConfig", "AugmentConfig", "OptimConfig", "AlphaConfig", "GumbelConfig", "DistillConfig", "ModelConfig",
@@ -182,9 +182,7 @@ class RunSettings(ConfigModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not value or "/" in value or value in (".", ".."):
-            raise ValueError("must be a plain directory name")
-        return value
+        return plain_dir_name(value)
 
     @property
     def run_dir(self) -> Path:
