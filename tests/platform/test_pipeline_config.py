@@ -67,6 +67,7 @@ BASE = {"train": {"space": "tiny"}, "search": {"targets": [1.0]}}
     ({"latency": {"validate": {"num_archs": -1}}}, "latency.validate.num_archs"),
     ({"ray": {"num_cpus": "two"}}, "ray.num_cpus"),
     ({"name": "a/b"}, "name: Value error, must be a plain directory name"),
+    ({"threads": 0}, "threads: Input should be greater than or equal to 1"),
 ])
 def test_bad_configs_name_the_field(change, message):
     with pytest.raises(ConfigError) as info:
