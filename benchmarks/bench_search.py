@@ -125,23 +125,17 @@ def catch_up(cfg: SearchJobConfig, job, lut: LatencyTable, multiple: int, seeds:
 
 def remeasure(job, lut: LatencyTable, passes: int) -> dict[str, dict[str, float]]:
     """Predicted and measured (median of ``passes`` interleaved passes, pooled) ms of each distinct winning arch."""
-    import statistics
-
     from slimnas.latency.backends import get_backend
-    from slimnas.latency.modules import network_module
+    from slimnas.latency.validate import measure_networks
     from slimnas.search_spaces.efficientformer import Arch
 
     meta = lut.meta
     options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
     backend = get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, repeats=10, **options)
     archs = {json.dumps(r.arch, sort_keys=True): Arch.from_dict(r.arch) for r in job.results if r.arch is not None}
-    samples: dict[str, list[float]] = {key: [] for key in archs}
-    for _ in range(passes):
-        for key, arch in archs.items():
-            module, example = network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans)
-            samples[key] += backend.measure_samples(module, example)
-    return {key: {"predicted_ms": lut.predict(arch), "measured_ms": statistics.median(samples[key])}
-            for key, arch in archs.items()}
+    timings = measure_networks(lut, backend, list(archs.values()), passes)
+    return {key: {"predicted_ms": lut.predict(arch), "measured_ms": timing.median}
+            for (key, arch), timing in zip(archs.items(), timings)}
 
 
 def main() -> None:

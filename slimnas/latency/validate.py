@@ -227,6 +227,31 @@ def validate_measured(table: LatencyTable, measured: Sequence[tuple[str, Arch, T
     return ValidationReport(meta, rows, calibration).compute()
 
 
+def measure_networks(table: LatencyTable, backend, archs: Sequence[Arch], passes: int = 1, warmup: bool = False,
+                     on_step: Callable[[int, int, int], None] | None = None) -> list[Timing]:
+    """Time ``archs`` end to end on ``backend`` in the form and settings of ``table``'s entries.
+
+    The networks are measured round-robin in ``passes`` passes and each one's samples pooled (the remedy of
+    :mod:`.builder` for a machine whose speed wanders). ``warmup`` times the first network once and discards it (for a
+    process that has just taken the cores back from other work). ``on_step(done, pass_index, arch_index)`` after each.
+    """
+    from .modules import network_module
+
+    meta = table.meta
+    networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for arch in archs]
+    if warmup and networks:
+        backend.measure_samples(*networks[0])
+    samples: list[list[float]] = [[] for _ in archs]
+    done = 0
+    for pass_index in range(passes):
+        for i, (module, example) in enumerate(networks):
+            samples[i] += backend.measure_samples(module, example)
+            done += 1
+            if on_step is not None:
+                on_step(done, pass_index, i)
+    return [Timing.from_samples(s) for s in samples]
+
+
 def validate_table(
     table: LatencyTable,
     backend,
@@ -244,7 +269,6 @@ def validate_table(
     import time
 
     from .builder import Progress
-    from .modules import network_module
 
     meta = table.meta
     if backend.name != meta.backend:
@@ -260,19 +284,17 @@ def validate_table(
     backend.check()
     archs = validation_archs(table.space, num_archs, seed)
     table.predict_many([a for _, a in archs])  # fail fast on missing entries, before any measuring
-    networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for _, arch in archs]
-    samples: list[list[float]] = [[] for _ in archs]
-    start, total, done = time.perf_counter(), passes * len(archs), 0
-    for pass_index in range(passes):
-        for i, ((name, _), (module, example)) in enumerate(zip(archs, networks)):
-            samples[i] += backend.measure_samples(module, example)
-            done += 1
-            if on_progress is not None:
-                elapsed = time.perf_counter() - start
-                label = name if passes == 1 else f"pass {pass_index + 1}/{passes}: {name}"
-                on_progress(Progress(done, total, label, elapsed, elapsed / done * (total - done)))
-    del networks
-    measured = [(name, arch, Timing.from_samples(s)) for (name, arch), s in zip(archs, samples)]
+    start, total = time.perf_counter(), passes * len(archs)
+
+    def step(done: int, pass_index: int, i: int) -> None:
+        if on_progress is not None:
+            elapsed = time.perf_counter() - start
+            name = archs[i][0]
+            label = name if passes == 1 else f"pass {pass_index + 1}/{passes}: {name}"
+            on_progress(Progress(done, total, label, elapsed, elapsed / done * (total - done)))
+
+    timings = measure_networks(table, backend, [a for _, a in archs], passes, on_step=step)
+    measured = [(name, arch, timing) for (name, arch), timing in zip(archs, timings)]
     report = validate_measured(table, measured, calibrate_fraction, seed)
     report.meta["passes"] = passes
     return report

@@ -255,10 +255,8 @@ def _measure_final(results: list[MethodResult], table, cfg: SearchJobConfig, ech
     and the first timings after that ran up to 1.9x slow); then every network is timed in ``passes`` interleaved
     passes whose samples are pooled, as the table builder does, so one slow phase of the machine cannot own a result.
     """
-    import statistics
-
     from slimnas.latency.backends import get_backend
-    from slimnas.latency.modules import network_module
+    from slimnas.latency.validate import measure_networks
 
     meta = table.meta
     options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
@@ -268,19 +266,9 @@ def _measure_final(results: list[MethodResult], table, cfg: SearchJobConfig, ech
     if reason:
         echo(f"[search] final latencies not measured: {reason}")
         return
-    networks: dict[str, tuple] = {}
-    for r in results:
-        key = None if r.arch is None else json.dumps(r.arch, sort_keys=True)
-        if key is not None and key not in networks:
-            networks[key] = network_module(Arch.from_dict(r.arch), meta.batch, meta.form, meta.num_classes,
-                                           meta.in_chans)
-    samples: dict[str, list[float]] = {key: [] for key in networks}
-    if networks:
-        backend.measure_samples(*next(iter(networks.values())))  # warm-up, discarded
-    for _ in range(passes):
-        for key, (module, example) in networks.items():
-            samples[key] += backend.measure_samples(module, example)
-    measured = {key: statistics.median(values) for key, values in samples.items()}
+    archs = {json.dumps(r.arch, sort_keys=True): Arch.from_dict(r.arch) for r in results if r.arch is not None}
+    timings = measure_networks(table, backend, list(archs.values()), passes, warmup=True)
+    measured = {key: timing.median for key, timing in zip(archs, timings)}
     for r in results:
         if r.arch is not None:
             r.measured_ms = measured[json.dumps(r.arch, sort_keys=True)]
