@@ -1,4 +1,4 @@
-"""Robust timing statistics (plain Python + NumPy)."""
+"""Timing statistics of many single-call samples (plain Python + NumPy)."""
 
 from __future__ import annotations
 
@@ -7,15 +7,20 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["Timing", "STATS"]
+__all__ = ["Timing", "STATS", "STATISTICS"]
 
 #: The statistics every measurement records (milliseconds, except ``count``).
-STATS = ("median", "mean", "p10", "p90", "std")
+STATS = ("median", "mean", "p10", "p25", "p90", "min", "std")
+#: The statistics a measurement protocol may predict and validate with (see :mod:`slimnas.latency.protocol`).
+STATISTICS = ("median", "mean", "p25", "p10", "min")
 
 
 @dataclass(frozen=True)
 class Timing:
-    """Statistics of repeated timings of one module, in milliseconds."""
+    """Statistics of repeated timings of one module, in milliseconds.
+
+    ``p25`` and ``min`` are ``nan`` in tables written before they were recorded (format version 1).
+    """
 
     median: float
     mean: float
@@ -23,6 +28,8 @@ class Timing:
     p90: float
     std: float
     count: int
+    p25: float = float("nan")
+    min: float = float("nan")
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> Timing:
@@ -36,6 +43,8 @@ class Timing:
             p90=float(np.percentile(values, 90)),
             std=float(values.std(ddof=1)) if values.size > 1 else 0.0,
             count=int(values.size),
+            p25=float(np.percentile(values, 25)),
+            min=float(values.min()),
         )
 
     def get(self, stat: str) -> float:

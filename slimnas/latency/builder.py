@@ -1,13 +1,13 @@
-"""Building a latency table: time every part of a space on one backend, resumably, then write it atomically.
+"""Building a latency table: time every part of a space on one backend under the measurement protocol, resumably.
 
-Parts are timed one at a time in one process (parallel timing on one device corrupts itself). With ``passes > 1``
-every part is timed in each of several passes over all parts and its entry pools the samples of all passes: on a
-machine whose speed wanders (a shared VM: here the same network measured twice minutes apart differed by up to 25%),
-each entry then samples the whole build period instead of one moment of it. Every measurement is appended to a
-journal next to the output (``<out>.partial.jsonl``, one JSON line per part and pass, flushed and fsynced) whose
-first line records the table's identity. An interrupted build run again with the same settings resumes from the
-journal; a journal made under other settings is refused (never mixed). At the end the table is written atomically and
-the journal removed.
+Everything is timed one at a time in one process (parallel timing on one device corrupts itself), round-robin in the
+protocol's interleaved passes, disturbed passes re-measured (:mod:`slimnas.latency.protocol`): the covering networks
+of the ``context`` harness (:mod:`slimnas.latency.context`), and the parts timed alone (the ``isolated`` harness, or
+what a partial cover leaves), each part rebuilt for each pass (bounded memory: an ``l7`` part with its weight-rotation
+copies holds up to 32 MiB). Every pass is appended to a journal next to the output (``<out>.partial.jsonl``, one JSON
+line per item and pass, flushed and fsynced) whose first line records the table's identity, protocol and cover. An
+interrupted build run again with the same settings resumes from the journal; a journal made under other settings is
+refused (never mixed). At the end the table is written atomically and the journal removed.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import datetime as dt
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
+
+import torch
+from torch import nn
 
 from slimnas.errors import InputError
 from slimnas.search_spaces.efficientformer import SearchSpace
@@ -27,35 +30,17 @@ from slimnas.search_spaces.efficientformer import SearchSpace
 from ._parts import Part, parts_of_space
 from ._timing import Timing
 from .backends import Backend
-from .modules import FORMS, part_module
+from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
+from .modules import FORMS, part_module, resolve_rotation_mb
+from .protocol import ContextSamples, Progress, Protocol, measure_items
 from .table import LatencyTable, TableMeta
 
 __all__ = ["build_table", "Progress", "journal_path", "table_meta"]
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a long measurement stands (passed to progress callbacks)."""
-
-    done: int
-    total: int
-    item: str
-    elapsed_s: float
-    eta_s: float | None
-
-    def line(self, what: str = "parts") -> str:
-        eta = "?" if self.eta_s is None else _clock(self.eta_s)
-        pct = 100.0 * self.done / max(self.total, 1)
-        return (f"{self.done}/{self.total} {what} ({pct:4.1f}%)  elapsed {_clock(self.elapsed_s)}  ETA {eta}  "
-                f"{self.item}")
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
+#: The largest batch a table may be built for (a bound that catches typos like 1e12 before any memory is allocated).
+MAX_BATCH = 65536
 
 
 def journal_path(out: str | os.PathLike) -> Path:
@@ -64,7 +49,8 @@ def journal_path(out: str | os.PathLike) -> Path:
 
 
 def table_meta(space: SearchSpace, backend: Backend, batch: int, form: str, num_classes: int = 1000,
-               in_chans: int = 3, rotation_mb: float = 0.0, passes: int = 1) -> TableMeta:
+               in_chans: int = 3, rotation_mb: float = 0.0, protocol: Protocol | None = None,
+               harness: str = "isolated") -> TableMeta:
     info = backend.describe()
     options = dict(info["options"])
     if rotation_mb:
@@ -74,29 +60,50 @@ def table_meta(space: SearchSpace, backend: Backend, batch: int, form: str, num_
         threads=backend.threads, space=space.to_dict(), form=form, num_classes=num_classes, in_chans=in_chans,
         options=options, versions=info["versions"],
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        notes={"warmup_ms": backend.warmup_ms, "repeats": backend.repeats, "min_sample_ms": backend.min_sample_ms,
-               "passes": passes},
+        protocol=(protocol or Protocol()).to_dict(), harness=harness,
     )
 
 
-def _read_journal(path: Path, identity: dict) -> dict[tuple[Part, int], list[float]]:
+@dataclass
+class _Journal:
+    """The build's journal: what each stage measured, by ``(item, pass)``."""
+
+    isolated: dict[tuple[Part, int], list[float]] = field(default_factory=dict)
+    context: dict[tuple[int, int], ContextSamples] = field(default_factory=dict)
+    overhead: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+
+
+def _read_journal(path: Path, header_wanted: dict) -> _Journal:
     lines = path.read_text().splitlines()
     try:
         header = json.loads(lines[0]) if lines else {}
     except json.JSONDecodeError:
         header = {}
-    if header.get("identity") != json.loads(json.dumps(identity)):
+    if header != json.loads(json.dumps(header_wanted)):
         raise InputError(f"lut: {path} holds measurements made under other settings; remove it or build with "
                          f"--no-resume")
-    done: dict[tuple[Part, int], list[float]] = {}
+    journal = _Journal()
     for number, line in enumerate(lines[1:], start=2):
         try:
             record = json.loads(line)
-            done[(Part(*record["part"]), int(record["pass"]))] = [float(v) for v in record["samples"]]
+            key = (int(record["index"]), int(record["pass"]))
+            if record["stage"] == "isolated":
+                journal.isolated[(Part(*record["part"]), key[1])] = [float(v) for v in record["samples"]]
+            elif record["stage"] == "context":
+                journal.context[key] = ContextSamples.from_dict(record)
+            elif record["stage"] == "overhead":
+                journal.overhead[key] = [float(v) for v in record["samples"]]
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             # A line cut short by the interruption: everything before it is intact.
             log.warning("lut: ignoring unreadable line %d of %s", number, path)
-    return done
+    return journal
+
+
+class _Empty(nn.Module):
+    """The empty part: what timing one call costs on a backend, besides the part (see :func:`build_table`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 1.0
 
 
 def build_table(
@@ -108,62 +115,111 @@ def build_table(
     num_classes: int = 1000,
     in_chans: int = 3,
     parts: Sequence[Part] | None = None,
-    passes: int = 1,
-    rotation_mb: float = 0.0,
+    protocol: Protocol | None = None,
+    rotation_mb: float | str = 0.0,
+    harness: str | None = None,
+    cover: int = 2,
+    max_networks: int = 96,
     resume: bool = True,
     overwrite: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
 ) -> LatencyTable:
     """Time every part of ``space`` (or ``parts``) on ``backend`` and write the table to ``out`` (Parquet).
 
-    ``form`` defaults to the backend's (``fused`` for torch, ``eager`` for ONNX Runtime and Core ML); ``passes``
-    spreads each part's samples over the build (see the module docstring); ``rotation_mb`` rotates weight copies
-    (:mod:`slimnas.latency.modules`). ``on_progress`` is called after each measurement; raising from it (e.g.
-    ``KeyboardInterrupt``) stops the build, and the next call with ``resume=True`` continues from the journal.
+    ``form`` defaults to the backend's (``fused`` for torch, ``eager`` for ONNX Runtime and Core ML); ``protocol``
+    (default :class:`Protocol`) says how anything is timed. ``harness`` (default: ``context`` where the backend
+    supports it, else ``isolated``) says where parts are timed: inside ``cover``-fold covering networks (at most
+    ``max_networks``; :mod:`slimnas.latency.context`), or each alone in a loop, then with ``rotation_mb`` (MiB, or
+    ``"auto"``) of rotating weight copies (:mod:`slimnas.latency.modules`) and the cost of timing an empty module
+    taken off every part and added once per network (``overhead_ms``). A partial cover times every part alone too.
+    ``on_progress`` is called after each measured pass; raising from it (e.g. ``KeyboardInterrupt``) stops the
+    build, and the next call with ``resume=True`` continues from the journal.
     """
     form = form or backend.default_form
+    protocol = protocol or Protocol()
+    harness = harness or ("context" if backend.supports_context else "isolated")
     if form not in FORMS:
-        raise ValueError(f"form: expected one of {FORMS}, got {form!r}")
-    if batch < 1:
-        raise ValueError(f"batch: must be at least 1, got {batch}")
-    if passes < 1:
-        raise ValueError(f"passes: must be at least 1, got {passes}")
-    if rotation_mb < 0:
-        raise ValueError(f"rotation_mb: must be zero or positive, got {rotation_mb}")
+        raise InputError(f"form: expected one of {FORMS}, got {form!r}")
+    if harness not in HARNESSES:
+        raise InputError(f"harness: expected one of {HARNESSES}, got {harness!r}")
+    if harness == "context" and not backend.supports_context:
+        raise InputError(f"harness: backend {backend.name} cannot time parts inside a running network; use "
+                         f"'isolated'")
+    if not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
+        raise InputError(f"batch: must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
+    for name, value, low in (("cover", cover, 1), ("max_networks", max_networks, 1)):
+        if not isinstance(value, int) or not low <= value <= 100_000:
+            raise InputError(f"{name}: must be an integer from {low} to 100000, got {value!r}")
+    rotation_mb = resolve_rotation_mb(rotation_mb, space, form, num_classes, in_chans)
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"lut: {out} exists; choose another --out or pass --force to replace it")
     backend.check()
-    meta = table_meta(space, backend, batch, form, num_classes, in_chans, rotation_mb, passes)
+    meta = table_meta(space, backend, batch, form, num_classes, in_chans, rotation_mb, protocol, harness)
     todo = list(parts) if parts is not None else parts_of_space(space, num_classes, in_chans)
-    wanted = {(p, i) for i in range(passes) for p in todo}
+    archs = covering_archs(space, num_classes, in_chans, cover, max_networks) if harness == "context" else []
+    header = {"identity": meta.identity(), "protocol": meta.protocol,
+              "context": {"cover": cover, "max_networks": max_networks} if archs else None}
     journal = journal_path(out)
-    done: dict[tuple[Part, int], list[float]] = {}
+    done = _Journal()
     if journal.exists() and resume:
-        done = {k: v for k, v in _read_journal(journal, meta.identity()).items() if k in wanted}
-        log.info("lut: resuming from %s (%d of %d measurements done)", journal, len(done), len(wanted))
+        done = _read_journal(journal, header)
+        log.info("lut: resuming from %s", journal)
     else:
         journal.parent.mkdir(parents=True, exist_ok=True)
-        journal.write_text(json.dumps({"identity": meta.identity()}) + "\n")
-    remaining = [(p, i) for i in range(passes) for p in todo if (p, i) not in done]
-    start = time.perf_counter()
+        journal.write_text(json.dumps(header) + "\n")
+    notes: dict[str, object] = {}
     with journal.open("a") as handle:
-        for n, (part, pass_index) in enumerate(remaining, start=1):
-            module, example = part_module(part, space.img_size, batch, form, rotation_mb)
-            samples = backend.measure_samples(module, example)
-            del module
-            done[(part, pass_index)] = samples
-            handle.write(json.dumps({"part": [part.kind, part.stage, part.c_in, part.c_out], "pass": pass_index,
-                                     "samples": samples}) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-            if on_progress is not None:
-                elapsed = time.perf_counter() - start
-                label = f"{part}" if passes == 1 else f"pass {pass_index + 1}/{passes}: {part}"
-                on_progress(Progress(len(done), len(wanted), label, elapsed, elapsed / n * (len(remaining) - n)))
-    meta = replace(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"))
-    entries = {p: Timing.from_samples([v for i in range(passes) for v in done[(p, i)]]) for p in todo}
-    table = LatencyTable(entries, meta)
+        def writer(stage: str, names: Sequence[Part] | None = None) -> Callable[[int, int, object], None]:
+            def write(i: int, pass_index: int, record) -> None:
+                handle.write(journal_record(stage, i, pass_index, record, None if names is None else names[i]) + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+            return write
+
+        entries: dict[Part, Timing] = {}
+        passes: dict[Part, tuple[int, int]] = {}
+        overhead = 0.0
+        if archs:
+            result = measure_in_context(archs, backend, protocol, batch, form, num_classes, in_chans,
+                                        done=done.context, on_pass=writer("context"), on_progress=on_progress)
+            entries = {p: t for p, t in result.entries.items() if p in set(todo)}
+            overhead = result.overhead_ms
+            notes.update(cover=cover, max_networks=max_networks, context_networks=result.networks,
+                         context_passes=result.passes, context_disturbed=result.disturbed)
+        alone = [p for p in todo if p not in entries]
+        if alone:
+            index = {p: i for i, p in enumerate(todo)}
+            measure = todo if archs else alone  # a partial cover needs covered parts alone too (their ratios)
+            items = [partial(part_module, p, space.img_size, batch, form, rotation_mb) for p in measure]
+            resumed = {(index[p], k): v for (p, k), v in done.isolated.items() if p in index}
+            position = {index[p]: j for j, p in enumerate(measure)}
+            measured = measure_items(items, backend, protocol, names=[str(p) for p in measure],
+                                     done={(position[i], k): v for (i, k), v in resumed.items() if i in position},
+                                     on_pass=writer("isolated", measure), on_progress=on_progress)
+            isolated = {p: m.timing for p, m in zip(measure, measured)}
+            passes = {p: (m.passes, m.disturbed) for p, m in zip(measure, measured)}
+            if archs:
+                entries = combine(result, isolated, protocol.statistic)
+                notes["parts_scaled_from_isolated"] = len(alone)
+            else:
+                empty = measure_items([lambda: (_Empty(), torch.randn(batch, 8))], backend, protocol,
+                                      names=["empty module"], done=done.overhead, on_pass=writer("overhead"))[0]
+                overhead = empty.value
+                entries = {p: _minus(t, overhead) for p, t in isolated.items()}
+                notes["empty_call_ms"] = empty.value
+    meta = replace(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   overhead_ms=float(overhead), notes=notes)
+    table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes)
     table.save(out)
     journal.unlink(missing_ok=True)
     return table
+
+
+def _minus(timing: Timing, ms: float) -> Timing:
+    """``timing`` less a constant (never below zero)."""
+    def less(v: float) -> float:
+        return max(v - ms, 0.0)
+
+    return Timing(median=less(timing.median), mean=less(timing.mean), p10=less(timing.p10), p90=less(timing.p90),
+                  std=timing.std, count=timing.count, p25=less(timing.p25), min=less(timing.min))

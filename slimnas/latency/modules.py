@@ -11,20 +11,29 @@ Two forms, recorded in the table's metadata:
 Weights are random (timing does not depend on their values). Parts run at the table's batch size and at the
 resolution of their stage (``img_size / stride``).
 
-*Weight rotation* (``rotation_mb``): timed alone in a loop, a part keeps its weights in the core's cache, while inside
-a network they were evicted by every other layer since the last inference. With ``rotation_mb > 0`` the part is
-built ``k`` times with independent weights, ``k`` the smallest count whose weights total at least ``rotation_mb`` MiB
-(at most 32), and successive calls rotate through the copies on the same input: weights come from farther caches or
-memory, as in the network, while the input stays warm, as in the network. Measured on EfficientFormer at 224 px on a
-2-core Xeon, rotation through 32 MiB took the plain sum's mean error from -14% to -6% (``docs/benchmarks.md``).
+*Weight rotation* (``rotation_mb``): timed alone in a loop, a part keeps its weights in the core's cache, while inside a
+network they were evicted by every other layer since the last inference. With ``rotation_mb > 0`` the part is built
+``k`` times with independent weights, ``k`` the smallest count whose weights total at least ``rotation_mb`` MiB (at most
+32), and successive calls rotate through the copies on the same input: weights come from farther caches or memory, as in
+the network, while the input stays warm, as in the network. Measured on EfficientFormer at 224 px on a 2-core Xeon,
+rotation through 32 MiB took the plain sum's mean error from -14% to -6%; on ``tiny`` at 64 px, from -19% to -3%
+(``docs/benchmarks.md``). ``rotation_mb="auto"`` (the default of ``slimnas lut build``) rotates through the weights of
+the space's largest network (:func:`auto_rotation_mb`): what passes through the caches between two calls of a part
+inside that network; capped at ``AUTO_ROTATION_CAP_MB`` (32 MiB, far beyond the 2 MiB per-core L2 here), which bounds
+the build's memory and time on large spaces (``l7``'s largest network has 311 MiB of weights). The copies are deep
+copies of one built module (timing does not depend on weight values), cheaper than building and fusing it again.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+
 import torch
 from torch import nn
 
-from slimnas.search_spaces.efficientformer import STAGE_STRIDES, Arch, build_model, fuse_for_inference
+from slimnas.errors import InputError
+from slimnas.search_spaces.efficientformer import STAGE_STRIDES, Arch, SearchSpace, build_model, fuse_for_inference
 from slimnas.search_spaces.efficientformer._blocks import MB3D, MB4D, Downsample, Flat, Stem, Unflat
 from slimnas.search_spaces.efficientformer._fuse import (
     FusedDownsample,
@@ -38,9 +47,11 @@ from slimnas.search_spaces.efficientformer._fuse import (
 
 from ._parts import Part
 
-__all__ = ["FORMS", "part_module", "network_module", "DTYPES", "Rotation", "MAX_ROTATION"]
+__all__ = ["FORMS", "part_module", "network_module", "network_parts", "DTYPES", "Rotation", "MAX_ROTATION",
+           "auto_rotation_mb", "resolve_rotation_mb"]
 
 MAX_ROTATION = 32
+AUTO_ROTATION_CAP_MB = 32.0
 
 FORMS = ("fused", "eager")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -100,7 +111,28 @@ def part_module(part: Part, img_size: int, batch: int = 1, form: str = "fused",
     count = min(MAX_ROTATION, max(1, -(-int(rotation_mb * 2**20) // size)))
     if count == 1:
         return module, example
-    return Rotation([module] + [_part_module(part, img_size, batch, form)[0] for _ in range(count - 1)]), example
+    return Rotation([module] + [copy.deepcopy(module) for _ in range(count - 1)]), example
+
+
+def auto_rotation_mb(space: SearchSpace, form: str = "fused", num_classes: int = 1000, in_chans: int = 3) -> float:
+    """MiB of weights of the space's largest network (its max arch) in ``form``, rounded up to 0.5 MiB, at most
+    ``AUTO_ROTATION_CAP_MB``."""
+    model, _ = network_module(space.max_arch(), 1, form, num_classes, in_chans)
+    return min(AUTO_ROTATION_CAP_MB, math.ceil(_nbytes(model) / 2**20 * 2) / 2)
+
+
+def resolve_rotation_mb(rotation_mb: float | str, space: SearchSpace, form: str = "fused", num_classes: int = 1000,
+                        in_chans: int = 3) -> float:
+    """``rotation_mb`` as a number: ``"auto"`` resolved by :func:`auto_rotation_mb`; bad values raise naming it."""
+    if rotation_mb == "auto":
+        return auto_rotation_mb(space, form, num_classes, in_chans)
+    try:
+        value = float(rotation_mb)
+    except (TypeError, ValueError):
+        raise InputError(f"rotation_mb: expected 'auto' or MiB >= 0, got {rotation_mb!r}") from None
+    if not math.isfinite(value) or not 0 <= value <= 65536:
+        raise InputError(f"rotation_mb: expected 'auto' or MiB from 0 to 65536, got {rotation_mb!r}")
+    return value
 
 
 def _part_module(part: Part, img_size: int, batch: int, form: str) -> tuple[nn.Module, torch.Tensor]:
@@ -147,3 +179,37 @@ def network_module(arch: Arch, batch: int = 1, form: str = "fused", num_classes:
     if form == "fused":
         model = fuse_for_inference(model)
     return model, torch.randn(batch, in_chans, arch.img_size, arch.img_size)
+
+
+class _HeadOf(nn.Module):
+    """The eager network's head as one module: its final LayerNorm, token mean and averaged classifiers."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.norm(x))
+
+
+def network_parts(arch: Arch, batch: int = 1, form: str = "fused", num_classes: int = 1000,
+                  in_chans: int = 3) -> tuple[nn.Module, list[nn.Module], torch.Tensor]:
+    """``(network, modules, example)``: the network of :func:`network_module` and the modules it runs, in order, one
+    per part of :func:`~slimnas.latency._parts.parts_of` (``modules[i]`` is part ``i``; calling them in turn computes
+    the network). What :mod:`slimnas.latency.context` times inside running networks."""
+    network, example = network_module(arch, batch, form, num_classes, in_chans)
+    if form == "fused":
+        modules = [network.stem]
+        for downsample, blocks in zip(network.downsamples, network.stages):
+            if not isinstance(downsample, nn.Identity):
+                modules.append(downsample)
+            modules += list(blocks)
+        modules.append(network.head)
+    else:
+        modules = [network.stem]
+        for stage in network.stages:
+            if not isinstance(stage.downsample, nn.Identity):
+                modules.append(stage.downsample)
+            modules += list(stage.blocks)
+        modules.append(_HeadOf(network))
+    return network, modules, example

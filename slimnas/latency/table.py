@@ -4,9 +4,15 @@ One table = one (backend, device, batch size, dtype, input size, threads, space)
 network's predicted latency is the sum of its parts' measured latencies (:mod:`slimnas.latency._parts`). A part the
 table lacks raises :class:`MissingEntryError` naming it: never a silent zero.
 
-Storage: Apache Parquet through PyArrow, one row per part (``kind, stage, c_in, c_out`` and the statistics in
-milliseconds) and the metadata as JSON under the schema metadata key ``slimnas.latency``. No pickle. Files are written
-atomically (temporary file, then ``os.replace``). Plain Python, NumPy and PyArrow: no torch.
+A table predicts with the statistic of the protocol it was measured with (``meta.protocol``, see
+:mod:`slimnas.latency.protocol`; ``median`` for tables without one), so its predictions estimate what validation and a
+search job's final measurements measure.
+
+Storage: Apache Parquet through PyArrow, one row per part (``kind, stage, c_in, c_out``, the statistics in
+milliseconds, the sample count and, from format version 2, ``passes`` and ``disturbed``: the accepted and dropped
+passes) and the metadata as JSON under the schema metadata key ``slimnas.latency``. No pickle. Files are written
+atomically (temporary file, then ``os.replace``). Version-1 files (no ``p25``/``min`` columns, no protocol) still load.
+Plain Python, NumPy and PyArrow: no torch.
 """
 
 from __future__ import annotations
@@ -28,17 +34,21 @@ from slimnas.search_spaces.efficientformer import NUM_STAGES, WIDTH_STEP, Arch, 
 
 from ._parts import PART_KINDS, ArchFeatures, Part, arch_features, parts_of, parts_of_space
 from ._timing import STATS, Timing
+from .protocol import Protocol
 
 __all__ = ["LatencyTable", "TableMeta", "MissingEntryError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "slimnas-latency-table"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _META_KEY = b"slimnas.latency"
 _SCHEMA = pa.schema([
     ("kind", pa.string()), ("stage", pa.int16()), ("c_in", pa.int32()), ("c_out", pa.int32()),
     ("median_ms", pa.float64()), ("mean_ms", pa.float64()), ("p10_ms", pa.float64()), ("p90_ms", pa.float64()),
-    ("std_ms", pa.float64()), ("count", pa.int32()),
+    ("std_ms", pa.float64()), ("count", pa.int32()), ("p25_ms", pa.float64()), ("min_ms", pa.float64()),
+    ("passes", pa.int32()), ("disturbed", pa.int32()),
 ])
+#: The columns every version has (version 1 lacks the rest).
+_V1_COLUMNS = ("kind", "stage", "c_in", "c_out", "median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "count")
 
 
 class MissingEntryError(InputError):
@@ -63,14 +73,26 @@ class TableMeta:
     versions: dict[str, str] = field(default_factory=dict)
     created: str = ""
     notes: dict[str, Any] = field(default_factory=dict)
+    protocol: dict[str, Any] | None = None  # the measurement protocol (Protocol.to_dict()); None in old tables
+    harness: str = "isolated"  # how parts were timed: "context" (inside running networks) or "isolated"
+    overhead_ms: float = 0.0  # added once to every prediction: a network's time outside its parts
 
     def identity(self) -> dict[str, Any]:
         """The fields two measurement sessions must share to be merged into one table."""
         return {k: getattr(self, k) for k in ("backend", "device", "batch", "dtype", "img_size", "threads", "space",
-                                              "form", "num_classes", "in_chans", "options")}
+                                              "form", "num_classes", "in_chans", "options", "harness")}
 
     def search_space(self) -> SearchSpace:
         return SearchSpace.from_dict(self.space)
+
+    def measurement_protocol(self) -> Protocol:
+        """The protocol the entries were measured with (older tables: the default protocol's settings with the
+        median, the statistic they predicted with)."""
+        return Protocol.from_dict(self.protocol) if self.protocol else Protocol()
+
+    @property
+    def statistic(self) -> str:
+        return str((self.protocol or {}).get("statistic", "median"))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,7 +109,8 @@ class TableMeta:
         threads = "" if self.threads is None else f", {self.threads} threads"
         options = "".join(f", {k} {v}" for k, v in sorted(self.options.items()))
         return (f"{self.backend} on {self.device}, batch {self.batch}, {self.dtype}, {self.img_size}px{threads}, "
-                f"space {self.space.get('name', '?')}, {self.form} form{options}")
+                f"space {self.space.get('name', '?')}, {self.form} form{options}, parts timed {self.harness}, "
+                f"{self.statistic}")
 
 
 class LatencyTable:
@@ -96,15 +119,20 @@ class LatencyTable:
     Args:
         entries: part -> timing statistics (milliseconds).
         meta: what the numbers depend on.
-        stat: which statistic predictions add up (``median`` by default).
+        stat: which statistic predictions add up (default: the statistic of the table's protocol).
+        passes: accepted and disturbed passes per part, ``{part: (passes, disturbed)}`` (recorded, not used to
+            predict).
     """
 
-    def __init__(self, entries: Mapping[Part, Timing], meta: TableMeta, stat: str = "median") -> None:
+    def __init__(self, entries: Mapping[Part, Timing], meta: TableMeta, stat: str | None = None,
+                 passes: Mapping[Part, tuple[int, int]] | None = None) -> None:
+        stat = stat or meta.statistic
         if stat not in STATS:
             raise ValueError(f"stat: expected one of {STATS}, got {stat!r}")
         self.entries: dict[Part, Timing] = dict(entries)
         self.meta = meta
         self.stat = stat
+        self.passes: dict[Part, tuple[int, int]] = dict(passes or {})
         self._space = meta.search_space()
         self._dense: dict[str, Any] | None = None
 
@@ -120,13 +148,16 @@ class LatencyTable:
         return part in self.entries
 
     def with_stat(self, stat: str) -> LatencyTable:
-        return LatencyTable(self.entries, self.meta, stat)
+        return LatencyTable(self.entries, self.meta, stat, self.passes)
 
     def entry(self, part: Part) -> float:
         try:
-            return self.entries[part].get(self.stat)
+            value = self.entries[part].get(self.stat)
         except KeyError:
             raise MissingEntryError(f"latency table has no entry for {part} ({self.meta.describe()})") from None
+        if not np.isfinite(value):
+            raise MissingEntryError(f"latency table has no {self.stat} for {part} (an older table; it has the median)")
+        return value
 
     def parts(self, arch: Arch) -> list[Part]:
         """The parts of ``arch`` at this table's class count and input channels."""
@@ -144,8 +175,9 @@ class LatencyTable:
                 if p not in self.entries]
 
     def predict(self, arch: Arch) -> float:
-        """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries."""
-        return float(sum(self.entry(p) for p in self.parts(arch)))
+        """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries, plus the per-network
+        overhead (``meta.overhead_ms``)."""
+        return float(sum(self.entry(p) for p in self.parts(arch))) + self.meta.overhead_ms
 
     def breakdown(self, arch: Arch) -> list[tuple[Part, float]]:
         return [(p, self.entry(p)) for p in self.parts(arch)]
@@ -184,7 +216,8 @@ class LatencyTable:
         return self.predict_features(self._features(archs))
 
     def predict_by_kind(self, archs: Sequence[Arch] | Iterable[Arch]) -> dict[str, np.ndarray]:
-        """Per part kind, the summed latency (ms) of each arch's parts of that kind (vectorized over archs)."""
+        """Per part kind, the summed latency (ms) of each arch's parts of that kind (vectorized over archs), and the
+        per-network ``overhead``."""
         return self.predict_features_by_kind(self._features(archs))
 
     def _features(self, archs: Sequence[Arch] | Iterable[Arch]) -> ArchFeatures:
@@ -214,7 +247,7 @@ class LatencyTable:
         zeros = np.zeros(n)
         out = {"stem": dense["stem"][idx[:, 0]], "downsample": zeros.copy(), "mb4d": zeros.copy(),
                "mb3d": zeros.copy(), "to_tokens": zeros.copy(), "to_grid": zeros.copy(),
-               "head": dense["head"][idx[:, -1]]}
+               "head": dense["head"][idx[:, -1]], "overhead": np.full(n, float(self.meta.overhead_ms))}
         for s in range(NUM_STAGES):
             if s:
                 out["downsample"] = out["downsample"] + dense["downsample"][s][idx[:, s - 1], idx[:, s]]
@@ -225,8 +258,10 @@ class LatencyTable:
         bad = np.flatnonzero(~inside | np.isnan(sum(out.values())))
         if bad.size:
             row = int(bad[0])
-            raise MissingEntryError(f"latency table has no entry for {self._first_missing(feats, row)} needed by "
-                                    f"arch #{row} ({self.meta.describe()})")
+            part = self._first_missing(feats, row)
+            what = "entry" if part not in self.entries else f"{self.stat} (an older table)"
+            raise MissingEntryError(f"latency table has no {what} for {part} needed by arch #{row} "
+                                    f"({self.meta.describe()})")
         return out
 
     def _first_missing(self, feats: ArchFeatures, row: int) -> Part:
@@ -241,7 +276,7 @@ class LatencyTable:
                 if counts[row, s] > 0:
                     wanted.append(Part(kind, s, w[s], w[s]))
         wanted.append(Part("head", NUM_STAGES - 1, w[-1], self.meta.num_classes))
-        return next(p for p in wanted if p not in self.entries)
+        return next(p for p in wanted if p not in self.entries or not np.isfinite(self.entries[p].get(self.stat)))
 
     # ------------------------------------------------------------------ storage
     def to_arrow(self) -> pa.Table:
@@ -255,6 +290,9 @@ class LatencyTable:
             for stat in STATS:
                 columns[f"{stat}_ms"].append(t.get(stat))
             columns["count"].append(t.count)
+            accepted, disturbed = self.passes.get(part, (0, 0))
+            columns["passes"].append(accepted)
+            columns["disturbed"].append(disturbed)
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.meta.to_dict()}
         schema = _SCHEMA.with_metadata({_META_KEY: json.dumps(meta).encode()})
         return pa.Table.from_pydict(columns, schema=schema)
@@ -280,7 +318,7 @@ class LatencyTable:
         return sink.getvalue().to_pybytes()
 
     @classmethod
-    def from_bytes(cls, data: bytes, stat: str = "median", source: str = "<bytes>") -> LatencyTable:
+    def from_bytes(cls, data: bytes, stat: str | None = None, source: str = "<bytes>") -> LatencyTable:
         try:
             table = pq.read_table(pa.BufferReader(data))
         except (pa.ArrowException, OSError) as exc:
@@ -288,7 +326,7 @@ class LatencyTable:
         return cls._from_arrow(table, stat, source)
 
     @classmethod
-    def load(cls, path: str | os.PathLike, stat: str = "median") -> LatencyTable:
+    def load(cls, path: str | os.PathLike, stat: str | None = None) -> LatencyTable:
         """Read a table; a missing, corrupt or foreign file raises ``InputError`` naming the problem."""
         file = Path(path)
         if not file.is_file():
@@ -300,7 +338,7 @@ class LatencyTable:
         return cls._from_arrow(table, stat, str(file))
 
     @classmethod
-    def _from_arrow(cls, table: pa.Table, stat: str, file: str) -> LatencyTable:
+    def _from_arrow(cls, table: pa.Table, stat: str | None, file: str) -> LatencyTable:
         raw = (table.schema.metadata or {}).get(_META_KEY)
         if raw is None:
             raise InputError(f"lut: {file} is not a slimnas latency table (no '{_META_KEY.decode()}' metadata)")
@@ -313,37 +351,49 @@ class LatencyTable:
         if int(meta_dict.get("format_version", 0)) > FORMAT_VERSION:
             raise InputError(f"lut: {file} has format version {meta_dict['format_version']}; this slimnas reads up to "
                              f"{FORMAT_VERSION}")
-        for name in _SCHEMA.names:
+        required = _V1_COLUMNS if int(meta_dict.get("format_version", 0)) < 2 else _SCHEMA.names
+        for name in required:
             if name not in table.column_names:
                 raise InputError(f"lut: {file} lacks the column {name!r}")
         try:
             meta = TableMeta.from_dict(meta_dict)
             meta.search_space()
+            meta.measurement_protocol()
         except (TypeError, ValueError) as exc:
             raise InputError(f"lut: {file} has invalid metadata ({exc})") from None
-        return cls(_entries_from_columns(table.to_pydict(), file), meta, stat)
+        if stat is not None and stat not in STATS:
+            raise InputError(f"stat: expected one of {STATS}, got {stat!r}")
+        entries, passes = _entries_from_columns(table.to_pydict(), file)
+        return cls(entries, meta, stat, passes)
 
     # ------------------------------------------------------------------ merging
     def merged(self, other: LatencyTable) -> LatencyTable:
         """Entries of both tables (``other`` wins); both must have the same identity."""
         if self.meta.identity() != other.meta.identity():
             raise InputError("lut: cannot merge tables measured under different settings")
-        return LatencyTable({**self.entries, **other.entries}, self.meta, self.stat)
+        return LatencyTable({**self.entries, **other.entries}, self.meta, self.stat,
+                            {**self.passes, **other.passes})
 
     def with_meta(self, **changes: Any) -> LatencyTable:
-        return LatencyTable(self.entries, replace(self.meta, **changes), self.stat)
+        return LatencyTable(self.entries, replace(self.meta, **changes), self.stat, self.passes)
 
 
-def _entries_from_columns(columns: Mapping[str, list], file: Path | str) -> dict[Part, Timing]:
+def _entries_from_columns(columns: Mapping[str, list],
+                          file: Path | str) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]]]:
     entries: dict[Part, Timing] = {}
+    passes: dict[Part, tuple[int, int]] = {}
+    nan = [float("nan")] * len(columns["kind"])
     for i, kind in enumerate(columns["kind"]):
         try:
             part = Part(kind, int(columns["stage"][i]), int(columns["c_in"][i]), int(columns["c_out"][i]))
-            values = {stat: float(columns[f"{stat}_ms"][i]) for stat in STATS}
-            if not all(np.isfinite(v) and v >= 0 for v in values.values()):
+            values = {stat: float(columns.get(f"{stat}_ms", nan)[i]) for stat in STATS}
+            required = [v for stat, v in values.items() if f"{stat}_ms" in _V1_COLUMNS or f"{stat}_ms" in columns]
+            if not all(np.isfinite(v) and v >= 0 for v in required):
                 raise ValueError(f"non-finite or negative timing for {part}")
             timing = Timing(count=int(columns["count"][i]), **values)
+            if "passes" in columns:
+                passes[part] = (int(columns["passes"][i]), int(columns["disturbed"][i]))
         except (TypeError, ValueError) as exc:
             raise InputError(f"lut: {file} row {i}: {exc}") from None
         entries[part] = timing
-    return entries
+    return entries, passes

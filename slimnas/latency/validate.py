@@ -1,11 +1,15 @@
-"""Validating a table against measured whole networks.
+"""Validating a table against measured whole networks, and two tables against each other.
 
-A table is only as good as its agreement with end-to-end latency (DESIGN.md). :func:`validate_table` measures the
-space's presets and ``N`` random archs end to end on the table's own backend and settings, and reports per arch the
-predicted and measured latency, and overall: mean absolute percentage error, maximum error, the share of archs within
-+-5% and +-10% (nn-Meter's measure, Zhang et al., MobiSys 2021) and Kendall's tau (ranking agreement, what the search
-relies on). It also fits a :class:`CalibratedPredictor` on a random part of the archs and reports both predictors on
-the held-out rest (the presets are always held out).
+A table is only as good as its agreement with end-to-end latency (``docs/design.md``). :func:`validate_table` measures
+the space's presets and ``N`` random archs end to end on the table's own backend and settings, under the table's own
+measurement protocol (:mod:`slimnas.latency.protocol`: the same statistic the table predicts), and reports per arch
+the predicted and measured latency with the measurement's spread over its passes, and overall: mean absolute
+percentage error, maximum error, the share of archs within +-5% and +-10% (nn-Meter's measure, Zhang et al., MobiSys
+2021) and Kendall's tau (ranking agreement, what the search relies on). It also fits a :class:`CalibratedPredictor`
+on a random part of the archs and reports both predictors on the held-out rest (the presets are always held out).
+
+:func:`compare_tables` is the repeatability check: two tables of one space (e.g. built at different times) predict
+the same random archs, and their disagreement is reported with the same measures.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,30 +32,41 @@ from slimnas.search_spaces.efficientformer import PRESETS, Arch, SearchSpace
 
 from ._timing import Timing
 from .predictor import CalibratedPredictor
+from .protocol import Measurement, Progress, Protocol, measure_items
 from .table import LatencyTable
 
+if TYPE_CHECKING:
+    from .backends import Backend
+
 __all__ = ["validation_archs", "error_metrics", "kendall_tau", "ValidationReport", "validate_table",
-           "validate_measured", "NetworkResult"]
+           "validate_measured", "NetworkResult", "measure_networks", "compare_tables", "check_backend_matches"]
 
 
 @dataclass
 class NetworkResult:
+    """One validation network: its measurement (the protocol's statistic, and its spread) and the predictions."""
+
     name: str
     arch: Arch
-    measured: Timing
+    measured: Measurement
     predicted_ms: float
     split: str = "holdout"
     calibrated_ms: float | None = None
 
     @property
+    def measured_ms(self) -> float:
+        return self.measured.value
+
+    @property
     def error_pct(self) -> float:
-        return 100.0 * (self.predicted_ms - self.measured.median) / self.measured.median
+        return 100.0 * (self.predicted_ms - self.measured_ms) / self.measured_ms
 
     @property
     def calibrated_error_pct(self) -> float | None:
         if self.calibrated_ms is None:
             return None
-        return 100.0 * (self.calibrated_ms - self.measured.median) / self.measured.median
+        return 100.0 * (self.calibrated_ms - self.measured_ms) / self.measured_ms
+
 
 
 def validation_archs(space: SearchSpace, num_archs: int, seed: int) -> list[tuple[str, Arch]]:
@@ -112,6 +127,8 @@ def error_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict
 
 @dataclass
 class ValidationReport:
+    """Per-network results and summary measures of a validation (and the calibrated predictor, when fitted)."""
+
     meta: dict[str, Any]
     rows: list[NetworkResult]
     calibration: CalibratedPredictor | None = None
@@ -121,24 +138,32 @@ class ValidationReport:
         rows = self.rows
         hold = [r for r in rows if r.split == "holdout"]
         self.summary = {
-            "plain_all": error_metrics([r.predicted_ms for r in rows], [r.measured.median for r in rows]),
-            "plain_holdout": error_metrics([r.predicted_ms for r in hold], [r.measured.median for r in hold]),
+            "plain_all": error_metrics([r.predicted_ms for r in rows], [r.measured_ms for r in rows]),
+            "plain_holdout": error_metrics([r.predicted_ms for r in hold], [r.measured_ms for r in hold]),
         }
         if self.calibration is not None:
             self.summary["calibrated_holdout"] = error_metrics([r.calibrated_ms for r in hold],
-                                                               [r.measured.median for r in hold])
+                                                               [r.measured_ms for r in hold])
+        spreads = [r.measured.spread for r in rows]
+        self.summary["measurement"] = {
+            "n": len(rows), "median_pass_spread_pct": 100 * float(np.median(spreads)) if rows else float("nan"),
+            "disturbed_passes": int(sum(r.measured.disturbed for r in rows)),
+            "passes": int(sum(r.measured.passes + r.measured.disturbed for r in rows)),
+        }
         return self
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["name", "split", "predicted_ms", "calibrated_ms", "measured_median_ms", "measured_p10_ms",
-                         "measured_p90_ms", "error_pct", "calibrated_error_pct", "arch"])
+        stat = self.meta.get("statistic", "median")
+        writer.writerow(["name", "split", "predicted_ms", "calibrated_ms", f"measured_{stat}_ms", "measured_low_ms",
+                         "measured_high_ms", "passes", "disturbed", "error_pct", "calibrated_error_pct", "arch"])
         for r in self.rows:
+            low, high = r.measured.pass_range()
             writer.writerow([r.name, r.split, f"{r.predicted_ms:.4f}",
                              "" if r.calibrated_ms is None else f"{r.calibrated_ms:.4f}",
-                             f"{r.measured.median:.4f}", f"{r.measured.p10:.4f}", f"{r.measured.p90:.4f}",
-                             f"{r.error_pct:.2f}",
+                             f"{r.measured_ms:.4f}", f"{low:.4f}", f"{high:.4f}", r.measured.passes,
+                             r.measured.disturbed, f"{r.error_pct:.2f}",
                              "" if r.calibrated_error_pct is None else f"{r.calibrated_error_pct:.2f}",
                              r.arch.to_json()])
         return buffer.getvalue()
@@ -148,36 +173,62 @@ class ValidationReport:
                 "calibration": None if self.calibration is None else self.calibration.to_dict()}
 
     def plot(self, path: str | os.PathLike) -> Path:
-        """Scatter of predicted vs measured latency with the +-10% band, written atomically as PNG."""
+        """Predicted against measured latency, one panel per predictor, written atomically as PNG.
+
+        The first panel is the table's plain sum over every network; the second (when a calibration was fitted) the
+        calibrated predictor, its fitting networks drawn apart from the held-out ones it is judged on. Horizontal
+        error bars span each network's accepted passes (its measurement's own spread); the band is +-10%.
+        """
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        measured = np.array([r.measured.median for r in self.rows])
-        fig, ax = plt.subplots(figsize=(6, 6), dpi=110)
-        top = float(max(measured.max(), max(r.predicted_ms for r in self.rows))) * 1.08
-        grid = np.array([0.0, top])
-        ax.plot(grid, grid, color="black", lw=1, label="predicted = measured")
-        ax.fill_between(grid, grid * 0.9, grid * 1.1, color="grey", alpha=0.2, label="+-10%")
-        ax.scatter(measured, [r.predicted_ms for r in self.rows], s=18, label="table sum", color="tab:blue")
-        cal = [(r.measured.median, r.calibrated_ms) for r in self.rows if r.calibrated_ms is not None
-               and r.split == "holdout"]
-        if cal:
-            ax.scatter(*zip(*cal), s=22, marker="x", label="calibrated (held out)", color="tab:orange")
-        for r in self.rows:
-            if not r.name.startswith("random"):
-                ax.annotate(r.name, (r.measured.median, r.predicted_ms), fontsize=8, xytext=(4, -10),
-                            textcoords="offset points")
-        s = self.summary.get("plain_all", {})
-        ax.set_title(f"{self.meta.get('backend')} {self.meta.get('img_size')}px batch {self.meta.get('batch')}: "
-                     f"MAPE {s.get('mape_pct', float('nan')):.1f}%, tau {s.get('kendall_tau', float('nan')):.3f}",
-                     fontsize=9)
-        ax.set_xlabel("measured latency (ms, median)")
-        ax.set_ylabel("predicted latency (ms)")
-        ax.set_xlim(0, top)
-        ax.set_ylim(0, top)
-        ax.legend(fontsize=8, loc="upper left")
+        panels = [("plain", "table sum (plain)", "plain_all")]
+        if self.calibration is not None:
+            panels.append(("calibrated", "calibrated predictor", "calibrated_holdout"))
+        fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 6), dpi=110, squeeze=False)
+        stat = self.meta.get("statistic", "median")
+        measured = np.array([r.measured_ms for r in self.rows])
+        predicted = [r.predicted_ms for r in self.rows] + [r.calibrated_ms for r in self.rows
+                                                           if r.calibrated_ms is not None]
+        top = float(max(measured.max(), max(predicted))) * 1.08
+        for ax, (kind, title, key) in zip(axes[0], panels):
+            grid = np.array([0.0, top])
+            ax.plot(grid, grid, color="black", lw=1, label="predicted = measured")
+            ax.fill_between(grid, grid * 0.9, grid * 1.1, color="grey", alpha=0.2, label="+-10%")
+            for split, marker, color, label in (("holdout", "o", "tab:blue", "held out"),
+                                                ("fit", "s", "tab:orange", "fitted on")):
+                rows = [r for r in self.rows if r.split == split]
+                if not rows or (kind == "plain" and split == "fit" and self.calibration is None):
+                    continue
+                values = [r.predicted_ms if kind == "plain" else r.calibrated_ms for r in rows]
+                x = np.array([r.measured_ms for r in rows])
+                spans = np.array([r.measured.pass_range() for r in rows])
+                xerr = np.stack([x - spans[:, 0], spans[:, 1] - x])
+                if kind == "plain" and self.calibration is None:
+                    label = "networks"
+                elif kind == "plain":
+                    label = f"{label} by the calibration"
+                ax.errorbar(x, values, xerr=np.clip(xerr, 0, None), fmt=marker, ms=4, color=color, ecolor=color,
+                            elinewidth=0.8, alpha=0.85, label=label)
+            for r in self.rows:
+                if not r.name.startswith("random"):
+                    y = r.predicted_ms if kind == "plain" else r.calibrated_ms
+                    ax.annotate(r.name, (r.measured_ms, y), fontsize=8, xytext=(4, -10), textcoords="offset points")
+            s = self.summary.get(key, {})
+            nan = float("nan")
+            held = " (held out)" if kind != "plain" else ""
+            ax.set_title(f"{title}: {self.meta.get('backend')} {self.meta.get('img_size')}px batch "
+                         f"{self.meta.get('batch')}\n{s.get('n', 0)} networks{held}: "
+                         f"MAPE {s.get('mape_pct', nan):.1f}%, within 10% {100 * s.get('within_10pct', nan):.0f}%, "
+                         f"tau {s.get('kendall_tau', nan):.3f}",
+                         fontsize=9)
+            ax.set_xlabel(f"measured latency (ms, {stat}; bars: spread over passes)")
+            ax.set_ylabel(f"predicted latency (ms, {title})")
+            ax.set_xlim(0, top)
+            ax.set_ylim(0, top)
+            ax.legend(fontsize=8, loc="upper left")
         fig.tight_layout()
         target = Path(path)
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -208,68 +259,36 @@ def _split(rows: list[NetworkResult], fraction: float, seed: int) -> list[int]:
     return sorted(random.Random(seed + 1).sample(candidates, k))
 
 
-def validate_measured(table: LatencyTable, measured: Sequence[tuple[str, Arch, Timing]],
+def validate_measured(table: LatencyTable, measured: Sequence[tuple[str, Arch, Measurement | Timing]],
                       calibrate_fraction: float = 0.3, seed: int = 0) -> ValidationReport:
-    """Validation from already measured networks (e.g. a Core ML bundle timed on a phone)."""
+    """Validation from already measured networks (e.g. a Core ML bundle timed on a phone: plain timings are taken
+    at the table's statistic, as one pass)."""
     archs = [a for _, a, _ in measured]
     predicted = table.predict_many(archs)
-    rows = [NetworkResult(name, arch, timing, float(p)) for (name, arch, timing), p in zip(measured, predicted)]
+    rows = [NetworkResult(name, arch, _as_measurement(timing, table.stat), float(p))
+            for (name, arch, timing), p in zip(measured, predicted)]
     fit_idx = _split(rows, calibrate_fraction, seed)
     calibration = None
     if fit_idx:
         for i in fit_idx:
             rows[i].split = "fit"
         calibration = CalibratedPredictor(table).fit([rows[i].arch for i in fit_idx],
-                                                     [rows[i].measured.median for i in fit_idx])
+                                                     [rows[i].measured_ms for i in fit_idx])
         for r, c in zip(rows, calibration.predict_many(archs)):
             r.calibrated_ms = float(c)
-    meta = table.meta.to_dict() | {"num_networks": len(rows), "seed": seed}
+    meta = table.meta.to_dict() | {"num_networks": len(rows), "seed": seed, "statistic": table.stat}
     return ValidationReport(meta, rows, calibration).compute()
 
 
-def measure_networks(table: LatencyTable, backend, archs: Sequence[Arch], passes: int = 1, warmup: bool = False,
-                     on_step: Callable[[int, int, int], None] | None = None) -> list[Timing]:
-    """Time ``archs`` end to end on ``backend`` in the form and settings of ``table``'s entries.
-
-    The networks are measured round-robin in ``passes`` passes and each one's samples pooled (the remedy of
-    :mod:`.builder` for a machine whose speed wanders). ``warmup`` times the first network once and discards it (for a
-    process that has just taken the cores back from other work). ``on_step(done, pass_index, arch_index)`` after each.
-    """
-    from .modules import network_module
-
-    meta = table.meta
-    networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for arch in archs]
-    if warmup and networks:
-        backend.measure_samples(*networks[0])
-    samples: list[list[float]] = [[] for _ in archs]
-    done = 0
-    for pass_index in range(passes):
-        for i, (module, example) in enumerate(networks):
-            samples[i] += backend.measure_samples(module, example)
-            done += 1
-            if on_step is not None:
-                on_step(done, pass_index, i)
-    return [Timing.from_samples(s) for s in samples]
+def _as_measurement(timing: Measurement | Timing, stat: str) -> Measurement:
+    if isinstance(timing, Measurement):
+        return timing
+    value = timing.get(stat)
+    return Measurement(value=value, timing=timing, passes=1, disturbed=0, pass_values=(value,), accepted=(True,))
 
 
-def validate_table(
-    table: LatencyTable,
-    backend,
-    num_archs: int = 50,
-    seed: int = 0,
-    calibrate_fraction: float = 0.3,
-    passes: int = 1,
-    on_progress: Callable[[Any], None] | None = None,
-) -> ValidationReport:
-    """Measure the presets and ``num_archs`` random archs end to end on ``backend`` and compare with ``table``.
-
-    With ``passes > 1`` the networks are measured round-robin in several passes and each one's samples pooled (see
-    :mod:`.builder`: the same remedy for a machine whose speed wanders).
-    """
-    import time
-
-    from .builder import Progress
-
+def check_backend_matches(table: LatencyTable, backend: Backend) -> None:
+    """Raise ``InputError`` naming the first setting in which ``backend`` differs from the table's measurements."""
     meta = table.meta
     if backend.name != meta.backend:
         raise InputError(f"backend: the table was measured with {meta.backend!r}, not {backend.name!r}")
@@ -279,22 +298,82 @@ def validate_table(
         if key != "rotation_mb" and backend.options().get(key) != value:
             raise InputError(f"{key}: the table was measured with {key} {value!r}, the backend has "
                              f"{backend.options().get(key)!r}")
-    if passes < 1:
-        raise ValueError(f"passes: must be at least 1, got {passes}")
+
+
+def backend_for(table: LatencyTable) -> Backend:
+    """A backend with the table's own settings (backend, threads, dtype, options)."""
+    from .backends import get_backend
+
+    meta = table.meta
+    options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
+    return get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, **options)
+
+
+def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch], protocol: Protocol | None = None,
+                     warmup: bool = False, names: Sequence[str] | None = None,
+                     on_progress: Callable[[Progress], None] | None = None) -> list[Measurement]:
+    """Time ``archs`` end to end on ``backend`` in the form and settings of ``table``'s entries, under ``protocol``
+    (default: the table's own, so that measurements estimate what the table predicts).
+
+    ``warmup`` times the first network for one pass and discards it (for a process that has just taken the cores back
+    from other work: the first timings after Ray Tune's workers ran up to 1.9x slow).
+    """
+    from .modules import network_module
+
+    meta = table.meta
+    protocol = protocol or meta.measurement_protocol()
+    if protocol.statistic != table.stat:
+        raise InputError(f"protocol.statistic: the table predicts the {table.stat}; measure that, not the "
+                         f"{protocol.statistic}")
+    networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for arch in archs]
+    if warmup and networks:
+        backend.sample(*networks[0], protocol)
+    items = [(lambda net=net: net) for net in networks]
+    return measure_items(items, backend, protocol, names=names, on_progress=on_progress)
+
+
+def validate_table(
+    table: LatencyTable,
+    backend: Backend,
+    num_archs: int = 50,
+    seed: int = 0,
+    calibrate_fraction: float = 0.3,
+    protocol: Protocol | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> ValidationReport:
+    """Measure the presets and ``num_archs`` random archs end to end on ``backend`` and compare with ``table``.
+
+    ``protocol`` defaults to the table's own; one with another statistic is refused (a prediction of the median
+    compared with a measured minimum says nothing about the table).
+    """
+    check_backend_matches(table, backend)
+    if not isinstance(num_archs, int) or not 0 <= num_archs <= 100_000:
+        raise InputError(f"num_archs: must be an integer from 0 to 100000, got {num_archs!r}")
     backend.check()
     archs = validation_archs(table.space, num_archs, seed)
+    if not archs:
+        raise InputError("num_archs: nothing to validate on (the space has no presets; ask for some random archs)")
     table.predict_many([a for _, a in archs])  # fail fast on missing entries, before any measuring
-    start, total = time.perf_counter(), passes * len(archs)
-
-    def step(done: int, pass_index: int, i: int) -> None:
-        if on_progress is not None:
-            elapsed = time.perf_counter() - start
-            name = archs[i][0]
-            label = name if passes == 1 else f"pass {pass_index + 1}/{passes}: {name}"
-            on_progress(Progress(done, total, label, elapsed, elapsed / done * (total - done)))
-
-    timings = measure_networks(table, backend, [a for _, a in archs], passes, on_step=step)
-    measured = [(name, arch, timing) for (name, arch), timing in zip(archs, timings)]
-    report = validate_measured(table, measured, calibrate_fraction, seed)
-    report.meta["passes"] = passes
+    measured = measure_networks(table, backend, [a for _, a in archs], protocol, names=[n for n, _ in archs],
+                                on_progress=on_progress)
+    report = validate_measured(table, [(n, a, m) for (n, a), m in zip(archs, measured)], calibrate_fraction, seed)
+    report.meta["protocol"] = (protocol or table.meta.measurement_protocol()).to_dict()
     return report
+
+
+def compare_tables(table: LatencyTable, other: LatencyTable, num_archs: int = 50, seed: int = 0) -> dict[str, Any]:
+    """How far two tables of one space disagree on the presets and ``num_archs`` random archs (repeatability: the
+    same table built twice at different times). Measures as :func:`error_metrics`, ``table`` taken as the
+    prediction and ``other`` as the reference."""
+    if table.space.to_dict() | {"name": ""} != other.space.to_dict() | {"name": ""}:
+        raise InputError("--against: the two tables are for different search spaces")
+    for key in ("img_size", "batch", "num_classes", "in_chans"):
+        if getattr(table.meta, key) != getattr(other.meta, key):
+            raise InputError(f"--against: the tables differ in {key} ({getattr(table.meta, key)} vs "
+                             f"{getattr(other.meta, key)})")
+    if not isinstance(num_archs, int) or not 1 <= num_archs <= 100_000:
+        raise InputError(f"num_archs: must be an integer from 1 to 100000, got {num_archs!r}")
+    archs = [a for _, a in validation_archs(table.space, num_archs, seed)]
+    metrics = error_metrics(table.predict_many(archs), other.predict_many(archs))
+    return {"archs": len(archs), "statistic": [table.stat, other.stat],
+            "created": [table.meta.created, other.meta.created], **metrics}

@@ -5,10 +5,11 @@ task with those resources (e.g. ``{"GPU": 1, "accelerator_type:V100": 0.01}``), 
 the table and its validation files come back to the driver, which writes them (atomically) where the config says.
 
 Reuse: an existing table is used when it was measured with the settings the config asks for (backend, batch, dtype,
-input size, threads, space, form, classes, backend options, repeats, warm-up, passes; and, when measured here, the
-same device). A table measured under other settings is never replaced silently: the stage stops with one line naming
-the first difference (``--force table`` rebuilds it). A validation is reused when it belongs to this very table
-(same creation time) and was made with the same number of networks, seed and passes.
+input size, threads, space, form, classes, backend options (weight rotation included), measurement protocol, harness
+and cover; and, when measured here, the same device). A table measured under other settings is never replaced
+silently: the stage stops with one line naming the first difference (``--force table`` rebuilds it). A validation is
+reused when it belongs to this very table (same creation time) and was made with the same number of networks and
+seed.
 """
 
 from __future__ import annotations
@@ -29,34 +30,41 @@ from .pipeline_config import PipelineLatencySection
 __all__ = ["expected_settings", "reusable_table", "validation_is_current", "measure", "measure_on_ray"]
 
 _SETTINGS = ("backend", "batch", "dtype", "img_size", "threads", "space", "form", "num_classes", "in_chans",
-             "options")
+             "options", "protocol", "harness")
 
 
-def _backend(lat: PipelineLatencySection, repeats: int | None = None):
+def _backend(lat: PipelineLatencySection):
     from slimnas.latency.backends import get_backend
 
-    settings = lat.backend_settings()
-    if repeats is not None:
-        settings["repeats"] = repeats
-    return get_backend(lat.backend, **settings)
+    return get_backend(lat.backend, **lat.backend_settings())
+
+
+def _harness(lat: PipelineLatencySection, backend) -> str:
+    return lat.harness or ("context" if backend.supports_context else "isolated")
 
 
 def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_classes: int) -> dict[str, Any]:
     """What a table made from ``lat`` records about itself (without the device)."""
+    from slimnas.latency.modules import resolve_rotation_mb
+
     backend = _backend(lat)
+    form = lat.form or backend.default_form
     options = dict(backend.options())
-    if lat.rotation_mb:
-        options["rotation_mb"] = lat.rotation_mb
+    harness = _harness(lat, backend)
+    rotation = resolve_rotation_mb(lat.rotation_mb, space, form, num_classes)
+    if rotation:
+        options["rotation_mb"] = rotation
     return {"backend": backend.name, "batch": lat.batch, "dtype": backend.dtype, "img_size": space.img_size,
-            "threads": backend.threads, "space": space.to_dict(), "form": lat.form or backend.default_form,
-            "num_classes": num_classes, "in_chans": 3, "options": options, "repeats": backend.repeats,
-            "warmup_ms": backend.warmup_ms, "passes": lat.passes}
+            "threads": backend.threads, "space": space.to_dict(), "form": form, "num_classes": num_classes,
+            "in_chans": 3, "options": options, "protocol": lat.protocol.protocol().to_dict(), "harness": harness,
+            "cover": lat.cover if harness == "context" else None,
+            "max_networks": lat.max_networks if harness == "context" else None}
 
 
 def _recorded_settings(table: LatencyTable) -> dict[str, Any]:
     meta = table.meta
     settings = {k: getattr(meta, k) for k in _SETTINGS}
-    settings.update({k: meta.notes.get(k) for k in ("repeats", "warmup_ms", "passes")})
+    settings.update({k: meta.notes.get(k) for k in ("cover", "max_networks")})
     return json.loads(json.dumps(settings))
 
 
@@ -72,8 +80,11 @@ def reusable_table(lat: PipelineLatencySection, path: Path, space: SearchSpace,
         want["device"], have["device"] = _backend(lat).device_name(), table.meta.device
     for key in want:
         if want[key] != have.get(key):
-            shown = ("another space" if key == "space" else
-                     f"{key} {have.get(key)!r}, the config asks for {want[key]!r}")
+            name, old, new = key, have.get(key), want[key]
+            if isinstance(old, dict) and isinstance(new, dict):  # name the first differing field inside
+                name, old, new = next((f"{key}.{k}", old.get(k), new.get(k)) for k in sorted(set(old) | set(new))
+                                      if old.get(k) != new.get(k))
+            shown = "another space" if key == "space" else f"{name} {old!r}, the config asks for {new!r}"
             raise InputError(f"latency.table: {path} was measured with {shown}; pass --force table to rebuild it, "
                              f"or set latency.table to another file")
     return table
@@ -92,8 +103,7 @@ def validation_is_current(lat: PipelineLatencySection, table: LatencyTable, fold
         return None
     meta, v = report.get("meta", {}), lat.validate_
     networks = len(validation_archs(table.space, v.num_archs, v.seed))
-    if (meta.get("created"), meta.get("seed"), meta.get("passes"), meta.get("num_networks")) != \
-            (table.meta.created, v.seed, v.passes, networks):
+    if (meta.get("created"), meta.get("seed"), meta.get("num_networks")) != (table.meta.created, v.seed, networks):
         return None
     return report.get("summary")
 
@@ -110,16 +120,16 @@ def measure(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, t
 
     if build:
         table = build_table(space, _backend(lat), table_path, batch=lat.batch, form=lat.form,
-                            num_classes=num_classes, passes=lat.passes, rotation_mb=lat.rotation_mb, resume=not fresh,
+                            num_classes=num_classes, protocol=lat.protocol.protocol(), rotation_mb=lat.rotation_mb,
+                            harness=lat.harness, cover=lat.cover, max_networks=lat.max_networks, resume=not fresh,
                             overwrite=True, on_progress=progress("table"))
     else:
         table = LatencyTable.load(table_path)
     if not validate:
         return {}
     v = lat.validate_
-    report = validate_table(table, _backend(lat, v.repeats), num_archs=v.num_archs, seed=v.seed,
-                            calibrate_fraction=v.calibrate_fraction, passes=v.passes,
-                            on_progress=progress("validate"))
+    report = validate_table(table, _backend(lat), num_archs=v.num_archs, seed=v.seed,
+                            calibrate_fraction=v.calibrate_fraction, on_progress=progress("validate"))
     report.write(validation_dir)
     return report.summary
 

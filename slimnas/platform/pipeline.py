@@ -58,8 +58,7 @@ class PipelineResult:
         stages = self.state.get("stages", {})
         summary = (stages.get("table", {}).get("validation") or {}).get("plain_all")
         if summary:
-            lines.append(f"latency table: {stages['table']['path']} (validated on {summary['n']} networks: mean error "
-                         f"{summary['mape_pct']:.1f}%, Kendall tau {summary['kendall_tau']:.3f})")
+            lines.append(f"latency table: {stages['table']['path']} (validated: {_validation_text(summary)})")
         if cfg.tracking.enabled:
             uri = cfg.tracking_uri()
             run = stages.get("search", {}).get("mlflow_run_id")
@@ -198,7 +197,8 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
     build = table is None
     where = "here" if lat.resources is None else f"on a Ray node with {lat.resources}"
     what = (f"measuring every part of space '{space.name}' on {lat.backend} {where} (batch {lat.batch}, "
-            f"{lat.passes} pass(es) x {lat.repeats} repeats) -> {path}" if build else f"reusing {path}")
+            f"{lat.protocol.passes} interleaved passes, {lat.protocol.statistic}) -> {path}" if build
+            else f"reusing {path}")
     log.start("table", what + (f"; then validating on {lat.validate_.num_archs} random networks" if validate else ""))
     if lat.resources is None:
         printers = {"table": ProgressLine("table", echo), "validate": ProgressLine("validate", echo, what="networks")}
@@ -210,10 +210,15 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
                                  heartbeat=lambda s: echo(f"[table] measuring on Ray, elapsed {clock(s)}"))
     table = LatencyTable.load(path)
     plain = (summary or {}).get("plain_all", {})
-    done = f"{len(table)} entries" + (f"; validation: mean error {plain['mape_pct']:.1f}%, Kendall tau "
-                                      f"{plain['kendall_tau']:.3f} on {plain['n']} networks" if plain else "")
+    done = f"{len(table)} entries" + (f"; validation: {_validation_text(plain)}" if plain else "")
     log.end("table", done)
     return table, summary or None, "built" if build else "validated"
+
+
+def _validation_text(summary: dict[str, Any]) -> str:
+    """One line of a validation's figures (the issue-10 acceptance measures: within +-10% and Kendall tau)."""
+    return (f"{summary['n']} networks measured end to end, {100 * summary['within_10pct']:.0f}% within +-10% of the "
+            f"table, mean error {summary['mape_pct']:.1f}%, Kendall tau {summary['kendall_tau']:.3f}")
 
 
 # ---------------------------------------------------------------------------------------------------- search

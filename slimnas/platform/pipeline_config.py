@@ -32,7 +32,7 @@ from slimnas.trainers._config import DataConfig, SupernetTrainConfig
 from .search_config import METHODS, EarlyStopSection, RaySection, SearchJobConfig, SlimmingSection
 
 __all__ = ["PipelineConfig", "PipelineLatencySection", "PipelineSearchSection", "PipelineTrackingSection",
-           "ValidateSection", "load_pipeline", "STAGES"]
+           "ValidateSection", "ProtocolSection", "load_pipeline", "STAGES"]
 
 #: The stages, in order (``--force`` names them).
 STAGES = ("train", "table", "search")
@@ -42,13 +42,29 @@ _OWNED_TRACKING = ("enabled", "tracking_uri", "experiment", "artifact_location")
 
 
 class ValidateSection(ConfigModel):
-    """Validation of the table against end-to-end measurements (``num_archs: 0`` skips it)."""
+    """Validation of the table against end-to-end measurements (``num_archs: 0`` skips it), under the table's own
+    measurement protocol (the statistic the table predicts)."""
 
-    num_archs: int = Field(20, ge=0)  # random archs (plus the space's presets that it contains)
-    passes: int = Field(1, ge=1)
-    repeats: int | None = Field(None, ge=1)  # default: the table's
+    num_archs: int = Field(20, ge=0, le=100_000)  # random archs (plus the space's presets that it contains)
     seed: int = 0
     calibrate_fraction: float = Field(0.3, ge=0, lt=1)  # share of the random archs fitting the calibrated predictor
+
+
+class ProtocolSection(ConfigModel):
+    """The measurement protocol (:class:`slimnas.latency.protocol.Protocol`; its defaults when a field is unset)."""
+
+    statistic: Literal["median", "mean", "p25", "p10", "min"] = "median"
+    passes: int = Field(8, ge=1, le=1000)
+    samples: int = Field(10, ge=1, le=1_000_000)
+    pass_ms: float = Field(40.0, ge=0, le=600_000)
+    warmup_ms: float = Field(20.0, ge=0, le=600_000)
+    tolerance: float = Field(0.10, gt=0, le=10)
+    extra_passes: int = Field(4, ge=0, le=1000)
+
+    def protocol(self):
+        from slimnas.latency.protocol import Protocol
+
+        return Protocol(**self.model_dump())
 
 
 class PipelineLatencySection(ConfigModel):
@@ -56,17 +72,18 @@ class PipelineLatencySection(ConfigModel):
 
     backend: Literal["torch-cpu", "torch-cuda", "onnxruntime"] = "torch-cpu"
     table: str | None = None  # default: <output>/latency/<backend>-b<batch>.parquet
-    batch: int = Field(1, ge=1)
+    batch: int = Field(1, ge=1, le=65536)
     threads: int | None = Field(1, ge=1)  # CPU threads (torch-cpu, onnxruntime on CPU)
     dtype: str | None = None  # float32 (default) | float16 | bfloat16 (torch backends)
     form: Literal["fused", "eager"] | None = None  # default: the backend's
     device: str | None = None  # torch-cuda, e.g. "cuda:0"
     allocator: Literal["tuned", "default"] = "tuned"  # torch-cpu: glibc allocator setting (see slimnas.latency)
     provider: Literal["cpu", "cuda"] = "cpu"  # onnxruntime execution provider
-    passes: int = Field(1, ge=1)
-    repeats: int = Field(30, ge=1)
-    warmup_ms: float = Field(200.0, ge=0)
-    rotation_mb: float = Field(0.0, ge=0)
+    protocol: ProtocolSection = ProtocolSection()  # how anything is timed (slimnas.latency.protocol)
+    harness: Literal["context", "isolated"] | None = None  # where parts are timed; default: context where possible
+    cover: int = Field(2, ge=1, le=100_000)  # context: each part in this many covering networks
+    max_networks: int = Field(96, ge=1, le=100_000)  # context: at most this many covering networks
+    rotation_mb: float | Literal["auto"] = "auto"  # parts timed alone: MiB of rotating weight copies
     # None: measure in this process. A mapping: measure in a Ray task with these resources (e.g. {"GPU": 1,
     # "accelerator_type:V100": 0.01}), on the device the table is for; the table comes back to the driver.
     resources: dict[str, float] | None = None
@@ -74,10 +91,16 @@ class PipelineLatencySection(ConfigModel):
 
     model_config = {**ConfigModel.model_config, "populate_by_name": True}
 
+    @field_validator("rotation_mb")
+    @classmethod
+    def _rotation(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0 <= float(value) <= 65536:
+            raise ValueError("rotation_mb: 'auto' or MiB from 0 to 65536")
+        return value
+
     def backend_settings(self) -> dict[str, Any]:
         """The ``get_backend`` settings."""
-        settings: dict[str, Any] = {"threads": self.threads, "repeats": self.repeats, "warmup_ms": self.warmup_ms,
-                                    "dtype": self.dtype}
+        settings: dict[str, Any] = {"threads": self.threads, "dtype": self.dtype}
         if self.backend == "torch-cpu":
             settings["allocator"] = self.allocator
         elif self.backend == "torch-cuda":

@@ -8,15 +8,18 @@ from slimnas.latency.backends import BackendUnavailable, CoreMLBackend, ONNXRunt
 from slimnas.latency.modules import network_module, part_module
 from slimnas.search_spaces.efficientformer import Arch
 
-from .conftest import fast_backend
+from .conftest import FAST, fast_backend
 
 
 def test_torch_cpu_times_a_block_and_restores_threads():
     threads = torch.get_num_threads()
     backend = fast_backend()
     module, example = part_module(Part("mb4d", 1, 64, 64), img_size=64)
-    timing = backend.measure(module, example)
-    assert timing.count == 3 and 0 < timing.p10 <= timing.median <= timing.p90 and timing.median < 1000
+    measured = backend.measure(module, example, FAST)
+    timing = measured.timing
+    assert timing.count == 3 * measured.passes and 0 < timing.p10 <= timing.median <= timing.p90 < 1000
+    assert measured.value == timing.median and len(measured.pass_values) == measured.passes + measured.disturbed >= 2
+    assert torch.get_num_threads() == threads
     assert torch.get_num_threads() == threads
     info = backend.describe()
     assert info["threads"] == 1 and info["backend"] == "torch-cpu" and "logical cores" in info["device"]
@@ -26,7 +29,7 @@ def test_allocator_option_is_recorded_and_process_wide():
     from slimnas.latency.backends import TorchCPUBackend, allocator_state
 
     backend = fast_backend()
-    backend.measure(*part_module(Part("to_grid", 2, 16, 16), img_size=64))
+    backend.measure(*part_module(Part("to_grid", 2, 16, 16), img_size=64), FAST)
     assert backend.options() == {"allocator": "tuned"} and allocator_state() == "tuned"
     untuned = TorchCPUBackend(threads=1, allocator="default")
     with pytest.raises(BackendUnavailable, match="cannot be undone"):
@@ -47,11 +50,11 @@ def test_every_part_kind_runs_in_both_forms(form):
 
 
 def test_onnxruntime_times_one_block():
-    backend = ONNXRuntimeBackend(threads=1, repeats=3, warmup_ms=5.0)
+    backend = ONNXRuntimeBackend(threads=1)
     assert backend.unavailable_reason() is None
     module, example = part_module(Part("mb3d", 3, 32, 32), img_size=64, form=backend.default_form)
-    timing = backend.measure(module, example)
-    assert timing.count == 3 and timing.median > 0
+    timing = backend.measure(module, example, FAST).timing
+    assert timing.count >= 3 and timing.median > 0
     assert backend.versions()["provider"] == "CPUExecutionProvider"
     # the exported model computes what the module computes
     session = backend.session(export_onnx(module, example))
@@ -70,7 +73,7 @@ def test_coreml_converts_one_block_here_and_says_why_it_cannot_time():
         reason = backend.unavailable_reason()
         assert "needs macOS" in reason and "\n" not in reason
         with pytest.raises(BackendUnavailable, match="backend coreml: timing Core ML models needs macOS"):
-            backend.measure(module, example)
+            backend.measure(module, example, FAST)
 
 
 def test_unknown_and_unavailable_backends_say_so_in_one_line():
@@ -84,9 +87,41 @@ def test_unknown_and_unavailable_backends_say_so_in_one_line():
         ONNXRuntimeBackend(provider="tpu")
     with pytest.raises(ValueError, match="compute_units"):
         CoreMLBackend(compute_units="npu")
+    with pytest.raises(ValueError, match="threads: must be an integer from 1"):
+        get_backend("torch-cpu", threads=0)
 
 
 def test_whole_network_module_matches_the_arch():
     arch = Arch.preset("l1", img_size=64, slots=None)
     module, example = network_module(arch, batch=2, form="fused", num_classes=10)
     assert module(example).shape == (2, 10)
+
+
+def test_onnxruntime_rotates_sessions_and_exports_each_structure_once():
+    from slimnas.latency.modules import Rotation
+
+    backend = ONNXRuntimeBackend(threads=1)
+    module, example = part_module(Part("mb4d", 2, 32, 32), img_size=64, form="eager", rotation_mb=1.0)
+    assert isinstance(module, Rotation) and len(module.copies) > 1
+    run = backend.prepare(module, example)
+    outs = [run()[0] for _ in range(len(module.copies) + 1)]
+    assert all(o.shape == tuple(module.copies[0](example).shape) for o in outs)
+    assert len(backend._exports) == 1  # the copies share one export (timing does not depend on weight values)
+
+
+def test_context_sampling_times_every_module_of_a_running_network():
+    from slimnas.latency import parts_of
+    from slimnas.latency.modules import network_parts
+
+    arch = Arch(64, (16, 32, 32, 48), (("4d",), ("4d", "id"), ("4d", "3d", "id", "id"), ("3d", "id", "id")))
+    network, modules, example = network_parts(arch, num_classes=10)
+    assert len(modules) == len(parts_of(arch, 10))
+    record = fast_backend().sample_context(network, modules, example, FAST)
+    assert len(record.network) >= 3 and len(record.parts) == len(modules)
+    assert all(len(times) == len(record.network) and min(times) > 0 for times in record.parts)
+    # the instrumented calls compute the network: their parts add up to about a whole call
+    inside = sum(sorted(t)[len(t) // 2] for t in record.parts)
+    whole = sorted(record.network)[len(record.network) // 2]
+    assert 0.5 * whole < inside < 2.0 * whole
+    with pytest.raises(BackendUnavailable, match="cannot time parts inside a running network"):
+        ONNXRuntimeBackend(threads=1).sample_context(network, modules, example, FAST)

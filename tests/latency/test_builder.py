@@ -3,83 +3,144 @@ import json
 import pytest
 
 from slimnas.errors import InputError
-from slimnas.latency import LatencyTable, build_table, parts_of_space
+from slimnas.latency import LatencyTable, build_table, parts_of, parts_of_space
 from slimnas.latency.backends import TorchCPUBackend
 from slimnas.latency.builder import journal_path
+from slimnas.latency.context import covering_archs
+from slimnas.latency.protocol import Protocol
 
 from .conftest import MICRO
 
+#: Deterministic pass counts: no extra passes.
+COUNTED = Protocol(passes=2, samples=2, pass_ms=0.0, warmup_ms=0.5, extra_passes=0)
+
 
 class CountingBackend(TorchCPUBackend):
-    """The real torch-cpu backend, counting what it measures."""
+    """The real torch-cpu backend, counting the passes it measures (parts alone and networks in context)."""
 
     def __init__(self):
-        super().__init__(threads=1, repeats=2, warmup_ms=1.0, min_sample_ms=0.2)
+        super().__init__(threads=1)
         self.measured = 0
+        self.networks = 0
 
-    def measure_samples(self, module, example):
+    def sample(self, module, example, protocol):
         self.measured += 1
-        return super().measure_samples(module, example)
+        return super().sample(module, example, protocol)
+
+    def sample_context(self, network, modules, example, protocol):
+        self.networks += 1
+        return super().sample_context(network, modules, example, protocol)
 
 
-def test_interrupted_build_resumes_from_what_it_measured(tmp_path):
-    out = tmp_path / "micro.parquet"
-    total = len(parts_of_space(MICRO))
-    first = CountingBackend()
-
-    def stop_after_5(progress):
-        if progress.done == 5:
+def _stop_after(n):
+    def stop(progress):
+        if progress.done == n:
             raise KeyboardInterrupt
 
+    return stop
+
+
+def test_interrupted_isolated_build_resumes_from_what_it_measured(tmp_path):
+    out = tmp_path / "micro.parquet"
+    total = len(parts_of_space(MICRO)) * COUNTED.passes
+    first = CountingBackend()
     with pytest.raises(KeyboardInterrupt):
-        build_table(MICRO, first, out, on_progress=stop_after_5)
+        build_table(MICRO, first, out, protocol=COUNTED, harness="isolated", on_progress=_stop_after(5))
     assert first.measured == 5 and not out.exists()
     journal = journal_path(out)
     assert len(journal.read_text().splitlines()) == 1 + 5
     second = CountingBackend()
     seen = []
-    table = build_table(MICRO, second, out, on_progress=lambda p: seen.append(p))
-    assert second.measured == total - 5
+    table = build_table(MICRO, second, out, protocol=COUNTED, harness="isolated", on_progress=seen.append)
+    assert second.measured == total - 5 + COUNTED.passes  # + the empty module (the per-call overhead)
     assert seen[0].done == 6 and seen[-1].done == total and seen[-1].eta_s == 0
-    assert len(table) == total and not journal.exists()
-    assert LatencyTable.load(out).entries == table.entries
+    assert len(table) == len(parts_of_space(MICRO)) and not journal.exists()
+    again = LatencyTable.load(out)
+    assert again.entries == table.entries and again.passes == table.passes
+    assert again.meta.protocol == COUNTED.to_dict() and again.meta.overhead_ms == table.meta.overhead_ms > 0
 
 
 def test_a_torn_last_journal_line_is_remeasured(tmp_path):
     out = tmp_path / "micro.parquet"
-
-    def stop_after_3(progress):
-        if progress.done == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        build_table(MICRO, CountingBackend(), out, on_progress=stop_after_3)
+        build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated", on_progress=_stop_after(3))
     journal = journal_path(out)
     journal.write_text(journal.read_text()[:-20])  # the process died in the middle of a write
     again = CountingBackend()
-    build_table(MICRO, again, out)
-    assert again.measured == len(parts_of_space(MICRO)) - 2
+    build_table(MICRO, again, out, protocol=COUNTED, harness="isolated")
+    assert again.measured == len(parts_of_space(MICRO)) * COUNTED.passes - 2 + COUNTED.passes
 
 
 def test_journal_from_other_settings_is_refused_and_outputs_are_not_overwritten(tmp_path):
     out = tmp_path / "micro.parquet"
-    journal = journal_path(out)
-    journal.write_text(json.dumps({"identity": {"backend": "torch-cpu", "batch": 64}}) + "\n")
+    with pytest.raises(KeyboardInterrupt):
+        build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated", on_progress=_stop_after(2))
+    other = COUNTED.replace(statistic="p10")
+    with pytest.raises(InputError, match="other settings"):  # another protocol: never mixed
+        build_table(MICRO, CountingBackend(), out, protocol=other, harness="isolated")
+    journal_path(out).write_text(json.dumps({"identity": {"backend": "torch-cpu", "batch": 64}}) + "\n")
     with pytest.raises(InputError, match="other settings"):
-        build_table(MICRO, CountingBackend(), out)
-    build_table(MICRO, CountingBackend(), out, resume=False)
+        build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated")
+    build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated", resume=False)
     with pytest.raises(InputError, match="exists"):
-        build_table(MICRO, CountingBackend(), out)
+        build_table(MICRO, CountingBackend(), out, protocol=COUNTED)
     with pytest.raises(ValueError, match="form"):
         build_table(MICRO, CountingBackend(), tmp_path / "x.parquet", form="compiled")
+    with pytest.raises(InputError, match="batch: must be an integer from 1"):
+        build_table(MICRO, CountingBackend(), tmp_path / "x.parquet", batch=10**12)
+    with pytest.raises(InputError, match="rotation_mb"):
+        build_table(MICRO, CountingBackend(), tmp_path / "x.parquet", rotation_mb="lots")
 
 
-def test_passes_pool_samples_and_rotation_is_part_of_the_identity(tmp_path):
+def test_rotation_is_part_of_the_identity_and_auto_resolves_to_mib(tmp_path):
+    table = build_table(MICRO, CountingBackend(), tmp_path / "p.parquet", protocol=COUNTED, harness="isolated",
+                        rotation_mb=1.0, parts=parts_of_space(MICRO)[:3])
+    assert table.meta.options["rotation_mb"] == 1.0
+    plain = build_table(MICRO, CountingBackend(), tmp_path / "q.parquet", protocol=COUNTED, harness="isolated",
+                        parts=parts_of_space(MICRO)[:2])
+    assert "rotation_mb" not in plain.meta.options and plain.meta.identity() != table.meta.identity()
+    auto = build_table(MICRO, CountingBackend(), tmp_path / "r.parquet", protocol=COUNTED, harness="isolated",
+                       rotation_mb="auto", parts=parts_of_space(MICRO)[:2])
+    assert 0 < auto.meta.options["rotation_mb"] <= 32
+
+
+def test_covering_networks_hold_every_part():
+    archs = covering_archs(MICRO, cover=2, max_networks=100)
+    counts = {}
+    for arch in archs:
+        for part in set(parts_of(arch)):
+            counts[part] = counts.get(part, 0) + 1
+    assert set(counts) == set(parts_of_space(MICRO))
+    assert min(counts.values()) >= 2 or len(archs) == 100
+    assert covering_archs(MICRO, cover=2, max_networks=100) == archs  # seeded
+    assert len(covering_archs(MICRO, cover=2, max_networks=3)) == 3
+
+
+def test_context_build_times_parts_inside_networks_and_resumes(tmp_path):
+    out = tmp_path / "ctx.parquet"
+    archs = covering_archs(MICRO, cover=1, max_networks=96)
+    first = CountingBackend()
+    with pytest.raises(KeyboardInterrupt):
+        build_table(MICRO, first, out, protocol=COUNTED, cover=1, on_progress=_stop_after(3))
+    assert first.networks == 3 and first.measured == 0
+    second = CountingBackend()
+    table = build_table(MICRO, second, out, protocol=COUNTED, cover=1)
+    assert second.networks == len(archs) * COUNTED.passes - 3
+    assert second.measured == 0  # a complete cover: no part is timed alone
+    meta = table.meta
+    assert meta.harness == "context" and meta.notes["context_networks"] == len(archs) and meta.notes["cover"] == 1
+    assert len(table) == len(parts_of_space(MICRO)) and all(t.median > 0 for t in table.entries.values())
+    # a network the table was built from is predicted as the sum of its in-context parts plus the overhead
+    arch = archs[0]
+    assert table.predict(arch) == pytest.approx(sum(table.entries[p].median for p in parts_of(arch))
+                                                + meta.overhead_ms)
+
+
+def test_a_partial_cover_times_the_rest_alone_and_scales_it(tmp_path):
     backend = CountingBackend()
-    table = build_table(MICRO, backend, tmp_path / "p.parquet", passes=3, rotation_mb=1.0)
-    total = len(parts_of_space(MICRO))
-    assert backend.measured == 3 * total
-    assert all(t.count == 3 * 2 for t in table.entries.values())  # 3 passes x 2 repeats
-    assert table.meta.options["rotation_mb"] == 1.0 and table.meta.notes["passes"] == 3
-    plain = build_table(MICRO, CountingBackend(), tmp_path / "q.parquet", parts=list(table.entries)[:2])
-    assert "rotation_mb" not in plain.meta.options
+    table = build_table(MICRO, backend, tmp_path / "partial.parquet", protocol=COUNTED, cover=1, max_networks=1)
+    covered = {p for a in covering_archs(MICRO, cover=1, max_networks=1) for p in parts_of(a)}
+    everything = set(parts_of_space(MICRO))
+    assert covered < everything and set(table.entries) == everything
+    assert backend.networks == COUNTED.passes and backend.measured == len(everything) * COUNTED.passes
+    assert table.meta.notes["parts_scaled_from_isolated"] == len(everything - covered)

@@ -19,7 +19,11 @@ def test_table_built_in_the_suite_is_complete(tiny_table):
     meta = tiny_table.meta
     assert (meta.backend, meta.batch, meta.dtype, meta.img_size, meta.threads) == ("torch-cpu", 1, "float32", 64, 1)
     assert meta.space == TINY.to_dict() and "torch" in meta.versions and meta.device
-    assert all(t.median > 0 and t.p10 <= t.median <= t.p90 and t.count == 3 for t in tiny_table.entries.values())
+    assert meta.harness == "isolated" and meta.protocol["passes"] == 2 and tiny_table.stat == "median"
+    assert 0 < meta.overhead_ms < 0.05  # one call of an empty module: microseconds
+    assert all(0 <= t.min <= t.p10 <= t.p25 <= t.median <= t.p90 and t.count >= 3
+               for t in tiny_table.entries.values())
+    assert all(passes + disturbed >= 2 for passes, disturbed in tiny_table.passes.values())
 
 
 def test_predict_is_the_sum_of_the_arch_parts(tiny_table):
@@ -27,7 +31,7 @@ def test_predict_is_the_sum_of_the_arch_parts(tiny_table):
     for _ in range(20):
         arch = TINY.sample(rng)
         parts = parts_of(arch)
-        expected = sum(tiny_table.entries[p].median for p in parts)
+        expected = sum(tiny_table.entries[p].median for p in parts) + tiny_table.meta.overhead_ms
         assert tiny_table.predict(arch) == pytest.approx(expected, rel=1e-12)
         assert [p for p, _ in tiny_table.breakdown(arch)] == parts
 
@@ -110,3 +114,33 @@ def test_merge_refuses_other_settings(tiny_table):
     with pytest.raises(InputError, match="different settings"):
         tiny_table.merged(other)
     assert len(tiny_table.merged(tiny_table)) == len(tiny_table)
+
+
+def test_protocol_harness_overhead_and_passes_round_trip(tiny_table, tmp_path):
+    path = tiny_table.save(tmp_path / "t.parquet")
+    again = LatencyTable.load(path)
+    assert again.meta == tiny_table.meta and again.passes == tiny_table.passes and again.entries == tiny_table.entries
+    assert again.meta.measurement_protocol().to_dict() == tiny_table.meta.protocol
+    assert again.stat == "median" and LatencyTable.load(path, stat="p10").stat == "p10"
+    p10 = tiny_table.meta.protocol | {"statistic": "p10"}
+    assert LatencyTable(tiny_table.entries, tiny_table.meta.__class__(**{**tiny_table.meta.to_dict(),
+                                                                        "protocol": p10})).stat == "p10"
+    with pytest.raises(InputError, match="stat"):
+        LatencyTable.load(path, stat="mode")
+
+
+def test_a_version_1_table_still_loads_and_predicts_its_median(tiny_table, tmp_path):
+    columns = ["kind", "stage", "c_in", "c_out", "median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "count"]
+    arrow = tiny_table.to_arrow().select(columns)
+    meta = json.loads(arrow.schema.metadata[b"slimnas.latency"])
+    for key in ("protocol", "harness", "overhead_ms"):
+        meta.pop(key)
+    meta["format_version"] = 1
+    path = tmp_path / "v1.parquet"
+    pq.write_table(arrow.replace_schema_metadata({b"slimnas.latency": json.dumps(meta).encode()}), path)
+    old = LatencyTable.load(path)
+    assert old.stat == "median" and old.meta.harness == "isolated" and old.meta.overhead_ms == 0.0
+    arch = TINY.max_arch()
+    assert old.predict(arch) == pytest.approx(tiny_table.predict(arch) - tiny_table.meta.overhead_ms)
+    with pytest.raises(MissingEntryError):  # p25 was not recorded in version 1: nan, never a silent number
+        old.with_stat("p25").predict_many([arch])

@@ -9,7 +9,7 @@ from slimnas.latency import CalibratedPredictor, LatencyTable, Timing
 from slimnas.latency.validate import error_metrics, kendall_tau, validate_measured, validate_table, validation_archs
 from slimnas.search_spaces.efficientformer import SearchSpace
 
-from .conftest import fast_backend
+from .conftest import FAST, fast_backend
 
 TINY = SearchSpace.preset("tiny")
 
@@ -58,16 +58,18 @@ def test_calibration_save_load_is_tied_to_its_table(tiny_table, tmp_path):
 
 
 def test_validate_table_end_to_end_writes_csv_png_json(tiny_table, tmp_path):
-    report = validate_table(tiny_table, fast_backend(), num_archs=8, seed=0, calibrate_fraction=0.5)
+    report = validate_table(tiny_table, fast_backend(), num_archs=8, seed=0, calibrate_fraction=0.5, protocol=FAST)
     assert report.summary["plain_all"]["n"] == 8
     assert {r.split for r in report.rows} == {"fit", "holdout"}
     assert report.calibration is not None and report.summary["calibrated_holdout"]["n"] == 4
     for r in report.rows:
         assert r.predicted_ms == pytest.approx(tiny_table.predict(r.arch))
-        assert r.measured.median > 0
+        assert r.measured_ms == r.measured.timing.median > 0 and r.measured.passes + r.measured.disturbed >= 2
+        low, high = r.measured.pass_range()
+        assert low <= high
     paths = report.write(tmp_path / "v")
     csv_lines = paths["csv"].read_text().splitlines()
-    assert csv_lines[0].startswith("name,split,predicted_ms") and len(csv_lines) == 9
+    assert csv_lines[0].startswith("name,split,predicted_ms,calibrated_ms,measured_median_ms") and len(csv_lines) == 9
     assert paths["png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert paths["calibration"].is_file()
 
@@ -93,3 +95,24 @@ def test_validate_measured_without_calibration(tiny_table):
     assert report.calibration is None  # too few networks to hold some out
     assert report.summary["plain_all"]["within_5pct"] == pytest.approx(1.0)
     assert isinstance(tiny_table, LatencyTable)
+
+
+def test_compare_tables_reports_repeatability(tiny_table):
+    from slimnas.latency.validate import compare_tables
+
+    same = compare_tables(tiny_table, tiny_table, num_archs=30, seed=1)
+    assert same["archs"] == 30 and same["mape_pct"] == 0 and same["kendall_tau"] == pytest.approx(1.0)
+    slower = LatencyTable({p: Timing(**{**t.to_dict(), "median": t.median * 1.05}) for p, t in
+                           tiny_table.entries.items()}, tiny_table.meta.__class__(**{**tiny_table.meta.to_dict(),
+                                                                                      "overhead_ms": 0.0}))
+    off = compare_tables(slower, tiny_table.with_meta(overhead_ms=0.0), num_archs=30, seed=1)
+    assert off["mape_pct"] == pytest.approx(5.0) and off["within_10pct"] == pytest.approx(1.0)
+    with pytest.raises(InputError, match="different search spaces"):
+        compare_tables(tiny_table, tiny_table.with_meta(space=SearchSpace.preset("l1").to_dict()))
+
+
+def test_validation_refuses_a_protocol_with_another_statistic(tiny_table):
+    with pytest.raises(InputError, match="predicts the median"):
+        validate_table(tiny_table, fast_backend(), num_archs=1, protocol=FAST.replace(statistic="p10"))
+    with pytest.raises(InputError, match="num_archs"):
+        validate_table(tiny_table, fast_backend(), num_archs=-1)

@@ -9,7 +9,8 @@ import pytest
 from slimnas.latency import LatencyTable
 from slimnas.platform.cli import main
 
-FAST = ["--threads", "1", "--repeats", "2", "--warmup-ms", "1"]
+FAST = ["--threads", "1", "--passes", "2", "--samples", "2", "--pass-ms", "0", "--warmup-ms", "1",
+        "--harness", "isolated", "--rotation-mb", "0"]
 
 
 @pytest.fixture(scope="module")
@@ -31,16 +32,23 @@ def test_build_show_validate(built, tmp_path, capsys):
     assert info["entries"] == 144 and info["missing_for_space"] == 0
     out_dir = tmp_path / "val"
     assert main(["lut", "validate", "--lut", str(built), "--num-archs", "6", "--out-dir", str(out_dir),
-                 "--repeats", "2", "--warmup-ms", "1"]) == 0
+                 "--samples", "2", "--warmup-ms", "1"]) == 0
     summary = json.loads(capsys.readouterr().out)["summary"]
-    assert summary["plain_all"]["n"] == 6
+    assert summary["plain_all"]["n"] == 6 and summary["measurement"]["passes"] >= 6 * 2
+    assert main(["lut", "validate", "--lut", str(built), "--against", str(built), "--num-archs", "20"]) == 0
+    same = json.loads(capsys.readouterr().out)
+    assert same["archs"] == 20 and same["mape_pct"] == 0.0 and same["kendall_tau"] == 1.0
     assert {p.name for p in out_dir.iterdir()} == {"validation.csv", "validation.png", "validation.json",
                                                   "calibration.json"}
 
 
 def _one_line_exit_2(argv, capsys, needle):
     capsys.readouterr()
-    assert main(argv) == 2
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's usage errors exit through the parser (still one line, status 2)
+        status = exc.code
+    assert status == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and needle in err[0], err
 
@@ -65,6 +73,32 @@ def test_bad_input_is_one_line_and_exit_2(built, tmp_path, capsys):
                       "--img-size", "50"], capsys, "img_size")
     _one_line_exit_2(["lut", "import-measurements", "--bundle", str(tmp_path), "--measurements", "m.json", "--out",
                       str(tmp_path / "y.parquet")], capsys, "no manifest.json")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--warmup-ms", "-5"], "protocol.warmup_ms: must be between 0 and 600000, got -5.0"),
+    (["--passes", "0"], "protocol.passes: must be an integer from 1 to 1000, got 0"),
+    (["--tolerance", "0"], "protocol.tolerance"),
+    (["--extra-passes", "-1"], "protocol.extra_passes"),
+    (["--stat", "mode"], "invalid choice: 'mode'"),
+    (["--threads", "0"], "threads: must be an integer from 1 to 4096, got 0"),
+    (["--batch-size", "1000000000000"], "--batch-size: must be from 1 to 65536"),
+    (["--rotation-mb", "-1"], "rotation_mb"),
+    (["--harness", "inside"], "invalid choice: 'inside'"),
+    (["--max-networks", "0"], "--max-networks: must be from 1"),
+])
+def test_bad_protocol_settings_are_one_line_exit_2_before_any_work(flags, needle, tmp_path, capsys):
+    out = tmp_path / "t.parquet"
+    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), *flags],
+                     capsys, needle)
+    assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_validate_refuses_bad_protocol_settings_and_a_foreign_table(built, tmp_path, capsys):
+    _one_line_exit_2(["lut", "validate", "--lut", str(built), "--passes", "0"], capsys, "protocol.passes")
+    _one_line_exit_2(["lut", "validate", "--lut", str(built), "--num-archs", "-1"], capsys, "--num-archs")
+    _one_line_exit_2(["lut", "validate", "--lut", str(built), "--against", str(tmp_path / "none.parquet")], capsys,
+                     "no such file")
 
 
 def test_a_real_process_prints_no_traceback(tmp_path):

@@ -19,7 +19,8 @@ from .conftest import free_port
 #: A very small pipeline: 1 short epoch, a one-pass table measured in a Ray task, slimming and random at 1 target.
 TINY = [
     "train.run.epochs=1", "train.run.max_steps_per_epoch=2", "train.data.batch_size=16", "train.data.calib_images=32",
-    "latency.passes=1", "latency.repeats=2", "latency.warmup_ms=2", "latency.validate.num_archs=0",
+    "latency.protocol.passes=1", "latency.protocol.samples=2", "latency.protocol.pass_ms=0",
+    "latency.protocol.warmup_ms=2", "latency.max_networks=8", "latency.validate.num_archs=0",
     "latency.resources={CPU: 1}", "search.methods=[slimming, random]", "search.targets_relative=[0.85]",
     "search.eval_images=32", "search.measure_final=false", "ray.object_store_mb=64",
 ]

@@ -17,7 +17,8 @@ from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 #: The quickstart, shrunk to well under a minute: 2 short epochs, a one-pass table, 2 methods at 2 targets.
 REDUCED = [
     "train.run.epochs=2", "train.run.max_steps_per_epoch=3", "train.run.log_every=2", "train.data.batch_size=32",
-    "train.data.calib_images=64", "latency.passes=1", "latency.repeats=2", "latency.warmup_ms=5",
+    "train.data.calib_images=64", "latency.protocol.passes=1", "latency.protocol.samples=2",
+    "latency.protocol.pass_ms=0", "latency.protocol.warmup_ms=5", "latency.max_networks=24",
     "latency.validate.num_archs=2", "search.methods=[slimming, random]", "search.targets_relative=[0.9, 0.75]",
     "search.eval_images=64", "search.measure_repeats=3",
 ]
@@ -59,7 +60,7 @@ def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
     full = table.predict(SearchSpace.preset("tiny").max_arch())
     targets = state["stages"]["search"]["targets"]
     assert targets == [pytest.approx(0.9 * full, abs=1e-4), pytest.approx(0.75 * full, abs=1e-4)]
-    assert table.meta.num_classes == 10 and table.meta.notes["repeats"] == 2
+    assert table.meta.num_classes == 10 and table.meta.protocol["samples"] == 2
     assert (root / "latency" / "torch-cpu-b1-validation" / "validation.json").is_file()
     results = json.loads((root / "search" / "results.json").read_text())["results"]
     assert {(r["method"], r["target_ms"]) for r in results} == {(m, t) for m in ("slimming", "random")
@@ -98,9 +99,10 @@ def test_changed_settings_are_refused_not_overwritten(quickstart, capsys):
     cwd, argv, _ = quickstart
     table = cwd / "runs" / "quickstart" / "latency" / "torch-cpu-b1.parquet"
     stamp = table.stat().st_mtime_ns
-    assert main(argv + ["--set", "latency.repeats=3"]) == 2
+    assert main(argv + ["--set", "latency.protocol.samples=3"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("slimnas quickstart: error: latency.table:") and "repeats 2" in err[-1]
+    assert err[-1].startswith("slimnas quickstart: error: latency.table:")
+    assert "protocol.samples 2, the config asks for 3" in err[-1]
     assert main(argv + ["--set", "train.optim.lr=0.5"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "holds a supernet trained with other settings (optim.lr: 0.03 -> 0.5)" in err[-1]

@@ -4,29 +4,28 @@ Calling contract (what the caller owns and when each method runs):
 
 - ``Backend(**settings)`` is cheap and never fails on a machine that cannot run it; ``unavailable_reason()`` says in
   one line why it cannot (``None`` when it can), and ``check()`` raises :class:`BackendUnavailable` with that line.
-- ``measure(module, example)`` times ``module(example)`` after warm-up and returns :class:`Timing` statistics in
-  milliseconds. The caller owns the module (eval mode, random weights); the backend may convert it (ONNX, Core ML).
-- One backend measures one thing at a time: parallel timing on one device corrupts itself, so callers must run
-  measurements sequentially.
-
-The protocol (shared by the backends unless they override ``_time``): warm up for ``warmup_ms`` (at least 3 calls);
-pick ``number`` so that one sample (``number`` back-to-back calls) lasts at least ``min_sample_ms``; take ``repeats``
-samples; each sample's per-call time is one observation.
+- ``sample(module, example, protocol)`` takes one pass of samples of ``module(example)``: warm-up for
+  ``protocol.warmup_ms`` (at least 3 calls), then single-call timings (ms) for at least ``protocol.pass_ms`` and at
+  least ``protocol.samples`` calls. The caller owns the module (eval mode, random weights); the backend may convert it
+  (ONNX, Core ML). ``measure(module, example, protocol)`` runs the whole protocol on one module
+  (:func:`slimnas.latency.protocol.measure_items` does it for many, interleaved).
+- A backend describes the device (threads, dtype, provider, ...); *how* to time is the protocol's
+  (:mod:`slimnas.latency.protocol`). One backend measures one thing at a time: parallel timing on one device corrupts
+  itself, so callers must run measurements sequentially.
 """
 
 from __future__ import annotations
 
 import abc
-import math
 import platform
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from slimnas import __version__
 from slimnas.errors import InputError
 
-from .._timing import Timing
+from ..protocol import MAX_SAMPLES, ContextSamples, Measurement, Protocol, measure_items
 
 __all__ = ["Backend", "BackendUnavailable", "cpu_name"]
 
@@ -55,6 +54,8 @@ class Backend(abc.ABC):
     """Times modules on one device. Subclasses set ``name`` and implement ``prepare``."""
 
     name: ClassVar[str] = ""
+    #: Whether :meth:`sample_context` can time a network's modules one by one inside the running network.
+    supports_context: ClassVar[bool] = False
     #: The module form this backend times by default (see :mod:`slimnas.latency.modules`).
     default_form: ClassVar[str] = "fused"
 
@@ -62,19 +63,11 @@ class Backend(abc.ABC):
         self,
         threads: int | None = None,
         dtype: str = "float32",
-        warmup_ms: float = 200.0,
-        repeats: int = 30,
-        min_sample_ms: float = 2.0,
     ) -> None:
-        if threads is not None and threads < 1:
-            raise ValueError(f"threads: must be at least 1, got {threads}")
-        if repeats < 1:
-            raise ValueError(f"repeats: must be at least 1, got {repeats}")
+        if threads is not None and (not isinstance(threads, int) or not 1 <= threads <= 4096):
+            raise InputError(f"threads: must be an integer from 1 to 4096, got {threads!r}")
         self.threads = threads
         self.dtype = dtype
-        self.warmup_ms = float(warmup_ms)
-        self.repeats = int(repeats)
-        self.min_sample_ms = float(min_sample_ms)
 
     # ------------------------------------------------------------------ availability and description
     def unavailable_reason(self) -> str | None:
@@ -108,36 +101,38 @@ class Backend(abc.ABC):
     def prepare(self, module: Any, example: Any) -> Callable[[], Any]:
         """Convert/compile ``module`` as the backend needs and return a closure that runs it once on ``example``."""
 
-    def measure(self, module: Any, example: Any) -> Timing:
-        """Timing statistics (ms) of ``module(example)``."""
-        return Timing.from_samples(self.measure_samples(module, example))
+    def measure(self, module: Any, example: Any, protocol: Protocol | None = None) -> Measurement:
+        """The latency of ``module(example)`` under ``protocol`` (default: :class:`Protocol`'s defaults)."""
+        return measure_items([lambda: (module, example)], self, protocol or Protocol())[0]
 
-    def measure_samples(self, module: Any, example: Any) -> list[float]:
-        """The per-call times (ms) of ``repeats`` samples of ``module(example)`` after warm-up."""
+    def sample(self, module: Any, example: Any, protocol: Protocol) -> list[float]:
+        """One pass: the single-call times (ms) of ``module(example)`` after warm-up (see the module docstring)."""
         self.check()
-        return self._time(self.prepare(module, example))
+        return self._sample(self.prepare(module, example), protocol)
+
+    def sample_context(self, network: Any, modules: Sequence[Any], example: Any,
+                       protocol: Protocol) -> ContextSamples:
+        """One pass of ``network(example)`` in context: whole calls alternating with calls that run ``modules`` in turn
+        (which computes the same network) and time each one (see :mod:`slimnas.latency.context`)."""
+        raise BackendUnavailable(f"backend {self.name}: cannot time parts inside a running network; build the table "
+                                 f"with harness 'isolated'")
 
     def _sync(self) -> None:  # noqa: B027 - a no-op by design for synchronous devices
         """Wait for queued work (asynchronous devices override it)."""
 
-    def _clock(self) -> float:
-        return time.perf_counter()
-
-    def _time(self, run: Callable[[], Any]) -> list[float]:
-        calls = 0
-        start = self._clock()
-        while calls < 3 or (self._clock() - start) * 1e3 < self.warmup_ms:
+    def _sample(self, run: Callable[[], Any], protocol: Protocol) -> list[float]:
+        clock = time.perf_counter
+        calls, start = 0, clock()
+        while calls < 3 or (clock() - start) * 1e3 < protocol.warmup_ms:
             run()
             calls += 1
         self._sync()
-        per_call_ms = max((self._clock() - start) * 1e3 / calls, 1e-6)
-        number = max(1, math.ceil(self.min_sample_ms / per_call_ms))
-        samples = []
-        for _ in range(self.repeats):
+        samples: list[float] = []
+        begin = clock()
+        while len(samples) < protocol.samples or ((clock() - begin) * 1e3 < protocol.pass_ms
+                                                   and len(samples) < MAX_SAMPLES):
+            t0 = clock()
+            run()
             self._sync()
-            t0 = self._clock()
-            for _ in range(number):
-                run()
-            self._sync()
-            samples.append((self._clock() - t0) * 1e3 / number)
+            samples.append((clock() - t0) * 1e3)
         return samples

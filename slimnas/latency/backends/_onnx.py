@@ -46,8 +46,11 @@ class ONNXRuntimeBackend(Backend):
     def __init__(self, provider: str = "cpu", threads: int | None = None, **kwargs: Any) -> None:
         if provider not in _PROVIDERS:
             raise ValueError(f"provider: expected one of {sorted(_PROVIDERS)}, got {provider!r}")
-        super().__init__(threads=threads or (torch.get_num_threads() if provider == "cpu" else None), **kwargs)
+        if threads is None and provider == "cpu":
+            threads = torch.get_num_threads()
+        super().__init__(threads=threads, **kwargs)
         self.provider = provider
+        self._exports: dict[tuple, bytes] = {}
 
     def unavailable_reason(self) -> str | None:
         try:
@@ -87,8 +90,33 @@ class ONNXRuntimeBackend(Backend):
         return ort.InferenceSession(model, sess_options=options, providers=[_PROVIDERS[self.provider]])
 
     def prepare(self, module: torch.nn.Module, example: torch.Tensor) -> Callable[[], Any]:
+        """One session per module; a :class:`~slimnas.latency.modules.Rotation` becomes one session per copy,
+        called in turn (each session holds its own weights, so they leave the cache as inside a network)."""
         if self.dtype != "float32":
             raise ValueError(f"dtype: the onnxruntime backend times float32 models, got {self.dtype!r}")
-        session = self.session(export_onnx(module, example))
-        feed = {session.get_inputs()[0].name: example.detach().cpu().numpy()}
-        return lambda: session.run(None, feed)
+        from ..modules import Rotation
+
+        copies = list(module.copies) if isinstance(module, Rotation) else [module]
+        model = self._export(copies[0], example)
+        sessions = [self.session(model) for _ in copies]
+        feed = {sessions[0].get_inputs()[0].name: example.detach().cpu().numpy()}
+        if len(sessions) == 1:
+            return lambda: sessions[0].run(None, feed)
+        turn = [0]
+
+        def run() -> Any:
+            session = sessions[turn[0]]
+            turn[0] = (turn[0] + 1) % len(sessions)
+            return session.run(None, feed)
+
+        return run
+
+    def _export(self, module: torch.nn.Module, example: torch.Tensor) -> bytes:
+        """The ONNX model of ``module``, exported once per structure (timing does not depend on weight values)."""
+        key = (type(module).__qualname__, tuple(example.shape),
+               tuple((name, tuple(t.shape)) for name, t in module.state_dict().items()))
+        if key not in self._exports:
+            if len(self._exports) >= 4096:
+                self._exports.clear()
+            self._exports[key] = export_onnx(module, example)
+        return self._exports[key]

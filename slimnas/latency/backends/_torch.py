@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -10,6 +12,7 @@ import torch
 from slimnas.errors import InputError
 
 from ..modules import DTYPES
+from ..protocol import MAX_SAMPLES, ContextSamples, Protocol
 from ._alloc import ALLOCATORS, allocator_state, tune_allocator
 from ._base import Backend, cpu_name
 
@@ -34,7 +37,7 @@ class TorchCPUBackend(Backend):
     def __init__(self, threads: int | None = None, allocator: str = "tuned", **kwargs: Any) -> None:
         if allocator not in ALLOCATORS:
             raise ValueError(f"allocator: expected one of {ALLOCATORS}, got {allocator!r}")
-        super().__init__(threads=threads or torch.get_num_threads(), **kwargs)
+        super().__init__(threads=torch.get_num_threads() if threads is None else threads, **kwargs)
         self.allocator = allocator
 
     def options(self) -> dict[str, Any]:
@@ -58,15 +61,48 @@ class TorchCPUBackend(Backend):
 
         return run
 
-    def measure_samples(self, module: torch.nn.Module, example: torch.Tensor) -> list[float]:
+    supports_context = True
+
+    @contextlib.contextmanager
+    def _settings(self) -> Iterator[None]:
         if self.allocator == "tuned" and not tune_allocator():
             raise InputError("allocator: cannot tune this C library's allocator; use allocator=default")
         previous = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         try:
-            return super().measure_samples(module, example)
+            yield
         finally:
             torch.set_num_threads(previous)
+
+    def sample(self, module: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> list[float]:
+        with self._settings():
+            return super().sample(module, example, protocol)
+
+    def sample_context(self, network: torch.nn.Module, modules: Sequence[torch.nn.Module], example: torch.Tensor,
+                       protocol: Protocol) -> ContextSamples:
+        self.check()
+        network, example = _prepared(network, example, "cpu", self.dtype)
+        clock = time.perf_counter
+        with self._settings(), torch.inference_mode():
+            calls, start = 0, clock()
+            while calls < 3 or (clock() - start) * 1e3 < protocol.warmup_ms:
+                network(example)
+                calls += 1
+            whole: list[float] = []
+            parts: list[list[float]] = [[] for _ in modules]
+            begin = clock()
+            while len(whole) < protocol.samples or ((clock() - begin) * 1e3 < protocol.pass_ms
+                                                    and len(whole) < MAX_SAMPLES):
+                t0 = clock()
+                network(example)
+                whole.append((clock() - t0) * 1e3)
+                x, last = example, clock()
+                for i, module in enumerate(modules):
+                    x = module(x)
+                    now = clock()
+                    parts[i].append((now - last) * 1e3)
+                    last = now
+        return ContextSamples(whole, parts)
 
 
 class TorchCUDABackend(Backend):
@@ -106,29 +142,62 @@ class TorchCUDABackend(Backend):
     def _sync(self) -> None:
         torch.cuda.synchronize(self.device)
 
-    def _time(self, run: Callable[[], Any]) -> list[float]:
-        # Warm-up and the per-sample call count as in the base protocol; each sample timed with CUDA events.
-        import math
+    supports_context = True
 
-        for _ in range(3):
-            run()
-        self._sync()
+    def sample_context(self, network: torch.nn.Module, modules: Sequence[torch.nn.Module], example: torch.Tensor,
+                       protocol: Protocol) -> ContextSamples:
+        self.check()
+        network, example = _prepared(network, example, self.device, self.dtype)
+        events = [torch.cuda.Event(enable_timing=True) for _ in range(len(modules) + 1)]
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        elapsed, calls = 0.0, 0
-        while calls < 3 or elapsed < self.warmup_ms:
+        with torch.inference_mode():
+            warm, calls = 0.0, 0
+            while calls < 3 or warm < protocol.warmup_ms:
+                start.record()
+                network(example)
+                end.record()
+                end.synchronize()
+                warm += start.elapsed_time(end)
+                calls += 1
+            whole: list[float] = []
+            parts: list[list[float]] = [[] for _ in modules]
+            elapsed = 0.0
+            while len(whole) < protocol.samples or (elapsed < protocol.pass_ms and len(whole) < MAX_SAMPLES):
+                start.record()
+                network(example)
+                end.record()
+                end.synchronize()
+                whole.append(start.elapsed_time(end))
+                elapsed += whole[-1]
+                x = example
+                events[0].record()
+                for i, module in enumerate(modules):
+                    x = module(x)
+                    events[i + 1].record()
+                events[-1].synchronize()
+                for i in range(len(modules)):
+                    parts[i].append(events[i].elapsed_time(events[i + 1]))
+        return ContextSamples(whole, parts)
+
+    def _sample(self, run: Callable[[], Any], protocol: Protocol) -> list[float]:
+        # The base protocol, each sample timed with CUDA events around one call (the host clock would time the
+        # launch, not the kernels).
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        warm, calls = 0.0, 0
+        while calls < 3 or warm < protocol.warmup_ms:
             start.record()
             run()
             end.record()
             end.synchronize()
-            elapsed += start.elapsed_time(end)
+            warm += start.elapsed_time(end)
             calls += 1
-        number = max(1, math.ceil(self.min_sample_ms / max(elapsed / calls, 1e-6)))
-        samples = []
-        for _ in range(self.repeats):
+        samples: list[float] = []
+        elapsed = 0.0
+        while len(samples) < protocol.samples or (elapsed < protocol.pass_ms and len(samples) < MAX_SAMPLES):
             start.record()
-            for _ in range(number):
-                run()
+            run()
             end.record()
             end.synchronize()
-            samples.append(start.elapsed_time(end) / number)
+            samples.append(start.elapsed_time(end))
+            elapsed += samples[-1]
         return samples

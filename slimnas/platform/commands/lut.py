@@ -40,10 +40,20 @@ def _space(name: str, img_size: int | None):
     return space
 
 
+def protocol_from(args: argparse.Namespace, base=None):
+    """The measurement protocol of the command line's ``--stat/--passes/...`` flags (unset flags: ``base``'s, or the
+    defaults)."""
+    from slimnas.latency.protocol import Protocol
+
+    return (base or Protocol()).replace(
+        statistic=getattr(args, "stat", None), passes=args.passes, samples=args.samples, pass_ms=args.pass_ms,
+        warmup_ms=args.warmup_ms, tolerance=args.tolerance, extra_passes=args.extra_passes)
+
+
 def _backend(args: argparse.Namespace):
     from slimnas.latency.backends import get_backend
 
-    settings = {"threads": args.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms}
+    settings = {"threads": args.threads}
     if args.backend == "torch-cpu":
         settings["allocator"] = args.allocator
     if args.backend == "onnxruntime":
@@ -58,10 +68,11 @@ def _backend(args: argparse.Namespace):
 
 
 def _build(args: argparse.Namespace) -> int:
-    from slimnas.latency.builder import build_table
+    from slimnas.latency.builder import MAX_BATCH, build_table
 
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size: must be at least 1, got {args.batch_size}")
+    if not 1 <= args.batch_size <= MAX_BATCH:
+        raise InputError(f"--batch-size: must be from 1 to {MAX_BATCH}, got {args.batch_size}")
+    protocol = protocol_from(args)
     space = _space(args.space, args.img_size)
     backend = _backend(args)
     if args.backend == "coreml" and backend.unavailable_reason() and backend.can_convert() is None:
@@ -72,12 +83,20 @@ def _build(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"lut: {out} exists; choose another --out or pass --force to replace it")
+    from slimnas.latency.modules import resolve_rotation_mb
+
+    if args.rotation_mb != "auto":
+        resolve_rotation_mb(args.rotation_mb, space)
+    for name in ("cover", "max_networks"):
+        if not 1 <= getattr(args, name) <= 100_000:
+            raise InputError(f"--{name.replace('_', '-')}: must be from 1 to 100000, got {getattr(args, name)}")
     printer = ProgressPrinter("lut build")
     print(f"building {out}: space {space.name} at {space.img_size}px, {backend.name} on {backend.device_name()}, "
           f"batch {args.batch_size}, threads {backend.threads}", file=sys.stderr)
     table = build_table(space, backend, out, batch=args.batch_size, form=args.form, num_classes=args.num_classes,
-                        passes=args.passes, rotation_mb=args.rotation_mb, resume=not args.no_resume,
-                        overwrite=args.force, on_progress=printer)
+                        protocol=protocol, rotation_mb=args.rotation_mb, harness=args.harness, cover=args.cover,
+                        max_networks=args.max_networks, resume=not args.no_resume, overwrite=args.force,
+                        on_progress=printer)
     print(f"wrote {out}: {len(table)} entries ({table.meta.describe()})")
     return 0
 
@@ -91,7 +110,7 @@ def _write_bundle(args: argparse.Namespace, space) -> int:
     start = time.perf_counter()
 
     def progress(done: int, total: int, item: str) -> None:
-        from slimnas.latency.builder import Progress
+        from slimnas.latency.protocol import Progress
 
         elapsed = time.perf_counter() - start
         printer(Progress(done, total, item, elapsed, elapsed / done * (total - done)))
@@ -106,9 +125,16 @@ def _write_bundle(args: argparse.Namespace, space) -> int:
 
 def _validate(args: argparse.Namespace) -> int:
     from slimnas.latency.table import LatencyTable
-    from slimnas.latency.validate import validate_measured, validate_table
+    from slimnas.latency.validate import backend_for, compare_tables, validate_measured, validate_table
 
     table = LatencyTable.load(args.lut)
+    if not 0 <= args.num_archs <= 100_000:
+        raise InputError(f"--num-archs: must be from 0 to 100000, got {args.num_archs}")
+    if args.against:
+        other = LatencyTable.load(args.against)
+        result = compare_tables(table, other, num_archs=args.num_archs, seed=args.seed)
+        print(json.dumps({"against": args.against, **result}, indent=2))
+        return 0
     if args.measurements:
         if not args.bundle:
             raise InputError("--bundle: needed with --measurements")
@@ -120,16 +146,14 @@ def _validate(args: argparse.Namespace) -> int:
             raise InputError(f"--measurements: no measured networks of the bundle in {args.measurements}")
         report = validate_measured(table, networks, args.calibrate_fraction, args.seed)
     else:
-        from slimnas.latency.backends import get_backend
-
-        meta = table.meta
-        settings = {"threads": meta.threads, "repeats": args.repeats, "warmup_ms": args.warmup_ms,
-                    "dtype": meta.dtype, **{k: v for k, v in meta.options.items() if k != "rotation_mb"}}
-        backend = get_backend(meta.backend, **settings)
-        print(f"validating {args.lut} ({meta.describe()}) on {args.num_archs} random archs + presets",
+        if getattr(args, "stat", None) not in (None, table.stat):
+            raise InputError(f"--stat: the table predicts the {table.stat}; validation measures that")
+        protocol = protocol_from(args, table.meta.measurement_protocol())
+        backend = backend_for(table)
+        print(f"validating {args.lut} ({table.meta.describe()}) on {args.num_archs} random archs + presets",
               file=sys.stderr)
         report = validate_table(table, backend, num_archs=args.num_archs, seed=args.seed,
-                                calibrate_fraction=args.calibrate_fraction, passes=args.passes,
+                                calibrate_fraction=args.calibrate_fraction, protocol=protocol,
                                 on_progress=ProgressPrinter("lut validate"))
     out_dir = Path(args.out_dir or Path(args.lut).with_suffix("").as_posix() + "-validation")
     paths = report.write(out_dir)
@@ -144,7 +168,8 @@ def _show(args: argparse.Namespace) -> int:
     from .models import read_arch
 
     table = LatencyTable.load(args.lut, stat=args.stat)
-    info = {"meta": table.meta.to_dict(), "entries": len(table),
+    info = {"meta": table.meta.to_dict(), "statistic": table.stat, "overhead_ms": table.meta.overhead_ms,
+            "entries": len(table),
             "entries_by_kind": dict(Counter(p.kind for p in table.entries)),
             "missing_for_space": len(table.missing_for_space())}
     arch = None
@@ -174,11 +199,28 @@ def _import(args: argparse.Namespace) -> int:
     return 0
 
 
-def _measurement_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--repeats", type=int, default=30, help="timing samples per module (per pass)")
-    p.add_argument("--warmup-ms", type=float, default=200.0, help="warm-up time per module (per pass)")
-    p.add_argument("--passes", type=int, default=1, help="interleaved passes whose samples are pooled "
-                   "(spreads each measurement over the run on machines whose speed wanders)")
+def _measurement_args(p: argparse.ArgumentParser, build: bool) -> None:
+    """The protocol flags (see slimnas.latency.protocol); unset flags keep the defaults (build) or the table's."""
+    from slimnas.latency._timing import STATISTICS
+    from slimnas.latency.protocol import Protocol
+
+    d = Protocol()
+    where = "default" if build else "default: the table's"
+    if build:
+        p.add_argument("--stat", choices=STATISTICS, default=None,
+                       help=f"the statistic a latency is ({where}: {d.statistic}; see slimnas.latency.protocol)")
+    p.add_argument("--passes", type=int, default=None, help=f"interleaved passes ({where}: {d.passes})")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"at least this many single-call samples per item and pass ({where}: {d.samples})")
+    p.add_argument("--pass-ms", type=float, default=None,
+                   help=f"at least this much sampling per item and pass ({where}: {d.pass_ms:g} ms)")
+    p.add_argument("--warmup-ms", type=float, default=None, help=f"warm-up per item and pass ({where}: "
+                   f"{d.warmup_ms:g} ms)")
+    p.add_argument("--tolerance", type=float, default=None, help=f"a pass this far off the median of the item's "
+                   f"passes is disturbed and dropped ({where}: {d.tolerance:g})")
+    p.add_argument("--extra-passes", type=int, default=None,
+                   help=f"most re-measurement passes for items with many disturbed passes ({where}: "
+                        f"{d.extra_passes})")
 
 
 def register(sub) -> None:
@@ -205,9 +247,16 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=int, default=1000)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-resume", action="store_true", help="ignore (and replace) an interrupted build's journal")
-    p.add_argument("--rotation-mb", type=float, default=0.0, help="torch backends: rotate part copies with this "
-                   "many MiB of weights, so weights come from memory as inside a network (see latency.modules)")
-    _measurement_args(p)
+    p.add_argument("--rotation-mb", default="auto", help="parts timed alone: rotate copies with this many MiB of "
+                   "weights, so weights come from memory as inside a network; 'auto': the space's largest network's "
+                   "weights, at most 32 (see slimnas.latency.modules)")
+    p.add_argument("--harness", choices=["context", "isolated"], default=None, help="where parts are timed: inside "
+                   "covering networks, or each alone (default: context where the backend can; see "
+                   "slimnas.latency.context)")
+    p.add_argument("--cover", type=int, default=2, help="context: each part in this many covering networks")
+    p.add_argument("--max-networks", type=int, default=96, help="context: at most this many covering networks "
+                   "(parts left out are timed alone and scaled)")
+    _measurement_args(p, build=True)
     p.set_defaults(func=_build, full_command="lut build")
 
     p = lsub.add_parser("validate", help="compare a table with measured whole networks")
@@ -219,7 +268,10 @@ def register(sub) -> None:
     p.add_argument("--out-dir", default=None, help="where the CSV, PNG and JSON go (default: next to the table)")
     p.add_argument("--bundle", default=None, help="coreml: the bundle whose networks were measured")
     p.add_argument("--measurements", default=None, help="coreml: the device's measurements file")
-    _measurement_args(p)
+    p.add_argument("--against", default=None, help="another table of the space: report how far the two tables' "
+                   "predictions disagree on --num-archs random archs (repeatability), instead of measuring")
+    p.add_argument("--stat", default=None, help=argparse.SUPPRESS)
+    _measurement_args(p, build=False)
     p.set_defaults(func=_validate, full_command="lut validate")
 
     p = lsub.add_parser("show", help="a table's metadata, completeness, and an arch's predicted latency")
@@ -227,7 +279,8 @@ def register(sub) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--preset", help="predict a preset (l1 | l3 | l7) at the table's input size")
     group.add_argument("--arch", help="predict an arch from a JSON file")
-    p.add_argument("--stat", default="median", help="median | mean | p10 | p90")
+    p.add_argument("--stat", default=None, help="predict with another statistic than the table's protocol's "
+                   "(median | mean | p25 | p10 | p90 | min)")
     p.set_defaults(func=_show, full_command="lut show")
 
     p = lsub.add_parser("import-measurements", help="a table from a Core ML bundle and the device's measurements")

@@ -1,0 +1,163 @@
+"""Parts timed in context: inside running networks, with their real producer and consumer.
+
+Timed alone in a loop, a small part runs faster than inside a network: its weights and input stay in the core's
+caches, its code stays hot, the allocator recycles one block. On ``tiny`` at 64 px (parts of 2-300 us) the plain sum
+of isolated timings missed whole networks by -19% (-3% with weight rotation, and -10% to -12% while other processes
+used the machine: the gap moves with the machine's load). Measured where the network runs it, a part's time already
+contains all of that. ``harness="context"`` (the default for backends that can, :attr:`Backend.supports_context`):
+
+1. **Covering networks.** From a seeded pool of random archs of the space, a greedy cover picks networks until every
+   part occurs in ``cover`` of them (2 by default), or ``max_networks`` are taken (``tiny``: a full cover takes 96
+   networks; ``l7``'s 1,512 downsample width pairs would take over a thousand, so it is covered partly).
+2. **Timing in context.** Each network is timed under the protocol (:mod:`.protocol`): alternately a whole call, and
+   a call that runs the network's modules in turn (the same computation) with a clock read between modules; one
+   module = one part (:func:`~slimnas.latency.modules.network_parts`). A pass is disturbed by the whole calls'
+   statistic, as for any network; a part's entry is the protocol statistic of its in-context times over every
+   accepted pass of every covering network it occurs in.
+3. **Parts no covering network holds** (only when the cover is partial) take their isolated timing (the builder
+   times every part alone too, in that case) times the median in-context/isolated ratio of the parts of the same kind
+   and stage that were covered.
+4. **Per-network overhead.** What a whole call spends outside its parts (the stage loop's Python, and minus the
+   clock reads of the instrumented calls): the median over covering networks of ``whole - sum(parts)``, recorded
+   as ``TableMeta.overhead_ms`` and added once to every prediction.
+
+The evidence (``docs/benchmarks.md``, "Part-to-network gap") and the reasoning (``docs/design.md``) say why this and not
+a fitted calibration: once parts were measured under the protocol, fitting per-kind corrections on measured networks
+did not beat the plain sum at any training size (the learning curve was flat), while context moved the bias.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+
+from ._parts import Part, parts_of
+from ._timing import Timing
+from .protocol import ContextSamples, Progress, Protocol, assess, run_passes, statistic_of
+
+__all__ = ["covering_archs", "ContextResult", "measure_in_context", "combine", "HARNESSES"]
+
+#: How a table's parts are timed: inside covering networks, or each alone in a loop.
+HARNESSES = ("context", "isolated")
+_POOL = 3000
+
+
+def covering_archs(space: SearchSpace, num_classes: int = 1000, in_chans: int = 3, cover: int = 2,
+                   max_networks: int = 96, seed: int = 0) -> list[Arch]:
+    """Archs chosen greedily from a seeded random pool until every part of the space occurs in ``cover`` of them (or
+    ``max_networks`` are chosen); each pick adds the most parts still short of their cover."""
+    rng = random.Random(seed)
+    pool = [space.sample(rng) for _ in range(_POOL)]
+    sets = [set(parts_of(a, num_classes, in_chans)) for a in pool]
+    counts: dict[Part, int] = {}
+    chosen: list[Arch] = []
+    used: set[int] = set()
+    while len(chosen) < max_networks:
+        gains = [(sum(1 for p in parts if counts.get(p, 0) < cover), -i) for i, parts in enumerate(sets)
+                 if i not in used]
+        gain, neg = max(gains, default=(0, 0))
+        if gain == 0:
+            break
+        used.add(-neg)
+        chosen.append(pool[-neg])
+        for p in sets[-neg]:
+            counts[p] = counts.get(p, 0) + 1
+    return chosen
+
+
+@dataclass(frozen=True)
+class ContextResult:
+    """What timing in context gave: per covered part its in-context timing, and the per-network overhead."""
+
+    entries: dict[Part, Timing]
+    overhead_ms: float
+    networks: int
+    disturbed: int  # network passes dropped as disturbed
+    passes: int  # network passes in all
+
+
+def measure_in_context(
+    archs: Sequence[Arch],
+    backend,
+    protocol: Protocol,
+    batch: int = 1,
+    form: str = "fused",
+    num_classes: int = 1000,
+    in_chans: int = 3,
+    *,
+    done: Mapping[tuple[int, int], ContextSamples] | None = None,
+    on_pass: Callable[[int, int, ContextSamples], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> ContextResult:
+    """Time ``archs``' networks in context (see the module docstring); ``done``/``on_pass`` as in
+    :func:`~slimnas.latency.protocol.run_passes` (a build's journal)."""
+    from .modules import network_parts
+
+    def sample_pass(i: int) -> ContextSamples:
+        network, modules, example = network_parts(archs[i], batch, form, num_classes, in_chans)
+        return backend.sample_context(network, modules, example, protocol)
+
+    records = run_passes(len(archs), sample_pass, protocol, times=lambda r: r.network,
+                         names=[f"network {i + 1}/{len(archs)}" for i in range(len(archs))], done=done,
+                         on_pass=on_pass, on_progress=on_progress)
+    pooled: dict[Part, list[float]] = {}
+    overheads, disturbed, total = [], 0, 0
+    for arch, passes in zip(archs, records):
+        verdict = assess([r.network for r in passes], protocol)
+        disturbed += verdict.disturbed
+        total += len(passes)
+        kept = [r for r, ok in zip(passes, verdict.accepted) if ok]
+        parts = parts_of(arch, num_classes, in_chans)
+        inside = 0.0
+        for i, part in enumerate(parts):
+            values = [v for r in kept for v in r.parts[i]]
+            pooled.setdefault(part, []).extend(values)
+            inside += statistic_of(values, protocol.statistic)
+        overheads.append(verdict.value - inside)
+    entries = {part: Timing.from_samples(values) for part, values in pooled.items()}
+    # Statistics of pooled in-context samples: the protocol's statistic is what predictions add up.
+    return ContextResult(entries, float(np.median(overheads)) if overheads else 0.0, len(archs), disturbed, total)
+
+
+def combine(context: ContextResult, isolated: Mapping[Part, Timing], statistic: str) -> dict[Part, Timing]:
+    """Every part's entry: in context where covered, else its isolated timing scaled by the median
+    in-context/isolated ratio of covered parts of the same kind and stage (of the same kind; else unscaled)."""
+    ratios: dict[tuple[str, int | None], list[float]] = {}
+    for part, timing in context.entries.items():
+        if part in isolated and isolated[part].get(statistic) > 0:
+            ratio = timing.get(statistic) / isolated[part].get(statistic)
+            ratios.setdefault((part.kind, part.stage), []).append(ratio)
+            ratios.setdefault((part.kind, None), []).append(ratio)
+    out = dict(context.entries)
+    for part, timing in isolated.items():
+        if part in out:
+            continue
+        found = ratios.get((part.kind, part.stage)) or ratios.get((part.kind, None)) or [1.0]
+        out[part] = _scaled(timing, float(np.median(found)))
+    return out
+
+
+def _scaled(timing: Timing, factor: float) -> Timing:
+    return Timing(median=timing.median * factor, mean=timing.mean * factor, p10=timing.p10 * factor,
+                  p90=timing.p90 * factor, std=timing.std * factor, count=timing.count, p25=timing.p25 * factor,
+                  min=timing.min * factor)
+
+
+def journal_record(kind: str, index: int, pass_index: int, record: ContextSamples | list[float],
+                   part: Part | None = None) -> str:
+    """One journal line (see :mod:`.builder`)."""
+    if isinstance(record, ContextSamples):
+        body = {"network": [round(v, 7) for v in record.network],
+                "parts": [[round(v, 7) for v in row] for row in record.parts]}
+    else:
+        body = {"samples": [round(v, 7) for v in record]}
+    head = {"stage": kind, "index": index, "pass": pass_index}
+    if part is not None:
+        head["part"] = [part.kind, part.stage, part.c_in, part.c_out]
+    return json.dumps(head | body)

@@ -1,0 +1,294 @@
+"""The measurement protocol: how every latency in slimnas is measured (table entries, whole networks, winners).
+
+A shared machine cannot be made quiet, so the protocol is built to be repeatable on one (the evidence is in
+``docs/benchmarks.md``, "Measurement protocol"; the reasoning in ``docs/design.md``):
+
+1. **Many short samples.** Each sample is one call (``module(example)``), timed alone, after a warm-up of
+   ``warmup_ms``. A pass over an item takes single-call samples for at least ``pass_ms`` and at least ``samples``
+   calls (no more than :data:`MAX_SAMPLES` once ``samples`` are taken). Interference then lands in a few samples
+   instead of biasing all of them.
+2. **Interleaved passes.** The items (the parts of a table, the networks of a validation) are measured round-robin in
+   ``passes`` passes, so each item's samples are spread over the whole measurement instead of one moment of it: on
+   the 2-core VMs slimnas is developed on, the machine's speed drifts by up to +-7% over tens of seconds.
+3. **Disturbed passes are detected and re-measured.** A pass whose statistic lies further than ``tolerance`` from the
+   median of the item's passes is *disturbed* (a burst of interference, or of unusual speed) and its samples are
+   dropped. An item with more than a quarter of its passes disturbed gets up to ``extra_passes`` more passes, again
+   round-robin over the items that need them.
+4. **A statistic chosen by measured repeatability:** the ``median`` by default. Low quantiles and the minimum are the
+   textbook choice where interference only adds time, but on these VMs the speed also jumps *up* by ~1.6x for tens of
+   milliseconds at a time (seen in single-call traces), so a low quantile records whether such a burst happened
+   during the measurement. Across processes, the median was the most repeatable statistic here (figures in
+   ``docs/benchmarks.md``). The others are options (``median | mean | p25 | p10 | min``); a table predicts with the
+   statistic its protocol names and validation measures that same statistic.
+
+The protocol is recorded in a table's metadata (``TableMeta.protocol``) and reused by whatever measures against that
+table (validation, a search job's winners), so a prediction and a measurement always estimate the same quantity.
+
+Plain Python + NumPy; backends do the timing (``Backend.sample``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from typing import Protocol as _Protocol
+
+import numpy as np
+
+from slimnas.errors import InputError
+
+from ._timing import STATISTICS, Timing
+
+__all__ = ["Protocol", "Measurement", "ContextSamples", "Progress", "assess", "needs_more", "measure_items",
+           "run_passes", "statistic_of", "STATISTICS", "MAX_SAMPLES"]
+
+#: Samples per item and pass stop at this count once ``samples`` are taken, even before ``pass_ms`` (a 2 us part
+#: would otherwise take 20,000 samples a pass: more than any statistic needs, and a journal of hundreds of MB).
+MAX_SAMPLES = 500
+#: An item needs extra passes when more than this share of its passes are disturbed.
+_DISTURBED_SHARE = 0.25
+
+
+def statistic_of(samples: Sequence[float], statistic: str) -> float:
+    """``statistic`` (one of :data:`STATISTICS`) of ``samples``."""
+    values = np.asarray(samples, dtype=np.float64)
+    if statistic == "median":
+        return float(np.median(values))
+    if statistic == "mean":
+        return float(values.mean())
+    if statistic == "p25":
+        return float(np.percentile(values, 25))
+    if statistic == "p10":
+        return float(np.percentile(values, 10))
+    if statistic == "min":
+        return float(values.min())
+    raise InputError(f"protocol.statistic: expected one of {STATISTICS}, got {statistic!r}")
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How one latency is measured (see the module docstring). Bad settings raise ``InputError`` naming the field."""
+
+    statistic: str = "median"  # what a latency is: median | mean | p25 | p10 | min of the accepted samples
+    passes: int = 8  # round-robin passes over the items
+    samples: int = 10  # at least this many single-call samples per item and pass
+    pass_ms: float = 40.0  # ... and at least this much sampling time per item and pass
+    warmup_ms: float = 20.0  # untimed calls before each item's samples, in every pass (at least 3 calls)
+    tolerance: float = 0.10  # a pass whose statistic is off the median of the item's passes by more is disturbed
+    extra_passes: int = 4  # at most this many re-measurement passes for items with too many disturbed passes
+
+    def __post_init__(self) -> None:
+        checks = {
+            "statistic": self.statistic in STATISTICS,
+            "passes": isinstance(self.passes, int) and 1 <= self.passes <= 1000,
+            "samples": isinstance(self.samples, int) and 1 <= self.samples <= 10**6,
+            "pass_ms": math.isfinite(self.pass_ms) and 0 <= self.pass_ms <= 600_000,
+            "warmup_ms": math.isfinite(self.warmup_ms) and 0 <= self.warmup_ms <= 600_000,
+            "tolerance": math.isfinite(self.tolerance) and 0 < self.tolerance <= 10,
+            "extra_passes": isinstance(self.extra_passes, int) and 0 <= self.extra_passes <= 1000,
+        }
+        limits = {"statistic": f"one of {STATISTICS}", "passes": "an integer from 1 to 1000",
+                  "samples": "an integer from 1 to 1000000", "pass_ms": "between 0 and 600000",
+                  "warmup_ms": "between 0 and 600000", "tolerance": "above 0 and at most 10",
+                  "extra_passes": "an integer from 0 to 1000"}
+        for name, ok in checks.items():
+            if not ok:
+                raise InputError(f"protocol.{name}: must be {limits[name]}, got {getattr(self, name)!r}")
+
+    def replace(self, **changes: Any) -> Protocol:
+        """This protocol with some fields changed (``None`` values are ignored)."""
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Protocol:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise InputError(f"protocol: unknown field(s) {unknown}")
+        return cls(**dict(data))
+
+    def describe(self) -> str:
+        return (f"{self.statistic} of single calls, {self.passes} interleaved passes of >= {self.samples} samples and "
+                f">= {self.pass_ms:g} ms, disturbed passes (> {self.tolerance:.0%} off) re-measured")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One item's measurement: its latency under the protocol and what it took to get it."""
+
+    value: float  # the protocol's statistic of the accepted samples (ms)
+    timing: Timing  # all statistics of the accepted samples
+    passes: int  # accepted passes
+    disturbed: int  # passes dropped as disturbed
+    pass_values: tuple[float, ...]  # each pass's statistic, in measurement order (ms)
+    accepted: tuple[bool, ...]  # whether each pass was kept (not disturbed)
+
+    def pass_range(self) -> tuple[float, float]:
+        """Lowest and highest statistic among the accepted passes (ms): the measurement's own spread."""
+        kept = [v for v, ok in zip(self.pass_values, self.accepted) if ok]
+        return min(kept), max(kept)
+
+    @property
+    def spread(self) -> float:
+        """Relative spread of the accepted passes (max/min - 1)."""
+        low, high = self.pass_range()
+        return high / low - 1.0 if low > 0 else float("nan")
+
+
+def assess(pass_samples: Sequence[Sequence[float]], protocol: Protocol) -> Measurement:
+    """The measurement from an item's passes: disturbed passes dropped, the statistic of the rest pooled."""
+    if not pass_samples:
+        raise ValueError("pass_samples: need at least one pass")
+    values = [statistic_of(s, protocol.statistic) for s in pass_samples]
+    center = float(np.median(values))
+    kept = [abs(v - center) <= protocol.tolerance * center for v in values]
+    if not any(kept):  # an even count split far apart: keep the pass nearest the median, the rest are disturbed
+        nearest = min(range(len(values)), key=lambda i: abs(values[i] - center))
+        kept = [i == nearest for i in range(len(values))]
+    pooled = [x for s, ok in zip(pass_samples, kept) if ok for x in s]
+    timing = Timing.from_samples(pooled)
+    return Measurement(value=statistic_of(pooled, protocol.statistic), timing=timing, passes=sum(kept),
+                       disturbed=len(kept) - sum(kept), pass_values=tuple(values), accepted=tuple(kept))
+
+
+def needs_more(measurement: Measurement) -> bool:
+    """Whether too many of an item's passes were disturbed for its value to stand."""
+    total = measurement.passes + measurement.disturbed
+    return measurement.disturbed > _DISTURBED_SHARE * total
+
+
+@dataclass(frozen=True)
+class ContextSamples:
+    """One pass of a network timed in context (:mod:`slimnas.latency.context`): whole calls, and calls timed module
+    by module, alternating."""
+
+    network: list[float]  # single-call times of the whole network (ms)
+    parts: list[list[float]]  # parts[i]: module i's times inside the instrumented calls (ms)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"network": self.network, "parts": self.parts}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ContextSamples:
+        return cls([float(v) for v in data["network"]], [[float(v) for v in row] for row in data["parts"]])
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where a long measurement stands (passed to progress callbacks)."""
+
+    done: int
+    total: int
+    item: str
+    elapsed_s: float
+    eta_s: float | None
+
+    def line(self, what: str = "parts") -> str:
+        eta = "?" if self.eta_s is None else _clock(self.eta_s)
+        pct = 100.0 * self.done / max(self.total, 1)
+        return (f"{self.done}/{self.total} {what} ({pct:4.1f}%)  elapsed {_clock(self.elapsed_s)}  ETA {eta}  "
+                f"{self.item}")
+
+
+def _clock(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
+        f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class Sampler(_Protocol):
+    """What :func:`measure_items` needs from a backend: one pass of samples of one item."""
+
+    def sample(self, module: Any, example: Any, protocol: Protocol) -> list[float]: ...
+
+
+R = TypeVar("R")
+
+
+def run_passes(
+    count: int,
+    sample_pass: Callable[[int], R],
+    protocol: Protocol,
+    *,
+    times: Callable[[R], Sequence[float]] = lambda r: r,  # type: ignore[assignment,return-value]
+    names: Sequence[str] | None = None,
+    done: Mapping[tuple[int, int], R] | None = None,
+    on_pass: Callable[[int, int, R], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> list[list[R]]:
+    """The protocol's pass schedule over ``count`` items; returns every item's passes, in order.
+
+    ``sample_pass(i)`` measures one pass of item ``i`` and returns its record, whose single-call times
+    ``times(record)`` decide disturbed passes and extra passes. ``done`` holds passes measured before, as
+    ``{(item, pass): record}`` (a build resuming from its journal); ``on_pass(item, pass, record)`` is called after each
+    new pass (the journal's write). Extra passes are numbered from ``protocol.passes`` on; which items get them
+    depends only on the samples, so a resumed measurement takes the same decisions.
+    """
+    names = list(names) if names is not None else [f"item {i}" for i in range(count)]
+    records: list[list[R]] = [[] for _ in range(count)]
+    done = dict(done or {})
+    start = time.perf_counter()
+    counter = {"new": 0, "done": 0, "total": count * protocol.passes}
+
+    def run(i: int, pass_index: int) -> None:
+        if (i, pass_index) in done:
+            records[i].append(done[(i, pass_index)])
+            counter["done"] += 1
+            return
+        record = sample_pass(i)
+        records[i].append(record)
+        counter["new"] += 1
+        counter["done"] += 1
+        if on_pass is not None:
+            on_pass(i, pass_index, record)
+        if on_progress is not None:
+            elapsed = time.perf_counter() - start
+            left = max(counter["total"] - counter["done"], 0)
+            label = names[i] if protocol.passes == 1 else f"pass {pass_index + 1}/{protocol.passes}: {names[i]}"
+            on_progress(Progress(counter["done"], max(counter["total"], counter["done"]), label, elapsed,
+                                 elapsed / counter["new"] * left))
+
+    for pass_index in range(protocol.passes):
+        for i in range(count):
+            run(i, pass_index)
+    for extra in range(protocol.extra_passes):
+        pending = [i for i in range(count)
+                   if needs_more(assess([times(r) for r in records[i]], protocol))]
+        if not pending:
+            break
+        counter["total"] += len(pending)
+        for i in pending:
+            run(i, protocol.passes + extra)
+    return records
+
+
+def measure_items(
+    items: Sequence[Callable[[], tuple[Any, Any]]],
+    backend: Sampler,
+    protocol: Protocol,
+    *,
+    names: Sequence[str] | None = None,
+    done: Mapping[tuple[int, int], Sequence[float]] | None = None,
+    on_pass: Callable[[int, int, list[float]], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> list[Measurement]:
+    """Measure every item under ``protocol`` (see the module docstring); returns one measurement per item.
+
+    ``items[i]()`` returns ``(module, example)`` for item ``i``; it is called once per pass, so it may build the
+    module anew (parts: bounded memory) or return one built up front (networks). ``done``, ``on_pass`` and
+    ``on_progress`` as in :func:`run_passes`.
+    """
+    def sample_pass(i: int) -> list[float]:
+        module, example = items[i]()
+        return backend.sample(module, example, protocol)
+
+    passes = run_passes(len(items), sample_pass, protocol, names=names, done=done, on_pass=on_pass,
+                        on_progress=on_progress)
+    return [assess(p, protocol) for p in passes]
