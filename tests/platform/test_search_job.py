@@ -141,9 +141,9 @@ class FakeDevice:
 def test_winners_slower_on_the_device_are_replaced_and_the_extra_evaluations_counted(inputs):
     root, checkpoint, table, full = inputs
     supernet, _ = load_supernet(str(checkpoint))
-    target = round(0.85 * table.predict(start_arch(supernet.space, supernet.importance())), 3)  # a few rounds
+    target = round(0.9 * table.predict(start_arch(supernet.space, supernet.importance())), 3)  # a round or two
     cfg = _config(root, checkpoint, root / "tiny.parquet", [target], name="verify", methods=["slimming", "random"],
-                  budget=4)
+                  budget=4, eval_images=64)
     device = FakeDevice(table, target)
     lines = []
     try:
