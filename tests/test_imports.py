@@ -48,6 +48,7 @@ print(importance_from_alphas(space.kinds, [[[0.0] * len(k)] * n for k, n in zip(
 def test_search_algorithms_run_without_torch_ray_and_mlflow():
     result = _run("BLOCKED = {'torch', 'timm', 'ray', 'mlflow'}" + BLOCK + """
 from slimnas.search import SlimmingSearch, RandomSearch, TPESearch
+from slimnas.search.verification import MeasurementCache, SlimmingRun, verify_slimming
 from slimnas.testing import TOY_SPACE, run_search, toy_latency
 search = run_search(SlimmingSearch(TOY_SPACE, TOY_SPACE.max_arch(), [[1.0]] * 2 + [[1.0, 2.0]] * 2, toy_latency, 16.0))
 print(search.trajectory[-1]['latency_ms'], search.evaluations)

@@ -124,8 +124,10 @@ class PipelineSearchSection(ConfigModel):
     slimming: SlimmingSection = SlimmingSection()
     early_stop: EarlyStopSection = EarlyStopSection()
     seed: int = 0
-    measure_final: bool = True
+    measure_final: bool = True  # verify the winners on the table's backend (see SearchJobConfig.latency)
     measure_repeats: int = Field(20, ge=1)
+    tolerance_pct: float = Field(2.0, ge=0)
+    max_extra_steps: int = Field(5, ge=0)
 
     @field_validator("targets_relative")
     @classmethod
@@ -223,7 +225,8 @@ class PipelineConfig(ConfigModel):
             "name": "search", "output": str(self.output_dir), "supernet": supernet,
             "data": (s.data or self.train.data).model_dump(), "eval_images": s.eval_images,
             "latency": {"table": table, "calibration": calibration, "measure_final": s.measure_final,
-                        "measure_repeats": s.measure_repeats},
+                        "measure_repeats": s.measure_repeats, "tolerance_pct": s.tolerance_pct,
+                        "max_extra_steps": s.max_extra_steps},
             "methods": list(s.methods), "targets": targets, "budget": s.budget,
             "slimming": s.slimming.model_dump(), "early_stop": s.early_stop.model_dump(), "seed": s.seed,
             "ray": self.ray.model_dump(),

@@ -20,8 +20,12 @@ METHODS = ("slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga
 class LatencySection(ConfigModel):
     table: str  # a latency table (Parquet) of the supernet's space
     calibration: str | None = None  # a calibrated predictor fitted by `slimnas lut validate` (calibration.json)
-    measure_final: bool = True  # time each winning arch end to end on the table's backend at the end
+    # verify each winning arch end to end on the table's backend at the end (slimnas.search.verification); false:
+    # nothing is measured and meets_target stays empty
+    measure_final: bool = True
     measure_repeats: int = Field(20, ge=1)
+    tolerance_pct: float = Field(2.0, ge=0)  # a winner measured over target * (1 + tolerance_pct/100) fails it
+    max_extra_steps: int = Field(5, ge=0)  # slimming steps past the end of a run's trajectory, per slimming run
 
 
 class SlimmingSection(ConfigModel):

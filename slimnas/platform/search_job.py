@@ -9,8 +9,18 @@ slimming had used when it first reached that target (so "equal budgets" is exact
 the largest of those budgets and answers every target from its Pareto front. A fixed ``budget: N`` gives every
 baseline and target N evaluations.
 
-Results: for each (method, target) the winning arch, its predicted latency (table), its latency measured end to end on
-the table's backend (when that backend runs here), its top-1, the evaluations used and the wall time; written to
+Winners verified on the device (the closed loop, :mod:`slimnas.search.verification`): at the end, every winner is
+measured end to end on the table's backend (one call for all of them, then replacements as needed). A winner slower
+than its target by more than ``latency.tolerance_pct`` is not reported as meeting it: a baseline takes its next best
+evaluated arch that measures within the tolerance; slimming walks on along its trajectory and, past its end, slims on
+one round at a time (each round a Tune experiment ``<method>-verify-<n>``, at most ``latency.max_extra_steps``), the
+extra evaluations counted in its ``evaluations`` and reported as ``extra_evaluations`` (their wall time is added to
+its ``wall_s``). The measuring is one function, :func:`_measure_on_device`; ``run_search_job(measure=...)`` replaces
+it (a fake device in tests). Where the table's backend cannot run (Core ML off macOS, ``torch-cuda`` without a GPU)
+the job says that verification is pending and how to time the winners on the device; ``meets_target`` stays empty.
+
+Results: for each (method, target) the winning arch, its predicted latency (table), its measured latency and whether it
+meets the target, its top-1, the evaluations used (and how many the verification added) and the wall time; written to
 ``<output>/<name>/results.{json,csv}`` (atomically) and to MLflow (:mod:`slimnas.platform.search_tracking`).
 """
 
@@ -21,7 +31,7 @@ import io
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,17 +47,35 @@ from slimnas.search import (
     TPESearch,
     start_arch,
 )
+from slimnas.search.verification import (
+    ContinueRoundFn,
+    MeasurementCache,
+    SlimmingRun,
+    Verification,
+    tolerance_limit,
+    unverified,
+    verify_baseline,
+    verify_slimming,
+)
 from slimnas.search_spaces.efficientformer import Arch
 
 from .search_config import SearchJobConfig
 
-__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet"]
+__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet", "DeviceMeasure"]
 
 log = logging.getLogger(__name__)
+
+#: Measured latency (ms) of each arch on the table's device, or ``None`` when that device cannot measure here.
+DeviceMeasure = Callable[[Sequence[Arch]], Sequence[float] | None]
 
 
 @dataclass
 class MethodResult:
+    """One (method, target) of a job. ``evaluations`` include ``extra_evaluations`` (spent by the verification);
+    ``verification`` is ``met``, ``not met``, ``pending`` (the device cannot measure here), ``off``
+    (``measure_final: false``) or ``no answer``; ``verify_steps`` counts the candidates or steps taken after the
+    original answer."""
+
     method: str
     target_ms: float
     arch: dict[str, Any] | None
@@ -58,6 +86,17 @@ class MethodResult:
     measured_ms: float | None = None
     early_stop: dict[str, int] = field(default_factory=dict)
     stop_reason: str = ""
+    meets_target: bool | None = None
+    verify_steps: int = 0
+    extra_evaluations: int = 0
+    verification: str = ""
+    verify_note: str = ""
+
+    def meets_text(self) -> str:
+        """``yes``, ``NO``, ``pending`` or ``-`` (not measured)."""
+        if self.meets_target is not None:
+            return "yes" if self.meets_target else "NO"
+        return "pending" if self.verification == "pending" else "-"
 
 
 @dataclass
@@ -70,26 +109,29 @@ class SearchJobResult:
     mlflow_run_id: str | None = None
 
     def table_text(self) -> str:
-        lines = [f"{'method':18s} {'target':>7s} {'pred ms':>8s} {'meas ms':>8s} {'top-1':>7s} {'evals':>6s} "
-                 f"{'wall s':>7s}  arch"]
+        """The comparison table: ``meets`` is yes / NO / pending / - ; ``extra`` the evaluations verification added."""
+        lines = [f"{'method':18s} {'target':>7s} {'pred ms':>8s} {'meas ms':>8s} {'meets':>7s} {'top-1':>7s} "
+                 f"{'evals':>6s} {'extra':>5s} {'wall s':>7s}  arch"]
         for r in self.results:
             fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
             arch = "-" if r.arch is None else str(Arch.from_dict(r.arch))
             lines.append(f"{r.method:18s} {r.target_ms:7.2f} {fmt(r.predicted_ms, '8.3f')} "
-                         f"{fmt(r.measured_ms, '8.3f')} {fmt(r.top1, '7.4f')} {r.evaluations:6d} {r.wall_s:7.1f}  "
-                         f"{arch}")
+                         f"{fmt(r.measured_ms, '8.3f')} {r.meets_text():>7s} {fmt(r.top1, '7.4f')} "
+                         f"{r.evaluations:6d} {r.extra_evaluations:5d} {r.wall_s:7.1f}  {arch}")
         return "\n".join(lines)
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["method", "target_ms", "predicted_ms", "measured_ms", "top1", "evaluations", "wall_s",
-                         "trials_stopped", "batches_saved", "stop_reason", "arch"])
+        writer.writerow(["method", "target_ms", "predicted_ms", "measured_ms", "meets_target", "verification",
+                         "verify_steps", "top1", "evaluations", "extra_evaluations", "wall_s", "trials_stopped",
+                         "batches_saved", "stop_reason", "arch"])
         for r in self.results:
-            writer.writerow([r.method, r.target_ms, r.predicted_ms, r.measured_ms, r.top1, r.evaluations,
-                             round(r.wall_s, 2), r.early_stop.get("trials_stopped", ""),
-                             r.early_stop.get("batches_saved", ""), r.stop_reason,
-                             "" if r.arch is None else json.dumps(r.arch)])
+            writer.writerow([r.method, r.target_ms, r.predicted_ms, r.measured_ms,
+                             "" if r.meets_target is None else r.meets_target, r.verification, r.verify_steps,
+                             r.top1, r.evaluations, r.extra_evaluations, round(r.wall_s, 2),
+                             r.early_stop.get("trials_stopped", ""), r.early_stop.get("batches_saved", ""),
+                             r.stop_reason, "" if r.arch is None else json.dumps(r.arch)])
         return buffer.getvalue()
 
 
@@ -154,9 +196,27 @@ def _budgets(cfg: SearchJobConfig, slimming: SlimmingSearch | None) -> dict[floa
     return out
 
 
+@dataclass
+class _Run:
+    """One search run of a job (a Tune experiment; for slimming, plus its verification rounds)."""
+
+    method: str
+    label: str
+    algorithm: SearchAlgorithm
+    targets: list[float]
+    wall_s: float
+    early_stop: dict[str, int]
+    early_stopped: set[int] = field(default_factory=set)
+
+
 def run_search_job(cfg: SearchJobConfig, restore: bool = False,
-                   echo: Callable[[str], None] = lambda line: log.info(line)) -> SearchJobResult:
-    """Run (or, with ``restore``, continue) a search job. See the module docstring."""
+                   echo: Callable[[str], None] = lambda line: log.info(line),
+                   measure: DeviceMeasure | None = None) -> SearchJobResult:
+    """Run (or, with ``restore``, continue) a search job. See the module docstring.
+
+    ``measure``: the device the winners are verified on (archs -> measured ms, or ``None``: cannot measure here);
+    default: the table's backend, here (:func:`_measure_on_device`).
+    """
     from ray import tune
 
     from slimnas.latency import LatencyTable
@@ -179,63 +239,63 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     payload = evaluation_payload(supernet, cfg.data.model_dump(), cfg.eval_images, key=f"{checkpoint}:{cfg.name}")
     trainable = tune.with_parameters(evaluate_candidate, payload=payload)
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
-    results: list[MethodResult] = []
-    histories: dict[str, list[dict[str, Any]]] = {}
-    trajectories: dict[str, list[dict[str, Any]]] = {}
+    runs: list[_Run] = []
 
     def run(algorithm: SearchAlgorithm, label: str):
         echo(f"[search] {label}: running")
-        started = time.perf_counter()
+        started, before = time.perf_counter(), algorithm.evaluations
         outcome = run_tune(algorithm, trainable, label, job_dir / "tune", early_stop=cfg.early_stop.enabled,
                            rule=cfg.early_stop.rule, z=cfg.early_stop.z, resources=resources,
                            max_concurrent_trials=cfg.ray.max_concurrent, restore=restore)
         wall = time.perf_counter() - started
-        histories[label] = [{"arch": e.arch.to_dict(), "latency_ms": e.latency_ms, "accuracy": e.accuracy,
-                             "early_stopped": e.candidate.id in outcome.searcher.early_stopped}
-                            for e in outcome.algorithm.history]
-        echo(f"[search] {label}: {outcome.algorithm.evaluations} evaluations in {wall:.1f} s "
+        echo(f"[search] {label}: {outcome.algorithm.evaluations - before} evaluations in {wall:.1f} s "
              f"({outcome.algorithm.stop_reason})")
         return outcome, wall
 
-    def record(method: str, target: float, algorithm: SearchAlgorithm, evaluations: int, wall: float,
-               early: dict[str, int]) -> None:
-        best = algorithm.answer(target)
-        results.append(MethodResult(method, target, None if best is None else best.arch.to_dict(),
-                                    None if best is None else best.latency_ms,
-                                    None if best is None else best.accuracy, evaluations, wall,
-                                    early_stop=dict(early), stop_reason=algorithm.stop_reason))
+    def add(method: str, label: str, algorithm: SearchAlgorithm, targets: list[float]) -> SearchAlgorithm:
+        outcome, wall = run(algorithm, label)
+        runs.append(_Run(method, label, outcome.algorithm, targets, wall, dict(outcome.early_stop),
+                         set(outcome.searcher.early_stopped)))
+        return outcome.algorithm
+
+    def continue_round(job_run: _Run) -> ContinueRoundFn:
+        """Slimming's extra rounds run through Tune like its first ones, one experiment each."""
+        def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
+            outcome, wall = run(algorithm, f"{job_run.label}-verify-{index}")
+            job_run.wall_s += wall
+            for key, value in outcome.early_stop.items():
+                job_run.early_stop[key] = job_run.early_stop.get(key, 0) + value
+            job_run.early_stopped |= set(outcome.searcher.early_stopped)
+            return outcome.algorithm
+        return go
 
     slimming = None
     for method in [m for m in cfg.methods if m.startswith("slimming")]:
         mode = "extended" if method == "slimming-extended" else "paper"
         algorithm = SlimmingSearch(space, start_arch(space, importance), importance, latency_fn, cfg.targets,
                                    mode=mode, mb3d_removal=cfg.slimming.mb3d_removal, seed=cfg.seed)
-        outcome, wall = run(algorithm, method)
-        trajectories[method] = outcome.algorithm.trajectory
-        for target in cfg.targets:
-            step = next((s for s in outcome.algorithm.trajectory if s["latency_ms"] <= target), None)
-            used = step["evaluations"] if step else outcome.algorithm.evaluations
-            record(method, target, outcome.algorithm, used, wall, outcome.early_stop)
+        finished = add(method, method, algorithm, list(cfg.targets))
         if method == "slimming":
-            slimming = outcome.algorithm
+            slimming = finished
     baselines = [m for m in cfg.methods if not m.startswith("slimming")]
     budgets = _budgets(cfg, slimming) if baselines else {}
     for method in baselines:
         if method == "nsga2":
             budget = max(budgets.values())
             # one front for every target; archs slower than the loosest target serve none and cost no evaluation
-            outcome, wall = run(NSGA2Search(space, latency_fn, budget, seed=cfg.seed, target_ms=max(cfg.targets)),
-                                method)
-            for target in cfg.targets:
-                record(method, target, outcome.algorithm, outcome.algorithm.evaluations, wall, outcome.early_stop)
+            add(method, method, NSGA2Search(space, latency_fn, budget, seed=cfg.seed, target_ms=max(cfg.targets)),
+                list(cfg.targets))
             continue
         for target in cfg.targets:
             factory = {"random": RandomSearch, "exhaustive": ExhaustiveSearch, "tpe": TPESearch}[method]
-            algorithm = factory(space, latency_fn, target, budgets[target], seed=cfg.seed)
-            outcome, wall = run(algorithm, f"{method}@{target:g}ms")
-            record(method, target, outcome.algorithm, outcome.algorithm.evaluations, wall, outcome.early_stop)
-    if cfg.latency.measure_final:
-        _measure_final(results, table, cfg, echo)
+            add(method, f"{method}@{target:g}ms", factory(space, latency_fn, target, budgets[target], seed=cfg.seed),
+                [target])
+    def on_device(archs: Sequence[Arch]) -> list[float] | None:
+        return _measure_on_device(table, cfg.latency.measure_repeats, archs)
+
+    verified = _verify_winners(runs, cfg, measure or on_device, continue_round, echo,
+                               pending_line=lambda: _pending_line(table, cfg.latency.measure_repeats, job_dir))
+    results, histories, trajectories = _results(runs, verified)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
     atomic_write_text(job_dir / "results.json", json.dumps({**asdict(job), "supernet_checkpoint": checkpoint},
                                                            indent=1))
@@ -247,29 +307,121 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     return job
 
 
-def _measure_final(results: list[MethodResult], table, cfg: SearchJobConfig, echo: Callable[[str], None],
-                   passes: int = 2) -> None:
-    """Time each distinct winning arch end to end on the table's backend and settings (when it runs here).
+def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification]
+             ) -> tuple[list[MethodResult], dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """Each (method, target)'s result, and each run's evaluations and (slimming) trajectory, after verification."""
+    results, histories, trajectories = [], {}, {}
+    for run in runs:
+        algorithm = run.algorithm
+        histories[run.label] = [{"arch": e.arch.to_dict(), "latency_ms": e.latency_ms, "accuracy": e.accuracy,
+                                 "early_stopped": e.candidate.id in run.early_stopped} for e in algorithm.history]
+        if isinstance(algorithm, SlimmingSearch):
+            trajectories[run.label] = algorithm.trajectory
+        for target in run.targets:
+            v = verified[(run.label, target)]
+            best = v.answer
+            results.append(MethodResult(
+                run.method, target, None if best is None else best.arch.to_dict(),
+                None if best is None else best.latency_ms, None if best is None else best.accuracy, v.evaluations,
+                run.wall_s, v.measured_ms, early_stop=dict(run.early_stop), stop_reason=algorithm.stop_reason,
+                meets_target=v.meets_target, verify_steps=v.verify_steps, extra_evaluations=v.extra_evaluations,
+                verification=v.state, verify_note=v.note))
+    return results, histories, trajectories
+
+
+class _Pending(Exception):
+    """The device cannot measure here."""
+
+
+def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasure,
+                    continue_round: Callable[[_Run], ContinueRoundFn], echo: Callable[[str], None],
+                    pending_line: Callable[[], str]) -> dict[tuple[str, float], Verification]:
+    """The closed loop over every (run, target) (see the module docstring); keyed by (run label, target)."""
+    lat = cfg.latency
+    if not lat.measure_final:
+        echo("[search] winners not measured (latency.measure_final: false): meets_target stays empty")
+        return {(r.label, t): unverified(r.algorithm, t, "off") for r in runs for t in r.targets}
+
+    def device(archs: Sequence[Arch]) -> Sequence[float]:
+        values = measure(archs)
+        if values is None:
+            raise _Pending
+        return values
+
+    cache = MeasurementCache(device)
+    winners = {a.arch.to_json(): a.arch for r in runs for t in r.targets if (a := r.algorithm.answer(t)) is not None}
+    try:
+        cache.measure(list(winners.values()))
+    except _Pending:
+        echo(pending_line())
+        return {(r.label, t): unverified(r.algorithm, t, "pending") for r in runs for t in r.targets}
+    out: dict[tuple[str, float], Verification] = {}
+    extra = 0
+    for run in runs:
+        if isinstance(run.algorithm, SlimmingSearch):
+            loop = SlimmingRun(run.algorithm, continue_round(run), lat.max_extra_steps)
+            for target in sorted(run.targets, reverse=True):  # loosest first: a tighter walk starts further on
+                out[(run.label, target)] = verify_slimming(loop, target, cache, lat.tolerance_pct)
+            run.algorithm = loop.algorithm
+            extra += loop.extra_evaluations
+        else:
+            for target in run.targets:
+                out[(run.label, target)] = verify_baseline(run.algorithm, target, cache, lat.tolerance_pct)
+        for target in run.targets:
+            _echo_verification(echo, run.method, out[(run.label, target)], lat.tolerance_pct)
+    met = [v for v in out.values() if v.meets_target]
+    echo(f"[search] verified on the device ({len(cache.measured)} networks measured): {len(met)} answer(s) meet "
+         f"their target within {lat.tolerance_pct:g}% ({sum(bool(v.verify_steps) for v in met)} after a "
+         f"replacement), {sum(v.meets_target is False for v in out.values())} do not; {extra} extra evaluations")
+    return out
+
+
+def _echo_verification(echo: Callable[[str], None], method: str, v: Verification, tolerance_pct: float) -> None:
+    where = f"[search] {method} @ {v.target_ms:g} ms"
+    if v.meets_target is False:
+        echo(f"{where}: NOT met on the device: {v.note}")
+    elif v.meets_target and v.verify_steps:
+        taken = (f"{v.verify_steps} step(s) on along its trajectory (+{v.extra_evaluations} evaluations)"
+                 if method.startswith("slimming") else f"its next arch (#{v.verify_steps + 1} by accuracy)")
+        echo(f"{where}: the predicted answer measured over {tolerance_limit(v.target_ms, tolerance_pct):.4g} ms; "
+             f"{taken} measures {v.measured_ms:.4g} ms")
+
+
+def _table_backend(table, repeats: int):
+    """The table's backend with the table's settings (``repeats`` samples per network and pass)."""
+    from slimnas.latency.backends import get_backend
+
+    meta = table.meta
+    options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
+    return get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, repeats=repeats, **options)
+
+
+def _measure_on_device(table, repeats: int, archs: Sequence[Arch], passes: int = 2) -> list[float] | None:
+    """Each arch's latency (ms) measured end to end on the table's backend and settings; ``None`` when that backend
+    cannot run here. The one place a job times networks.
 
     The first network is timed once and discarded (the process has just handed the cores back from Tune's workers,
     and the first timings after that ran up to 1.9x slow); then every network is timed in ``passes`` interleaved
     passes whose samples are pooled, as the table builder does, so one slow phase of the machine cannot own a result.
+    The median of the pooled samples is the measured latency.
     """
-    from slimnas.latency.backends import get_backend
     from slimnas.latency.validate import measure_networks
 
+    backend = _table_backend(table, repeats)
+    if backend.unavailable_reason():
+        return None
+    return [timing.median for timing in measure_networks(table, backend, list(archs), passes, warmup=True)]
+
+
+def _pending_line(table, repeats: int, job_dir: Path) -> str:
+    """What the job says when the table's device cannot measure here: why, and how to verify on the device."""
     meta = table.meta
-    options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
-    backend = get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, repeats=cfg.latency.measure_repeats,
-                          **options)
-    reason = backend.unavailable_reason()
-    if reason:
-        echo(f"[search] final latencies not measured: {reason}")
-        return
-    archs = {json.dumps(r.arch, sort_keys=True): Arch.from_dict(r.arch) for r in results if r.arch is not None}
-    timings = measure_networks(table, backend, list(archs.values()), passes, warmup=True)
-    measured = {key: timing.median for key, timing in zip(archs, timings)}
-    for r in results:
-        if r.arch is not None:
-            r.measured_ms = measured[json.dumps(r.arch, sort_keys=True)]
-    echo(f"[search] measured {len(measured)} winning archs end to end on {meta.backend}")
+    reason = _table_backend(table, repeats).unavailable_reason() or "the measuring device is not available"
+    line = (f"[search] verification pending: the winners were not measured on {meta.backend} ({reason}); "
+            f"meets_target stays empty. Each winner's arch is in {job_dir / 'results.json'} and in its MLflow child "
+            f"run's arch.json: time those networks on the device")
+    if meta.backend == "coreml":
+        line += (". Measurements of the table's parts come back through the Core ML bundle: `slimnas lut build "
+                 "--backend coreml --bundle DIR`, time DIR on the device, then `slimnas lut import-measurements "
+                 "--bundle DIR --measurements FILE --out TABLE`")
+    return line

@@ -1,12 +1,13 @@
 """MLflow records of a search job: one parent run, one child run per (method, target).
 
 Parent run (tag ``slimnas.kind = search-job``): the job's params, ``results.csv``/``results.json``, the Pareto plot
-``pareto.png`` (top-1 against predicted latency, one colour per method: every evaluated subnet faint, each method's
-answers per target bold, the targets as dashed lines) and each slimming run's trajectory as an MLflow table.
+``pareto.png`` (:func:`pareto_figure`) and each slimming run's trajectory as an MLflow table.
 
-Child runs (tags ``mlflow.parentRunId``, ``slimnas.method``, ``slimnas.target_ms``): params ``method``,
-``target_ms``, ``widths``, ``depths``, ``mb3d`` (per stage), ``mb3d_total``; metrics ``top1``, ``predicted_ms``,
-``measured_ms``, ``evaluations``, ``wall_s``, ``trials_stopped``, ``batches_saved``; artifacts ``arch.json`` and
+Child runs (tags ``mlflow.parentRunId``, ``slimnas.method``, ``slimnas.target_ms``, ``slimnas.meets_target``:
+``true``, ``false``, or why it is unknown: ``pending``, ``off``, ``no answer``): params ``method``, ``target_ms``,
+``widths``, ``depths``, ``mb3d`` (per stage), ``mb3d_total``; metrics ``top1``, ``predicted_ms``, ``measured_ms`` and
+``meets_target`` (1/0; both only when measured), ``evaluations`` (verification's extra ones included),
+``extra_evaluations``, ``verify_steps``, ``wall_s``, ``trials_stopped``, ``batches_saved``; artifacts ``arch.json`` and
 ``weights.pt`` (the subnet's state_dict with the supernet's weights; load it into ``build_model(arch)`` with
 ``torch.load(..., weights_only=True)``). Compare candidates in the MLflow UI (``slimnas ui``) or with
 ``mlflow.search_runs(filter_string="tags.mlflow.parentRunId = '<id>' and metrics.predicted_ms < 1.5")``.
@@ -31,7 +32,14 @@ def tracking_uri(configured: str | None) -> str:
 
 
 def pareto_figure(job: Any):
-    """Top-1 against predicted latency for every method (see the module docstring)."""
+    """Top-1 against latency for every method, one colour per method.
+
+    Each method's answers are bold at their *measured* latency (their predicted one where they were not measured),
+    with the predicted position as a faint hollow marker joined by a thin line, and a label ``@<target>`` naming the
+    target each answers; an answer that does not meet its target is an X with a red edge. Every evaluated subnet
+    (faint dots) and slimming's trajectory (a thin line) stay at their *predicted* latency. Each target is a dashed
+    line labelled with its value.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -47,18 +55,34 @@ def pareto_figure(job: Any):
         if points:
             ax.scatter([p["latency_ms"] for p in points], [p["accuracy"] for p in points], s=10, alpha=0.25,
                        color=color)
-        answers = [r for r in job.results if r.method == method and r.top1 is not None]
-        ax.scatter([r.predicted_ms for r in answers], [r.top1 for r in answers], s=60, color=color,
-                   edgecolors="black", label=method, zorder=3)
         for method_name, trajectory in job.trajectories.items():
             if method_name == method:
                 ax.plot([s["latency_ms"] for s in trajectory], [s["accuracy"] for s in trajectory], color=color,
-                        lw=1, alpha=0.8)
+                        lw=1, alpha=0.5)
+        answers = [r for r in job.results if r.method == method and r.top1 is not None]
+        shown = [r.predicted_ms if r.measured_ms is None else r.measured_ms for r in answers]
+        labels: dict[tuple[float, float], list[str]] = {}  # one label per point: an arch may answer several targets
+        for r, x in zip(answers, shown):
+            if r.measured_ms is not None:
+                ax.plot([r.predicted_ms, x], [r.top1, r.top1], color=color, lw=0.6, alpha=0.5, zorder=2)
+                ax.scatter([r.predicted_ms], [r.top1], s=40, facecolors="none", edgecolors=color, alpha=0.5, zorder=2)
+            labels.setdefault((x, r.top1), []).append(f"@{r.target_ms:g}")
+        for (x, y), names in labels.items():
+            ax.annotate(" ".join(names), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, color=color)
+        met = [(x, r.top1) for r, x in zip(answers, shown) if r.meets_target is not False]
+        missed = [(x, r.top1) for r, x in zip(answers, shown) if r.meets_target is False]
+        ax.scatter([p[0] for p in met], [p[1] for p in met], s=60, color=color, edgecolors="black", label=method,
+                   zorder=3)
+        if missed:
+            ax.scatter([p[0] for p in missed], [p[1] for p in missed], s=90, marker="X", color=color,
+                       edgecolors="red", linewidths=1.5, zorder=4, label=None if met else method)
     for target in sorted({r.target_ms for r in job.results}):
         ax.axvline(target, color="grey", ls="--", lw=0.8)
-    ax.set_xlabel("predicted latency (ms)")
+        ax.text(target, 1.005, f"{target:g} ms", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
+                fontsize=7, color="grey")
+    ax.set_xlabel("latency (ms): answers measured on the device (hollow: predicted); all evaluations predicted")
     ax.set_ylabel("top-1 (supernet weights, BN recalibrated)")
-    ax.set_title("slimnas: slimming against enumeration baselines", fontsize=10)
+    ax.set_title("slimnas: slimming against enumeration baselines (red X: target not met)", fontsize=10, pad=14)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -82,7 +106,9 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
     params = {"name": cfg.name, "space": supernet.space.name, "latency_table": table.meta.describe()[:500],
               "methods": ",".join(cfg.methods), "targets_ms": ",".join(f"{t:g}" for t in cfg.targets),
               "budget": str(cfg.budget), "seed": str(cfg.seed), "early_stop": str(cfg.early_stop.enabled),
-              "early_stop_rule": cfg.early_stop.rule, "supernet": cfg.supernet[:500]}
+              "early_stop_rule": cfg.early_stop.rule, "supernet": cfg.supernet[:500],
+              "measure_final": str(cfg.latency.measure_final), "tolerance_pct": f"{cfg.latency.tolerance_pct:g}",
+              "max_extra_steps": str(cfg.latency.max_extra_steps)}
     for key, value in params.items():
         client.log_param(pid, key, value)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,13 +133,15 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
 def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, supernet: Any, folder: Path) -> None:
     import torch
 
+    meets = {True: "true", False: "false"}.get(result.meets_target, result.verification or "unknown")
     run = client.create_run(experiment_id, run_name=f"{result.method}@{result.target_ms:g}ms",
                             tags={"mlflow.parentRunId": parent_id, "slimnas.method": result.method,
-                                  "slimnas.target_ms": f"{result.target_ms:g}"})
+                                  "slimnas.target_ms": f"{result.target_ms:g}", "slimnas.meets_target": meets})
     rid = run.info.run_id
     client.log_param(rid, "method", result.method)
     client.log_param(rid, "target_ms", f"{result.target_ms:g}")
-    metrics = {"evaluations": result.evaluations, "wall_s": result.wall_s,
+    metrics = {"evaluations": result.evaluations, "extra_evaluations": result.extra_evaluations,
+               "verify_steps": result.verify_steps, "wall_s": result.wall_s,
                "trials_stopped": result.early_stop.get("trials_stopped", 0),
                "batches_saved": result.early_stop.get("batches_saved", 0)}
     if result.arch is not None:
@@ -123,6 +151,8 @@ def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, sup
         metrics.update(top1=result.top1, predicted_ms=result.predicted_ms)
         if result.measured_ms is not None:
             metrics["measured_ms"] = result.measured_ms
+        if result.meets_target is not None:
+            metrics["meets_target"] = int(result.meets_target)
         client.log_dict(rid, arch.to_dict(), "arch.json")
         weights = folder / "weights.pt"
         torch.save(supernet.extract(arch).state_dict(), weights)

@@ -26,10 +26,15 @@ Decisions where the paper is silent:
 - Ties in the score go to the action listed first: identity, MB3D removal, width; then by stage and slot.
 - The starting arch is evaluated once (round 0): its accuracy is the reference for the first round's drops. An arch
   evaluated before (same slots, same widths) is not evaluated again.
+- Slimming past the smallest target (:meth:`SlimmingSearch.continue_below`): a finished run can be continued, one
+  step at a time, when its answer turns out slower on the device than the table said
+  (:mod:`slimnas.search.verification`). The trajectory, the evaluation count and the cache carry on; the answers for
+  targets the trajectory had already met do not change (each is still the first step at or under its target).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -79,7 +84,8 @@ class SlimmingSearch(SearchAlgorithm):
         start: the starting arch (usually ``space.max_arch()``).
         importance: the supernet's importance scores (``SuperNet.importance()``), or per-stage, per-slot scores.
         latency_fn: predicted latency (ms) of a list of archs.
-        targets: one latency target or a sweep (ms); the run stops when the smallest is met.
+        targets: one latency target or a sweep (ms); the run stops when the smallest is met (``stop_ms``, lowered by
+            :meth:`continue_below`).
         mode: ``"paper"`` or ``"extended"``.
         mb3d_removal: ``"to_4d"`` or ``"to_identity"``.
         width_step: channels removed by a width action (16: the table's granularity).
@@ -118,6 +124,7 @@ class SlimmingSearch(SearchAlgorithm):
         if not targets or min(targets) <= 0:
             raise ValueError("targets: need at least one positive latency target (ms)")
         self.targets = sorted(targets, reverse=True)
+        self.stop_ms = self.targets[-1]  # the run stops at the first step at or under this latency
         self.current = start
         self.current_latency = self.latencies([start])[0]
         self.current_accuracy: float | None = None
@@ -245,8 +252,7 @@ class SlimmingSearch(SearchAlgorithm):
                                     "candidate_id": candidate.id, "evaluations": self.evaluations,
                                     "candidates": []})
             self._round = []
-            if self.current_latency <= self.targets[-1]:
-                self._finish("target met")
+            self._finish_if_stopped()
             return
         if not self.pending:
             self._decide()
@@ -269,8 +275,36 @@ class SlimmingSearch(SearchAlgorithm):
                                 "accuracy": self.current_accuracy, "candidate_id": best["id"],
                                 "evaluations": self.evaluations, "candidates": table})
         self._round = []
-        if self.current_latency <= self.targets[-1]:
-            self._finish("target met")
+        self._finish_if_stopped()
+
+    def _finish_if_stopped(self) -> None:
+        if self.current_latency <= self.stop_ms:
+            continued = self.stop_ms < self.targets[-1]
+            self._finish(f"continued below {self.stop_ms:.4g} ms" if continued else "target met")
+
+    def continue_below(self, latency_ms: float) -> bool:
+        """Un-finish the run so that it slims on until a step is predicted strictly below ``latency_ms``.
+
+        Called with the current latency (``continue_below(search.current_latency)``) it asks exactly one more round:
+        the chosen action saves latency by construction, so the next step ends the run again (``stop_reason``
+        "continued below ... ms"). Returns ``False`` (and leaves the run as it is) when there is nothing to do: the
+        current arch is already below ``latency_ms``, or no action saves latency (then the run is finished with
+        that reason, and no round is asked in vain). Results must not be outstanding.
+        """
+        if self.pending or self._round:
+            raise ValueError("continue_below: results of the current round are outstanding")
+        if self.current_accuracy is None:
+            raise ValueError("continue_below: the run has not evaluated its starting arch yet")
+        if self.current_latency < latency_ms:
+            return False
+        actions = self.actions(self.current, self.current_latency)
+        latencies = self.latencies([self.apply(self.current, a) for a in actions])
+        if not any(self.current_latency - lat > 0 for lat in latencies):
+            self._finish("no action saves latency")
+            return False
+        self.stop_ms = min(self.stop_ms, math.nextafter(float(latency_ms), -math.inf))
+        self._finished, self.stop_reason = False, ""
+        return True
 
     def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
         """True when even ``accuracy_bound`` gives a worse score than a candidate of this round already has.
@@ -287,12 +321,19 @@ class SlimmingSearch(SearchAlgorithm):
     # ------------------------------------------------------------------ results
     def answer(self, target_ms: float) -> Evaluation | None:
         """The first arch of the trajectory at or under ``target_ms`` (the paper's stopping rule)."""
-        for step in self.trajectory:
-            if step["latency_ms"] <= target_ms:
-                arch = Arch.from_dict(step["arch"])
-                return Evaluation(Candidate(step["candidate_id"] if step["candidate_id"] is not None else -1, arch,
-                                            step["latency_ms"], {"round": step["round"]}), step["accuracy"])
-        return None
+        index = self.answer_index(target_ms)
+        return None if index is None else self.evaluation_at(index)
+
+    def answer_index(self, target_ms: float) -> int | None:
+        """The index in ``trajectory`` of :meth:`answer`'s step, or ``None``."""
+        return next((i for i, step in enumerate(self.trajectory) if step["latency_ms"] <= target_ms), None)
+
+    def evaluation_at(self, index: int) -> Evaluation:
+        """Step ``index`` of the trajectory as an evaluation (a step reached through a cached arch has id -1)."""
+        step = self.trajectory[index]
+        return Evaluation(Candidate(step["candidate_id"] if step["candidate_id"] is not None else -1,
+                                    Arch.from_dict(step["arch"]), step["latency_ms"], {"round": step["round"]}),
+                          step["accuracy"])
 
     def sweep(self, targets: Sequence[float] | None = None) -> dict[float, Evaluation | None]:
         """Answers for every target of a sweep, from this one trajectory."""
@@ -303,7 +344,7 @@ class SlimmingSearch(SearchAlgorithm):
         state = super().state_dict()
         state.update({
             "mode": self.mode, "mb3d_removal": self.mb3d_removal, "width_step": self.width_step,
-            "targets": self.targets, "scores": self.scores, "space": self.space.to_dict(),
+            "targets": self.targets, "stop_ms": self.stop_ms, "scores": self.scores, "space": self.space.to_dict(),
             "current": self.current.to_dict(), "current_latency": self.current_latency,
             "current_accuracy": self.current_accuracy, "round": self.round, "trajectory": self.trajectory,
             "cache": self._cache,
@@ -319,6 +360,7 @@ class SlimmingSearch(SearchAlgorithm):
             raise ValueError("state: saved for another search space")
         self.mode, self.mb3d_removal, self.width_step = state["mode"], state["mb3d_removal"], state["width_step"]
         self.targets, self.scores = list(state["targets"]), state["scores"]
+        self.stop_ms = float(state.get("stop_ms", self.targets[-1]))  # states saved before continue_below existed
         self.current = Arch.from_dict(state["current"])
         self.current_latency, self.current_accuracy = state["current_latency"], state["current_accuracy"]
         self.round, self.trajectory, self._cache = state["round"], state["trajectory"], dict(state["cache"])

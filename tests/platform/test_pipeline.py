@@ -20,7 +20,7 @@ REDUCED = [
     "train.data.calib_images=64", "latency.protocol.passes=1", "latency.protocol.samples=2",
     "latency.protocol.pass_ms=0", "latency.protocol.warmup_ms=5", "latency.max_networks=24",
     "latency.validate.num_archs=2", "search.methods=[slimming, random]", "search.targets_relative=[0.9, 0.75]",
-    "search.eval_images=64", "search.measure_repeats=3",
+    "search.eval_images=64", "search.measure_repeats=3", "search.max_extra_steps=1", "search.tolerance_pct=3",
 ]
 
 
@@ -62,12 +62,15 @@ def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
     assert targets == [pytest.approx(0.9 * full, abs=1e-4), pytest.approx(0.75 * full, abs=1e-4)]
     assert table.meta.num_classes == 10 and table.meta.protocol["samples"] == 2
     assert (root / "latency" / "torch-cpu-b1-validation" / "validation.json").is_file()
-    results = json.loads((root / "search" / "results.json").read_text())["results"]
+    saved = json.loads((root / "search" / "results.json").read_text())
+    assert saved["config"]["latency"]["max_extra_steps"] == 1 and saved["config"]["latency"]["tolerance_pct"] == 3
+    results = saved["results"]
     assert {(r["method"], r["target_ms"]) for r in results} == {(m, t) for m in ("slimming", "random")
                                                                 for t in targets}
     for r in results:
         assert r["predicted_ms"] <= r["target_ms"]
         assert r["predicted_ms"] == pytest.approx(table.predict(Arch.from_dict(r["arch"])))
+        assert r["meets_target"] in (True, False) and r["measured_ms"] > 0  # verified on this machine's CPU
 
     client = MlflowClient(f"sqlite:///{cwd / 'mlflow.db'}")  # the default store: the working directory
     experiment = client.get_experiment_by_name("slimnas-quickstart")

@@ -1,5 +1,7 @@
 """A whole search job on the digits: a briefly trained tiny supernet, a tiny table, real Ray Tune, real MLflow."""
 
+import csv
+import io
 import json
 
 import pytest
@@ -11,9 +13,19 @@ from slimnas.errors import ConfigError, InputError
 from slimnas.latency import LatencyTable, build_table
 from slimnas.latency.backends import TorchCPUBackend
 from slimnas.platform.search_config import SearchJobConfig
-from slimnas.platform.search_job import run_search_job
+from slimnas.platform.search_job import (
+    MethodResult,
+    SearchJobResult,
+    _pending_line,
+    _Run,
+    _verify_winners,
+    load_supernet,
+    run_search_job,
+)
+from slimnas.platform.search_tracking import pareto_figure
+from slimnas.search import RandomSearch, SlimmingSearch, start_arch
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace
-from slimnas.testing import tiny_train_config
+from slimnas.testing import TOY_SPACE, run_search, tiny_train_config, toy_latency
 from slimnas.trainers import train_supernet
 
 
@@ -45,7 +57,8 @@ def _config(root, checkpoint, table_path, targets, **extra):
 def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
     root, checkpoint, table, full = inputs
     targets = [round(0.9 * full, 3), round(0.8 * full, 3)]
-    cfg = _config(root, checkpoint, root / "tiny.parquet", targets)
+    cfg = _config(root, checkpoint, root / "tiny.parquet", targets,
+                  latency={"table": str(root / "tiny.parquet"), "measure_repeats": 3, "max_extra_steps": 1})
     try:
         job = run_search_job(cfg)
     finally:
@@ -59,7 +72,7 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
             continue  # one front for both targets; a budget of a few evaluations may hold nothing under the tighter
         assert r.arch is not None and r.predicted_ms <= r.target_ms and 0 <= r.top1 <= 1
         assert r.predicted_ms == pytest.approx(table.predict(Arch.from_dict(r.arch)))
-        assert r.measured_ms is not None and r.measured_ms > 0
+        assert r.measured_ms is not None and r.measured_ms > 0 and r.meets_target is not None
         if r.method in ("random", "tpe"):  # equal budgets: what slimming had used at that target
             assert r.evaluations <= slim[r.target_ms].evaluations
     first = Arch.from_dict(job.trajectories["slimming"][0]["arch"])  # the start: every slot active, max widths
@@ -108,3 +121,123 @@ def test_bad_configs_and_inputs_are_named(inputs, tmp_path):
             run_search_job(_config(root, checkpoint, root / "tiny.parquet", [0.9 * full], methods=["random"]))
         finally:
             ray.shutdown()
+
+
+class FakeDevice:
+    """A device on which the predicted winners (the archs of the job's first call) are too slow: 1.25 x the table, or
+    1.25 x the target where that would still meet it; every later arch measures what the table predicts."""
+
+    def __init__(self, table, target):
+        self.table, self.target, self.calls = table, target, []
+
+    def __call__(self, archs):
+        self.calls.append([a.to_json() for a in archs])
+        predicted = [self.table.predict(a) for a in archs]
+        if len(self.calls) > 1:
+            return predicted
+        return [1.25 * p if 1.25 * p > 1.02 * self.target else 1.25 * self.target for p in predicted]
+
+
+def test_winners_slower_on_the_device_are_replaced_and_the_extra_evaluations_counted(inputs):
+    root, checkpoint, table, full = inputs
+    supernet, _ = load_supernet(str(checkpoint))
+    target = round(0.9 * table.predict(start_arch(supernet.space, supernet.importance())), 3)  # a round or two
+    cfg = _config(root, checkpoint, root / "tiny.parquet", [target], name="verify", methods=["slimming", "random"],
+                  budget=4, eval_images=64)
+    device = FakeDevice(table, target)
+    lines = []
+    try:
+        job = run_search_job(cfg, echo=lines.append, measure=device)
+    finally:
+        ray.shutdown()
+    slim, rand = (next(r for r in job.results if r.method == m) for m in ("slimming", "random"))
+    first_winners = {Arch.from_json(a) for a in device.calls[0]}
+    trajectory = job.trajectories["slimming"]
+    original = Arch.from_dict(trajectory[-2]["arch"])  # the step the search stopped at: measured too slow
+    assert original in first_winners
+    # slimming took one more step, evaluated through Tune, and counts its evaluations
+    assert slim.meets_target is True and slim.verification == "met" and slim.verify_steps == 1
+    assert Arch.from_dict(slim.arch) == Arch.from_dict(trajectory[-1]["arch"]) != original
+    assert slim.extra_evaluations > 0 and slim.evaluations == len(job.histories["slimming"])
+    assert slim.evaluations == trajectory[-1]["evaluations"] == trajectory[-2]["evaluations"] + slim.extra_evaluations
+    assert slim.measured_ms == pytest.approx(table.predict(Arch.from_dict(slim.arch)))
+    assert slim.stop_reason.startswith("continued below")
+    assert (root / "out" / "verify" / "tune" / "slimming-verify-1").is_dir()
+    # the baseline took its next arch: no evaluation spent, its budget unchanged
+    assert rand.evaluations == 4
+    assert rand.meets_target is True and rand.verify_steps >= 1 and rand.extra_evaluations == 0
+    assert Arch.from_dict(rand.arch) not in first_winners
+    assert rand.evaluations == len(job.histories[f"random@{target:g}ms"])
+    timed = [a for call in device.calls for a in call]
+    assert len(timed) == len(set(timed))  # nothing measured twice
+    assert any(line.startswith("[search] slimming @") and "1 step(s) on" in line for line in lines)
+
+    rows = {r["method"]: r for r in csv.DictReader(io.StringIO((root / "out" / "verify" / "results.csv").read_text()))}
+    assert rows["slimming"]["meets_target"] == "True" and rows["slimming"]["verify_steps"] == "1"
+    assert int(rows["slimming"]["extra_evaluations"]) == slim.extra_evaluations
+    assert int(rows["slimming"]["evaluations"]) == slim.evaluations and rows["random"]["verification"] == "met"
+    assert "  yes " in job.table_text().splitlines()[1]
+    saved = json.loads((root / "out" / "verify" / "results.json").read_text())
+    assert saved["results"][0]["extra_evaluations"] == slim.extra_evaluations
+
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    children = client.search_runs([client.get_experiment_by_name("test-search").experiment_id],
+                                  filter_string=f"tags.mlflow.parentRunId = '{job.mlflow_run_id}'")
+    child = next(c for c in children if c.data.tags["slimnas.method"] == "slimming")
+    assert child.data.tags["slimnas.meets_target"] == "true" and child.data.metrics["meets_target"] == 1
+    assert child.data.metrics["extra_evaluations"] == slim.extra_evaluations
+    assert child.data.metrics["evaluations"] == slim.evaluations
+    assert child.data.metrics["measured_ms"] == pytest.approx(slim.measured_ms)
+
+
+SCORES = [[5.0], [4.0], [1.0, 2.0], [3.0, 0.5]]
+
+
+def _toy_runs():
+    slimming = run_search(SlimmingSearch(TOY_SPACE, TOY_SPACE.max_arch(), SCORES, toy_latency, [20.5, 16.0]))
+    random = run_search(RandomSearch(TOY_SPACE, toy_latency, 16.0, budget=6, seed=0))
+    return [_Run("slimming", "slimming", slimming, [20.5, 16.0], 1.0, {}),
+            _Run("random", "random@16ms", random, [16.0], 1.0, {})]
+
+
+def test_verification_pending_or_off_leaves_meets_target_empty(inputs):
+    root, checkpoint, table, full = inputs
+    no_rounds = lambda run: None  # noqa: E731 - never called: nothing is measured
+    lines = []
+    cfg = _config(root, checkpoint, root / "tiny.parquet", [20.5, 16.0])
+    out = _verify_winners(_toy_runs(), cfg, lambda archs: None, no_rounds, lines.append, lambda: "PENDING LINE")
+    assert lines == ["PENDING LINE"] and {v.state for v in out.values()} == {"pending"}
+    assert all(v.meets_target is None and v.measured_ms is None for v in out.values())
+    assert out[("slimming", 20.5)].evaluations == 7 and out[("slimming", 16.0)].evaluations == 15
+    off = _config(root, checkpoint, root / "tiny.parquet", [20.5, 16.0],
+                  latency={"table": str(root / "tiny.parquet"), "measure_final": False})
+    never = lambda archs: pytest.fail("measure_final: false measures nothing")  # noqa: E731
+    out = _verify_winners(_toy_runs(), off, never, no_rounds, lines.append, lambda: "")
+    assert {v.state for v in out.values()} == {"off"} and "measure_final: false" in lines[-1]
+    coreml = table.with_meta(backend="coreml", options={"compute_units": "all"})
+    line = _pending_line(coreml, 3, root / "job")
+    assert line.startswith("[search] verification pending") and "arch.json" in line
+    assert "slimnas lut build --backend coreml --bundle DIR" in line and "slimnas lut import-measurements" in line
+    result = SearchJobResult({}, [MethodResult("slimming", 1.0, TOY_SPACE.max_arch().to_dict(), 0.9, 0.5, 3, 1.0,
+                                               verification="pending")], {}, {}, str(root))
+    assert "pending" in result.table_text().splitlines()[1]
+
+
+def test_the_pareto_plot_shows_measured_answers_and_labels_the_targets(tmp_path):
+    arch = TOY_SPACE.max_arch().to_dict()
+    results = [MethodResult("slimming", 1.2, arch, 1.1, 0.8, 10, 1.0, measured_ms=1.15, meets_target=True,
+                            verification="met"),
+               MethodResult("random", 1.2, arch, 1.0, 0.7, 10, 1.0, measured_ms=1.5, meets_target=False,
+                            verification="not met"),
+               MethodResult("random", 0.9, arch, 0.85, 0.6, 10, 1.0, verification="pending")]
+    histories = {"random@1.2ms": [{"latency_ms": 1.0, "accuracy": 0.7}]}
+    job = SearchJobResult({}, results, histories, {"slimming": [{"latency_ms": 1.3, "accuracy": 0.9},
+                                                                {"latency_ms": 1.1, "accuracy": 0.8}]}, str(tmp_path))
+    fig = pareto_figure(job)
+    ax = fig.axes[0]
+    texts = {t.get_text() for t in ax.texts}
+    assert {"1.2 ms", "0.9 ms", "@1.2", "@0.9"} <= texts
+    xs = {tuple(c.get_offsets()[0]) for c in ax.collections if len(c.get_offsets()) == 1}
+    assert (1.15, 0.8) in xs and (1.5, 0.7) in xs and (1.1, 0.8) in xs  # measured, measured (missed), predicted
+    assert (0.85, 0.6) in xs  # not measured: at its predicted latency
+    assert "measured" in ax.get_xlabel() and "predicted" in ax.get_xlabel()

@@ -1,0 +1,240 @@
+"""Winners verified on the device: the closed loop at the end of a search job. Plain Python (no torch, no ray).
+
+A search ranks archs by *predicted* latency (the table). At the end of a job every winner is measured on the table's
+backend (``measure``: archs -> milliseconds on the device); a winner slower than its target by more than
+``tolerance_pct`` is not reported as meeting it:
+
+- **A baseline** (random, exhaustive, TPE, NSGA-II) takes its next arch: the candidates are its evaluated archs
+  predicted within the target, in the order of its own answer rule (the answer first, then by accuracy, the faster
+  and then the earlier first on ties), measured in that order; the first that measures within the tolerance is the
+  answer. This costs no subnet evaluation (``extra_evaluations`` 0). There is no cap: every candidate is already
+  evaluated, and only device time is spent.
+- **Slimming** walks on along its trajectory: the next step (one more action applied, already evaluated), measured,
+  and so on. When the trajectory has no further step, slimming goes on (:meth:`SlimmingSearch.continue_below`): one
+  more round, its candidates evaluated the normal way (``continue_round``: through Ray Tune on the platform), the
+  chosen step measured -- until a step measures within the tolerance, no action saves latency, or
+  ``max_extra_steps`` new steps were taken (the cap is per slimming run: every target of a sweep shares one
+  trajectory). The reported ``evaluations`` are those of the step taken (the run's own count when it was reached), so
+  evaluations spent past the original end of the run are included; ``extra_evaluations`` says how many of them.
+
+Decisions:
+
+- "Meets the target" means ``measured_ms <= target_ms * (1 + tolerance_pct / 100)`` (:func:`within_tolerance`; a
+  measurement within 1e-9 relative of that limit counts as at it, so float rounding cannot flip an edge case).
+- When nothing meets the target, the original (predicted) answer stays, with ``meets_target`` False, its
+  measurement, and the evaluations and steps the loop spent trying.
+- Every arch is measured at most once per job (:class:`MeasurementCache`, shared by every method and target: a
+  winner that answers several targets, or two methods that found the same arch, are timed once). Baselines' next
+  candidates are measured ``batch`` at a time: one call of the device timer then compares them under the same machine
+  state and amortises its warm-up, at the price of at most ``batch - 1`` networks timed in vain.
+- ``verify_steps`` counts the candidates (baseline) or trajectory steps (slimming) taken after the original answer:
+  0 when the original answer met its target.
+- The baselines' equal budgets (``budget: auto``) are set before verification, from where slimming's *predicted*
+  trajectory first reached each target; slimming's extra evaluations show in its own rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from slimnas.search_spaces.efficientformer import Arch
+
+from ._base import Evaluation, SearchAlgorithm
+from .slimming import SlimmingSearch
+
+__all__ = ["MeasureFn", "ContinueRoundFn", "Verification", "VerifyState", "MeasurementCache", "SlimmingRun",
+           "tolerance_limit", "within_tolerance", "unverified", "verify_baseline", "verify_slimming"]
+
+#: Measured latency (ms) of each arch on the device, in order (one call may time several networks together).
+MeasureFn = Callable[[Sequence[Arch]], Sequence[float]]
+
+#: Runs the asked round(s) of a continued slimming run to its end (``index``: 1 for the first extra round, ...) and
+#: returns the algorithm afterwards (the same object, or a restored copy of it).
+ContinueRoundFn = Callable[[SlimmingSearch, int], SlimmingSearch]
+
+#: ``met``/``not met``: measured; ``pending``: the device cannot measure here; ``off``: measuring was switched off;
+#: ``no answer``: the method has no arch within the target.
+VerifyState = Literal["met", "not met", "pending", "off", "no answer"]
+
+_REL_EPS = 1e-9
+
+
+def tolerance_limit(target_ms: float, tolerance_pct: float) -> float:
+    """The slowest measured latency that still meets ``target_ms``."""
+    return target_ms * (1.0 + tolerance_pct / 100.0)
+
+
+def within_tolerance(measured_ms: float, target_ms: float, tolerance_pct: float) -> bool:
+    """Whether a measured latency meets ``target_ms`` (see the module docstring)."""
+    return measured_ms <= tolerance_limit(target_ms, tolerance_pct) * (1.0 + _REL_EPS)
+
+
+@dataclass
+class Verification:
+    """The verified answer of one (method, target)."""
+
+    target_ms: float
+    answer: Evaluation | None  # the verified answer; the original one when nothing met or nothing was measured
+    evaluations: int  # the method's evaluations for this answer, extra ones included
+    state: VerifyState
+    measured_ms: float | None = None
+    meets_target: bool | None = None  # None: not measured
+    verify_steps: int = 0
+    extra_evaluations: int = 0
+    note: str = ""
+
+
+class MeasurementCache:
+    """``measure`` with memory: each distinct arch is timed once; unknown archs of a request are timed in one call."""
+
+    def __init__(self, measure: MeasureFn) -> None:
+        self._measure = measure
+        self.measured: dict[str, float] = {}  # arch JSON -> ms
+        self.calls = 0
+
+    def get(self, arch: Arch) -> float | None:
+        return self.measured.get(arch.to_json())
+
+    def measure(self, archs: Sequence[Arch]) -> list[float]:
+        """Measured ms of each of ``archs`` (timing only those not measured before)."""
+        todo = list({a.to_json(): a for a in archs if a.to_json() not in self.measured}.values())
+        if todo:
+            values = list(self._measure(todo))
+            if len(values) != len(todo):
+                raise ValueError(f"measure: {len(values)} results for {len(todo)} archs")
+            self.calls += 1
+            self.measured.update({a.to_json(): float(v) for a, v in zip(todo, values)})
+        return [self.measured[a.to_json()] for a in archs]
+
+
+def _answer_evaluations(algorithm: SearchAlgorithm, target_ms: float) -> int:
+    """The evaluations a method reports for its answer: slimming's when its trajectory first reached the target."""
+    if isinstance(algorithm, SlimmingSearch):
+        index = algorithm.answer_index(target_ms)
+        if index is not None:
+            return int(algorithm.trajectory[index]["evaluations"])
+    return algorithm.evaluations
+
+
+def unverified(algorithm: SearchAlgorithm, target_ms: float, state: VerifyState, note: str = "") -> Verification:
+    """The predicted answer, not measured (``state``: ``pending`` or ``off``; ``no answer`` when there is none)."""
+    answer = algorithm.answer(target_ms)
+    return Verification(target_ms, answer, _answer_evaluations(algorithm, target_ms),
+                         "no answer" if answer is None else state, note=note)
+
+
+def _ranked_candidates(algorithm: SearchAlgorithm, target_ms: float, first: Evaluation) -> list[Evaluation]:
+    """The answer, then the other evaluated archs predicted within the target, best first (one per arch)."""
+    feasible = sorted((e for e in algorithm.history if e.latency_ms <= target_ms),
+                      key=lambda e: (-e.accuracy, e.latency_ms, e.candidate.id))
+    out, seen = [], set()
+    for evaluation in [first, *feasible]:
+        key = evaluation.arch.to_json()
+        if key not in seen:
+            seen.add(key)
+            out.append(evaluation)
+    return out
+
+
+def verify_baseline(algorithm: SearchAlgorithm, target_ms: float, cache: MeasurementCache, tolerance_pct: float,
+                    batch: int = 4) -> Verification:
+    """A baseline's answer for ``target_ms``, verified on the device (see the module docstring)."""
+    first = algorithm.answer(target_ms)
+    if first is None:
+        return unverified(algorithm, target_ms, "no answer")
+    candidates = _ranked_candidates(algorithm, target_ms, first)
+    for i, candidate in enumerate(candidates):
+        if cache.get(candidate.arch) is None:
+            cache.measure([c.arch for c in candidates[i:] if cache.get(c.arch) is None][:max(1, batch)])
+        measured = cache.get(candidate.arch)
+        if within_tolerance(measured, target_ms, tolerance_pct):
+            return Verification(target_ms, candidate, algorithm.evaluations, "met", measured, True, i)
+    return Verification(target_ms, first, algorithm.evaluations, "not met", cache.get(first.arch), False,
+                        len(candidates) - 1,
+                        note=f"none of the {len(candidates)} evaluated archs within the target measures at or under "
+                             f"{tolerance_limit(target_ms, tolerance_pct):.4g} ms")
+
+
+@dataclass
+class SlimmingRun:
+    """A finished slimming run whose trajectory the closed loop may walk and extend.
+
+    ``continue_round``: how one more round is evaluated (``None``: the trajectory is only walked, never extended).
+    ``base_evaluations`` and ``base_steps`` record the run as the search left it; ``extra_steps`` counts the steps
+    added since, at most ``max_extra_steps`` for the whole run (every target of a sweep shares the trajectory).
+    """
+
+    algorithm: SlimmingSearch
+    continue_round: ContinueRoundFn | None = None
+    max_extra_steps: int = 5
+    base_evaluations: int = field(init=False)
+    base_steps: int = field(init=False)
+    extra_steps: int = 0
+    rounds: int = 0
+    exhausted: str = ""  # why the trajectory cannot be extended any more ("" while it can)
+
+    def __post_init__(self) -> None:
+        self.base_evaluations = self.algorithm.evaluations
+        self.base_steps = len(self.algorithm.trajectory)
+
+    @property
+    def extra_evaluations(self) -> int:
+        return self.algorithm.evaluations - self.base_evaluations
+
+    def extend(self) -> bool:
+        """Add one step to the trajectory (one more slimming round); ``False`` when it cannot."""
+        if self.exhausted:
+            return False
+        if self.continue_round is None:
+            self.exhausted = "the trajectory ended"
+            return False
+        if self.extra_steps >= self.max_extra_steps:
+            self.exhausted = f"max_extra_steps ({self.max_extra_steps}) reached"
+            return False
+        algorithm = self.algorithm
+        before = len(algorithm.trajectory)
+        if not algorithm.continue_below(algorithm.current_latency):
+            self.exhausted = algorithm.stop_reason or "slimming cannot continue"
+            return False
+        self.rounds += 1
+        self.algorithm = self.continue_round(algorithm, self.rounds)
+        if len(self.algorithm.trajectory) <= before:
+            self.exhausted = self.algorithm.stop_reason or "the extra round added no step"
+            return False
+        self.extra_steps += len(self.algorithm.trajectory) - before
+        return True
+
+
+def verify_slimming(run: SlimmingRun, target_ms: float, cache: MeasurementCache, tolerance_pct: float,
+                    batch: int = 4) -> Verification:
+    """Slimming's answer for ``target_ms``, verified on the device, the trajectory extended as needed.
+
+    Steps already in the trajectory are measured ``batch`` at a time; a new step is measured as soon as it exists.
+    Verify a sweep's targets loosest first: a tighter target's walk then starts where the trajectory already is.
+    """
+    start = run.algorithm.answer_index(target_ms)
+    if start is None:
+        return unverified(run.algorithm, target_ms, "no answer")
+    index = start
+    while True:
+        trajectory = run.algorithm.trajectory
+        if index >= len(trajectory):
+            if not run.extend():
+                break
+            continue
+        step_arch = Arch.from_dict(trajectory[index]["arch"])
+        if cache.get(step_arch) is None:
+            cache.measure([Arch.from_dict(s["arch"]) for s in trajectory[index:index + max(1, batch)]])
+        measured = cache.get(step_arch)
+        if within_tolerance(measured, target_ms, tolerance_pct):
+            evaluations = int(trajectory[index]["evaluations"])
+            return Verification(target_ms, run.algorithm.evaluation_at(index), evaluations, "met", measured, True,
+                                index - start, max(0, evaluations - run.base_evaluations))
+        index += 1
+    first = run.algorithm.evaluation_at(start)
+    return Verification(target_ms, first, run.algorithm.evaluations, "not met", cache.get(first.arch), False,
+                        len(run.algorithm.trajectory) - 1 - start, run.extra_evaluations,
+                        note=f"no step measures at or under {tolerance_limit(target_ms, tolerance_pct):.4g} ms "
+                             f"({run.exhausted})")
