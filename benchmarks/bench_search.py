@@ -62,8 +62,7 @@ def train(out: Path, epochs: int) -> Path:
 def table(out: Path) -> Path:
     path = out / "tiny.parquet"
     if not path.exists():
-        backend = TorchCPUBackend(threads=1, repeats=5, warmup_ms=20)
-        build_table(SearchSpace.preset("tiny"), backend, path, passes=2)
+        build_table(SearchSpace.preset("tiny"), TorchCPUBackend(threads=1), path, num_classes=10)
     return path
 
 
@@ -124,18 +123,15 @@ def catch_up(cfg: SearchJobConfig, job, lut: LatencyTable, multiple: int, seeds:
 
 
 def remeasure(job, lut: LatencyTable, passes: int) -> dict[str, dict[str, float]]:
-    """Predicted and measured (median of ``passes`` interleaved passes, pooled) ms of each distinct winning arch."""
-    from slimnas.latency.backends import get_backend
-    from slimnas.latency.validate import measure_networks
+    """Predicted and measured (the table's protocol, ``passes`` interleaved passes) ms of each distinct winning arch."""
+    from slimnas.latency.validate import backend_for, measure_networks
     from slimnas.search_spaces.efficientformer import Arch
 
-    meta = lut.meta
-    options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
-    backend = get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, repeats=10, **options)
     archs = {json.dumps(r.arch, sort_keys=True): Arch.from_dict(r.arch) for r in job.results if r.arch is not None}
-    timings = measure_networks(lut, backend, list(archs.values()), passes)
-    return {key: {"predicted_ms": lut.predict(arch), "measured_ms": timing.median}
-            for (key, arch), timing in zip(archs.items(), timings)}
+    protocol = lut.meta.measurement_protocol().replace(passes=passes)
+    measured = measure_networks(lut, backend_for(lut), list(archs.values()), protocol)
+    return {key: {"predicted_ms": lut.predict(arch), "measured_ms": m.value}
+            for (key, arch), m in zip(archs.items(), measured)}
 
 
 def main() -> None:
@@ -179,7 +175,7 @@ def main() -> None:
     targets = [round(full * float(f), 3) for f in args.targets.split(",")]
     cfg = load_config(SearchJobConfig, {
         "name": "bench", "supernet": str(checkpoint), "output": str(out), "data": DATA,
-        "eval_images": args.eval_images, "latency": {"table": str(lut_path), "measure_repeats": 10},
+        "eval_images": args.eval_images, "latency": {"table": str(lut_path)},
         "methods": ["slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2"], "targets": targets,
         "ray": {"num_cpus": 2, "object_store_mb": 256},
         "tracking": {"tracking_uri": f"sqlite:///{out / 'mlflow.db'}", "experiment": "bench-search"},

@@ -1,4 +1,4 @@
-"""The dependency rule of DESIGN.md, checked in fresh interpreters."""
+"""The dependency rule of docs/design.md, checked in fresh interpreters."""
 
 import subprocess
 import sys

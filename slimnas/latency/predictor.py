@@ -7,8 +7,10 @@ evicted by neighbours, allocator behaviour, operator scheduling). :class:`Calibr
 
 where ``S_g`` is the table's summed latency of the arch's parts in group ``g`` (stem, downsample, MB4D, MB3D,
 reshapes, head) and ``c_g``, ``b`` are fitted on a few measured whole networks. The fit minimises the *relative* error
-(latencies span 10x), with a ridge penalty pulling each ``c_g`` toward 1 and ``b`` toward 0, so a group the fitting
-networks barely exercise keeps the table's own numbers. With all ``c_g = 1`` and ``b = 0`` it is the plain sum.
+(latencies span 10x), with a ridge penalty pulling each ``c_g`` toward 1 and ``b`` toward the table's per-network
+overhead, so a group the fitting networks barely exercise keeps the table's own numbers. With all ``c_g = 1`` and ``b``
+the overhead it is the table's own prediction. (On ``tiny`` with parts timed in context it did not beat the table at
+any number of fitting networks: ``docs/design.md``.)
 """
 
 from __future__ import annotations
@@ -39,13 +41,14 @@ GROUPS: dict[str, tuple[str, ...]] = {
 class CalibratedPredictor:
     """``predict(arch) -> ms`` and ``predict_many(archs)`` from a table and fitted per-group corrections."""
 
-    def __init__(self, table: LatencyTable, coef: dict[str, float] | None = None, intercept: float = 0.0) -> None:
+    def __init__(self, table: LatencyTable, coef: dict[str, float] | None = None,
+                 intercept: float | None = None) -> None:
         self.table = table
         self.coef = {g: 1.0 for g in GROUPS} | dict(coef or {})
         unknown = set(self.coef) - set(GROUPS)
         if unknown:
             raise ValueError(f"coef: unknown group(s) {sorted(unknown)}")
-        self.intercept = float(intercept)
+        self.intercept = table.meta.overhead_ms if intercept is None else float(intercept)
 
     def features(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
         """``(n, groups)``: each arch's table latency summed per group."""
@@ -61,7 +64,7 @@ class CalibratedPredictor:
             raise ValueError("fit: need as many measured latencies as archs, at least one")
         x = self.features(archs)
         design = np.concatenate([x, np.ones((len(y), 1))], axis=1) / y[:, None]
-        prior = np.array([1.0] * len(GROUPS) + [0.0])
+        prior = np.array([1.0] * len(GROUPS) + [self.table.meta.overhead_ms])
         scale = np.array([1.0] * len(GROUPS) + [1.0 / float(np.mean(y)) ** 2])
         penalty = ridge * len(y) * np.diag(scale)
         theta = np.linalg.solve(design.T @ design + penalty, design.T @ np.ones(len(y)) + penalty @ prior)

@@ -125,7 +125,6 @@ class PipelineSearchSection(ConfigModel):
     early_stop: EarlyStopSection = EarlyStopSection()
     seed: int = 0
     measure_final: bool = True  # verify the winners on the table's backend (see SearchJobConfig.latency)
-    measure_repeats: int = Field(20, ge=1)
     tolerance_pct: float = Field(2.0, ge=0)
     max_extra_steps: int = Field(5, ge=0)
 
@@ -225,7 +224,7 @@ class PipelineConfig(ConfigModel):
             "name": "search", "output": str(self.output_dir), "supernet": supernet,
             "data": (s.data or self.train.data).model_dump(), "eval_images": s.eval_images,
             "latency": {"table": table, "calibration": calibration, "measure_final": s.measure_final,
-                        "measure_repeats": s.measure_repeats, "tolerance_pct": s.tolerance_pct,
+                        "tolerance_pct": s.tolerance_pct,
                         "max_extra_steps": s.max_extra_steps},
             "methods": list(s.methods), "targets": targets, "budget": s.budget,
             "slimming": s.slimming.model_dump(), "early_stop": s.early_stop.model_dump(), "seed": s.seed,

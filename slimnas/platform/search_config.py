@@ -23,7 +23,6 @@ class LatencySection(ConfigModel):
     # verify each winning arch end to end on the table's backend at the end (slimnas.search.verification); false:
     # nothing is measured and meets_target stays empty
     measure_final: bool = True
-    measure_repeats: int = Field(20, ge=1)
     tolerance_pct: float = Field(2.0, ge=0)  # a winner measured over target * (1 + tolerance_pct/100) fails it
     max_extra_steps: int = Field(5, ge=0)  # slimming steps past the end of a run's trajectory, per slimming run
 

@@ -291,10 +291,10 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
             add(method, f"{method}@{target:g}ms", factory(space, latency_fn, target, budgets[target], seed=cfg.seed),
                 [target])
     def on_device(archs: Sequence[Arch]) -> list[float] | None:
-        return _measure_on_device(table, cfg.latency.measure_repeats, archs)
+        return _measure_on_device(table, archs)
 
     verified = _verify_winners(runs, cfg, measure or on_device, continue_round, echo,
-                               pending_line=lambda: _pending_line(table, cfg.latency.measure_repeats, job_dir))
+                               pending_line=lambda: _pending_line(table, job_dir))
     results, histories, trajectories = _results(runs, verified)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
     atomic_write_text(job_dir / "results.json", json.dumps({**asdict(job), "supernet_checkpoint": checkpoint},
@@ -387,36 +387,28 @@ def _echo_verification(echo: Callable[[str], None], method: str, v: Verification
              f"{taken} measures {v.measured_ms:.4g} ms")
 
 
-def _table_backend(table, repeats: int):
-    """The table's backend with the table's settings (``repeats`` samples per network and pass)."""
-    from slimnas.latency.backends import get_backend
+def _measure_on_device(table, archs: Sequence[Arch]) -> list[float] | None:
+    """Each arch's latency (ms) measured end to end on the table's backend and settings, under the table's own
+    measurement protocol (:mod:`slimnas.latency.protocol`: the statistic the table predicts, interleaved passes,
+    disturbed passes re-measured); ``None`` when that backend cannot run here. The one place a job times networks.
 
-    meta = table.meta
-    options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
-    return get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, repeats=repeats, **options)
-
-
-def _measure_on_device(table, repeats: int, archs: Sequence[Arch], passes: int = 2) -> list[float] | None:
-    """Each arch's latency (ms) measured end to end on the table's backend and settings; ``None`` when that backend
-    cannot run here. The one place a job times networks.
-
-    The first network is timed once and discarded (the process has just handed the cores back from Tune's workers,
-    and the first timings after that ran up to 1.9x slow); then every network is timed in ``passes`` interleaved
-    passes whose samples are pooled, as the table builder does, so one slow phase of the machine cannot own a result.
-    The median of the pooled samples is the measured latency.
+    The first network is timed for one pass and discarded: the process has just handed the cores back from Tune's
+    workers, and the first timings after that ran up to 1.9x slow.
     """
-    from slimnas.latency.validate import measure_networks
+    from slimnas.latency.validate import backend_for, measure_networks
 
-    backend = _table_backend(table, repeats)
+    backend = backend_for(table)
     if backend.unavailable_reason():
         return None
-    return [timing.median for timing in measure_networks(table, backend, list(archs), passes, warmup=True)]
+    return [m.value for m in measure_networks(table, backend, list(archs), warmup=True)]
 
 
-def _pending_line(table, repeats: int, job_dir: Path) -> str:
+def _pending_line(table, job_dir: Path) -> str:
     """What the job says when the table's device cannot measure here: why, and how to verify on the device."""
+    from slimnas.latency.validate import backend_for
+
     meta = table.meta
-    reason = _table_backend(table, repeats).unavailable_reason() or "the measuring device is not available"
+    reason = backend_for(table).unavailable_reason() or "the measuring device is not available"
     line = (f"[search] verification pending: the winners were not measured on {meta.backend} ({reason}); "
             f"meets_target stays empty. Each winner's arch is in {job_dir / 'results.json'} and in its MLflow child "
             f"run's arch.json: time those networks on the device")

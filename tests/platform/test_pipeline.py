@@ -20,7 +20,7 @@ REDUCED = [
     "train.data.calib_images=64", "latency.protocol.passes=1", "latency.protocol.samples=2",
     "latency.protocol.pass_ms=0", "latency.protocol.warmup_ms=5", "latency.max_networks=24",
     "latency.validate.num_archs=2", "search.methods=[slimming, random]", "search.targets_relative=[0.9, 0.75]",
-    "search.eval_images=64", "search.measure_repeats=3", "search.max_extra_steps=1", "search.tolerance_pct=3",
+    "search.eval_images=64", "search.max_extra_steps=1", "search.tolerance_pct=3",
 ]
 
 

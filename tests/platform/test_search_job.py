@@ -12,6 +12,7 @@ from slimnas.config import load_config
 from slimnas.errors import ConfigError, InputError
 from slimnas.latency import LatencyTable, build_table
 from slimnas.latency.backends import TorchCPUBackend
+from slimnas.latency.protocol import Protocol
 from slimnas.platform.search_config import SearchJobConfig
 from slimnas.platform.search_job import (
     MethodResult,
@@ -33,8 +34,9 @@ from slimnas.trainers import train_supernet
 def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("search-job")
     result = train_supernet(tiny_train_config(root, name="sup", run={"max_steps_per_epoch": 4}))
-    backend = TorchCPUBackend(threads=1, repeats=3, warmup_ms=5.0, min_sample_ms=0.5)
-    table = build_table(SearchSpace.preset("tiny"), backend, root / "tiny.parquet")
+    fast = Protocol(passes=2, samples=3, pass_ms=0.0, warmup_ms=2.0, extra_passes=1)
+    table = build_table(SearchSpace.preset("tiny"), TorchCPUBackend(threads=1), root / "tiny.parquet", protocol=fast,
+                        harness="isolated")
     full = table.predict(SearchSpace.preset("tiny").max_arch())
     return root, result.checkpoint, table, full
 
@@ -44,7 +46,7 @@ def _config(root, checkpoint, table_path, targets, **extra):
         "name": "job", "supernet": str(checkpoint), "output": str(root / "out"),
         "data": {"kind": "digits", "batch_size": 32, "calib_images": 64},
         "eval_images": 96,
-        "latency": {"table": str(table_path), "measure_repeats": 3},
+        "latency": {"table": str(table_path)},
         "methods": ["slimming", "random", "tpe", "nsga2"],
         "targets": targets,
         "ray": {"num_cpus": 2, "object_store_mb": 128},
@@ -58,7 +60,7 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
     root, checkpoint, table, full = inputs
     targets = [round(0.9 * full, 3), round(0.8 * full, 3)]
     cfg = _config(root, checkpoint, root / "tiny.parquet", targets,
-                  latency={"table": str(root / "tiny.parquet"), "measure_repeats": 3, "max_extra_steps": 1})
+                  latency={"table": str(root / "tiny.parquet"), "max_extra_steps": 1})
     try:
         job = run_search_job(cfg)
     finally:
@@ -215,7 +217,7 @@ def test_verification_pending_or_off_leaves_meets_target_empty(inputs):
     out = _verify_winners(_toy_runs(), off, never, no_rounds, lines.append, lambda: "")
     assert {v.state for v in out.values()} == {"off"} and "measure_final: false" in lines[-1]
     coreml = table.with_meta(backend="coreml", options={"compute_units": "all"})
-    line = _pending_line(coreml, 3, root / "job")
+    line = _pending_line(coreml, root / "job")
     assert line.startswith("[search] verification pending") and "arch.json" in line
     assert "slimnas lut build --backend coreml --bundle DIR" in line and "slimnas lut import-measurements" in line
     result = SearchJobResult({}, [MethodResult("slimming", 1.0, TOY_SPACE.max_arch().to_dict(), 0.9, 0.5, 3, 1.0,
