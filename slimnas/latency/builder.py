@@ -31,8 +31,9 @@ from ._parts import Part, parts_of_space
 from ._timing import Timing
 from .backends import Backend
 from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
-from .modules import FORMS, part_module, resolve_rotation_mb
+from .modules import FORMS, network_module, part_module, resolve_rotation_mb
 from .protocol import ContextSamples, Progress, Protocol, measure_items
+from .reference import ReferenceClock, reference_archs
 from .table import LatencyTable, TableMeta
 
 __all__ = ["build_table", "Progress", "journal_path", "table_meta"]
@@ -71,6 +72,7 @@ class _Journal:
     isolated: dict[tuple[Part, int], list[float]] = field(default_factory=dict)
     context: dict[tuple[int, int], ContextSamples] = field(default_factory=dict)
     overhead: dict[tuple[int, int], list[float]] = field(default_factory=dict)
+    reference: dict[int, list[list[float]]] = field(default_factory=dict)
 
 
 def _read_journal(path: Path, header_wanted: dict) -> _Journal:
@@ -93,6 +95,8 @@ def _read_journal(path: Path, header_wanted: dict) -> _Journal:
                 journal.context[key] = ContextSamples.from_dict(record)
             elif record["stage"] == "overhead":
                 journal.overhead[key] = [float(v) for v in record["samples"]]
+            elif record["stage"] == "reference":
+                journal.reference.setdefault(key[0], []).append([float(v) for v in record["samples"]])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             # A line cut short by the interruption: everything before it is intact.
             log.warning("lut: ignoring unreadable line %d of %s", number, path)
@@ -180,9 +184,20 @@ def build_table(
         entries: dict[Part, Timing] = {}
         passes: dict[Part, tuple[int, int]] = {}
         overhead = 0.0
+        references = reference_archs(space, protocol.reference_networks)
+        nets = [network_module(a, batch, form, num_classes, in_chans) for a in references]
+        counter = [sum(len(v) for v in done.reference.values())]
+
+        def journal_reference(k: int, samples: list[float]) -> None:
+            writer("reference")(k, counter[0], samples)
+            counter[0] += 1
+
+        clock = ReferenceClock([lambda net=net: net for net in nets], backend, protocol, protocol.reference_every_s,
+                               done=done.reference, on_sample=journal_reference)
         if archs:
             result = measure_in_context(archs, backend, protocol, batch, form, num_classes, in_chans,
-                                        done=done.context, on_pass=writer("context"), on_progress=on_progress)
+                                        done=done.context, on_pass=writer("context"), on_progress=on_progress,
+                                        tick=clock.tick)
             entries = {p: t for p, t in result.entries.items() if p in set(todo)}
             overhead = result.overhead_ms
             notes.update(cover=cover, max_networks=max_networks, context_networks=result.networks,
@@ -196,7 +211,7 @@ def build_table(
             position = {index[p]: j for j, p in enumerate(measure)}
             measured = measure_items(items, backend, protocol, names=[str(p) for p in measure],
                                      done={(position[i], k): v for (i, k), v in resumed.items() if i in position},
-                                     on_pass=writer("isolated", measure), on_progress=on_progress)
+                                     on_pass=writer("isolated", measure), on_progress=on_progress, tick=clock.tick)
             isolated = {p: m.timing for p, m in zip(measure, measured)}
             passes = {p: (m.passes, m.disturbed) for p, m in zip(measure, measured)}
             if archs:
@@ -208,8 +223,11 @@ def build_table(
                 overhead = empty.value
                 entries = {p: _minus(t, overhead) for p, t in isolated.items()}
                 notes["empty_call_ms"] = empty.value
+        if references and not any(clock.samples):
+            clock.tick(True)  # everything came from the journal: the speed still needs a measurement
+    reference = {"archs": [a.to_dict() for a in references], "ms": clock.latencies()} if references else None
     meta = replace(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   overhead_ms=float(overhead), notes=notes)
+                   overhead_ms=float(overhead), notes=notes, reference=reference)
     table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes)
     table.save(out)
     journal.unlink(missing_ok=True)

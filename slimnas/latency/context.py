@@ -94,9 +94,10 @@ def measure_in_context(
     done: Mapping[tuple[int, int], ContextSamples] | None = None,
     on_pass: Callable[[int, int, ContextSamples], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    tick: Callable[[bool], None] | None = None,
 ) -> ContextResult:
-    """Time ``archs``' networks in context (see the module docstring); ``done``/``on_pass`` as in
-    :func:`~slimnas.latency.protocol.run_passes` (a build's journal)."""
+    """Time ``archs``' networks in context (see the module docstring); ``done``/``on_pass``/``tick`` as in
+    :func:`~slimnas.latency.protocol.run_passes` (a build's journal, the reference clock)."""
     from .modules import network_parts
 
     def sample_pass(i: int) -> ContextSamples:
@@ -105,7 +106,7 @@ def measure_in_context(
 
     records = run_passes(len(archs), sample_pass, protocol, times=lambda r: r.network,
                          names=[f"network {i + 1}/{len(archs)}" for i in range(len(archs))], done=done,
-                         on_pass=on_pass, on_progress=on_progress)
+                         on_pass=on_pass, on_progress=on_progress, tick=tick)
     pooled: dict[Part, list[float]] = {}
     overheads, disturbed, total = [], 0, 0
     for arch, passes in zip(archs, records):

@@ -80,6 +80,8 @@ class Protocol:
     warmup_ms: float = 20.0  # untimed calls before each item's samples, in every pass (at least 3 calls)
     tolerance: float = 0.10  # a pass whose statistic is off the median of the item's passes by more is disturbed
     extra_passes: int = 4  # at most this many re-measurement passes for items with too many disturbed passes
+    reference_networks: int = 2  # fixed networks timed alongside, for the machine's speed (slimnas.latency.reference)
+    reference_every_s: float = 5.0  # ... at every pass start and at least this often
 
     def __post_init__(self) -> None:
         checks = {
@@ -90,11 +92,14 @@ class Protocol:
             "warmup_ms": math.isfinite(self.warmup_ms) and 0 <= self.warmup_ms <= 600_000,
             "tolerance": math.isfinite(self.tolerance) and 0 < self.tolerance <= 10,
             "extra_passes": isinstance(self.extra_passes, int) and 0 <= self.extra_passes <= 1000,
+            "reference_networks": isinstance(self.reference_networks, int) and 0 <= self.reference_networks <= 16,
+            "reference_every_s": math.isfinite(self.reference_every_s) and 0 < self.reference_every_s <= 86_400,
         }
         limits = {"statistic": f"one of {STATISTICS}", "passes": "an integer from 1 to 1000",
                   "samples": "an integer from 1 to 1000000", "pass_ms": "between 0 and 600000",
                   "warmup_ms": "between 0 and 600000", "tolerance": "above 0 and at most 10",
-                  "extra_passes": "an integer from 0 to 1000"}
+                  "extra_passes": "an integer from 0 to 1000", "reference_networks": "an integer from 0 to 16",
+                  "reference_every_s": "above 0 and at most 86400"}
         for name, ok in checks.items():
             if not ok:
                 raise InputError(f"protocol.{name}: must be {limits[name]}, got {getattr(self, name)!r}")
@@ -129,6 +134,18 @@ class Measurement:
     disturbed: int  # passes dropped as disturbed
     pass_values: tuple[float, ...]  # each pass's statistic, in measurement order (ms)
     accepted: tuple[bool, ...]  # whether each pass was kept (not disturbed)
+    speed: float = 1.0  # the machine's speed factor this was divided by (slimnas.latency.reference); 1: raw
+    raw_value: float | None = None  # the value before that division (None: the same as value)
+
+    def at_speed(self, factor: float) -> Measurement:
+        """This measurement brought to another machine speed: values divided by ``factor`` (raw kept)."""
+        return dataclasses.replace(self, value=self.value / factor, speed=factor, raw_value=self.raw,
+                                   pass_values=tuple(v / factor for v in self.pass_values))
+
+    @property
+    def raw(self) -> float:
+        """The value as measured (before any speed factor)."""
+        return self.value if self.raw_value is None else self.raw_value
 
     def pass_range(self) -> tuple[float, float]:
         """Lowest and highest statistic among the accepted passes (ms): the measurement's own spread."""
@@ -222,6 +239,7 @@ def run_passes(
     done: Mapping[tuple[int, int], R] | None = None,
     on_pass: Callable[[int, int, R], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    tick: Callable[[bool], None] | None = None,
 ) -> list[list[R]]:
     """The protocol's pass schedule over ``count`` items; returns every item's passes, in order.
 
@@ -229,7 +247,8 @@ def run_passes(
     ``times(record)`` decide disturbed passes and extra passes. ``done`` holds passes measured before, as
     ``{(item, pass): record}`` (a build resuming from its journal); ``on_pass(item, pass, record)`` is called after each
     new pass (the journal's write). Extra passes are numbered from ``protocol.passes`` on; which items get them
-    depends only on the samples, so a resumed measurement takes the same decisions.
+    depends only on the samples, so a resumed measurement takes the same decisions. ``tick(pass_start)`` is called
+    before each item measured (``True`` for a pass's first): the reference clock (:mod:`slimnas.latency.reference`).
     """
     names = list(names) if names is not None else [f"item {i}" for i in range(count)]
     records: list[list[R]] = [[] for _ in range(count)]
@@ -237,11 +256,13 @@ def run_passes(
     start = time.perf_counter()
     counter = {"new": 0, "done": 0, "total": count * protocol.passes}
 
-    def run(i: int, pass_index: int) -> None:
+    def run(i: int, pass_index: int, first: bool) -> None:
         if (i, pass_index) in done:
             records[i].append(done[(i, pass_index)])
             counter["done"] += 1
             return
+        if tick is not None:
+            tick(first)
         record = sample_pass(i)
         records[i].append(record)
         counter["new"] += 1
@@ -257,15 +278,15 @@ def run_passes(
 
     for pass_index in range(protocol.passes):
         for i in range(count):
-            run(i, pass_index)
+            run(i, pass_index, i == 0)
     for extra in range(protocol.extra_passes):
         pending = [i for i in range(count)
                    if needs_more(assess([times(r) for r in records[i]], protocol))]
         if not pending:
             break
         counter["total"] += len(pending)
-        for i in pending:
-            run(i, protocol.passes + extra)
+        for n, i in enumerate(pending):
+            run(i, protocol.passes + extra, n == 0)
     return records
 
 
@@ -278,6 +299,7 @@ def measure_items(
     done: Mapping[tuple[int, int], Sequence[float]] | None = None,
     on_pass: Callable[[int, int, list[float]], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    tick: Callable[[bool], None] | None = None,
 ) -> list[Measurement]:
     """Measure every item under ``protocol`` (see the module docstring); returns one measurement per item.
 
@@ -290,5 +312,5 @@ def measure_items(
         return backend.sample(module, example, protocol)
 
     passes = run_passes(len(items), sample_pass, protocol, names=names, done=done, on_pass=on_pass,
-                        on_progress=on_progress)
+                        on_progress=on_progress, tick=tick)
     return [assess(p, protocol) for p in passes]

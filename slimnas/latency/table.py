@@ -76,6 +76,13 @@ class TableMeta:
     protocol: dict[str, Any] | None = None  # the measurement protocol (Protocol.to_dict()); None in old tables
     harness: str = "isolated"  # how parts were timed: "context" (inside running networks) or "isolated"
     overhead_ms: float = 0.0  # added once to every prediction: a network's time outside its parts
+    reference: dict[str, Any] | None = None  # reference networks and their latency at build time (latency.reference)
+
+    def reference_archs(self) -> list[Arch]:
+        return [Arch.from_dict(a) for a in (self.reference or {}).get("archs", [])]
+
+    def reference_ms(self) -> list[float]:
+        return [float(v) for v in (self.reference or {}).get("ms", [])]
 
     def identity(self) -> dict[str, Any]:
         """The fields two measurement sessions must share to be merged into one table."""

@@ -144,11 +144,13 @@ class ValidationReport:
         if self.calibration is not None:
             self.summary["calibrated_holdout"] = error_metrics([r.calibrated_ms for r in hold],
                                                                [r.measured_ms for r in hold])
+        self.summary["raw_all"] = error_metrics([r.predicted_ms for r in rows], [r.measured.raw for r in rows])
         spreads = [r.measured.spread for r in rows]
         self.summary["measurement"] = {
             "n": len(rows), "median_pass_spread_pct": 100 * float(np.median(spreads)) if rows else float("nan"),
             "disturbed_passes": int(sum(r.measured.disturbed for r in rows)),
             "passes": int(sum(r.measured.passes + r.measured.disturbed for r in rows)),
+            "speed_factor": float(rows[0].measured.speed) if rows else 1.0,
         }
         return self
 
@@ -157,12 +159,14 @@ class ValidationReport:
         writer = csv.writer(buffer)
         stat = self.meta.get("statistic", "median")
         writer.writerow(["name", "split", "predicted_ms", "calibrated_ms", f"measured_{stat}_ms", "measured_low_ms",
-                         "measured_high_ms", "passes", "disturbed", "error_pct", "calibrated_error_pct", "arch"])
+                         "measured_high_ms", "measured_raw_ms", "speed_factor", "passes", "disturbed", "error_pct",
+                         "calibrated_error_pct", "arch"])
         for r in self.rows:
             low, high = r.measured.pass_range()
             writer.writerow([r.name, r.split, f"{r.predicted_ms:.4f}",
                              "" if r.calibrated_ms is None else f"{r.calibrated_ms:.4f}",
-                             f"{r.measured_ms:.4f}", f"{low:.4f}", f"{high:.4f}", r.measured.passes,
+                             f"{r.measured_ms:.4f}", f"{low:.4f}", f"{high:.4f}", f"{r.measured.raw:.4f}",
+                             f"{r.measured.speed:.4f}", r.measured.passes,
                              r.measured.disturbed, f"{r.error_pct:.2f}",
                              "" if r.calibrated_error_pct is None else f"{r.calibrated_error_pct:.2f}",
                              r.arch.to_json()])
@@ -224,7 +228,9 @@ class ValidationReport:
                          f"MAPE {s.get('mape_pct', nan):.1f}%, within 10% {100 * s.get('within_10pct', nan):.0f}%, "
                          f"tau {s.get('kendall_tau', nan):.3f}",
                          fontsize=9)
-            ax.set_xlabel(f"measured latency (ms, {stat}; bars: spread over passes)")
+            speed = self.summary.get("measurement", {}).get("speed_factor", 1.0)
+            at = "" if speed == 1.0 else f", at the table's machine speed (now x{speed:.3f})"
+            ax.set_xlabel(f"measured latency (ms, {stat}{at}; bars: spread over passes)")
             ax.set_ylabel(f"predicted latency (ms, {title})")
             ax.set_xlim(0, top)
             ax.set_ylim(0, top)
@@ -315,10 +321,14 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
     """Time ``archs`` end to end on ``backend`` in the form and settings of ``table``'s entries, under ``protocol``
     (default: the table's own, so that measurements estimate what the table predicts).
 
-    ``warmup`` times the first network for one pass and discards it (for a process that has just taken the cores back
-    from other work: the first timings after Ray Tune's workers ran up to 1.9x slow).
+    When the table has reference networks (:mod:`slimnas.latency.reference`) and the protocol asks for them, they are
+    timed alongside, and each measurement's ``value`` is brought to the table's machine speed (``raw`` keeps what was
+    measured, ``speed`` the factor). ``warmup`` times the first network for one pass and discards it (for a process
+    that has just taken the cores back from other work: the first timings after Ray Tune's workers ran up to 1.9x
+    slow).
     """
     from .modules import network_module
+    from .reference import ReferenceClock, speed_factor
 
     meta = table.meta
     protocol = protocol or meta.measurement_protocol()
@@ -326,10 +336,18 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
         raise InputError(f"protocol.statistic: the table predicts the {table.stat}; measure that, not the "
                          f"{protocol.statistic}")
     networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for arch in archs]
+    references = meta.reference_archs() if protocol.reference_networks else []
+    refs = [network_module(a, meta.batch, meta.form, meta.num_classes, meta.in_chans) for a in references]
+    clock = ReferenceClock([(lambda net=net: net) for net in refs], backend, protocol, protocol.reference_every_s)
     if warmup and networks:
         backend.sample(*networks[0], protocol)
     items = [(lambda net=net: net) for net in networks]
-    return measure_items(items, backend, protocol, names=names, on_progress=on_progress)
+    measured = measure_items(items, backend, protocol, names=names, on_progress=on_progress, tick=clock.tick)
+    if not refs:
+        return measured
+    clock.tick(True)  # and once more at the end, so that the session's speed spans all of it
+    factor = speed_factor(clock.latencies(), meta.reference_ms())
+    return [m.at_speed(factor) for m in measured]
 
 
 def validate_table(
@@ -364,7 +382,10 @@ def validate_table(
 def compare_tables(table: LatencyTable, other: LatencyTable, num_archs: int = 50, seed: int = 0) -> dict[str, Any]:
     """How far two tables of one space disagree on the presets and ``num_archs`` random archs (repeatability: the
     same table built twice at different times). Measures as :func:`error_metrics`, ``table`` taken as the
-    prediction and ``other`` as the reference."""
+    prediction and ``other`` as the reference; when both recorded the same reference networks, ``other`` is first
+    brought to ``table``'s machine speed (``speed_factor``; the ``raw`` entry compares them as built)."""
+    from .reference import speed_factor
+
     if table.space.to_dict() | {"name": ""} != other.space.to_dict() | {"name": ""}:
         raise InputError("--against: the two tables are for different search spaces")
     for key in ("img_size", "batch", "num_classes", "in_chans"):
@@ -374,6 +395,11 @@ def compare_tables(table: LatencyTable, other: LatencyTable, num_archs: int = 50
     if not isinstance(num_archs, int) or not 1 <= num_archs <= 100_000:
         raise InputError(f"num_archs: must be an integer from 1 to 100000, got {num_archs!r}")
     archs = [a for _, a in validation_archs(table.space, num_archs, seed)]
-    metrics = error_metrics(table.predict_many(archs), other.predict_many(archs))
+    mine, theirs = table.predict_many(archs), other.predict_many(archs)
+    factor = 1.0
+    if table.meta.reference and (other.meta.reference or {}).get("archs") == table.meta.reference.get("archs"):
+        factor = speed_factor(other.meta.reference_ms(), table.meta.reference_ms())
+    metrics = error_metrics(mine, theirs / factor)
     return {"archs": len(archs), "statistic": [table.stat, other.stat],
-            "created": [table.meta.created, other.meta.created], **metrics}
+            "created": [table.meta.created, other.meta.created], "speed_factor": factor, **metrics,
+            "raw": error_metrics(mine, theirs)}

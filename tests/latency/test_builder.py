@@ -12,7 +12,7 @@ from slimnas.latency.protocol import Protocol
 from .conftest import MICRO
 
 #: Deterministic pass counts: no extra passes.
-COUNTED = Protocol(passes=2, samples=2, pass_ms=0.0, warmup_ms=0.5, extra_passes=0)
+COUNTED = Protocol(passes=2, samples=2, pass_ms=0.0, warmup_ms=0.5, extra_passes=0, reference_networks=0)
 
 
 class CountingBackend(TorchCPUBackend):

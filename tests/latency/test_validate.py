@@ -64,7 +64,10 @@ def test_validate_table_end_to_end_writes_csv_png_json(tiny_table, tmp_path):
     assert report.calibration is not None and report.summary["calibrated_holdout"]["n"] == 4
     for r in report.rows:
         assert r.predicted_ms == pytest.approx(tiny_table.predict(r.arch))
-        assert r.measured_ms == r.measured.timing.median > 0 and r.measured.passes + r.measured.disturbed >= 2
+        m = r.measured
+        assert r.measured_ms == pytest.approx(m.timing.median / m.speed) and m.raw == m.timing.median > 0
+        assert m.speed == report.summary["measurement"]["speed_factor"] and 0.5 < m.speed < 2
+        assert m.passes + m.disturbed >= 2
         low, high = r.measured.pass_range()
         assert low <= high
     paths = report.write(tmp_path / "v")

@@ -1,0 +1,91 @@
+"""The machine's speed, measured alongside every measurement: reference networks.
+
+A shared VM's speed drifts as a whole: two builds of the same ``tiny`` table three minutes apart predicted every arch
+14% apart (the ratio of their predictions 1.14 +- 0.01 over 50 archs, every part kind alike), while the protocol
+within each build was repeatable. No statistic of one session can remove a slowdown that lasts the whole session;
+measuring the machine's speed can. So every measurement session (a table's build, a validation, a search job's
+winners) also times a few fixed **reference networks** of the table's space (seeded random archs, in the table's form,
+batch and backend), interleaved with the rest: at the start of every pass and every ``reference_every_s`` seconds.
+
+- A table records its reference networks and their latencies at build time (``TableMeta.reference``): the machine's
+  speed its entries belong to.
+- A later session times the same networks; its *speed factor* is the geometric mean over the reference networks of
+  ``session latency / table latency`` (1.10: the machine now runs 10% slower than when the table was built).
+  Measurements against the table are reported at the table's speed (divided by the factor) and raw; validation and
+  winner verification compare predictions with the former, and say what the factor was.
+- Two tables are compared at equal speed (``compare_tables``).
+
+On a dedicated device the factor stays near 1 and changes nothing. ``reference_networks: 0`` switches it off.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+
+from .protocol import Protocol, statistic_of
+
+__all__ = ["reference_archs", "ReferenceClock", "speed_factor"]
+
+_SEED = 1000
+
+
+def reference_archs(space: SearchSpace, count: int) -> list[Arch]:
+    """The space's reference networks: ``count`` seeded random archs (the same on every machine and every run)."""
+    return [space.sample(random.Random(_SEED + k)) for k in range(count)]
+
+
+def speed_factor(session_ms: Sequence[float], table_ms: Sequence[float]) -> float:
+    """Geometric mean of ``session / table`` over the reference networks (1.0 when there are none)."""
+    pairs = [(s, t) for s, t in zip(session_ms, table_ms) if s > 0 and t > 0]
+    if not pairs:
+        return 1.0
+    return math.exp(sum(math.log(s / t) for s, t in pairs) / len(pairs))
+
+
+@dataclass
+class ReferenceClock:
+    """Times the reference networks during a measurement session (see the module docstring).
+
+    ``networks[k]()`` returns ``(module, example)`` for reference network ``k``; ``backend.sample`` times it (one
+    pass of the protocol). ``done`` holds earlier sessions' samples (a resumed build); ``on_sample(k, samples)`` is
+    called after each new measurement (the build's journal).
+    """
+
+    networks: Sequence[Callable[[], tuple[Any, Any]]]
+    backend: Any
+    protocol: Protocol
+    every_s: float = 5.0
+    done: Mapping[int, Sequence[Sequence[float]]] = field(default_factory=dict)
+    on_sample: Callable[[int, list[float]], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.samples: list[list[list[float]]] = [[list(s) for s in self.done.get(k, [])]
+                                                 for k in range(len(self.networks))]
+        self._last = -math.inf
+
+    def tick(self, pass_start: bool = False) -> None:
+        """Time every reference network if a pass starts or ``every_s`` passed since the last time."""
+        now = time.perf_counter()
+        if not self.networks or (not pass_start and now - self._last < self.every_s):
+            return
+        for k, network in enumerate(self.networks):
+            module, example = network()
+            values = self.backend.sample(module, example, self.protocol)
+            self.samples[k].append(values)
+            if self.on_sample is not None:
+                self.on_sample(k, values)
+        self._last = time.perf_counter()
+
+    def latencies(self) -> list[float]:
+        """Each reference network's latency over the session: the protocol statistic of each measurement, their
+        median (robust to a measurement taken in a burst)."""
+        return [statistics.median(statistic_of(s, self.protocol.statistic) for s in measurements)
+                if measurements else float("nan") for measurements in self.samples]
