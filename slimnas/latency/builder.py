@@ -31,7 +31,7 @@ from ._parts import Part, parts_of_space
 from ._timing import Timing
 from .backends import Backend
 from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
-from .modules import FORMS, network_module, part_module, resolve_rotation_mb
+from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
 from .protocol import ContextSamples, Progress, Protocol, measure_items
 from .reference import ReferenceClock, reference_archs
 from .table import LatencyTable, TableMeta
@@ -194,12 +194,14 @@ def build_table(
 
         clock = ReferenceClock([lambda net=net: net for net in nets], backend, protocol, protocol.reference_every_s,
                                done=done.reference, on_sample=journal_reference)
+        weights = {p: part_weight_mib(p, space.img_size, form) for p in todo}
+        slope, at = 0.0, 0.0
         if archs:
             result = measure_in_context(archs, backend, protocol, batch, form, num_classes, in_chans,
                                         done=done.context, on_pass=writer("context"), on_progress=on_progress,
-                                        tick=clock.tick)
+                                        tick=clock.tick, weights=weights)
             entries = {p: t for p, t in result.entries.items() if p in set(todo)}
-            overhead = result.overhead_ms
+            overhead, slope, at = result.overhead_ms, result.slope_per_mib, result.at_mib
             notes.update(cover=cover, max_networks=max_networks, context_networks=result.networks,
                          context_passes=result.passes, context_disturbed=result.disturbed)
         alone = [p for p in todo if p not in entries]
@@ -227,8 +229,9 @@ def build_table(
             clock.tick(True)  # everything came from the journal: the speed still needs a measurement
     reference = {"archs": [a.to_dict() for a in references], "ms": clock.latencies()} if references else None
     meta = replace(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   overhead_ms=float(overhead), notes=notes, reference=reference)
-    table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes)
+                   overhead_ms=float(overhead), notes=notes, reference=reference, context_slope_per_mib=slope,
+                   context_at_mib=at)
+    table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes, weights=weights)
     table.save(out)
     journal.unlink(missing_ok=True)
     return table

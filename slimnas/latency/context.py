@@ -20,6 +20,15 @@ contains all of that. ``harness="context"`` (the default for backends that can, 
 4. **Per-network overhead.** What a whole call spends outside its parts (the stage loop's Python, and minus the
    clock reads of the instrumented calls): the median over covering networks of ``whole - sum(parts)``, recorded
    as ``TableMeta.overhead_ms`` and added once to every prediction.
+5. **The working-set term.** The same part runs slower inside a network with more weights: the rest of the network
+   evicts its weights from the caches between two inferences. Validated on ``tiny``, the sum of in-context entries
+   over-predicted small networks and under-predicted large ones, its error correlated at 0.79 with the network's
+   weight size (about +2% per MiB). Every part occurs in several covering networks of different sizes, so the
+   effect is measured, not fitted to validation: ``log t(part, network) = log e(part) + slope * (W(network) - at)``,
+   the slope from the within-part variation across networks (least squares), ``W`` the network's weights in MiB and
+   ``at`` the covering networks' mean. Entries are stored at ``W = at``; a prediction multiplies the sum of an arch's
+   entries by ``exp(slope * (W(arch) - at))`` (``TableMeta.context_slope_per_mib``, ``context_at_mib``; each part's
+   weight size is a column of the table).
 
 The evidence (``docs/benchmarks.md``, "Part-to-network gap") and the reasoning (``docs/design.md``) say why this and not
 a fitted calibration: once parts were measured under the protocol, fitting per-kind corrections on measured networks
@@ -29,6 +38,7 @@ did not beat the plain sum at any training size (the learning curve was flat), w
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -73,13 +83,16 @@ def covering_archs(space: SearchSpace, num_classes: int = 1000, in_chans: int = 
 
 @dataclass(frozen=True)
 class ContextResult:
-    """What timing in context gave: per covered part its in-context timing, and the per-network overhead."""
+    """What timing in context gave: per covered part its in-context timing (at ``at_mib`` of network weights), the
+    per-network overhead and the working-set slope."""
 
     entries: dict[Part, Timing]
     overhead_ms: float
     networks: int
     disturbed: int  # network passes dropped as disturbed
     passes: int  # network passes in all
+    slope_per_mib: float = 0.0
+    at_mib: float = 0.0
 
 
 def measure_in_context(
@@ -95,9 +108,11 @@ def measure_in_context(
     on_pass: Callable[[int, int, ContextSamples], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     tick: Callable[[bool], None] | None = None,
+    weights: Mapping[Part, float] | None = None,
 ) -> ContextResult:
     """Time ``archs``' networks in context (see the module docstring); ``done``/``on_pass``/``tick`` as in
-    :func:`~slimnas.latency.protocol.run_passes` (a build's journal, the reference clock)."""
+    :func:`~slimnas.latency.protocol.run_passes` (a build's journal, the reference clock). ``weights`` (MiB per part)
+    enables the working-set term."""
     from .modules import network_parts
 
     def sample_pass(i: int) -> ContextSamples:
@@ -107,23 +122,53 @@ def measure_in_context(
     records = run_passes(len(archs), sample_pass, protocol, times=lambda r: r.network,
                          names=[f"network {i + 1}/{len(archs)}" for i in range(len(archs))], done=done,
                          on_pass=on_pass, on_progress=on_progress, tick=tick)
-    pooled: dict[Part, list[float]] = {}
-    overheads, disturbed, total = [], 0, 0
+    observed: list[tuple[Part, float, list[float]]] = []  # (part, network weights MiB, in-context samples)
+    overheads, sizes, disturbed, total = [], [], 0, 0
     for arch, passes in zip(archs, records):
         verdict = assess([r.network for r in passes], protocol)
         disturbed += verdict.disturbed
         total += len(passes)
         kept = [r for r, ok in zip(passes, verdict.accepted) if ok]
         parts = parts_of(arch, num_classes, in_chans)
+        size = sum(weights.get(p, 0.0) for p in parts) if weights else 0.0
+        sizes.append(size)
         inside = 0.0
         for i, part in enumerate(parts):
             values = [v for r in kept for v in r.parts[i]]
-            pooled.setdefault(part, []).extend(values)
+            observed.append((part, size, values))
             inside += statistic_of(values, protocol.statistic)
         overheads.append(verdict.value - inside)
+    slope = _working_set_slope(observed, protocol.statistic) if weights else 0.0
+    at = float(np.mean(sizes)) if sizes else 0.0
+    pooled: dict[Part, list[float]] = {}
+    for part, size, values in observed:
+        scale = math.exp(-slope * (size - at))
+        pooled.setdefault(part, []).extend(v * scale for v in values)
     entries = {part: Timing.from_samples(values) for part, values in pooled.items()}
-    # Statistics of pooled in-context samples: the protocol's statistic is what predictions add up.
-    return ContextResult(entries, float(np.median(overheads)) if overheads else 0.0, len(archs), disturbed, total)
+    return ContextResult(entries, float(np.median(overheads)) if overheads else 0.0, len(archs), disturbed, total,
+                         slope, at)
+
+
+def _working_set_slope(observed: Sequence[tuple[Part, float, list[float]]], statistic: str) -> float:
+    """The working-set slope (per MiB) from the within-part variation across networks (least squares on the
+    part-demeaned log latencies)."""
+    by_part: dict[Part, list[tuple[float, float]]] = {}
+    for part, size, values in observed:
+        value = statistic_of(values, statistic)
+        if value > 0:
+            by_part.setdefault(part, []).append((size, math.log(value)))
+    xs, ys = [], []
+    for points in by_part.values():
+        if len(points) < 2:
+            continue
+        mx = np.mean([x for x, _ in points])
+        my = np.mean([y for _, y in points])
+        xs += [x - mx for x, _ in points]
+        ys += [y - my for _, y in points]
+    x, y = np.asarray(xs), np.asarray(ys)
+    if not len(x) or float(x @ x) == 0.0:
+        return 0.0
+    return float(x @ y / (x @ x))
 
 
 def combine(context: ContextResult, isolated: Mapping[Part, Timing], statistic: str) -> dict[Part, Timing]:

@@ -48,7 +48,7 @@ from slimnas.search_spaces.efficientformer._fuse import (
 from ._parts import Part
 
 __all__ = ["FORMS", "part_module", "network_module", "network_parts", "DTYPES", "Rotation", "MAX_ROTATION",
-           "auto_rotation_mb", "resolve_rotation_mb"]
+           "auto_rotation_mb", "resolve_rotation_mb", "part_weight_mib"]
 
 MAX_ROTATION = 32
 AUTO_ROTATION_CAP_MB = 32.0
@@ -112,6 +112,11 @@ def part_module(part: Part, img_size: int, batch: int = 1, form: str = "fused",
     if count == 1:
         return module, example
     return Rotation([module] + [copy.deepcopy(module) for _ in range(count - 1)]), example
+
+
+def part_weight_mib(part: Part, img_size: int, form: str = "fused") -> float:
+    """MiB of weights (parameters and buffers) of one part's module: its share of a network's working set."""
+    return _nbytes(_part_module(part, img_size, 1, form)[0]) / 2**20
 
 
 def auto_rotation_mb(space: SearchSpace, form: str = "fused", num_classes: int = 1000, in_chans: int = 3) -> float:

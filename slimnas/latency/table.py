@@ -45,7 +45,7 @@ _SCHEMA = pa.schema([
     ("kind", pa.string()), ("stage", pa.int16()), ("c_in", pa.int32()), ("c_out", pa.int32()),
     ("median_ms", pa.float64()), ("mean_ms", pa.float64()), ("p10_ms", pa.float64()), ("p90_ms", pa.float64()),
     ("std_ms", pa.float64()), ("count", pa.int32()), ("p25_ms", pa.float64()), ("min_ms", pa.float64()),
-    ("passes", pa.int32()), ("disturbed", pa.int32()),
+    ("passes", pa.int32()), ("disturbed", pa.int32()), ("weight_mib", pa.float64()),
 ])
 #: The columns every version has (version 1 lacks the rest).
 _V1_COLUMNS = ("kind", "stage", "c_in", "c_out", "median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "count")
@@ -77,6 +77,10 @@ class TableMeta:
     harness: str = "isolated"  # how parts were timed: "context" (inside running networks) or "isolated"
     overhead_ms: float = 0.0  # added once to every prediction: a network's time outside its parts
     reference: dict[str, Any] | None = None  # reference networks and their latency at build time (latency.reference)
+    # The working-set term of parts timed in context (slimnas.latency.context): a part's time inside a network grows
+    # by exp(slope * (W - at)) with the network's weights W (MiB); entries are at W = at. 0: no such term.
+    context_slope_per_mib: float = 0.0
+    context_at_mib: float = 0.0
 
     def reference_archs(self) -> list[Arch]:
         return [Arch.from_dict(a) for a in (self.reference or {}).get("archs", [])]
@@ -129,10 +133,12 @@ class LatencyTable:
         stat: which statistic predictions add up (default: the statistic of the table's protocol).
         passes: accepted and disturbed passes per part, ``{part: (passes, disturbed)}`` (recorded, not used to
             predict).
+        weights: each part's weights in MiB (the working-set term of :meth:`predict`).
     """
 
     def __init__(self, entries: Mapping[Part, Timing], meta: TableMeta, stat: str | None = None,
-                 passes: Mapping[Part, tuple[int, int]] | None = None) -> None:
+                 passes: Mapping[Part, tuple[int, int]] | None = None,
+                 weights: Mapping[Part, float] | None = None) -> None:
         stat = stat or meta.statistic
         if stat not in STATS:
             raise ValueError(f"stat: expected one of {STATS}, got {stat!r}")
@@ -140,8 +146,10 @@ class LatencyTable:
         self.meta = meta
         self.stat = stat
         self.passes: dict[Part, tuple[int, int]] = dict(passes or {})
+        self.weights: dict[Part, float] = dict(weights or {})
         self._space = meta.search_space()
         self._dense: dict[str, Any] | None = None
+        self._dense_weights: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ queries
     @property
@@ -155,7 +163,7 @@ class LatencyTable:
         return part in self.entries
 
     def with_stat(self, stat: str) -> LatencyTable:
-        return LatencyTable(self.entries, self.meta, stat, self.passes)
+        return LatencyTable(self.entries, self.meta, stat, self.passes, self.weights)
 
     def entry(self, part: Part) -> float:
         try:
@@ -182,17 +190,33 @@ class LatencyTable:
                 if p not in self.entries]
 
     def predict(self, arch: Arch) -> float:
-        """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries, plus the per-network
-        overhead (``meta.overhead_ms``)."""
-        return float(sum(self.entry(p) for p in self.parts(arch))) + self.meta.overhead_ms
+        """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries, times the working-set term
+        ``exp(slope * (W - at))`` (``W``: the arch's weights in MiB; parts timed in context only), plus the
+        per-network overhead (``meta.overhead_ms``)."""
+        parts = self.parts(arch)
+        return float(sum(self.entry(p) for p in parts)) * self._context_factor(sum(self._weight(p) for p in parts)) \
+            + self.meta.overhead_ms
+
+    def _weight(self, part: Part) -> float:
+        if not self.meta.context_slope_per_mib:
+            return 0.0
+        try:
+            return self.weights[part]
+        except KeyError:
+            raise MissingEntryError(f"latency table has no weight size for {part}") from None
+
+    def _context_factor(self, weights_mib: float | np.ndarray) -> float | np.ndarray:
+        slope = self.meta.context_slope_per_mib
+        return np.exp(slope * (weights_mib - self.meta.context_at_mib)) if slope else 1.0
 
     def breakdown(self, arch: Arch) -> list[tuple[Part, float]]:
         return [(p, self.entry(p)) for p in self.parts(arch)]
 
     # ------------------------------------------------------------------ vectorized prediction
-    def _dense_tables(self) -> dict[str, Any]:
-        if self._dense is not None:
-            return self._dense
+    def _dense_tables(self, weights: bool = False) -> dict[str, Any]:
+        cached = self._dense_weights if weights else self._dense
+        if cached is not None:
+            return cached
         size = max(max(self._space.max_widths), max((max(p.c_in, p.c_out) for p in self.entries
                                                      if p.kind != "head"), default=0)) // WIDTH_STEP + 1
         nan1 = lambda: np.full(size, np.nan)  # noqa: E731
@@ -204,7 +228,7 @@ class LatencyTable:
             "size": size,
         }
         for part, timing in self.entries.items():
-            value = timing.get(self.stat)
+            value = self.weights.get(part, np.nan) if weights else timing.get(self.stat)
             if part.kind == "stem":
                 if part.c_in == self.meta.in_chans:
                     dense["stem"][part.c_out // WIDTH_STEP] = value
@@ -215,7 +239,10 @@ class LatencyTable:
                 dense["downsample"][part.stage][part.c_in // WIDTH_STEP, part.c_out // WIDTH_STEP] = value
             else:
                 dense[part.kind][part.stage][part.c_out // WIDTH_STEP] = value
-        self._dense = dense
+        if weights:
+            self._dense_weights = dense
+        else:
+            self._dense = dense
         return dense
 
     def predict_many(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
@@ -243,7 +270,26 @@ class LatencyTable:
         n = len(feats.widths)
         if n == 0:
             return {}
-        dense = self._dense_tables()
+        out = self._sum_by_kind(feats, self._dense_tables())
+        bad = np.flatnonzero(np.isnan(sum(out.values())))
+        if bad.size:
+            row = int(bad[0])
+            part = self._first_missing(feats, row)
+            what = "entry" if part not in self.entries else f"{self.stat} (an older table)"
+            raise MissingEntryError(f"latency table has no {what} for {part} needed by arch #{row} "
+                                    f"({self.meta.describe()})")
+        if self.meta.context_slope_per_mib:
+            weights = sum(self._sum_by_kind(feats, self._dense_tables(weights=True)).values())
+            if np.isnan(weights).any():
+                raise MissingEntryError("latency table has no weight size for a part it predicts with")
+            factor = self._context_factor(weights)
+            out = {kind: values * factor for kind, values in out.items()}
+        out["overhead"] = np.full(n, float(self.meta.overhead_ms))
+        return out
+
+    def _sum_by_kind(self, feats: ArchFeatures, dense: dict[str, Any]) -> dict[str, np.ndarray]:
+        """Per part kind, each arch's sum of ``dense``'s values over its parts (``nan`` where a part is missing)."""
+        n = len(feats.widths)
         raw = feats.widths // WIDTH_STEP
         inside = np.all((raw < dense["size"]) & (raw >= 0) & (feats.widths % WIDTH_STEP == 0), axis=1)
         idx = np.where(inside[:, None], raw, 0)
@@ -254,7 +300,7 @@ class LatencyTable:
         zeros = np.zeros(n)
         out = {"stem": dense["stem"][idx[:, 0]], "downsample": zeros.copy(), "mb4d": zeros.copy(),
                "mb3d": zeros.copy(), "to_tokens": zeros.copy(), "to_grid": zeros.copy(),
-               "head": dense["head"][idx[:, -1]], "overhead": np.full(n, float(self.meta.overhead_ms))}
+               "head": dense["head"][idx[:, -1]]}
         for s in range(NUM_STAGES):
             if s:
                 out["downsample"] = out["downsample"] + dense["downsample"][s][idx[:, s - 1], idx[:, s]]
@@ -262,13 +308,10 @@ class LatencyTable:
             out["mb3d"] = out["mb3d"] + counted(dense["mb3d"][s], s, feats.n3d[:, s])
             out["to_tokens"] = out["to_tokens"] + counted(dense["to_tokens"][s], s, feats.to_tokens[:, s])
             out["to_grid"] = out["to_grid"] + counted(dense["to_grid"][s], s, feats.to_grid[:, s])
-        bad = np.flatnonzero(~inside | np.isnan(sum(out.values())))
-        if bad.size:
-            row = int(bad[0])
-            part = self._first_missing(feats, row)
-            what = "entry" if part not in self.entries else f"{self.stat} (an older table)"
-            raise MissingEntryError(f"latency table has no {what} for {part} needed by arch #{row} "
-                                    f"({self.meta.describe()})")
+        outside = ~inside
+        if outside.any():
+            for values in out.values():
+                values[outside] = np.nan
         return out
 
     def _first_missing(self, feats: ArchFeatures, row: int) -> Part:
@@ -300,6 +343,7 @@ class LatencyTable:
             accepted, disturbed = self.passes.get(part, (0, 0))
             columns["passes"].append(accepted)
             columns["disturbed"].append(disturbed)
+            columns["weight_mib"].append(self.weights.get(part, float("nan")))
         meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **self.meta.to_dict()}
         schema = _SCHEMA.with_metadata({_META_KEY: json.dumps(meta).encode()})
         return pa.Table.from_pydict(columns, schema=schema)
@@ -370,8 +414,8 @@ class LatencyTable:
             raise InputError(f"lut: {file} has invalid metadata ({exc})") from None
         if stat is not None and stat not in STATS:
             raise InputError(f"stat: expected one of {STATS}, got {stat!r}")
-        entries, passes = _entries_from_columns(table.to_pydict(), file)
-        return cls(entries, meta, stat, passes)
+        entries, passes, weights = _entries_from_columns(table.to_pydict(), file)
+        return cls(entries, meta, stat, passes, weights)
 
     # ------------------------------------------------------------------ merging
     def merged(self, other: LatencyTable) -> LatencyTable:
@@ -379,16 +423,17 @@ class LatencyTable:
         if self.meta.identity() != other.meta.identity():
             raise InputError("lut: cannot merge tables measured under different settings")
         return LatencyTable({**self.entries, **other.entries}, self.meta, self.stat,
-                            {**self.passes, **other.passes})
+                            {**self.passes, **other.passes}, {**self.weights, **other.weights})
 
     def with_meta(self, **changes: Any) -> LatencyTable:
-        return LatencyTable(self.entries, replace(self.meta, **changes), self.stat, self.passes)
+        return LatencyTable(self.entries, replace(self.meta, **changes), self.stat, self.passes, self.weights)
 
 
-def _entries_from_columns(columns: Mapping[str, list],
-                          file: Path | str) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]]]:
+def _entries_from_columns(columns: Mapping[str, list], file: Path | str
+                          ) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]], dict[Part, float]]:
     entries: dict[Part, Timing] = {}
     passes: dict[Part, tuple[int, int]] = {}
+    weights: dict[Part, float] = {}
     nan = [float("nan")] * len(columns["kind"])
     for i, kind in enumerate(columns["kind"]):
         try:
@@ -400,7 +445,10 @@ def _entries_from_columns(columns: Mapping[str, list],
             timing = Timing(count=int(columns["count"][i]), **values)
             if "passes" in columns:
                 passes[part] = (int(columns["passes"][i]), int(columns["disturbed"][i]))
+            if "weight_mib" in columns and columns["weight_mib"][i] is not None \
+                    and np.isfinite(float(columns["weight_mib"][i])):
+                weights[part] = float(columns["weight_mib"][i])
         except (TypeError, ValueError) as exc:
             raise InputError(f"lut: {file} row {i}: {exc}") from None
         entries[part] = timing
-    return entries, passes
+    return entries, passes, weights

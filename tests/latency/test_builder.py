@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -130,10 +131,17 @@ def test_context_build_times_parts_inside_networks_and_resumes(tmp_path):
     meta = table.meta
     assert meta.harness == "context" and meta.notes["context_networks"] == len(archs) and meta.notes["cover"] == 1
     assert len(table) == len(parts_of_space(MICRO)) and all(t.median > 0 for t in table.entries.values())
-    # a network the table was built from is predicted as the sum of its in-context parts plus the overhead
-    arch = archs[0]
-    assert table.predict(arch) == pytest.approx(sum(table.entries[p].median for p in parts_of(arch))
-                                                + meta.overhead_ms)
+    # a network is predicted as the sum of its in-context parts, times the working-set term, plus the overhead
+    assert set(table.weights) == set(table.entries) and all(w >= 0 for w in table.weights.values())
+    assert math.isfinite(meta.context_slope_per_mib) and meta.context_at_mib > 0
+    for arch in archs[:3]:
+        parts = parts_of(arch)
+        size = sum(table.weights[p] for p in parts)
+        factor = math.exp(meta.context_slope_per_mib * (size - meta.context_at_mib))
+        expected = sum(table.entries[p].median for p in parts) * factor + meta.overhead_ms
+        assert table.predict(arch) == pytest.approx(expected)
+        assert table.predict_many([arch])[0] == pytest.approx(expected)
+    assert LatencyTable.load(out).weights == table.weights
 
 
 def test_a_partial_cover_times_the_rest_alone_and_scales_it(tmp_path):

@@ -1,0 +1,76 @@
+import pytest
+
+from slimnas.latency import LatencyTable, Timing, build_table
+from slimnas.latency.protocol import Protocol
+from slimnas.latency.reference import ReferenceClock, reference_archs, speed_factor
+from slimnas.latency.validate import compare_tables, measure_networks, validation_archs
+from slimnas.search_spaces.efficientformer import SearchSpace
+
+from .conftest import FAST, MICRO, fast_backend
+
+
+def test_reference_archs_are_seeded_and_the_factor_is_a_geometric_mean():
+    tiny = SearchSpace.preset("tiny")
+    assert reference_archs(tiny, 2) == reference_archs(tiny, 2) and len(set(reference_archs(tiny, 3))) == 3
+    assert speed_factor([2.0, 0.5], [1.0, 1.0]) == pytest.approx(1.0)
+    assert speed_factor([1.1, 2.2], [1.0, 2.0]) == pytest.approx(1.1)
+    assert speed_factor([], []) == 1.0
+
+
+class SlowedBackend:
+    """The real torch-cpu backend on a machine that turns ``factor`` times slower after the table was built."""
+
+    def __init__(self, factor):
+        self.inner, self.factor = fast_backend(), factor
+
+    def sample(self, module, example, protocol):
+        return [v * self.factor for v in self.inner.sample(module, example, protocol)]
+
+
+def test_the_clock_times_the_references_at_each_pass_start_and_every_few_seconds():
+    backend, calls = fast_backend(), []
+
+    class Counting:
+        def sample(self, module, example, protocol):
+            calls.append(1)
+            return backend.sample(module, example, protocol)
+
+    from slimnas.latency.modules import network_module
+
+    net = network_module(reference_archs(MICRO, 1)[0])
+    clock = ReferenceClock([lambda: net], Counting(), FAST, every_s=3600)
+    clock.tick(True)
+    clock.tick(False)  # too soon
+    clock.tick(True)
+    assert len(calls) == 2 and len(clock.samples[0]) == 2 and clock.latencies()[0] > 0
+
+
+def test_measurements_come_back_at_the_table_speed_and_raw(tmp_path):
+    protocol = FAST.replace(reference_networks=2, passes=3)
+    table = build_table(MICRO, fast_backend(), tmp_path / "m.parquet", protocol=protocol, harness="isolated")
+    assert len(table.meta.reference["archs"]) == 2 and all(v > 0 for v in table.meta.reference_ms())
+    again = LatencyTable.load(tmp_path / "m.parquet")
+    assert again.meta.reference == table.meta.reference
+    archs = [a for _, a in validation_archs(MICRO, 4, 0)]
+    measured = measure_networks(table, SlowedBackend(1.5), archs)
+    for m in measured:
+        assert m.speed == pytest.approx(1.5, rel=0.25)  # the references ran 1.5x slower too
+        assert m.raw == pytest.approx(m.value * m.speed) and m.raw > m.value
+    off = measure_networks(table, fast_backend(), archs, protocol.replace(reference_networks=0))
+    assert all(m.speed == 1.0 and m.raw == m.value for m in off)
+
+
+def test_two_tables_are_compared_at_equal_machine_speed(tmp_path):
+    protocol = FAST.replace(reference_networks=1)
+    a = build_table(MICRO, fast_backend(), tmp_path / "a.parquet", protocol=protocol, harness="isolated")
+    slow = LatencyTable({p: Timing(**{k: (v * 1.2 if k not in ("count",) else v) for k, v in t.to_dict().items()})
+                         for p, t in a.entries.items()},
+                        a.meta.__class__(**{**a.meta.to_dict(), "overhead_ms": a.meta.overhead_ms * 1.2,
+                                            "reference": {**a.meta.reference,
+                                                          "ms": [v * 1.2 for v in a.meta.reference_ms()]}}))
+    result = compare_tables(a, slow, num_archs=10)
+    assert result["speed_factor"] == pytest.approx(1.2)
+    assert result["mape_pct"] == pytest.approx(0.0, abs=1e-9) and result["raw"]["mape_pct"] > 15
+    unknown = slow.with_meta(reference=None)
+    assert compare_tables(a, unknown, num_archs=10)["speed_factor"] == 1.0
+    assert Protocol().reference_networks == 2
