@@ -80,7 +80,7 @@ class Protocol:
     warmup_ms: float = 20.0  # untimed calls before each item's samples, in every pass (at least 3 calls)
     tolerance: float = 0.10  # a pass whose statistic is off the median of the item's passes by more is disturbed
     extra_passes: int = 4  # at most this many re-measurement passes for items with too many disturbed passes
-    reference_networks: int = 2  # fixed networks timed alongside, for the machine's speed (slimnas.latency.reference)
+    reference_networks: int = 4  # fixed networks timed alongside, for the machine's speed (slimnas.latency.reference)
     reference_every_s: float = 5.0  # ... at every pass start and at least this often
 
     def __post_init__(self) -> None:

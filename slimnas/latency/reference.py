@@ -4,8 +4,9 @@ A shared VM's speed drifts as a whole: two builds of the same ``tiny`` table thr
 14% apart (the ratio of their predictions 1.14 +- 0.01 over 50 archs, every part kind alike), while the protocol
 within each build was repeatable. No statistic of one session can remove a slowdown that lasts the whole session;
 measuring the machine's speed can. So every measurement session (a table's build, a validation, a search job's
-winners) also times a few fixed **reference networks** of the table's space (seeded random archs, in the table's form,
-batch and backend), interleaved with the rest: at the start of every pass and every ``reference_every_s`` seconds.
+winners) also times a few fixed **reference networks** of the table's space (:func:`reference_archs`, in the table's
+form, batch and backend), interleaved with the rest: at the start of every pass and every ``reference_every_s``
+seconds (less often when they are slow: they take at most ~10% of a session).
 
 - A table records its reference networks and their latencies at build time (``TableMeta.reference``): the machine's
   speed its entries belong to.
@@ -35,11 +36,20 @@ from .protocol import Protocol, statistic_of
 __all__ = ["reference_archs", "ReferenceClock", "speed_factor"]
 
 _SEED = 1000
+_POOL = 64
+#: The reference networks take at most about this share of a session's time (ticks are spaced accordingly).
+_SHARE = 0.1
 
 
 def reference_archs(space: SearchSpace, count: int) -> list[Arch]:
-    """The space's reference networks: ``count`` seeded random archs (the same on every machine and every run)."""
-    return [space.sample(random.Random(_SEED + k)) for k in range(count)]
+    """The space's reference networks: ``count`` archs spread over the space's sizes (the same on every machine and
+    every run): from a seeded pool of random archs, those at evenly spaced quantiles of their weight volume (a
+    proxy: the sum over stages of blocks x width^2), so that the speed factor weighs small and large networks alike.
+    """
+    rng = random.Random(_SEED)
+    pool = sorted({space.sample(rng) for _ in range(_POOL)},
+                  key=lambda a: (sum(d * w * w for d, w in zip(a.depths, a.widths)), a.to_json()))
+    return [pool[min(len(pool) - 1, int((k + 0.5) / count * len(pool)))] for k in range(count)]
 
 
 def speed_factor(session_ms: Sequence[float], table_ms: Sequence[float]) -> float:
@@ -70,11 +80,14 @@ class ReferenceClock:
         self.samples: list[list[list[float]]] = [[list(s) for s in self.done.get(k, [])]
                                                  for k in range(len(self.networks))]
         self._last = -math.inf
+        self._cost = 0.0
 
     def tick(self, pass_start: bool = False) -> None:
-        """Time every reference network if a pass starts or ``every_s`` passed since the last time."""
+        """Time every reference network if a pass starts or ``every_s`` passed since the last time (or longer, so
+        that the references take at most ~10% of the session: large networks are timed less often)."""
         now = time.perf_counter()
-        if not self.networks or (not pass_start and now - self._last < self.every_s):
+        wait = max(self.every_s, self._cost / _SHARE)
+        if not self.networks or (not pass_start and now - self._last < wait):
             return
         for k, network in enumerate(self.networks):
             module, example = network()
@@ -83,6 +96,7 @@ class ReferenceClock:
             if self.on_sample is not None:
                 self.on_sample(k, values)
         self._last = time.perf_counter()
+        self._cost = self._last - now
 
     def latencies(self) -> list[float]:
         """Each reference network's latency over the session: the protocol statistic of each measurement, their

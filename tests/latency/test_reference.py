@@ -73,4 +73,4 @@ def test_two_tables_are_compared_at_equal_machine_speed(tmp_path):
     assert result["mape_pct"] == pytest.approx(0.0, abs=1e-9) and result["raw"]["mape_pct"] > 15
     unknown = slow.with_meta(reference=None)
     assert compare_tables(a, unknown, num_archs=10)["speed_factor"] == 1.0
-    assert Protocol().reference_networks == 2
+    assert Protocol().reference_networks == 4

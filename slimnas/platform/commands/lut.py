@@ -47,7 +47,8 @@ def protocol_from(args: argparse.Namespace, base=None):
 
     return (base or Protocol()).replace(
         statistic=getattr(args, "stat", None), passes=args.passes, samples=args.samples, pass_ms=args.pass_ms,
-        warmup_ms=args.warmup_ms, tolerance=args.tolerance, extra_passes=args.extra_passes)
+        warmup_ms=args.warmup_ms, tolerance=args.tolerance, extra_passes=args.extra_passes,
+        reference_networks=args.reference_networks)
 
 
 def _backend(args: argparse.Namespace):
@@ -221,6 +222,9 @@ def _measurement_args(p: argparse.ArgumentParser, build: bool) -> None:
     p.add_argument("--extra-passes", type=int, default=None,
                    help=f"most re-measurement passes for items with many disturbed passes ({where}: "
                         f"{d.extra_passes})")
+    p.add_argument("--reference-networks", type=int, default=None,
+                   help=f"fixed networks timed alongside for the machine's speed, 0: none ({where}: "
+                        f"{d.reference_networks}; see slimnas.latency.reference)")
 
 
 def register(sub) -> None:
