@@ -75,7 +75,7 @@ class Protocol:
 
     statistic: str = "median"  # what a latency is: median | mean | p25 | p10 | min of the accepted samples
     passes: int = 8  # round-robin passes over the items
-    samples: int = 10  # at least this many single-call samples per item and pass
+    samples: int = 5  # at least this many single-call samples per item and pass
     pass_ms: float = 40.0  # ... and at least this much sampling time per item and pass
     warmup_ms: float = 20.0  # untimed calls before each item's samples, in every pass (at least 3 calls)
     tolerance: float = 0.10  # a pass whose statistic is off the median of the item's passes by more is disturbed

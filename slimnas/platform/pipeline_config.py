@@ -55,7 +55,7 @@ class ProtocolSection(ConfigModel):
 
     statistic: Literal["median", "mean", "p25", "p10", "min"] = "median"
     passes: int = Field(8, ge=1, le=1000)
-    samples: int = Field(10, ge=1, le=1_000_000)
+    samples: int = Field(5, ge=1, le=1_000_000)
     pass_ms: float = Field(40.0, ge=0, le=600_000)
     warmup_ms: float = Field(20.0, ge=0, le=600_000)
     tolerance: float = Field(0.10, gt=0, le=10)
