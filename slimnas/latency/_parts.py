@@ -29,9 +29,15 @@ import numpy as np
 
 from slimnas.search_spaces.efficientformer import KIND_3D, KIND_4D, NUM_STAGES, Arch, SearchSpace
 
-__all__ = ["Part", "PART_KINDS", "parts_of", "parts_of_space", "ArchFeatures", "arch_features"]
+__all__ = ["Part", "PART_KINDS", "GROUPS", "GROUP_OF", "parts_of", "parts_of_space", "ArchFeatures", "arch_features"]
 
 PART_KINDS = ("stem", "downsample", "mb4d", "mb3d", "to_tokens", "to_grid", "head")
+#: Groups of part kinds that a calibration corrects together (:class:`~slimnas.latency.CalibratedPredictor`).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "stem": ("stem",), "downsample": ("downsample",), "mb4d": ("mb4d",), "mb3d": ("mb3d",),
+    "reshape": ("to_tokens", "to_grid"), "head": ("head",),
+}
+GROUP_OF: dict[str, str] = {kind: group for group, kinds in GROUPS.items() for kind in kinds}
 
 
 @dataclass(frozen=True, order=True)

@@ -32,13 +32,21 @@ from ._timing import Timing
 from .backends import Backend
 from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
 from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
+from .predictor import CalibratedPredictor
 from .protocol import ContextSamples, Progress, Protocol, measure_items
 from .reference import ReferenceClock, reference_archs
 from .table import LatencyTable, TableMeta
+from .validate import validation_archs
 
 __all__ = ["build_table", "Progress", "journal_path", "table_meta"]
 
 log = logging.getLogger(__name__)
+
+#: Whole networks a table of parts timed alone is calibrated on: the learning curve on ``tiny`` with ONNX Runtime
+#: (``docs/benchmarks.md``) reached 95% within +-10% at 20 and flattened after; 24 leaves a margin.
+DEFAULT_CALIBRATE_NETWORKS = 24
+#: The calibration networks' seed (validation uses small seeds: the sets differ).
+CALIBRATION_SEED = 20_000
 
 #: The largest batch a table may be built for (a bound that catches typos like 1e12 before any memory is allocated).
 MAX_BATCH = 65536
@@ -73,6 +81,7 @@ class _Journal:
     context: dict[tuple[int, int], ContextSamples] = field(default_factory=dict)
     overhead: dict[tuple[int, int], list[float]] = field(default_factory=dict)
     reference: dict[int, list[list[float]]] = field(default_factory=dict)
+    calibration: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
 
 def _read_journal(path: Path, header_wanted: dict) -> _Journal:
@@ -95,6 +104,8 @@ def _read_journal(path: Path, header_wanted: dict) -> _Journal:
                 journal.context[key] = ContextSamples.from_dict(record)
             elif record["stage"] == "overhead":
                 journal.overhead[key] = [float(v) for v in record["samples"]]
+            elif record["stage"] == "calibration":
+                journal.calibration[key] = [float(v) for v in record["samples"]]
             elif record["stage"] == "reference":
                 journal.reference.setdefault(key[0], []).append([float(v) for v in record["samples"]])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -124,6 +135,7 @@ def build_table(
     harness: str | None = None,
     cover: int = 2,
     max_networks: int = 96,
+    calibrate_networks: int | None = None,
     resume: bool = True,
     overwrite: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
@@ -135,7 +147,11 @@ def build_table(
     supports it, else ``isolated``) says where parts are timed: inside ``cover``-fold covering networks (at most
     ``max_networks``; :mod:`slimnas.latency.context`), or each alone in a loop, then with ``rotation_mb`` (MiB, or
     ``"auto"``) of rotating weight copies (:mod:`slimnas.latency.modules`) and the cost of timing an empty module
-    taken off every part and added once per network (``overhead_ms``). A partial cover times every part alone too.
+    taken off every part and added once per network (``overhead_ms``), then ``calibrate_networks`` whole networks
+    (default: 24 for a complete table of parts timed alone, else 0) timed and a
+    :class:`~slimnas.latency.CalibratedPredictor` fitted on them stored as the table's predictor
+    (``TableMeta.calibration``; the number is decided by a learning curve: ``docs/benchmarks.md``). A partial cover
+    times every part alone too.
     ``on_progress`` is called after each measured pass; raising from it (e.g. ``KeyboardInterrupt``) stops the
     build, and the next call with ``resume=True`` continues from the journal.
     """
@@ -151,7 +167,10 @@ def build_table(
                          f"'isolated'")
     if not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise InputError(f"batch: must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
-    for name, value, low in (("cover", cover, 1), ("max_networks", max_networks, 1)):
+    if calibrate_networks is None:
+        calibrate_networks = DEFAULT_CALIBRATE_NETWORKS if harness == "isolated" and parts is None else 0
+    for name, value, low in (("cover", cover, 1), ("max_networks", max_networks, 1),
+                             ("calibrate_networks", calibrate_networks, 0)):
         if not isinstance(value, int) or not low <= value <= 100_000:
             raise InputError(f"{name}: must be an integer from {low} to 100000, got {value!r}")
     rotation_mb = resolve_rotation_mb(rotation_mb, space, form, num_classes, in_chans)
@@ -163,7 +182,8 @@ def build_table(
     todo = list(parts) if parts is not None else parts_of_space(space, num_classes, in_chans)
     archs = covering_archs(space, num_classes, in_chans, cover, max_networks) if harness == "context" else []
     header = {"identity": meta.identity(), "protocol": meta.protocol,
-              "context": {"cover": cover, "max_networks": max_networks} if archs else None}
+              "context": {"cover": cover, "max_networks": max_networks} if archs else None,
+              "calibrate_networks": calibrate_networks}
     journal = journal_path(out)
     done = _Journal()
     if journal.exists() and resume:
@@ -225,12 +245,26 @@ def build_table(
                 overhead = empty.value
                 entries = {p: _minus(t, overhead) for p, t in isolated.items()}
                 notes["empty_call_ms"] = empty.value
+        calibration = None
+        if calibrate_networks:
+            nets = [a for name, a in validation_archs(space, calibrate_networks, CALIBRATION_SEED)
+                    if name.startswith("random")]
+            built = [network_module(a, batch, form, num_classes, in_chans) for a in nets]
+            measured = measure_items([lambda net=net: net for net in built], backend, protocol,
+                                     names=[f"calibration network {i + 1}/{len(nets)}" for i in range(len(nets))],
+                                     done=done.calibration, on_pass=writer("calibration"), on_progress=on_progress,
+                                     tick=clock.tick)
+            plain = LatencyTable({p: entries[p] for p in todo}, replace(meta, overhead_ms=float(overhead),
+                                                                        context_slope_per_mib=slope,
+                                                                        context_at_mib=at), weights=weights)
+            fitted = CalibratedPredictor(plain).fit(nets, [m.value for m in measured])
+            calibration = fitted.coefficients() | {"networks": len(nets)}
         if references and not any(clock.samples):
             clock.tick(True)  # everything came from the journal: the speed still needs a measurement
     reference = {"archs": [a.to_dict() for a in references], "ms": clock.latencies()} if references else None
     meta = replace(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    overhead_ms=float(overhead), notes=notes, reference=reference, context_slope_per_mib=slope,
-                   context_at_mib=at)
+                   context_at_mib=at, calibration=calibration)
     table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes, weights=weights)
     table.save(out)
     journal.unlink(missing_ok=True)

@@ -27,15 +27,11 @@ from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
 from slimnas.search_spaces.efficientformer import Arch
 
+from ._parts import GROUPS
 from .table import LatencyTable
 
 __all__ = ["CalibratedPredictor", "GROUPS"]
 
-#: Fitted groups of part kinds.
-GROUPS: dict[str, tuple[str, ...]] = {
-    "stem": ("stem",), "downsample": ("downsample",), "mb4d": ("mb4d",), "mb3d": ("mb3d",),
-    "reshape": ("to_tokens", "to_grid"), "head": ("head",),
-}
 
 
 class CalibratedPredictor:
@@ -51,7 +47,8 @@ class CalibratedPredictor:
         self.intercept = table.meta.overhead_ms if intercept is None else float(intercept)
 
     def features(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
-        """``(n, groups)``: each arch's table latency summed per group."""
+        """``(n, groups)``: each arch's table latency summed per group (the table's own prediction, less its
+        per-network constant)."""
         by_kind = self.table.predict_by_kind(list(archs))
         if not by_kind:
             return np.zeros((0, len(GROUPS)))
@@ -78,6 +75,10 @@ class CalibratedPredictor:
 
     def predict(self, arch: Arch) -> float:
         return float(self.predict_many([arch])[0])
+
+    def coefficients(self) -> dict[str, Any]:
+        """What a table stores to predict with this calibration (``TableMeta.calibration``)."""
+        return {"coef": dict(self.coef), "intercept": self.intercept}
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": "slimnas-calibrated-predictor", "coef": dict(self.coef), "intercept": self.intercept,

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 from slimnas.errors import InputError
 from slimnas.search_spaces.efficientformer import NUM_STAGES, WIDTH_STEP, Arch, SearchSpace
 
-from ._parts import PART_KINDS, ArchFeatures, Part, arch_features, parts_of, parts_of_space
+from ._parts import GROUP_OF, PART_KINDS, ArchFeatures, Part, arch_features, parts_of, parts_of_space
 from ._timing import STATS, Timing
 from .protocol import Protocol
 
@@ -81,6 +81,9 @@ class TableMeta:
     # by exp(slope * (W - at)) with the network's weights W (MiB); entries are at W = at. 0: no such term.
     context_slope_per_mib: float = 0.0
     context_at_mib: float = 0.0
+    # Parts timed alone: a calibration fitted at build time on measured whole networks ({"coef": {group: c},
+    # "intercept": ms, "networks": n}); predictions are then sum_g c_g * S_g + intercept. None: none.
+    calibration: dict[str, Any] | None = None
 
     def reference_archs(self) -> list[Arch]:
         return [Arch.from_dict(a) for a in (self.reference or {}).get("archs", [])]
@@ -121,7 +124,8 @@ class TableMeta:
         options = "".join(f", {k} {v}" for k, v in sorted(self.options.items()))
         return (f"{self.backend} on {self.device}, batch {self.batch}, {self.dtype}, {self.img_size}px{threads}, "
                 f"space {self.space.get('name', '?')}, {self.form} form{options}, parts timed {self.harness}, "
-                f"{self.statistic}")
+                f"{self.statistic}" + (f", calibrated on {self.calibration.get('networks')} networks"
+                                       if self.calibration else ""))
 
 
 class LatencyTable:
@@ -194,6 +198,10 @@ class LatencyTable:
         ``exp(slope * (W - at))`` (``W``: the arch's weights in MiB; parts timed in context only), plus the
         per-network overhead (``meta.overhead_ms``)."""
         parts = self.parts(arch)
+        if self.meta.calibration:
+            coef = self.meta.calibration["coef"]
+            return float(sum(self.entry(p) * coef.get(GROUP_OF[p.kind], 1.0) for p in parts)) \
+                + float(self.meta.calibration["intercept"])
         return float(sum(self.entry(p) for p in parts)) * self._context_factor(sum(self._weight(p) for p in parts)) \
             + self.meta.overhead_ms
 
@@ -284,7 +292,12 @@ class LatencyTable:
                 raise MissingEntryError("latency table has no weight size for a part it predicts with")
             factor = self._context_factor(weights)
             out = {kind: values * factor for kind, values in out.items()}
-        out["overhead"] = np.full(n, float(self.meta.overhead_ms))
+        if self.meta.calibration:
+            coef = self.meta.calibration["coef"]
+            out = {kind: values * coef.get(GROUP_OF[kind], 1.0) for kind, values in out.items()}
+            out["overhead"] = np.full(n, float(self.meta.calibration["intercept"]))
+        else:
+            out["overhead"] = np.full(n, float(self.meta.overhead_ms))
         return out
 
     def _sum_by_kind(self, feats: ArchFeatures, dense: dict[str, Any]) -> dict[str, np.ndarray]:

@@ -45,6 +45,7 @@ def _harness(lat: PipelineLatencySection, backend) -> str:
 
 def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_classes: int) -> dict[str, Any]:
     """What a table made from ``lat`` records about itself (without the device)."""
+    from slimnas.latency.builder import DEFAULT_CALIBRATE_NETWORKS
     from slimnas.latency.modules import resolve_rotation_mb
 
     backend = _backend(lat)
@@ -58,13 +59,16 @@ def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_class
             "threads": backend.threads, "space": space.to_dict(), "form": form, "num_classes": num_classes,
             "in_chans": 3, "options": options, "protocol": lat.protocol.protocol().to_dict(), "harness": harness,
             "cover": lat.cover if harness == "context" else None,
-            "max_networks": lat.max_networks if harness == "context" else None}
+            "max_networks": lat.max_networks if harness == "context" else None,
+            "calibrate_networks": lat.calibrate_networks if lat.calibrate_networks is not None else
+            (DEFAULT_CALIBRATE_NETWORKS if harness == "isolated" else 0)}
 
 
 def _recorded_settings(table: LatencyTable) -> dict[str, Any]:
     meta = table.meta
     settings = {k: getattr(meta, k) for k in _SETTINGS}
     settings.update({k: meta.notes.get(k) for k in ("cover", "max_networks")})
+    settings["calibrate_networks"] = (meta.calibration or {}).get("networks", 0)
     return json.loads(json.dumps(settings))
 
 
@@ -121,7 +125,8 @@ def measure(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, t
     if build:
         table = build_table(space, _backend(lat), table_path, batch=lat.batch, form=lat.form,
                             num_classes=num_classes, protocol=lat.protocol.protocol(), rotation_mb=lat.rotation_mb,
-                            harness=lat.harness, cover=lat.cover, max_networks=lat.max_networks, resume=not fresh,
+                            harness=lat.harness, cover=lat.cover, max_networks=lat.max_networks,
+                            calibrate_networks=lat.calibrate_networks, resume=not fresh,
                             overwrite=True, on_progress=progress("table"))
     else:
         table = LatencyTable.load(table_path)

@@ -21,4 +21,5 @@ def fast_backend(**kwargs) -> TorchCPUBackend:
 def tiny_table(tmp_path_factory):
     """A complete table for the `tiny` space, its parts timed alone on torch-cpu inside the suite."""
     out = tmp_path_factory.mktemp("lut") / "tiny.parquet"
-    return build_table(SearchSpace.preset("tiny"), fast_backend(), out, protocol=FAST, harness="isolated")
+    return build_table(SearchSpace.preset("tiny"), fast_backend(), out, protocol=FAST, harness="isolated",
+                       calibrate_networks=0)

@@ -5,6 +5,7 @@ import pytest
 
 from slimnas.errors import InputError
 from slimnas.latency import LatencyTable, build_table, parts_of, parts_of_space
+from slimnas.latency._parts import GROUP_OF
 from slimnas.latency.backends import TorchCPUBackend
 from slimnas.latency.builder import journal_path
 from slimnas.latency.context import covering_archs
@@ -14,6 +15,10 @@ from .conftest import MICRO
 
 #: Deterministic pass counts: no extra passes.
 COUNTED = Protocol(passes=2, samples=2, pass_ms=0.0, warmup_ms=0.5, extra_passes=0, reference_networks=0)
+
+
+#: Parts timed alone, no calibration networks (counts stay exact).
+ALONE = {"protocol": COUNTED, "harness": "isolated", "calibrate_networks": 0}
 
 
 class CountingBackend(TorchCPUBackend):
@@ -46,13 +51,13 @@ def test_interrupted_isolated_build_resumes_from_what_it_measured(tmp_path):
     total = len(parts_of_space(MICRO)) * COUNTED.passes
     first = CountingBackend()
     with pytest.raises(KeyboardInterrupt):
-        build_table(MICRO, first, out, protocol=COUNTED, harness="isolated", on_progress=_stop_after(5))
+        build_table(MICRO, first, out, **ALONE, on_progress=_stop_after(5))
     assert first.measured == 5 and not out.exists()
     journal = journal_path(out)
     assert len(journal.read_text().splitlines()) == 1 + 5
     second = CountingBackend()
     seen = []
-    table = build_table(MICRO, second, out, protocol=COUNTED, harness="isolated", on_progress=seen.append)
+    table = build_table(MICRO, second, out, **ALONE, on_progress=seen.append)
     assert second.measured == total - 5 + COUNTED.passes  # + the empty module (the per-call overhead)
     assert seen[0].done == 6 and seen[-1].done == total and seen[-1].eta_s == 0
     assert len(table) == len(parts_of_space(MICRO)) and not journal.exists()
@@ -64,25 +69,25 @@ def test_interrupted_isolated_build_resumes_from_what_it_measured(tmp_path):
 def test_a_torn_last_journal_line_is_remeasured(tmp_path):
     out = tmp_path / "micro.parquet"
     with pytest.raises(KeyboardInterrupt):
-        build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated", on_progress=_stop_after(3))
+        build_table(MICRO, CountingBackend(), out, **ALONE, on_progress=_stop_after(3))
     journal = journal_path(out)
     journal.write_text(journal.read_text()[:-20])  # the process died in the middle of a write
     again = CountingBackend()
-    build_table(MICRO, again, out, protocol=COUNTED, harness="isolated")
+    build_table(MICRO, again, out, **ALONE)
     assert again.measured == len(parts_of_space(MICRO)) * COUNTED.passes - 2 + COUNTED.passes
 
 
 def test_journal_from_other_settings_is_refused_and_outputs_are_not_overwritten(tmp_path):
     out = tmp_path / "micro.parquet"
     with pytest.raises(KeyboardInterrupt):
-        build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated", on_progress=_stop_after(2))
+        build_table(MICRO, CountingBackend(), out, **ALONE, on_progress=_stop_after(2))
     other = COUNTED.replace(statistic="p10")
     with pytest.raises(InputError, match="other settings"):  # another protocol: never mixed
-        build_table(MICRO, CountingBackend(), out, protocol=other, harness="isolated")
+        build_table(MICRO, CountingBackend(), out, protocol=other, harness="isolated", calibrate_networks=0)
     journal_path(out).write_text(json.dumps({"identity": {"backend": "torch-cpu", "batch": 64}}) + "\n")
     with pytest.raises(InputError, match="other settings"):
-        build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated")
-    build_table(MICRO, CountingBackend(), out, protocol=COUNTED, harness="isolated", resume=False)
+        build_table(MICRO, CountingBackend(), out, **ALONE)
+    build_table(MICRO, CountingBackend(), out, **ALONE, resume=False)
     with pytest.raises(InputError, match="exists"):
         build_table(MICRO, CountingBackend(), out, protocol=COUNTED)
     with pytest.raises(ValueError, match="form"):
@@ -94,13 +99,13 @@ def test_journal_from_other_settings_is_refused_and_outputs_are_not_overwritten(
 
 
 def test_rotation_is_part_of_the_identity_and_auto_resolves_to_mib(tmp_path):
-    table = build_table(MICRO, CountingBackend(), tmp_path / "p.parquet", protocol=COUNTED, harness="isolated",
+    table = build_table(MICRO, CountingBackend(), tmp_path / "p.parquet", **ALONE,
                         rotation_mb=1.0, parts=parts_of_space(MICRO)[:3])
     assert table.meta.options["rotation_mb"] == 1.0
-    plain = build_table(MICRO, CountingBackend(), tmp_path / "q.parquet", protocol=COUNTED, harness="isolated",
+    plain = build_table(MICRO, CountingBackend(), tmp_path / "q.parquet", **ALONE,
                         parts=parts_of_space(MICRO)[:2])
     assert "rotation_mb" not in plain.meta.options and plain.meta.identity() != table.meta.identity()
-    auto = build_table(MICRO, CountingBackend(), tmp_path / "r.parquet", protocol=COUNTED, harness="isolated",
+    auto = build_table(MICRO, CountingBackend(), tmp_path / "r.parquet", **ALONE,
                        rotation_mb="auto", parts=parts_of_space(MICRO)[:2])
     assert 0 < auto.meta.options["rotation_mb"] <= 32
 
@@ -152,3 +157,19 @@ def test_a_partial_cover_times_the_rest_alone_and_scales_it(tmp_path):
     assert covered < everything and set(table.entries) == everything
     assert backend.networks == COUNTED.passes and backend.measured == len(everything) * COUNTED.passes
     assert table.meta.notes["parts_scaled_from_isolated"] == len(everything - covered)
+
+
+def test_a_table_of_parts_timed_alone_is_calibrated_on_whole_networks(tmp_path):
+    backend = CountingBackend()
+    table = build_table(MICRO, backend, tmp_path / "cal.parquet", protocol=COUNTED, harness="isolated",
+                        calibrate_networks=6)
+    parts = len(parts_of_space(MICRO))
+    assert backend.measured == (parts + 1 + 6) * COUNTED.passes  # parts, the empty module, the networks
+    cal = table.meta.calibration
+    assert cal["networks"] == 6 and set(cal["coef"]) == {"stem", "downsample", "mb4d", "mb3d", "reshape", "head"}
+    arch = MICRO.max_arch()
+    expected = sum(table.entries[p].median * cal["coef"][GROUP_OF[p.kind]] for p in parts_of(arch)) \
+        + cal["intercept"]
+    assert table.predict(arch) == pytest.approx(expected) and table.predict_many([arch])[0] == pytest.approx(expected)
+    assert LatencyTable.load(tmp_path / "cal.parquet").meta.calibration == cal
+    assert "calibrated on 6 networks" in table.meta.describe()

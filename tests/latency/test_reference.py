@@ -47,7 +47,8 @@ def test_the_clock_times_the_references_at_each_pass_start_and_every_few_seconds
 
 def test_measurements_come_back_at_the_table_speed_and_raw(tmp_path):
     protocol = FAST.replace(reference_networks=2, passes=3)
-    table = build_table(MICRO, fast_backend(), tmp_path / "m.parquet", protocol=protocol, harness="isolated")
+    table = build_table(MICRO, fast_backend(), tmp_path / "m.parquet", protocol=protocol, harness="isolated",
+                        calibrate_networks=0)
     assert len(table.meta.reference["archs"]) == 2 and all(v > 0 for v in table.meta.reference_ms())
     again = LatencyTable.load(tmp_path / "m.parquet")
     assert again.meta.reference == table.meta.reference
@@ -62,7 +63,8 @@ def test_measurements_come_back_at_the_table_speed_and_raw(tmp_path):
 
 def test_two_tables_are_compared_at_equal_machine_speed(tmp_path):
     protocol = FAST.replace(reference_networks=1)
-    a = build_table(MICRO, fast_backend(), tmp_path / "a.parquet", protocol=protocol, harness="isolated")
+    a = build_table(MICRO, fast_backend(), tmp_path / "a.parquet", protocol=protocol, harness="isolated",
+                        calibrate_networks=0)
     slow = LatencyTable({p: Timing(**{k: (v * 1.2 if k not in ("count",) else v) for k, v in t.to_dict().items()})
                          for p, t in a.entries.items()},
                         a.meta.__class__(**{**a.meta.to_dict(), "overhead_ms": a.meta.overhead_ms * 1.2,

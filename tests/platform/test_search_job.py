@@ -36,7 +36,7 @@ def inputs(tmp_path_factory):
     result = train_supernet(tiny_train_config(root, name="sup", run={"max_steps_per_epoch": 4}))
     fast = Protocol(passes=2, samples=3, pass_ms=0.0, warmup_ms=2.0, extra_passes=1)
     table = build_table(SearchSpace.preset("tiny"), TorchCPUBackend(threads=1), root / "tiny.parquet", protocol=fast,
-                        harness="isolated")
+                        harness="isolated", calibrate_networks=0)
     full = table.predict(SearchSpace.preset("tiny").max_arch())
     return root, result.checkpoint, table, full
 

@@ -88,6 +88,8 @@ def _build(args: argparse.Namespace) -> int:
 
     if args.rotation_mb != "auto":
         resolve_rotation_mb(args.rotation_mb, space)
+    if args.calibrate_networks is not None and not 0 <= args.calibrate_networks <= 100_000:
+        raise InputError(f"--calibrate-networks: must be from 0 to 100000, got {args.calibrate_networks}")
     for name in ("cover", "max_networks"):
         if not 1 <= getattr(args, name) <= 100_000:
             raise InputError(f"--{name.replace('_', '-')}: must be from 1 to 100000, got {getattr(args, name)}")
@@ -96,8 +98,8 @@ def _build(args: argparse.Namespace) -> int:
           f"batch {args.batch_size}, threads {backend.threads}", file=sys.stderr)
     table = build_table(space, backend, out, batch=args.batch_size, form=args.form, num_classes=args.num_classes,
                         protocol=protocol, rotation_mb=args.rotation_mb, harness=args.harness, cover=args.cover,
-                        max_networks=args.max_networks, resume=not args.no_resume, overwrite=args.force,
-                        on_progress=printer)
+                        max_networks=args.max_networks, calibrate_networks=args.calibrate_networks,
+                        resume=not args.no_resume, overwrite=args.force, on_progress=printer)
     print(f"wrote {out}: {len(table)} entries ({table.meta.describe()})")
     return 0
 
@@ -260,6 +262,8 @@ def register(sub) -> None:
     p.add_argument("--cover", type=int, default=2, help="context: each part in this many covering networks")
     p.add_argument("--max-networks", type=int, default=96, help="context: at most this many covering networks "
                    "(parts left out are timed alone and scaled)")
+    p.add_argument("--calibrate-networks", type=int, default=None, help="whole networks timed to calibrate the "
+                   "table's predictor (default: 24 when parts are timed alone, 0 in context)")
     _measurement_args(p, build=True)
     p.set_defaults(func=_build, full_command="lut build")
 
