@@ -291,7 +291,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
             add(method, f"{method}@{target:g}ms", factory(space, latency_fn, target, budgets[target], seed=cfg.seed),
                 [target])
     def on_device(archs: Sequence[Arch]) -> list[float] | None:
-        return _measure_on_device(table, archs)
+        return _measure_on_device(table, archs, echo)
 
     verified = _verify_winners(runs, cfg, measure or on_device, continue_round, echo,
                                pending_line=lambda: _pending_line(table, job_dir))
@@ -387,20 +387,26 @@ def _echo_verification(echo: Callable[[str], None], method: str, v: Verification
              f"{taken} measures {v.measured_ms:.4g} ms")
 
 
-def _measure_on_device(table, archs: Sequence[Arch]) -> list[float] | None:
+def _measure_on_device(table, archs: Sequence[Arch], echo: Callable[[str], None] = log.info) -> list[float] | None:
     """Each arch's latency (ms) measured end to end on the table's backend and settings, under the table's own
     measurement protocol (:mod:`slimnas.latency.protocol`: the statistic the table predicts, interleaved passes,
     disturbed passes re-measured); ``None`` when that backend cannot run here. The one place a job times networks.
 
     The first network is timed for one pass and discarded: the process has just handed the cores back from Tune's
-    workers, and the first timings after that ran up to 1.9x slow.
+    workers, and the first timings after that ran up to 1.9x slow. Latencies are brought to the machine speed the
+    table was built at (its reference networks, :mod:`slimnas.latency.reference`), the speed its predictions and the
+    targets derived from them belong to.
     """
     from slimnas.latency.validate import backend_for, measure_networks
 
     backend = backend_for(table)
     if backend.unavailable_reason():
         return None
-    return [m.value for m in measure_networks(table, backend, list(archs), warmup=True)]
+    measured = measure_networks(table, backend, list(archs), warmup=True)
+    if measured and measured[0].speed != 1.0:
+        echo(f"[search] measured {len(measured)} network(s) on {table.meta.backend}; the machine ran at "
+             f"x{measured[0].speed:.3f} the table's speed (reference networks), latencies reported at the table's")
+    return [m.value for m in measured]
 
 
 def _pending_line(table, job_dir: Path) -> str:
