@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from slimnas.errors import InputError
-from slimnas.search_spaces.efficientformer import SearchSpace
+from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 
 from ._parts import Part, parts_of_space
 from ._timing import Timing
@@ -181,6 +181,7 @@ def build_table(
     meta = table_meta(space, backend, batch, form, num_classes, in_chans, rotation_mb, protocol, harness)
     todo = list(parts) if parts is not None else parts_of_space(space, num_classes, in_chans)
     archs = covering_archs(space, num_classes, in_chans, cover, max_networks) if harness == "context" else []
+    notes_context = {"cover": cover, "max_networks": max_networks} if archs else {}
     header = {"identity": meta.identity(), "protocol": meta.protocol,
               "context": {"cover": cover, "max_networks": max_networks} if archs else None,
               "calibrate_networks": calibrate_networks}
@@ -192,83 +193,112 @@ def build_table(
     else:
         journal.parent.mkdir(parents=True, exist_ok=True)
         journal.write_text(json.dumps(header) + "\n")
-    notes: dict[str, object] = {}
     with journal.open("a") as handle:
-        def writer(stage: str, names: Sequence[Part] | None = None) -> Callable[[int, int, object], None]:
-            def write(i: int, pass_index: int, record) -> None:
-                handle.write(journal_record(stage, i, pass_index, record, None if names is None else names[i]) + "\n")
-                handle.flush()
-                os.fsync(handle.fileno())
-            return write
-
-        entries: dict[Part, Timing] = {}
-        passes: dict[Part, tuple[int, int]] = {}
-        overhead = 0.0
-        references = reference_archs(space, protocol.reference_networks)
-        nets = [network_module(a, batch, form, num_classes, in_chans) for a in references]
-        counter = [sum(len(v) for v in done.reference.values())]
-
-        def journal_reference(k: int, samples: list[float]) -> None:
-            writer("reference")(k, counter[0], samples)
-            counter[0] += 1
-
-        clock = ReferenceClock([lambda net=net: net for net in nets], backend, protocol, protocol.reference_every_s,
-                               done=done.reference, on_sample=journal_reference)
-        weights = {p: part_weight_mib(p, space.img_size, form) for p in todo}
-        slope, at = 0.0, 0.0
+        stages = _Stages(space, backend, protocol, batch, form, num_classes, in_chans, done, handle, on_progress)
+        entries, passes, overhead = {}, {}, 0.0
+        slope = at = 0.0
+        result = None
         if archs:
-            result = measure_in_context(archs, backend, protocol, batch, form, num_classes, in_chans,
-                                        done=done.context, on_pass=writer("context"), on_progress=on_progress,
-                                        tick=clock.tick, weights=weights)
+            result = stages.in_context(archs, todo)
             entries = {p: t for p, t in result.entries.items() if p in set(todo)}
             overhead, slope, at = result.overhead_ms, result.slope_per_mib, result.at_mib
-            notes.update(cover=cover, max_networks=max_networks, context_networks=result.networks,
-                         context_passes=result.passes, context_disturbed=result.disturbed)
         alone = [p for p in todo if p not in entries]
         if alone:
-            index = {p: i for i, p in enumerate(todo)}
-            measure = todo if archs else alone  # a partial cover needs covered parts alone too (their ratios)
-            items = [partial(part_module, p, space.img_size, batch, form, rotation_mb) for p in measure]
-            resumed = {(index[p], k): v for (p, k), v in done.isolated.items() if p in index}
-            position = {index[p]: j for j, p in enumerate(measure)}
-            measured = measure_items(items, backend, protocol, names=[str(p) for p in measure],
-                                     done={(position[i], k): v for (i, k), v in resumed.items() if i in position},
-                                     on_pass=writer("isolated", measure), on_progress=on_progress, tick=clock.tick)
-            isolated = {p: m.timing for p, m in zip(measure, measured)}
-            passes = {p: (m.passes, m.disturbed) for p, m in zip(measure, measured)}
-            if archs:
+            isolated, passes = stages.alone(todo if result else alone, rotation_mb)  # ratios need covered parts too
+            if result:
                 entries = combine(result, isolated, protocol.statistic)
-                notes["parts_scaled_from_isolated"] = len(alone)
+                stages.notes["parts_scaled_from_isolated"] = len(alone)
             else:
-                empty = measure_items([lambda: (_Empty(), torch.randn(batch, 8))], backend, protocol,
-                                      names=["empty module"], done=done.overhead, on_pass=writer("overhead"))[0]
-                overhead = empty.value
+                overhead = stages.empty_call()
                 entries = {p: _minus(t, overhead) for p, t in isolated.items()}
-                notes["empty_call_ms"] = empty.value
-        calibration = None
-        if calibrate_networks:
-            nets = [a for name, a in validation_archs(space, calibrate_networks, CALIBRATION_SEED)
-                    if name.startswith("random")]
-            built = [network_module(a, batch, form, num_classes, in_chans) for a in nets]
-            measured = measure_items([lambda net=net: net for net in built], backend, protocol,
-                                     names=[f"calibration network {i + 1}/{len(nets)}" for i in range(len(nets))],
-                                     done=done.calibration, on_pass=writer("calibration"), on_progress=on_progress,
-                                     tick=clock.tick)
-            plain = LatencyTable({p: entries[p] for p in todo}, replace(meta, overhead_ms=float(overhead),
-                                                                        context_slope_per_mib=slope,
-                                                                        context_at_mib=at), weights=weights)
-            fitted = CalibratedPredictor(plain).fit(nets, [m.value for m in measured])
-            calibration = fitted.coefficients() | {"networks": len(nets)}
-        if references and not any(clock.samples):
-            clock.tick(True)  # everything came from the journal: the speed still needs a measurement
-    reference = {"archs": [a.to_dict() for a in references], "ms": clock.latencies()} if references else None
-    meta = replace(meta, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                   overhead_ms=float(overhead), notes=notes, reference=reference, context_slope_per_mib=slope,
-                   context_at_mib=at, calibration=calibration)
-    table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes, weights=weights)
+        plain = replace(meta, overhead_ms=float(overhead), context_slope_per_mib=slope, context_at_mib=at)
+        calibration = stages.calibration(LatencyTable({p: entries[p] for p in todo}, plain, weights=stages.weights),
+                                         calibrate_networks) if calibrate_networks else None
+        reference = stages.reference()
+    meta = replace(plain, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                   notes=notes_context | stages.notes, reference=reference, calibration=calibration)
+    table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes, weights=stages.weights)
     table.save(out)
     journal.unlink(missing_ok=True)
     return table
+
+
+class _Stages:
+    """The stages of a build, each measured under the protocol with the reference clock running and every pass
+    journaled (see :func:`build_table`)."""
+
+    def __init__(self, space: SearchSpace, backend: Backend, protocol: Protocol, batch: int, form: str,
+                 num_classes: int, in_chans: int, done: _Journal, handle, on_progress) -> None:
+        self.space, self.backend, self.protocol = space, backend, protocol
+        self.shape = (batch, form, num_classes, in_chans)
+        self.done, self.handle, self.on_progress = done, handle, on_progress
+        self.notes: dict[str, object] = {}
+        self.weights = {p: part_weight_mib(p, space.img_size, form)
+                        for p in parts_of_space(space, num_classes, in_chans)}
+        self.references = reference_archs(space, protocol.reference_networks)
+        built = [network_module(a, *self.shape) for a in self.references]
+        self.count = sum(len(v) for v in done.reference.values())
+        self.clock = ReferenceClock([lambda net=net: net for net in built], backend, protocol,
+                                    protocol.reference_every_s, done=done.reference, on_sample=self._reference_pass)
+
+    def _writer(self, stage: str, names: Sequence[Part] | None = None) -> Callable[[int, int, object], None]:
+        def write(i: int, pass_index: int, record) -> None:
+            part = None if names is None else names[i]
+            self.handle.write(journal_record(stage, i, pass_index, record, part) + "\n")
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+
+        return write
+
+    def _reference_pass(self, k: int, samples: list[float]) -> None:
+        self._writer("reference")(k, self.count, samples)
+        self.count += 1
+
+    def in_context(self, archs: Sequence[Arch], todo: Sequence[Part]):
+        result = measure_in_context(archs, self.backend, self.protocol, *self.shape, done=self.done.context,
+                                    on_pass=self._writer("context"), on_progress=self.on_progress,
+                                    tick=self.clock.tick, weights={p: self.weights[p] for p in todo})
+        self.notes.update(context_networks=result.networks, context_passes=result.passes,
+                          context_disturbed=result.disturbed)
+        return result
+
+    def alone(self, parts: Sequence[Part], rotation_mb: float
+              ) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]]]:
+        batch, form = self.shape[0], self.shape[1]
+        items = [partial(part_module, p, self.space.img_size, batch, form, rotation_mb) for p in parts]
+        position = {p: j for j, p in enumerate(parts)}
+        done = {(position[p], k): v for (p, k), v in self.done.isolated.items() if p in position}
+        measured = measure_items(items, self.backend, self.protocol, names=[str(p) for p in parts], done=done,
+                                 on_pass=self._writer("isolated", parts), on_progress=self.on_progress,
+                                 tick=self.clock.tick)
+        return ({p: m.timing for p, m in zip(parts, measured)},
+                {p: (m.passes, m.disturbed) for p, m in zip(parts, measured)})
+
+    def empty_call(self) -> float:
+        """What timing one call costs besides the part: an empty module's latency."""
+        empty = measure_items([lambda: (_Empty(), torch.randn(self.shape[0], 8))], self.backend, self.protocol,
+                              names=["empty module"], done=self.done.overhead, on_pass=self._writer("overhead"))[0]
+        self.notes["empty_call_ms"] = empty.value
+        return empty.value
+
+    def calibration(self, plain: LatencyTable, count: int) -> dict[str, object]:
+        """Time ``count`` seeded whole networks and fit the table's calibration on them."""
+        archs = [a for name, a in validation_archs(self.space, count, CALIBRATION_SEED) if name.startswith("random")]
+        built = [network_module(a, *self.shape) for a in archs]
+        measured = measure_items([lambda net=net: net for net in built], self.backend, self.protocol,
+                                 names=[f"calibration network {i + 1}/{len(archs)}" for i in range(len(archs))],
+                                 done=self.done.calibration, on_pass=self._writer("calibration"),
+                                 on_progress=self.on_progress, tick=self.clock.tick)
+        fitted = CalibratedPredictor(plain).fit(archs, [m.value for m in measured])
+        return fitted.coefficients() | {"networks": len(archs)}
+
+    def reference(self) -> dict[str, object] | None:
+        """The reference networks and their latencies over the build (timed once now if the journal held all)."""
+        if not self.references:
+            return None
+        if not any(self.clock.samples):
+            self.clock.tick(True)
+        return {"archs": [a.to_dict() for a in self.references], "ms": self.clock.latencies()}
 
 
 def _minus(timing: Timing, ms: float) -> Timing:
