@@ -207,7 +207,7 @@ class Progress:
     elapsed_s: float
     eta_s: float | None
 
-    def line(self, what: str = "parts") -> str:
+    def line(self, what: str = "measurements") -> str:
         eta = "?" if self.eta_s is None else _clock(self.eta_s)
         pct = 100.0 * self.done / max(self.total, 1)
         return (f"{self.done}/{self.total} {what} ({pct:4.1f}%)  elapsed {_clock(self.elapsed_s)}  ETA {eta}  "

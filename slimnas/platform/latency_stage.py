@@ -145,7 +145,7 @@ def _measure_remote(lat: dict[str, Any], space: dict[str, Any], num_classes: int
     from .progress import ProgressLine
 
     printers = {"table": ProgressLine("table", echo=print), "validate": ProgressLine("validate", echo=print,
-                                                                                      what="networks")}
+                                                                                      what="network passes")}
     with tempfile.TemporaryDirectory(prefix="slimnas-lut-") as tmp:
         table_path, folder = Path(tmp) / "table.parquet", Path(tmp) / "validation"
         if table is not None:

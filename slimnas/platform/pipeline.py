@@ -201,7 +201,8 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
             else f"reusing {path}")
     log.start("table", what + (f"; then validating on {lat.validate_.num_archs} random networks" if validate else ""))
     if lat.resources is None:
-        printers = {"table": ProgressLine("table", echo), "validate": ProgressLine("validate", echo, what="networks")}
+        printers = {"table": ProgressLine("table", echo),
+                    "validate": ProgressLine("validate", echo, what="network passes")}
         summary = measure(lat, space, num_classes, path, vdir, build, validate, fresh="table" in force,
                           on_progress=lambda step, p: printers[step](p))
     else:

@@ -62,7 +62,7 @@ class StageLog:
 class ProgressLine:
     """Prints ``Progress`` events: rewritten in place on a terminal, else at most one line per ``every_s``."""
 
-    def __init__(self, label: str, echo: Echo = stderr_echo, every_s: float = 5.0, what: str = "parts") -> None:
+    def __init__(self, label: str, echo: Echo = stderr_echo, every_s: float = 5.0, what: str = "measurements") -> None:
         self.label, self.echo, self.every_s, self.what = label, echo, every_s, what
         self.tty = echo is stderr_echo and sys.stderr.isatty()
         self._last = 0.0
