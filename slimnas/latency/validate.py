@@ -188,9 +188,9 @@ class ValidationReport:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        panels = [("plain", "table sum (plain)", "plain_all")]
+        panels = [("plain", _table_predictor_name(self.meta), "plain_all")]
         if self.calibration is not None:
-            panels.append(("calibrated", "calibrated predictor", "calibrated_holdout"))
+            panels.append(("calibrated", "the table + a calibration fitted here", "calibrated_holdout"))
         fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 6), dpi=110, squeeze=False)
         stat = self.meta.get("statistic", "median")
         measured = np.array([r.measured_ms for r in self.rows])
@@ -223,15 +223,15 @@ class ValidationReport:
             s = self.summary.get(key, {})
             nan = float("nan")
             held = " (held out)" if kind != "plain" else ""
-            ax.set_title(f"{title}: {self.meta.get('backend')} {self.meta.get('img_size')}px batch "
-                         f"{self.meta.get('batch')}\n{s.get('n', 0)} networks{held}: "
+            speed = self.summary.get("measurement", {}).get("speed_factor", 1.0)
+            at = "" if speed == 1.0 else f"; measured at the table's machine speed (now x{speed:.3f})"
+            ax.set_title(f"{title}\n{self.meta.get('backend')} {self.meta.get('img_size')}px batch "
+                         f"{self.meta.get('batch')}{at}\n{s.get('n', 0)} networks{held}: "
                          f"MAPE {s.get('mape_pct', nan):.1f}%, within 10% {100 * s.get('within_10pct', nan):.0f}%, "
                          f"tau {s.get('kendall_tau', nan):.3f}",
                          fontsize=9)
-            speed = self.summary.get("measurement", {}).get("speed_factor", 1.0)
-            at = "" if speed == 1.0 else f", at the table's machine speed (now x{speed:.3f})"
-            ax.set_xlabel(f"measured latency (ms, {stat}{at}; bars: spread over passes)")
-            ax.set_ylabel(f"predicted latency (ms, {title})")
+            ax.set_xlabel(f"measured latency (ms, {stat}; bars: spread over passes)")
+            ax.set_ylabel("predicted latency (ms)")
             ax.set_xlim(0, top)
             ax.set_ylim(0, top)
             ax.legend(fontsize=8, loc="upper left")
@@ -253,6 +253,15 @@ class ValidationReport:
         if self.calibration is not None:
             paths["calibration"] = self.calibration.save(out / "calibration.json")
         return paths
+
+
+def _table_predictor_name(meta: dict[str, Any]) -> str:
+    """Which predictor a table is, in words (for plot titles)."""
+    if meta.get("calibration"):
+        return f"table: parts timed alone, calibrated on {meta['calibration'].get('networks')} networks"
+    if meta.get("harness") == "context":
+        return "table: parts timed in context, working-set term"
+    return "table: sum of parts timed alone"
 
 
 def _split(rows: list[NetworkResult], fraction: float, seed: int) -> list[int]:
