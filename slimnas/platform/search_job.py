@@ -405,7 +405,7 @@ def _measure_on_device(table, archs: Sequence[Arch], echo: Callable[[str], None]
     measured = measure_networks(table, backend, list(archs), warmup=True)
     if measured and measured[0].speed != 1.0:
         echo(f"[search] measured {len(measured)} network(s) on {table.meta.backend}; the machine ran at "
-             f"x{measured[0].speed:.3f} the table's speed (reference networks), latencies reported at the table's")
+             f"x{measured[0].speed:.3f} the table's speed (reference networks); latencies are reported at the table's speed")
     return [m.value for m in measured]
 
 

@@ -46,7 +46,7 @@ def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
     for stage in ("1/3] train", "2/3] table", "3/3] search"):
         assert f"[quickstart {stage}" in err
     assert "[train] epoch 1/2 done" in err and "ETA" in err
-    assert "[table] 144/144 parts" in err and "[validate]" in err
+    assert "[table] 144/144 measurements" in err and "[validate]" in err
     # the end: the comparison table, the Pareto plot, how to open MLflow
     assert "method" in out and "slimming" in out and "random" in out
     assert out.startswith("method ") and "Configuration for experiment" not in out  # Tune's tables: not on stdout
