@@ -53,6 +53,8 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="default: 10 for tiny (digits), else 1000")
     parser.add_argument("--reuse", action="store_true", help="keep tables already built")
     parser.add_argument("--pause-s", type=float, default=30.0, help="pause between steps (other times)")
+    parser.add_argument("--curve-only", action="store_true",
+                        help="recompute the calibration learning curve from the validations already there")
     args = parser.parse_args()
     classes = args.num_classes or (10 if args.space == "tiny" else 1000)
     folder = RESULTS / f"{args.space}-{args.backend}"
@@ -69,10 +71,12 @@ def main() -> None:
         time.sleep(args.pause_s)
         return result
 
-    tables = {}
+    tables = {label: str(folder / f"{label}.parquet") for label in ("A", "B")}
+    if args.curve_only:
+        report_curve(folder, tables)
+        return
     for label in ("A", "B"):
         path = folder / f"{label}.parquet"
-        tables[label] = str(path)
         if not (args.reuse and path.exists()):
             step(f"build {label}", "lut", "build", "--space", args.space, "--backend", args.backend, "--threads", "1",
                  "--num-classes", str(classes), "--out", str(path), "--force")
@@ -86,7 +90,12 @@ def main() -> None:
               f"mean error {s['mean_error_pct']:+.1f}%, tau {s['kendall_tau']:.3f}")
     r = steps["A against B"]["result"]
     print(f"A against B: {r['archs']} archs, MAPE {r['mape_pct']:.2f}%, tau {r['kendall_tau']:.3f}")
-    curve = learning_curve(Path(tables["A"]), folder / "A-validation" / "validation.csv",
+    report_curve(folder, tables)
+
+
+def report_curve(folder: Path, tables: dict[str, str]) -> None:
+    """The calibration learning curve (fit on A's validation, test on B's), printed and added to summary.json."""
+    curve = learning_curve(Path(tables["A"]), Path(tables["B"]), folder / "A-validation" / "validation.csv",
                            folder / "B-validation" / "validation.csv")
     summary = json.loads((folder / "summary.json").read_text())
     summary["calibration_curve"] = curve
@@ -98,8 +107,13 @@ def main() -> None:
               f"(plain {row['plain_tau']:.3f})")
 
 
-def learning_curve(table_path: Path, fit_csv: Path, test_csv: Path, ks=(3, 5, 10, 20, 30), reps: int = 20) -> list:
-    """Held-out error of the calibrated predictor against the number of networks it was fitted on."""
+def learning_curve(table_path: Path, other_path: Path, fit_csv: Path, test_csv: Path, ks=(3, 5, 10, 20, 30),
+                   reps: int = 20) -> list:
+    """Held-out error of the calibrated predictor against the number of networks it was fitted on.
+
+    Fitted on ``fit_csv`` (the validation of ``table_path``), tested on ``test_csv`` (the validation of the other
+    table, another process at another time). Both sets are brought to ``table_path``'s machine speed: the test set was
+    reported at the other table's speed, so it is divided by the other table's speed factor against this one."""
     import csv
     import random
 
@@ -109,13 +123,18 @@ def learning_curve(table_path: Path, fit_csv: Path, test_csv: Path, ks=(3, 5, 10
     from slimnas.latency.validate import error_metrics
     from slimnas.search_spaces.efficientformer import Arch
 
+    from slimnas.latency.reference import speed_factor
+
     table = LatencyTable.load(table_path)
+    other = LatencyTable.load(other_path)
+    to_table = speed_factor(other.meta.reference_ms(), table.meta.reference_ms())
 
     def rows(path: Path) -> dict[str, float]:
         with path.open() as handle:
             return {r["arch"]: float(r[f"measured_{table.stat}_ms"]) for r in csv.DictReader(handle)}
 
-    fit, test = rows(fit_csv), rows(test_csv)
+    fit = rows(fit_csv)
+    test = {key: value / to_table for key, value in rows(test_csv).items()}
     keys = [k for k in fit if k in test]
     archs = {k: Arch.from_json(k) for k in keys}
     out = []

@@ -224,7 +224,7 @@ class ValidationReport:
             nan = float("nan")
             held = " (held out)" if kind != "plain" else ""
             speed = self.summary.get("measurement", {}).get("speed_factor", 1.0)
-            at = "" if speed == 1.0 else f"; measured at the table's machine speed (now x{speed:.3f})"
+            at = "" if speed == 1.0 else f"; measured / x{speed:.3f} (reference networks now vs. at the build)"
             ax.set_title(f"{title}\n{self.meta.get('backend')} {self.meta.get('img_size')}px batch "
                          f"{self.meta.get('batch')}{at}\n{s.get('n', 0)} networks{held}: "
                          f"MAPE {s.get('mape_pct', nan):.1f}%, within 10% {100 * s.get('within_10pct', nan):.0f}%, "

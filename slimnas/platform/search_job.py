@@ -404,8 +404,8 @@ def _measure_on_device(table, archs: Sequence[Arch], echo: Callable[[str], None]
         return None
     measured = measure_networks(table, backend, list(archs), warmup=True)
     if measured and measured[0].speed != 1.0:
-        echo(f"[search] measured {len(measured)} network(s) on {table.meta.backend}; the machine ran at "
-             f"x{measured[0].speed:.3f} the table's speed (reference networks); latencies are reported at the table's speed")
+        echo(f"[search] measured {len(measured)} network(s) on {table.meta.backend}; the reference networks took "
+             f"x{measured[0].speed:.3f} their time at the table's build, so latencies are reported divided by it")
     return [m.value for m in measured]
 
 
