@@ -219,7 +219,7 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
 def _validation_text(summary: dict[str, Any]) -> str:
     """One line of a validation's figures (the issue-10 acceptance measures: within +-10% and Kendall tau)."""
     return (f"{summary['n']} networks measured end to end, {100 * summary['within_10pct']:.0f}% within +-10% of the "
-            f"table, mean error {summary['mape_pct']:.1f}%, Kendall tau {summary['kendall_tau']:.3f}")
+            f"table, mean absolute error {summary['mape_pct']:.1f}%, Kendall tau {summary['kendall_tau']:.3f}")
 
 
 # ---------------------------------------------------------------------------------------------------- search
