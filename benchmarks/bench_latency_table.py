@@ -120,10 +120,9 @@ def learning_curve(table_path: Path, other_path: Path, fit_csv: Path, test_csv: 
     import numpy as np
 
     from slimnas.latency import CalibratedPredictor, LatencyTable
+    from slimnas.latency.reference import speed_factor
     from slimnas.latency.validate import error_metrics
     from slimnas.search_spaces.efficientformer import Arch
-
-    from slimnas.latency.reference import speed_factor
 
     table = LatencyTable.load(table_path)
     other = LatencyTable.load(other_path)

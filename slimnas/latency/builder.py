@@ -80,7 +80,7 @@ class _Journal:
     isolated: dict[tuple[Part, int], list[float]] = field(default_factory=dict)
     context: dict[tuple[int, int], ContextSamples] = field(default_factory=dict)
     overhead: dict[tuple[int, int], list[float]] = field(default_factory=dict)
-    reference: dict[int, list[list[float]]] = field(default_factory=dict)
+    reference: dict[int, list[tuple[str, list[float]]]] = field(default_factory=dict)
     calibration: dict[tuple[int, int], list[float]] = field(default_factory=dict)
 
 
@@ -107,7 +107,8 @@ def _read_journal(path: Path, header_wanted: dict) -> _Journal:
             elif record["stage"] == "calibration":
                 journal.calibration[key] = [float(v) for v in record["samples"]]
             elif record["stage"] == "reference":
-                journal.reference.setdefault(key[0], []).append([float(v) for v in record["samples"]])
+                journal.reference.setdefault(key[0], []).append((str(record.get("during", "")),
+                                                                 [float(v) for v in record["samples"]]))
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             # A line cut short by the interruption: everything before it is intact.
             log.warning("lut: ignoring unreadable line %d of %s", number, path)
@@ -214,7 +215,7 @@ def build_table(
         plain = replace(meta, overhead_ms=float(overhead), context_slope_per_mib=slope, context_at_mib=at)
         calibration = stages.calibration(LatencyTable({p: entries[p] for p in todo}, plain, weights=stages.weights),
                                          calibrate_networks) if calibrate_networks else None
-        reference = stages.reference()
+        reference = stages.reference("calibration" if calibration else "context" if result else None)
     meta = replace(plain, created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                    notes=notes_context | stages.notes, reference=reference, calibration=calibration)
     table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes, weights=stages.weights)
@@ -243,18 +244,21 @@ class _Stages:
 
     def _writer(self, stage: str, names: Sequence[Part] | None = None) -> Callable[[int, int, object], None]:
         def write(i: int, pass_index: int, record) -> None:
-            part = None if names is None else names[i]
-            self.handle.write(journal_record(stage, i, pass_index, record, part) + "\n")
-            self.handle.flush()
-            os.fsync(self.handle.fileno())
+            self._append(journal_record(stage, i, pass_index, record, None if names is None else names[i]))
 
         return write
 
-    def _reference_pass(self, k: int, samples: list[float]) -> None:
-        self._writer("reference")(k, self.count, samples)
+    def _append(self, line: str) -> None:
+        self.handle.write(line + "\n")
+        self.handle.flush()
+        os.fsync(self.handle.fileno())
+
+    def _reference_pass(self, k: int, stage: str, samples: list[float]) -> None:
+        self._append(journal_record("reference", k, self.count, samples, during=stage))
         self.count += 1
 
     def in_context(self, archs: Sequence[Arch], todo: Sequence[Part]):
+        self.clock.stage = "context"
         result = measure_in_context(archs, self.backend, self.protocol, *self.shape, done=self.done.context,
                                     on_pass=self._writer("context"), on_progress=self.on_progress,
                                     tick=self.clock.tick, weights={p: self.weights[p] for p in todo})
@@ -264,6 +268,7 @@ class _Stages:
 
     def alone(self, parts: Sequence[Part], rotation_mb: float
               ) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]]]:
+        self.clock.stage = "isolated"
         batch, form = self.shape[0], self.shape[1]
         items = [partial(part_module, p, self.space.img_size, batch, form, rotation_mb) for p in parts]
         position = {p: j for j, p in enumerate(parts)}
@@ -283,6 +288,7 @@ class _Stages:
 
     def calibration(self, plain: LatencyTable, count: int) -> dict[str, object]:
         """Time ``count`` seeded whole networks and fit the table's calibration on them."""
+        self.clock.stage = "calibration"
         archs = [a for name, a in validation_archs(self.space, count, CALIBRATION_SEED) if name.startswith("random")]
         built = [network_module(a, *self.shape) for a in archs]
         measured = measure_items([lambda net=net: net for net in built], self.backend, self.protocol,
@@ -292,13 +298,16 @@ class _Stages:
         fitted = CalibratedPredictor(plain).fit(archs, [m.value for m in measured])
         return fitted.coefficients() | {"networks": len(archs)}
 
-    def reference(self) -> dict[str, object] | None:
-        """The reference networks and their latencies over the build (timed once now if the journal held all)."""
+    def reference(self, anchor: str | None) -> dict[str, object] | None:
+        """The reference networks and their latencies during ``anchor``, the stage the table's predictions are
+        anchored to (see :mod:`.reference`), or over the whole build (timed once now if the journal held all)."""
         if not self.references:
             return None
         if not any(self.clock.samples):
             self.clock.tick(True)
-        return {"archs": [a.to_dict() for a in self.references], "ms": self.clock.latencies()}
+        stage = anchor if anchor is not None and self.clock.has(anchor) else None
+        return {"archs": [a.to_dict() for a in self.references], "ms": self.clock.latencies(stage),
+                "stage": stage or "build"}
 
 
 def _minus(timing: Timing, ms: float) -> Timing:

@@ -196,8 +196,8 @@ def _scaled(timing: Timing, factor: float) -> Timing:
 
 
 def journal_record(kind: str, index: int, pass_index: int, record: ContextSamples | list[float],
-                   part: Part | None = None) -> str:
-    """One journal line (see :mod:`.builder`)."""
+                   part: Part | None = None, during: str | None = None) -> str:
+    """One journal line (see :mod:`.builder`); ``during``: the stage a reference measurement was taken in."""
     if isinstance(record, ContextSamples):
         body = {"network": [round(v, 7) for v in record.network],
                 "parts": [[round(v, 7) for v in row] for row in record.parts]}
@@ -206,4 +206,6 @@ def journal_record(kind: str, index: int, pass_index: int, record: ContextSample
     head = {"stage": kind, "index": index, "pass": pass_index}
     if part is not None:
         head["part"] = [part.kind, part.stage, part.c_in, part.c_out]
+    if during is not None:
+        head["during"] = during
     return json.dumps(head | body)

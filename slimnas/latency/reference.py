@@ -9,7 +9,10 @@ form, batch and backend), interleaved with the rest: at the start of every pass 
 seconds (less often when they are slow: they take at most ~10% of a session).
 
 - A table records its reference networks and their latencies at build time (``TableMeta.reference``): the machine's
-  speed its entries belong to.
+  speed its entries belong to. The latencies are those timed during the stage the table's predictions are anchored
+  to (``stage``): the whole-network calibration of a calibrated table, the in-context stage of a context table (its
+  other parts are scaled to it), the whole build otherwise. A build's stages can run at different speeds (two
+  `tiny` onnxruntime builds agreed to 7% raw and still 4% apart after a factor pooled over their whole builds).
 - A later session times the same networks; its *speed factor* is the geometric mean over the reference networks of
   ``session latency / table latency`` (1.10: the machine now runs 10% slower than when the table was built).
   Measurements against the table are reported at the table's speed (divided by the factor) and raw; validation and
@@ -65,7 +68,8 @@ class ReferenceClock:
     """Times the reference networks during a measurement session (see the module docstring).
 
     ``networks[k]()`` returns ``(module, example)`` for reference network ``k``; ``backend.sample`` times it (one
-    pass of the protocol). ``done`` holds earlier sessions' samples (a resumed build); ``on_sample(k, samples)`` is
+    pass of the protocol). Each measurement is tagged with the session's current ``stage`` (set by the caller).
+    ``done`` holds earlier sessions' ``(stage, samples)`` (a resumed build); ``on_sample(k, stage, samples)`` is
     called after each new measurement (the build's journal).
     """
 
@@ -73,12 +77,14 @@ class ReferenceClock:
     backend: Any
     protocol: Protocol
     every_s: float = 5.0
-    done: Mapping[int, Sequence[Sequence[float]]] = field(default_factory=dict)
-    on_sample: Callable[[int, list[float]], None] | None = None
+    done: Mapping[int, Sequence[tuple[str, Sequence[float]]]] = field(default_factory=dict)
+    on_sample: Callable[[int, str, list[float]], None] | None = None
+    stage: str = ""
 
     def __post_init__(self) -> None:
-        self.samples: list[list[list[float]]] = [[list(s) for s in self.done.get(k, [])]
+        self.samples: list[list[list[float]]] = [[list(s) for _, s in self.done.get(k, [])]
                                                  for k in range(len(self.networks))]
+        self.stages: list[list[str]] = [[tag for tag, _ in self.done.get(k, [])] for k in range(len(self.networks))]
         self._last = -math.inf
         self._cost = 0.0
 
@@ -93,13 +99,23 @@ class ReferenceClock:
             module, example = network()
             values = self.backend.sample(module, example, self.protocol)
             self.samples[k].append(values)
+            self.stages[k].append(self.stage)
             if self.on_sample is not None:
-                self.on_sample(k, values)
+                self.on_sample(k, self.stage, values)
         self._last = time.perf_counter()
         self._cost = self._last - now
 
-    def latencies(self) -> list[float]:
-        """Each reference network's latency over the session: the protocol statistic of each measurement, their
-        median (robust to a measurement taken in a burst)."""
-        return [statistics.median(statistic_of(s, self.protocol.statistic) for s in measurements)
-                if measurements else float("nan") for measurements in self.samples]
+    def latencies(self, stage: str | None = None) -> list[float]:
+        """Each reference network's latency over the session (or over its measurements during ``stage``, if any):
+        the protocol statistic of each measurement, their median (robust to a measurement taken in a burst)."""
+        out = []
+        for measurements, tags in zip(self.samples, self.stages):
+            chosen = [s for s, tag in zip(measurements, tags) if tag == stage] if stage is not None else []
+            chosen = chosen or measurements
+            out.append(statistics.median(statistic_of(s, self.protocol.statistic) for s in chosen)
+                       if chosen else float("nan"))
+        return out
+
+    def has(self, stage: str) -> bool:
+        """Whether every reference network was timed during ``stage``."""
+        return bool(self.samples) and all(stage in tags for tags in self.stages)

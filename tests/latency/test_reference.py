@@ -76,3 +76,40 @@ def test_two_tables_are_compared_at_equal_machine_speed(tmp_path):
     unknown = slow.with_meta(reference=None)
     assert compare_tables(a, unknown, num_archs=10)["speed_factor"] == 1.0
     assert Protocol().reference_networks == 4
+
+
+def test_the_table_keeps_the_reference_speed_of_the_stage_its_predictions_are_anchored_to(tmp_path):
+    class StagedSlowdown:
+        """The real backend, on a machine that runs 2x slower whenever the clock says "calibration"."""
+
+        def __init__(self):
+            self.inner, self.clock = fast_backend(), None
+
+        def sample(self, module, example, protocol):
+            slow = 2.0 if self.clock is not None and self.clock.stage == "calibration" else 1.0
+            return [v * slow for v in self.inner.sample(module, example, protocol)]
+
+    from slimnas.latency.modules import network_module
+
+    backend = StagedSlowdown()
+    net = network_module(reference_archs(MICRO, 1)[0])
+    clock = ReferenceClock([lambda: net], backend, FAST, every_s=3600)
+    backend.clock = clock
+    for stage in ("isolated", "isolated", "calibration", "calibration"):
+        clock.stage = stage
+        clock.tick(True)
+    alone, calibrated, pooled = clock.latencies("isolated")[0], clock.latencies("calibration")[0], clock.latencies()[0]
+    assert calibrated / alone == pytest.approx(2.0, rel=0.3) and alone < pooled < calibrated
+    assert clock.has("calibration") and not clock.has("context") and clock.latencies("context") == [pooled]
+    # a resumed clock keeps the stage of every earlier measurement
+    again = ReferenceClock([lambda: net], backend, FAST, done={0: list(zip(clock.stages[0], clock.samples[0]))})
+    assert again.latencies("calibration") == [calibrated]
+
+    # in a build: a calibrated table records the calibration stage's reference speed, a plain one the whole build's
+    protocol = FAST.replace(reference_networks=1)
+    cal = build_table(MICRO, fast_backend(), tmp_path / "c.parquet", protocol=protocol, harness="isolated",
+                      calibrate_networks=4)
+    plain = build_table(MICRO, fast_backend(), tmp_path / "p.parquet", protocol=protocol, harness="isolated",
+                        calibrate_networks=0)
+    assert cal.meta.reference["stage"] == "calibration" and plain.meta.reference["stage"] == "build"
+    assert LatencyTable.load(tmp_path / "c.parquet").meta.reference == cal.meta.reference
