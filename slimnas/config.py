@@ -120,6 +120,8 @@ def parse_yaml(text: str, what: str, source: str = "the value") -> Any:
         raise InputError(f"{what}: {source} is not valid YAML{where}") from None
     except RecursionError:
         raise InputError(f"{what}: {source} is nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more digits than Python converts
+        raise InputError(f"{what}: {source}: {shorten(exc)}") from None
     try:
         nodes = _expanded_nodes(data, MAX_YAML_NODES)
     except ValueError:

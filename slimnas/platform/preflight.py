@@ -141,15 +141,15 @@ def _name_max(folder: Path) -> int:
         return 255
 
 
-def check_output_dir(path: str | os.PathLike, what: str) -> None:
+def check_output_dir(path: str | os.PathLike, what: str, shown_as: str | os.PathLike | None = None) -> None:
     """``path`` is, or can be made, a folder this process writes in; creates nothing.
 
-    One-line ``InputError`` naming ``what`` and the path for: a name longer than the file system allows, a path
-    under an existing file, an existing file where the folder should be, a folder without write permission, and a
-    file system with no space left.
+    One-line ``InputError`` naming ``what`` and the path (``shown_as``, when given) for: a name longer than the file
+    system allows, a path under an existing file, an existing file where the folder should be, a folder without write
+    permission, and a file system with no space left.
     """
     target = Path(os.path.abspath(Path(path).expanduser()))
-    shown = shorten(os.fspath(path), 160)
+    shown = shorten(os.fspath(shown_as if shown_as is not None else path), 160)
     if len(os.fsencode(os.fspath(target))) >= 4096:
         raise InputError(f"{what}: {shown}: the path is longer than the file system allows")
     probe = target
@@ -162,9 +162,9 @@ def check_output_dir(path: str | os.PathLike, what: str) -> None:
                 raise InputError(f"{what}: {shown}: no existing folder above it") from None
             probe = probe.parent
         except OSError as exc:
-            raise path_error(what, path, exc) from None
+            raise path_error(what, shown, exc) from None
     if not stat.S_ISDIR(info.st_mode):
-        where = "it" if probe == target else shorten(os.fspath(probe), 160)
+        where = "it" if probe == target and shown_as is None else shorten(os.fspath(probe), 160)
         raise InputError(f"{what}: {shown}: {where} is a file, not a folder")
     limit = _name_max(probe)
     for part in target.relative_to(probe).parts:
@@ -182,19 +182,18 @@ def check_output_dir(path: str | os.PathLike, what: str) -> None:
 
 
 def check_output_file(path: str | os.PathLike, what: str) -> None:
-    """``path`` can be written as a file: not a folder, and its folder can be made and written (see
-    :func:`check_output_dir`); creates nothing."""
+    """``path`` can be written as a file: not a folder, a name the file system allows, and a folder that can be made
+    and written (see :func:`check_output_dir`); creates nothing."""
     file = Path(os.path.abspath(Path(path).expanduser()))
+    shown = shorten(os.fspath(path), 160)
     try:
         if file.is_dir():
-            raise InputError(f"{what}: {shorten(os.fspath(path), 160)} is a folder, not a file")
+            raise InputError(f"{what}: {shown} is a folder, not a file")
     except OSError as exc:
-        if not isinstance(exc, NotADirectoryError):
-            raise path_error(what, path, exc) from None
-    check_output_dir(file.parent, what)
+        raise path_error(what, path, exc) from None
+    check_output_dir(file.parent, what, shown_as=path)
     if len(os.fsencode(file.name)) > _name_max(file.parent if file.parent.is_dir() else Path("/")):
-        raise InputError(f"{what}: {shorten(os.fspath(path), 160)}: the file name is longer than the file system "
-                         f"allows")
+        raise InputError(f"{what}: {shown}: the file name is longer than the file system allows")
 
 
 # ---------------------------------------------------------------------------------------------------- sizes
@@ -306,6 +305,16 @@ def check_search_job(cfg: SearchJobConfig) -> None:
         raise path_error("supernet", supernet, exc) from None
     if not exists:
         raise InputError(f"supernet: no such file or folder {shorten(cfg.supernet, 160)}")
+    if supernet.is_file():
+        import zipfile
+
+        try:
+            is_zip = zipfile.is_zipfile(supernet)  # torch.save writes zip archives
+        except OSError as exc:
+            raise path_error("supernet", supernet, exc) from None
+        if not is_zip:
+            raise InputError(f"supernet: {shorten(cfg.supernet, 160)} is not a slimnas checkpoint (not a PyTorch "
+                             f"checkpoint file)")
     try:
         table = LatencyTable.load(cfg.latency.table)
     except InputError as exc:

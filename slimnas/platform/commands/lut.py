@@ -214,7 +214,8 @@ def _import(args: argparse.Namespace) -> int:
     check_output_file(out, "--out")
     if out.exists() and not args.force:
         raise InputError(f"--out: {out} exists; pass --force to replace it")
-    read_text_file(args.measurements, "--measurements", max_bytes=256 * 2**20)
+    if Path(args.measurements).exists():  # a missing one is named by import_measurements, after the bundle
+        read_text_file(args.measurements, "--measurements", max_bytes=256 * 2**20)
     table, networks = import_measurements(args.bundle, args.measurements, device=args.device,
                                           allow_partial=args.allow_partial)
     table.save(out)

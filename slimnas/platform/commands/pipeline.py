@@ -48,9 +48,12 @@ def _run(args: argparse.Namespace, source: Any) -> int:
     from slimnas.config import load_yaml
 
     from ..pipeline import run_pipeline
-    from ..pipeline_config import load_pipeline
+    from ..pipeline_config import STAGES, load_pipeline
     from ..progress import stderr_echo
 
+    unknown = sorted(set(args.force) - set(STAGES) - {"all"})
+    if unknown:
+        raise InputError(f"--force: unknown stage(s) {shorten(unknown)} (expected {', '.join(STAGES)} or all)")
     data = load_yaml(source) if not isinstance(source, dict) else source
     if not isinstance(data, dict):
         raise InputError("config: expected a mapping")

@@ -20,7 +20,7 @@ def _load(args: argparse.Namespace):
         data = data["search"]
     if not isinstance(data, dict):
         raise ConfigError("config: expected a mapping (optionally under a 'search' key)")
-    if getattr(args, "targets", None):
+    if getattr(args, "targets", None) is not None:
         try:
             data["targets"] = [float(t) for t in args.targets.split(",") if t.strip()]
         except ValueError:
