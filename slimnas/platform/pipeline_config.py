@@ -128,7 +128,7 @@ class PipelineSearchSection(ConfigModel):
 
     data: DataConfig | None = None  # evaluation data; default: the train section's
     eval_images: int | None = Field(None, ge=1, le=100_000_000)
-    methods: list[Literal[METHODS]] = ["slimming", "random", "tpe", "nsga2"]  # type: ignore[valid-type]
+    methods: list[Literal[METHODS]] = Field(["slimming", "random", "tpe", "nsga2"], min_length=1)  # type: ignore[valid-type]
     targets: list[TargetMs] | None = Field(None, min_length=1, max_length=1000)  # milliseconds
     # fractions of the max arch's predicted latency, e.g. [0.8, 0.6]
     targets_relative: list[float] | None = Field(None, min_length=1, max_length=1000)
