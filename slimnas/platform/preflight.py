@@ -21,10 +21,11 @@ from slimnas.errors import InputError, os_error_reason, path_error, shorten
 
 if TYPE_CHECKING:
     from .pipeline_config import PipelineConfig
-    from .search_config import SearchJobConfig
+    from .search_config import RaySection, SearchJobConfig
 
 __all__ = ["check_tcp", "check_ray_address", "check_tracking_uri", "check_pipeline", "check_search_job",
-           "check_output_dir", "check_output_file", "check_port", "check_batch_fits", "split_url", "memory_bytes"]
+           "check_output_dir", "check_output_file", "check_port", "check_batch_fits", "check_local_ray", "split_url",
+           "memory_bytes"]
 
 TIMEOUT_S = 5.0
 #: A batch whose input tensors and first activations (this many times the input) exceed the memory is refused.
@@ -205,6 +206,17 @@ def memory_bytes() -> int:
         return 0
 
 
+def check_local_ray(ray: RaySection) -> None:
+    """A local Ray (no ``ray.address``, no ``$RAY_ADDRESS``) whose object store cannot fit in this machine's memory
+    is refused before it starts."""
+    if ray.address or os.environ.get("RAY_ADDRESS"):
+        return
+    have = memory_bytes()
+    if have and ray.object_store_mb * 2**20 > have:
+        raise InputError(f"ray.object_store_mb: {ray.object_store_mb} MiB is more than this machine's memory "
+                         f"({have // 2**20} MiB)")
+
+
 def check_batch_fits(batch: int, img_size: int, what: str, bytes_per_value: int = 4) -> None:
     """Refuse a batch whose input images and first activations cannot fit in this machine's memory, before any of
     it is allocated."""
@@ -236,6 +248,7 @@ def check_pipeline(cfg: PipelineConfig, force: Iterable[str] = ()) -> int:
 
     forced = set(force)
     check_ray_address(cfg.ray.address)
+    check_local_ray(cfg.ray)
     if cfg.train.distributed.enabled:
         check_ray_address(cfg.train.distributed.address, "train.distributed.address")
     if cfg.tracking.enabled:
@@ -295,6 +308,7 @@ def check_search_job(cfg: SearchJobConfig) -> None:
     from .search_tracking import tracking_uri
 
     check_ray_address(cfg.ray.address)
+    check_local_ray(cfg.ray)
     if cfg.tracking.enabled:
         check_tracking_uri(tracking_uri(cfg.tracking.tracking_uri))
     check_output_dir(cfg.job_dir(), "output")

@@ -60,16 +60,6 @@ class RaySection(ConfigModel):
     # where the latency actor goes, e.g. {"accelerator_type:V100": 0.01}
     latency_resources: dict[str, Amount] | None = None
 
-    @field_validator("object_store_mb")
-    @classmethod
-    def _fits(cls, value: int) -> int:
-        from .preflight import memory_bytes
-
-        have = memory_bytes()
-        if have and value * 2**20 > have:
-            raise ValueError(f"{value} MiB is more than this machine's memory ({have // 2**20} MiB)")
-        return value
-
 
 class TrackingSection(ConfigModel):
     enabled: bool = True
