@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
@@ -52,8 +53,6 @@ def _ui(args: argparse.Namespace) -> int:
     from slimnas.platform.search_tracking import tracking_uri
 
     uri = tracking_uri(args.backend_store_uri)
-    import os
-
     what = "--backend-store-uri" if args.backend_store_uri else \
         "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default tracking store"
     if uri.startswith(("http://", "https://")):  # a team's MLflow server has its own UI
