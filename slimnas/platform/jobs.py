@@ -18,14 +18,13 @@ from __future__ import annotations
 import os
 import shlex
 import time
-import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from slimnas.errors import InputError
+from slimnas.errors import InputError, shorten
 
-from .preflight import check_tcp
+from .preflight import check_tcp, split_url
 
 __all__ = ["auth_token", "connect", "submit", "job_status", "job_logs", "stop_job", "wait", "TERMINAL"]
 
@@ -37,9 +36,12 @@ def auth_token() -> str | None:
     token = os.environ.get("RAY_AUTH_TOKEN", "").strip()
     if token:
         return token
-    path = Path(os.environ.get("RAY_AUTH_TOKEN_PATH") or Path.home() / ".ray" / "auth_token").expanduser()
+    from slimnas.config import read_text_file
+
+    given = os.environ.get("RAY_AUTH_TOKEN_PATH")
+    path = Path(given or Path.home() / ".ray" / "auth_token").expanduser()
     if path.is_file():
-        return path.read_text().strip() or None
+        return read_text_file(path, "RAY_AUTH_TOKEN_PATH" if given else "~/.ray/auth_token", 2**16).strip() or None
     return None
 
 
@@ -73,13 +75,10 @@ def connect(address: str | None):
                          "(or set RAY_API_SERVER_ADDRESS)")
     if "://" not in address:
         address = f"http://{address}"
-    parsed = urllib.parse.urlsplit(address)
+    parsed = split_url(address, "--address")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise InputError(f"--address: expected http://HOST:PORT, got {address!r}")
-    try:
-        port = parsed.port or (443 if parsed.scheme == "https" else 8265)
-    except ValueError:
-        raise InputError(f"--address: bad port in {address!r}") from None
+        raise InputError(f"--address: expected http://HOST:PORT, got {shorten(repr(address))}")
+    port = parsed.port or (443 if parsed.scheme == "https" else 8265)
     check_tcp(parsed.hostname, port, "--address")
     token = auth_token()
     headers = {"Authorization": f"Bearer {token}"} if token else None

@@ -293,7 +293,7 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
 
     forced = _stages(force)
     started = time.perf_counter()
-    num_classes = check_pipeline(cfg)
+    num_classes = check_pipeline(cfg, forced)
     out = cfg.output_dir
     state_path = out / STATE_FILE
     try:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -29,7 +29,16 @@ from slimnas.config import ConfigModel, load_config, load_yaml, plain_dir_name
 from slimnas.errors import ConfigError
 from slimnas.trainers._config import DataConfig, SupernetTrainConfig
 
-from .search_config import METHODS, EarlyStopSection, RaySection, SearchJobConfig, SlimmingSection
+from .search_config import (
+    MAX_BUDGET,
+    METHODS,
+    EarlyStopSection,
+    RaySection,
+    SearchJobConfig,
+    Seed,
+    SlimmingSection,
+    TargetMs,
+)
 
 __all__ = ["PipelineConfig", "PipelineLatencySection", "PipelineSearchSection", "PipelineTrackingSection",
            "ValidateSection", "ProtocolSection", "load_pipeline", "STAGES"]
@@ -46,7 +55,7 @@ class ValidateSection(ConfigModel):
     measurement protocol (the statistic the table predicts)."""
 
     num_archs: int = Field(20, ge=0, le=100_000)  # random archs (plus the space's presets that it contains)
-    seed: int = 0
+    seed: Seed = 0
     calibrate_fraction: float = Field(0.3, ge=0, lt=1)  # share of the random archs fitting the calibrated predictor
 
 
@@ -75,7 +84,7 @@ class PipelineLatencySection(ConfigModel):
     backend: Literal["torch-cpu", "torch-cuda", "onnxruntime"] = "torch-cpu"
     table: str | None = None  # default: <output>/latency/<backend>-b<batch>.parquet
     batch: int = Field(1, ge=1, le=65536)
-    threads: int | None = Field(1, ge=1)  # CPU threads (torch-cpu, onnxruntime on CPU)
+    threads: int | None = Field(1, ge=1, le=4096)  # CPU threads (torch-cpu, onnxruntime on CPU)
     dtype: str | None = None  # float32 (default) | float16 | bfloat16 (torch backends)
     form: Literal["fused", "eager"] | None = None  # default: the backend's
     device: str | None = None  # torch-cuda, e.g. "cuda:0"
@@ -89,7 +98,7 @@ class PipelineLatencySection(ConfigModel):
     rotation_mb: float | Literal["auto"] = "auto"  # parts timed alone: MiB of rotating weight copies
     # None: measure in this process. A mapping: measure in a Ray task with these resources (e.g. {"GPU": 1,
     # "accelerator_type:V100": 0.01}), on the device the table is for; the table comes back to the driver.
-    resources: dict[str, float] | None = None
+    resources: dict[str, Annotated[float, Field(ge=0, le=1e6)]] | None = None
     validate_: ValidateSection = Field(ValidateSection(), alias="validate")
 
     model_config = {**ConfigModel.model_config, "populate_by_name": True}
@@ -118,18 +127,26 @@ class PipelineSearchSection(ConfigModel):
     """The search job's fields that are the user's (see :class:`SearchJobConfig`)."""
 
     data: DataConfig | None = None  # evaluation data; default: the train section's
-    eval_images: int | None = Field(None, ge=1)
-    methods: list[Literal[METHODS]] = ["slimming", "random", "tpe", "nsga2"]  # type: ignore[valid-type]
-    targets: list[float] | None = None  # milliseconds
-    targets_relative: list[float] | None = None  # fractions of the max arch's predicted latency, e.g. [0.8, 0.6]
+    eval_images: int | None = Field(None, ge=1, le=100_000_000)
+    methods: list[Literal[METHODS]] = Field(["slimming", "random", "tpe", "nsga2"], min_length=1)  # type: ignore[valid-type]
+    targets: list[TargetMs] | None = Field(None, min_length=1, max_length=1000)  # milliseconds
+    # fractions of the max arch's predicted latency, e.g. [0.8, 0.6]
+    targets_relative: list[float] | None = Field(None, min_length=1, max_length=1000)
     predictor: Literal["table", "calibrated"] = "table"  # calibrated: the validation's fitted predictor
     budget: int | Literal["auto"] = "auto"
     slimming: SlimmingSection = SlimmingSection()
     early_stop: EarlyStopSection = EarlyStopSection()
-    seed: int = 0
+    seed: Seed = 0
     measure_final: bool = True  # verify the winners on the table's backend (see SearchJobConfig.latency)
-    tolerance_pct: float = Field(2.0, ge=0)
-    max_extra_steps: int = Field(5, ge=0)
+    tolerance_pct: float = Field(2.0, ge=0, le=1000)
+    max_extra_steps: int = Field(5, ge=0, le=1000)
+
+    @field_validator("budget")
+    @classmethod
+    def _budget(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and not 1 <= value <= MAX_BUDGET:
+            raise ValueError(f"budget must be from 1 to {MAX_BUDGET} evaluations")
+        return value
 
     @field_validator("targets_relative")
     @classmethod
@@ -150,7 +167,7 @@ class PipelineSearchSection(ConfigModel):
 class PipelineTrackingSection(ConfigModel):
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db
-    experiment: str = "slimnas"
+    experiment: str = Field("slimnas", min_length=1, max_length=500)
 
 
 class PipelineConfig(ConfigModel):
@@ -160,7 +177,7 @@ class PipelineConfig(ConfigModel):
     output: str | None = None  # default: runs/<name>
     # torch intra-op threads of this process while it trains (local training); None: torch's default. On a shared
     # machine, more threads than free cores collapse: each parallel op waits for its slowest thread.
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=4096)
     train: SupernetTrainConfig
     latency: PipelineLatencySection = PipelineLatencySection()
     search: PipelineSearchSection

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
@@ -11,10 +11,22 @@ from slimnas.config import ConfigModel
 from slimnas.trainers._config import DataConfig
 
 __all__ = ["SearchJobConfig", "METHODS", "LatencySection", "SlimmingSection", "EarlyStopSection", "RaySection",
-           "TrackingSection"]
+           "TrackingSection", "TargetMs", "Seed", "MAX_TARGET_MS", "MAX_BUDGET"]
 
 #: The methods a job can compare. ``slimming`` is the paper's; the others are the baselines.
 METHODS = ("slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2")
+
+#: A latency target above this (100 s per inference) is refused as absurd.
+MAX_TARGET_MS = 100_000.0
+#: Evaluations per baseline and target.
+MAX_BUDGET = 1_000_000
+
+#: A latency target in milliseconds: positive, finite, at most :data:`MAX_TARGET_MS`.
+TargetMs = Annotated[float, Field(gt=0, le=MAX_TARGET_MS)]
+#: A random seed (NumPy's generators take 0 .. 2**32 - 1).
+Seed = Annotated[int, Field(ge=0, le=2**32 - 1)]
+#: Resource amounts (Ray): finite and not negative.
+Amount = Annotated[float, Field(ge=0, le=1e6)]
 
 
 class LatencySection(ConfigModel):
@@ -23,8 +35,9 @@ class LatencySection(ConfigModel):
     # verify each winning arch end to end on the table's backend at the end (slimnas.search.verification); false:
     # nothing is measured and meets_target stays empty
     measure_final: bool = True
-    tolerance_pct: float = Field(2.0, ge=0)  # a winner measured over target * (1 + tolerance_pct/100) fails it
-    max_extra_steps: int = Field(5, ge=0)  # slimming steps past the end of a run's trajectory, per slimming run
+    # a winner measured over target * (1 + tolerance_pct/100) fails it
+    tolerance_pct: float = Field(2.0, ge=0, le=1000)
+    max_extra_steps: int = Field(5, ge=0, le=1000)  # slimming steps past the end of a run's trajectory, per run
 
 
 class SlimmingSection(ConfigModel):
@@ -34,24 +47,24 @@ class SlimmingSection(ConfigModel):
 class EarlyStopSection(ConfigModel):
     enabled: bool = True
     rule: Literal["exact", "confident"] = "confident"
-    z: float = Field(3.0, gt=0)
+    z: float = Field(3.0, gt=0, le=100)
 
 
 class RaySection(ConfigModel):
     address: str | None = None  # a cluster address ("auto", "ray://host:10001", "host:6379"); None: local ray.init()
-    num_cpus: int | None = Field(None, ge=1)  # local Ray only
-    object_store_mb: int = Field(256, ge=64)  # local Ray only
-    cpus_per_trial: float = Field(1.0, gt=0)
-    gpus_per_trial: float = Field(0.0, ge=0)
-    max_concurrent: int | None = Field(None, ge=1)
+    num_cpus: int | None = Field(None, ge=1, le=100_000)  # local Ray only
+    object_store_mb: int = Field(256, ge=64, le=64 * 2**20)  # local Ray only (MiB)
+    cpus_per_trial: float = Field(1.0, gt=0, le=1024)
+    gpus_per_trial: float = Field(0.0, ge=0, le=64)
+    max_concurrent: int | None = Field(None, ge=1, le=100_000)
     # where the latency actor goes, e.g. {"accelerator_type:V100": 0.01}
-    latency_resources: dict[str, float] | None = None
+    latency_resources: dict[str, Amount] | None = None
 
 
 class TrackingSection(ConfigModel):
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output>/../mlflow.db
-    experiment: str = "slimnas-search"
+    experiment: str = Field("slimnas-search", min_length=1, max_length=500)
 
 
 class SearchJobConfig(ConfigModel):
@@ -60,15 +73,15 @@ class SearchJobConfig(ConfigModel):
     name: str = "search"
     supernet: str  # a supernet checkpoint (file, or a run's checkpoints folder: its latest)
     data: DataConfig = DataConfig()
-    eval_images: int | None = Field(None, ge=1)  # validation images per evaluation (None: the whole split)
+    eval_images: int | None = Field(None, ge=1, le=100_000_000)  # validation images per evaluation (None: all)
     latency: LatencySection
     methods: list[Literal["slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2"]] = \
         ["slimming", "random", "tpe", "nsga2"]
-    targets: list[float] = Field(..., min_length=1)  # latency targets (ms), a sweep when several
+    targets: list[TargetMs] = Field(..., min_length=1, max_length=1000)  # latency targets (ms), a sweep when several
     budget: int | Literal["auto"] = "auto"  # evaluations per baseline and target; auto: what slimming used
     slimming: SlimmingSection = SlimmingSection()
     early_stop: EarlyStopSection = EarlyStopSection()
-    seed: int = 0
+    seed: Seed = 0
     output: str = "runs/search"  # results go to <output>/<name>/
     ray: RaySection = RaySection()
     tracking: TrackingSection = TrackingSection()
@@ -90,9 +103,16 @@ class SearchJobConfig(ConfigModel):
     @field_validator("budget")
     @classmethod
     def _budget(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and value < 1:
-            raise ValueError("budget must be at least 1 evaluation")
+        if isinstance(value, int) and not 1 <= value <= MAX_BUDGET:
+            raise ValueError(f"budget must be from 1 to {MAX_BUDGET} evaluations")
         return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        from slimnas.config import plain_dir_name
+
+        return plain_dir_name(value)
 
     def job_dir(self) -> Path:
         return Path(self.output) / self.name

@@ -48,13 +48,13 @@ class DataConfig(ConfigModel):
     val_split: str = "val"  # sub-folder of ``path`` with the validation images / shards
     image_column: str = "image"  # parquet: encoded image bytes (binary, or a struct with a ``bytes`` field)
     label_column: str = "label"  # parquet: integer class index
-    num_classes: int | None = Field(None, ge=1)  # default: from the data (synthetic: 1000)
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int | None = Field(None, ge=1)  # default: 2 x batch_size
-    workers: int = Field(0, ge=0)  # DataLoader worker processes
-    calib_images: int = Field(2000, ge=1)  # BN recalibration images (Once-for-All uses 2000)
-    synthetic_images: int = Field(1024, ge=1)  # synthetic: images per epoch
-    split_seed: int = 0  # the fixed digits split and the calibration / alpha subsets
+    num_classes: int | None = Field(None, ge=1, le=1_000_000)  # default: from the data (synthetic: 1000)
+    batch_size: int = Field(64, ge=1, le=65536)
+    eval_batch_size: int | None = Field(None, ge=1, le=65536)  # default: 2 x batch_size
+    workers: int = Field(0, ge=0, le=1024)  # DataLoader worker processes
+    calib_images: int = Field(2000, ge=1, le=100_000_000)  # BN recalibration images (Once-for-All uses 2000)
+    synthetic_images: int = Field(1024, ge=1, le=100_000_000)  # synthetic: images per epoch
+    split_seed: int = Field(0, ge=0, le=2**32 - 1)  # the fixed digits split and the calibration / alpha subsets
 
     @field_validator("path")
     @classmethod
@@ -168,9 +168,9 @@ class RunSettings(ConfigModel):
 
     name: str = "run"
     out_dir: str = "runs"  # checkpoints go to <out_dir>/<name>/checkpoints/epoch_NNNN/checkpoint.pt
-    epochs: int = Field(300, ge=1)
-    seed: int = Field(0, ge=0)
-    max_steps_per_epoch: int | None = Field(None, ge=1)
+    epochs: int = Field(300, ge=1, le=1_000_000)
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    max_steps_per_epoch: int | None = Field(None, ge=1, le=10**12)
     resume: bool = True  # continue from the latest checkpoint of this run when there is one
     keep_checkpoints: int = Field(2, ge=1)
     eval_every: int = Field(1, ge=1)  # validate every n epochs (and always after the last)
@@ -194,9 +194,9 @@ class DistributedConfig(ConfigModel):
 
     enabled: bool = False
     address: str | None = None  # Ray cluster address (None: RAY_ADDRESS or a local Ray)
-    num_workers: int = Field(2, ge=1)
+    num_workers: int = Field(2, ge=1, le=100_000)
     use_gpu: bool = False
-    cpus_per_worker: float = Field(1.0, gt=0)
+    cpus_per_worker: float = Field(1.0, gt=0, le=1024)
     accelerator_type: str | None = None  # e.g. "A100" (training nodes) or "V100"
     label_selector: dict[str, str] | None = None  # node labels, e.g. {"gpu-type": "A100"}
     max_failures: int = Field(0, ge=-1)  # worker-group restarts before the job fails (-1: unlimited)

@@ -33,4 +33,8 @@ def test_missing_inputs_and_bad_targets(tmp_path, capsys):
     config.write_text(f"supernet: {tmp_path / 'none.pt'}\nlatency: {{table: {tmp_path / 't.parquet'}}}\n"
                       "targets: [1.0]\n")
     _one_line_exit_2(["sweep", "--config", str(config), "--targets", "1,x"], capsys, "--targets")
-    _one_line_exit_2(["search", "--config", str(config)], capsys, "lut: no such file")
+    _one_line_exit_2(["search", "--config", str(config)], capsys, f"supernet: no such file or folder {tmp_path}")
+    (tmp_path / "empty").mkdir()
+    config.write_text(f"supernet: {tmp_path / 'empty'}\nlatency: {{table: {tmp_path / 't.parquet'}}}\n"
+                      "targets: [1.0]\n")
+    _one_line_exit_2(["search", "--config", str(config)], capsys, f"latency.table: no such file {tmp_path}")

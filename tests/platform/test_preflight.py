@@ -9,7 +9,15 @@ from mlflow.tracking import MlflowClient
 from slimnas.errors import InputError
 from slimnas.platform.cli import main
 from slimnas.platform.pipeline_tracking import artifact_location, ensure_experiment
-from slimnas.platform.preflight import check_ray_address, check_tcp, check_tracking_uri
+from slimnas.platform.preflight import (
+    check_output_dir,
+    check_output_file,
+    check_port,
+    check_ray_address,
+    check_tcp,
+    check_tracking_uri,
+    split_url,
+)
 from slimnas.testing import tiny_train_config
 
 from .conftest import free_port
@@ -34,6 +42,40 @@ def test_unreachable_addresses_are_named():
         check_tracking_uri(f"http://127.0.0.1:{port}")
     with pytest.raises(InputError, match="plain file store"):
         check_tracking_uri("./mlruns")
+
+
+def test_output_paths_are_checked_without_creating_anything(tmp_path):
+    check_output_dir(tmp_path / "a" / "b", "output")
+    check_output_file(tmp_path / "a" / "t.parquet", "--out")
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(InputError, match=f"^output: {tmp_path}/f/x: {tmp_path}/f is a file, not a folder$"):
+        check_output_dir(tmp_path / "f" / "x", "output")
+    with pytest.raises(InputError, match=f"^output: {tmp_path}/f: it is a file, not a folder$"):
+        check_output_dir(tmp_path / "f", "output")
+    with pytest.raises(InputError, match="^--out: .*a name in the path is longer than the file system allows$"):
+        check_output_file(tmp_path / ("n" * 300) / "t.parquet", "--out")
+    with pytest.raises(InputError, match=f"^--out: {tmp_path} is a folder, not a file$"):
+        check_output_file(tmp_path, "--out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f"]
+
+
+@pytest.mark.parametrize("address", ["http://[::1", "head:99999", "head:0", "he\x07ad:1", " ", "ray://"])
+def test_malformed_addresses_name_the_field(address):
+    with pytest.raises(InputError, match="^ray.address: "):
+        check_ray_address(address)
+    assert split_url("ray://head:10001", "ray.address").port == 10001
+
+
+def test_a_port_in_use_or_out_of_range_is_named():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        with pytest.raises(InputError, match=f"^--port: 127.0.0.1:{port} is in use$"):
+            check_port("127.0.0.1", port)
+    with pytest.raises(InputError, match="^--port: expected a port from 1 to 65535, got 70000$"):
+        check_port("127.0.0.1", 70000)
 
 
 def test_a_training_run_logs_to_an_mlflow_server_named_by_the_environment(mlflow_server, tmp_path, monkeypatch,

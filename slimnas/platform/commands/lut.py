@@ -12,6 +12,9 @@ from pathlib import Path
 
 from slimnas.errors import InputError
 
+from ._args import float_in, int_in
+from .models import MAX_CLASSES
+
 
 class ProgressPrinter:
     """Progress with ETA on stderr: one rewritten line on a terminal, a line every few seconds otherwise."""
@@ -71,17 +74,23 @@ def _backend(args: argparse.Namespace):
 def _build(args: argparse.Namespace) -> int:
     from slimnas.latency.builder import MAX_BATCH, build_table
 
+    from ..preflight import check_batch_fits, check_output_dir, check_output_file
+
     if not 1 <= args.batch_size <= MAX_BATCH:
         raise InputError(f"--batch-size: must be from 1 to {MAX_BATCH}, got {args.batch_size}")
+    out = Path(args.out)
+    check_output_file(out, "--out")
     protocol = protocol_from(args)
     space = _space(args.space, args.img_size)
+    if args.backend in ("torch-cpu", "onnxruntime", "coreml"):
+        check_batch_fits(args.batch_size, space.img_size, "--batch-size")
     backend = _backend(args)
     if args.backend == "coreml" and backend.unavailable_reason() and backend.can_convert() is None:
         if not args.bundle:
             raise InputError(f"backend coreml: {backend.unavailable_reason()}")
+        check_output_dir(args.bundle, "--bundle")
         return _write_bundle(args, space)
     backend.check()
-    out = Path(args.out)
     if out.exists() and not args.force:
         raise InputError(f"lut: {out} exists; choose another --out or pass --force to replace it")
     from slimnas.latency.modules import resolve_rotation_mb
@@ -127,12 +136,20 @@ def _write_bundle(args: argparse.Namespace, space) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
+    from slimnas.config import read_text_file
     from slimnas.latency.table import LatencyTable
     from slimnas.latency.validate import backend_for, compare_tables, validate_measured, validate_table
 
-    table = LatencyTable.load(args.lut)
+    from ..preflight import check_output_dir
+
     if not 0 <= args.num_archs <= 100_000:
         raise InputError(f"--num-archs: must be from 0 to 100000, got {args.num_archs}")
+    table = LatencyTable.load(args.lut)
+    out_dir = Path(args.out_dir or Path(args.lut).with_suffix("").as_posix() + "-validation")
+    if not args.against:
+        check_output_dir(out_dir, "--out-dir")
+    if args.measurements:
+        read_text_file(args.measurements, "--measurements", max_bytes=256 * 2**20)
     if args.against:
         other = LatencyTable.load(args.against)
         result = compare_tables(table, other, num_archs=args.num_archs, seed=args.seed)
@@ -158,7 +175,6 @@ def _validate(args: argparse.Namespace) -> int:
         report = validate_table(table, backend, num_archs=args.num_archs, seed=args.seed,
                                 calibrate_fraction=args.calibrate_fraction, protocol=protocol,
                                 on_progress=ProgressPrinter("lut validate"))
-    out_dir = Path(args.out_dir or Path(args.lut).with_suffix("").as_posix() + "-validation")
     paths = report.write(out_dir)
     print(json.dumps({"summary": report.summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
     return 0
@@ -189,11 +205,17 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _import(args: argparse.Namespace) -> int:
+    from slimnas.config import read_text_file
     from slimnas.latency.bundle import import_measurements
 
+    from ..preflight import check_output_file
+
     out = Path(args.out)
+    check_output_file(out, "--out")
     if out.exists() and not args.force:
         raise InputError(f"--out: {out} exists; pass --force to replace it")
+    if Path(args.measurements).exists():  # a missing one is named by import_measurements, after the bundle
+        read_text_file(args.measurements, "--measurements", max_bytes=256 * 2**20)
     table, networks = import_measurements(args.bundle, args.measurements, device=args.device,
                                           allow_partial=args.allow_partial)
     table.save(out)
@@ -238,7 +260,7 @@ def register(sub) -> None:
     p.add_argument("--backend", required=True, help="torch-cpu | torch-cuda | onnxruntime | coreml")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--batch-size", type=int, default=1)
-    p.add_argument("--img-size", type=int, default=None, help="input size (default: the space's)")
+    p.add_argument("--img-size", type=int_in(32, 4096), default=None, help="input size (default: the space's)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu, onnxruntime cpu)")
     p.add_argument("--form", choices=["fused", "eager"], default=None, help="module form (default: the backend's)")
     p.add_argument("--dtype", default=None, help="float32 (default) | float16 | bfloat16 (torch backends)")
@@ -248,9 +270,10 @@ def register(sub) -> None:
     p.add_argument("--device", default=None, help="torch-cuda device, e.g. cuda:1")
     p.add_argument("--compute-units", default="all", help="coreml: all | cpu_only | cpu_and_gpu | cpu_and_ne")
     p.add_argument("--bundle", default=None, help="coreml off macOS: write a benchmark bundle to this folder")
-    p.add_argument("--num-networks", type=int, default=20, help="coreml bundle: random validation networks")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--num-classes", type=int, default=1000)
+    p.add_argument("--num-networks", type=int_in(0, 100_000), default=20,
+                   help="coreml bundle: random validation networks")
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--num-classes", type=int_in(1, MAX_CLASSES), default=1000)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-resume", action="store_true", help="ignore (and replace) an interrupted build's journal")
     p.add_argument("--rotation-mb", default="auto", help="parts timed alone: rotate copies with this many MiB of "
@@ -270,8 +293,8 @@ def register(sub) -> None:
     p = lsub.add_parser("validate", help="compare a table with measured whole networks")
     p.add_argument("--lut", required=True)
     p.add_argument("--num-archs", type=int, default=50)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--calibrate-fraction", type=float, default=0.3, help="share of random archs fitting the "
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
+    p.add_argument("--calibrate-fraction", type=float_in(0, 1), default=0.3, help="share of random archs fitting the "
                    "calibrated predictor (the rest and the presets are held out)")
     p.add_argument("--out-dir", default=None, help="where the CSV, PNG and JSON go (default: next to the table)")
     p.add_argument("--bundle", default=None, help="coreml: the bundle whose networks were measured")

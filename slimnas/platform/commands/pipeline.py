@@ -9,7 +9,7 @@ import sys
 from importlib import resources
 from typing import Any
 
-from slimnas.errors import InputError
+from slimnas.errors import InputError, shorten
 
 __all__ = ["quickstart_source", "apply_overrides", "register"]
 
@@ -25,19 +25,16 @@ def quickstart_source() -> dict[str, Any]:
 def apply_overrides(data: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
     """``["train.run.epochs=2", "search.methods=[slimming, random]"]`` applied to a copy of ``data`` (values are
     YAML)."""
-    import yaml
+    from slimnas.config import parse_yaml
 
     out = copy.deepcopy(data)
     for pair in pairs:
         key, sep, text = pair.partition("=")
-        if not sep or not key.strip():
-            raise InputError(f"--set: expected KEY=VALUE, got {pair!r}")
-        try:
-            value = yaml.safe_load(text)
-        except yaml.YAMLError:
-            raise InputError(f"--set {key}: {text!r} is not a YAML value") from None
-        node = out
         parts = key.strip().split(".")
+        if not sep or not all(part.strip() for part in parts):
+            raise InputError(f"--set: expected KEY=VALUE (KEY like train.run.epochs), got {shorten(repr(pair))}")
+        value = parse_yaml(text, f"--set {shorten(key)}", shorten(repr(text)))
+        node = out
         for part in parts[:-1]:
             child = node.setdefault(part, {})
             if not isinstance(child, dict):
@@ -51,19 +48,24 @@ def _run(args: argparse.Namespace, source: Any) -> int:
     from slimnas.config import load_yaml
 
     from ..pipeline import run_pipeline
-    from ..pipeline_config import load_pipeline
+    from ..pipeline_config import STAGES, load_pipeline
     from ..progress import stderr_echo
 
+    unknown = sorted(set(args.force) - set(STAGES) - {"all"})
+    if unknown:
+        raise InputError(f"--force: unknown stage(s) {shorten(unknown)} (expected {', '.join(STAGES)} or all)")
     data = load_yaml(source) if not isinstance(source, dict) else source
     if not isinstance(data, dict):
         raise InputError("config: expected a mapping")
-    if args.output:
-        data = apply_overrides(data, [f"output={args.output}"])
+    if args.output is not None:
+        if not args.output.strip():
+            raise InputError("--output: empty; give a folder")
+        data = {**data, "output": args.output}
     cfg = load_pipeline(apply_overrides(data, args.set))
     if args.check:
         from ..preflight import check_pipeline
 
-        check_pipeline(cfg)
+        check_pipeline(cfg, args.force)
         print(f"config OK: pipeline '{cfg.name}' -> {cfg.output_dir}")
         return 0
     with contextlib.redirect_stdout(sys.stderr):  # stdout is for the result; Ray Tune prints its tables there

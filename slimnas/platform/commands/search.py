@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 
-from slimnas.errors import ConfigError, InputError
+from slimnas.errors import ConfigError, InputError, shorten
+
+from ._args import port
 
 
 def _load(args: argparse.Namespace):
@@ -18,20 +21,25 @@ def _load(args: argparse.Namespace):
         data = data["search"]
     if not isinstance(data, dict):
         raise ConfigError("config: expected a mapping (optionally under a 'search' key)")
-    if getattr(args, "targets", None):
+    if getattr(args, "targets", None) is not None:
         try:
             data["targets"] = [float(t) for t in args.targets.split(",") if t.strip()]
         except ValueError:
-            raise InputError(f"--targets: expected comma-separated milliseconds, got {args.targets!r}") from None
+            raise InputError(f"--targets: expected comma-separated milliseconds, got {shorten(repr(args.targets))}") \
+                from None
+        if not data["targets"]:
+            raise InputError("--targets: give at least one latency target in ms")
     if getattr(args, "methods", None):
         data["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     return load_config(SearchJobConfig, data, section=None)
 
 
 def _search(args: argparse.Namespace) -> int:
+    from slimnas.platform.preflight import check_search_job
     from slimnas.platform.search_job import run_search_job
 
     cfg = _load(args)
+    check_search_job(cfg)  # addresses, output folder, table, calibration: before anything starts
     job = run_search_job(cfg, restore=args.restore, echo=lambda line: print(line, file=sys.stderr, flush=True))
     print(job.table_text())
     print(f"\nresults: {job.job_dir}/results.csv   Pareto plot: {job.job_dir}/pareto.png")
@@ -41,12 +49,18 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
+    from slimnas.platform.preflight import check_port, check_tracking_uri, split_url
     from slimnas.platform.search_tracking import tracking_uri
 
     uri = tracking_uri(args.backend_store_uri)
+    what = "--backend-store-uri" if args.backend_store_uri else \
+        "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default tracking store"
     if uri.startswith(("http://", "https://")):  # a team's MLflow server has its own UI
+        split_url(uri, what)
         print(f"the tracking store is the MLflow server {uri}: open {uri} in a browser")
         return 0
+    check_tracking_uri(uri, what)
+    check_port(args.host, args.port)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
            str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr)
@@ -68,6 +82,6 @@ def register(sub) -> None:
         p.set_defaults(func=_search)
     p = sub.add_parser("ui", help="the MLflow UI for comparing candidates (127.0.0.1 by default)")
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--port", type=port, default=5000)
     p.add_argument("--backend-store-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
     p.set_defaults(func=_ui)

@@ -10,10 +10,16 @@ import sys
 def _handler(kind: str):
     def run(args: argparse.Namespace) -> int:
         from slimnas.config import load_config
+        from slimnas.platform.preflight import check_output_dir, check_ray_address, check_tracking_uri
         from slimnas.platform.training import check_inputs, run_training
         from slimnas.trainers import ArchTrainConfig, SupernetTrainConfig
 
         cfg = load_config(SupernetTrainConfig if kind == "supernet" else ArchTrainConfig, args.config)
+        if cfg.distributed.enabled:
+            check_ray_address(cfg.distributed.address, "distributed.address")
+        if cfg.tracking.enabled and cfg.tracking.tracking_uri:
+            check_tracking_uri(cfg.tracking.tracking_uri, "tracking.tracking_uri")
+        check_output_dir(cfg.run.out_dir, "run.out_dir")
         if args.check:
             num_classes = check_inputs(cfg)
             print(f"config OK: {args.config} ({cfg.data.kind} data, {num_classes} classes)")
