@@ -32,8 +32,10 @@ that had finished is not run again), device measurements already taken are reuse
 A restored run reaches the same results as an uninterrupted one: the same answer (arch, predicted latency, top-1,
 evaluations) per method and target and the same slimming trajectory. Not part of that promise: wall times, the
 early-stop counters (in-flight work is redone), which concurrent losers were stopped early (and so the bound recorded
-for them), and measured latencies (timing noise). A restore of a finished job with the same settings does nothing;
-a staged run started with other settings is not continued (one line, exit 2).
+for them), measured latencies (timing noise; those the killed run took are reused), and decisions that are not
+reproducible anyway (early stopping's ``confident`` rule can, rarely, stop a candidate that would have won, depending
+on the order concurrent trials report in; ``rule: exact`` cannot). A restore of a finished job with the same
+settings does nothing; a staged run started with other settings is not continued (one line, exit 2).
 """
 
 from __future__ import annotations
