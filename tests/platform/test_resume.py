@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -185,7 +186,10 @@ class _Driver:
 
     def kill(self) -> None:
         """SIGKILL the driver and everything of its session (the embedded Ray's cleanup is not tested here)."""
-        os.killpg(self.proc.pid, signal.SIGKILL)
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
         self.proc.wait()
         for entry in Path("/proc").iterdir():
             try:
@@ -193,13 +197,28 @@ class _Driver:
                     os.kill(int(entry.name), signal.SIGKILL)
             except OSError:
                 pass
+        shutil.rmtree(self.ray_tmp, ignore_errors=True)
         self.log.close()
 
     def finish(self, timeout: float = 240.0) -> int:
         try:
             return self.proc.wait(timeout)
         finally:
-            self.log.close()
+            self.kill()  # stragglers, if any
+
+
+@pytest.fixture
+def drivers():
+    """Starts drivers; whatever still runs at the end of the test is killed."""
+    started: list[_Driver] = []
+
+    def start(*args) -> _Driver:
+        started.append(_Driver(*args))
+        return started[-1]
+    yield start
+    for driver in started:
+        if not driver.log.closed:
+            driver.kill()
 
 
 def _history(state: Path) -> list:
@@ -209,7 +228,7 @@ def _history(state: Path) -> list:
         return []
 
 
-def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, capsys):
+def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, drivers, capsys):
     root, config, other, target = job
     final, staging = root / "out" / "job", root / "out" / "job.staging"
     tune = staging / "tune"
@@ -229,7 +248,7 @@ def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, cap
     assert _tree(final) == before and not staging.exists()
 
     # a new run, killed inside slimming's experiment once Tune had saved it and two evaluations were in
-    first = _Driver(config, root / "first.log")
+    first = drivers(config, root / "first.log")
     first.wait_for(lambda: len(_history(tune / "slimming.searcher.json")) >= 2
                    and any((tune / "slimming").glob("experiment_state-*.json")), "two slimming evaluations")
     first.kill()
@@ -242,7 +261,7 @@ def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, cap
     assert len(err) == 1 and "started with other settings (seed: 0 -> 1)" in err[0], err
 
     # restored in a new process (Tuner.restore, a new latency service), killed again once random's experiment began
-    second = _Driver(config, root / "second.log", "--restore")
+    second = drivers(config, root / "second.log", "--restore")
     random_state = tune / f"random@{target:g}ms.searcher.json"
     second.wait_for(random_state.is_file, "random's first candidates")
     second.kill()
@@ -252,7 +271,7 @@ def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, cap
     assert _tree(final) == before
 
     # restored again: it finishes, swaps the staged folder in and reaches the reference's results
-    third = _Driver(config, root / "third.log", "--restore")
+    third = drivers(config, root / "third.log", "--restore")
     assert third.finish() == 0, (root / "third.log").read_text()[-3000:]
     log = (root / "third.log").read_text()
     assert "cannot be restored" not in log and "Traceback" not in log, log[-3000:]
