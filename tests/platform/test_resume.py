@@ -132,11 +132,11 @@ def job(tmp_path_factory):
     space = SearchSpace.preset("tiny")
     table = build_table(space, TorchCPUBackend(threads=1), root / "tiny.parquet", protocol=fast, harness="isolated",
                         calibrate_networks=0)
-    target = round(0.85 * table.predict(space.max_arch()), 4)
+    target = round(0.7 * table.predict(space.max_arch()), 4)  # slimming takes a few rounds to get there
     data = {"name": "job", "supernet": str(result.checkpoint), "output": str(root / "out"),
             "data": {"kind": "digits", "batch_size": 32, "calib_images": 64}, "eval_images": 64,
             "latency": {"table": str(root / "tiny.parquet"), "measure_final": False},
-            "methods": ["slimming", "random"], "targets": [target], "budget": 4,
+            "methods": ["slimming", "random"], "targets": [target], "budget": 2,
             "early_stop": {"rule": "exact"}, "ray": {"num_cpus": 2, "object_store_mb": 128},
             "tracking": {"enabled": False}}
     config = root / "search.yaml"

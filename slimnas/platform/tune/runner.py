@@ -32,6 +32,7 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from slimnas.errors import SlimnasError
 from slimnas.search import SearchAlgorithm
 
 from .scheduler import EarlyStopScheduler
@@ -96,14 +97,20 @@ def run_tune(
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
         )
     tuner.fit()
-    return outcome(live_searcher(name) or searcher)
+    searcher = live_searcher(name) or searcher
+    if not algorithm.finished:  # Tune ends an experiment only when the searcher says FINISHED (or it was stopped)
+        raise SlimnasError(f"{name}: the Tune experiment ended with the search unfinished ({algorithm.evaluations} "
+                           f"evaluations); rerun with --restore to continue it")
+    return outcome(searcher)
 
 
 def _restored_tuner(experiment: Path, trainable: Any, algorithm: SearchAlgorithm,
                     max_concurrent: int | None) -> tune.Tuner | None:
     """``Tuner.restore`` of ``experiment`` with its searcher attached to ``algorithm``; ``None`` when Tune saved no
     experiment there, or saved one it cannot read back (the searcher's state file is then all there is to go on)."""
-    if not tune.Tuner.can_restore(str(experiment)):
+    # Tune syncs its experiment state to the storage folder when the experiment starts; a driver killed before that
+    # left only tuner.pkl, from which Tune would restart the experiment its own way: start a new one instead
+    if not tune.Tuner.can_restore(str(experiment)) or not any(experiment.glob("experiment_state-*.json")):
         return None
     try:
         tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=False,
