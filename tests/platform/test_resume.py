@@ -137,7 +137,7 @@ def job(tmp_path_factory):
             "data": {"kind": "digits", "batch_size": 32, "calib_images": 64}, "eval_images": 64,
             "latency": {"table": str(root / "tiny.parquet"), "measure_final": False},
             "methods": ["slimming", "random"], "targets": [target], "budget": 2,
-            "early_stop": {"rule": "exact"}, "ray": {"num_cpus": 2, "object_store_mb": 128},
+            "early_stop": {"rule": "exact"}, "ray": {"num_cpus": 2, "object_store_mb": 128, "max_concurrent": 1},
             "tracking": {"enabled": False}}
     config = root / "search.yaml"
     config.write_text(yaml.safe_dump(data))
@@ -247,10 +247,10 @@ def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, dri
     assert len(out.strip().splitlines()) == 1 and "had finished: nothing to restore" in out and not err.strip()
     assert _tree(final) == before and not staging.exists()
 
-    # a new run, killed inside slimming's experiment once Tune had saved it and two evaluations were in
+    # a new run, killed inside slimming's experiment once Tune had saved it and an evaluation was in
     first = drivers(config, root / "first.log")
-    first.wait_for(lambda: len(_history(tune / "slimming.searcher.json")) >= 2
-                   and any((tune / "slimming").glob("experiment_state-*.json")), "two slimming evaluations")
+    first.wait_for(lambda: len(_history(tune / "slimming.searcher.json")) >= 1
+                   and any((tune / "slimming").glob("experiment_state-*.json")), "a slimming evaluation")
     first.kill()
     assert _tree(final) == before  # the finished job is untouched beside the staged run
     assert not json.loads((tune / "slimming.searcher.json").read_text())["algorithm"]["finished"]
