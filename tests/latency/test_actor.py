@@ -42,8 +42,9 @@ def test_actor_round_trip_in_local_ray(tiny_table):
     # a new Ray session with its own service under the same name (a restored job): the saved client reconnects
     ray.init(num_cpus=1, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False)
     try:
-        start_latency_actor({"tiny": tiny_table}, name="lut-test", detached=False)
+        service = start_latency_actor({"tiny": tiny_table}, name="lut-test", detached=False)  # kept alive by its handle
         np.testing.assert_allclose(pickle.loads(saved).predict_many(ARCHS), tiny_table.predict_many(ARCHS))
+        del service
     finally:
         ray.shutdown()
 
