@@ -64,12 +64,33 @@ def get_latency_actor(name: str = ACTOR_NAME, namespace: str = NAMESPACE) -> Any
 
 
 class LatencyClient:
-    """``predict_many(archs) -> ndarray`` through the actor (one round trip per call: batch your queries)."""
+    """``predict_many(archs) -> ndarray`` through the actor (one round trip per call: batch your queries).
+
+    A client pickles as a description of the service (actor name, namespace, table), never as the live actor handle:
+    a handle does not survive its Ray session (unpickling one in a new driver fails inside Ray), while a description
+    reconnects, by name, on first use after unpickling -- to the service of whatever session is running then (a
+    restored search job starts its own first, under the same name). Give ``name`` when passing ``actor``, so that
+    the description names that actor.
+    """
 
     def __init__(self, actor: Any = None, table: str | None = None, name: str = ACTOR_NAME,
                  namespace: str = NAMESPACE) -> None:
-        self.actor = actor if actor is not None else get_latency_actor(name, namespace)
-        self.table = table
+        self.table, self.name, self.namespace = table, name, namespace
+        self._actor = actor if actor is not None else get_latency_actor(name, namespace)
+
+    @property
+    def actor(self) -> Any:
+        """The live actor handle (looked up by name after unpickling)."""
+        if self._actor is None:
+            self._actor = get_latency_actor(self.name, self.namespace)
+        return self._actor
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"table": self.table, "name": self.name, "namespace": self.namespace}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.table, self.name, self.namespace = state["table"], state["name"], state["namespace"]
+        self._actor = None
 
     def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
         feats = dataclasses.asdict(arch_features(archs))

@@ -10,7 +10,8 @@ Every input is checked first (:func:`~slimnas.platform.preflight.check_pipeline`
 - **table**: see :mod:`slimnas.platform.latency_stage` (an interrupted build resumes from its journal).
 - **search**: reused when ``results.json`` exists and the job's inputs (its config with the targets resolved, the
   checkpoint's SHA-256, the table's creation time) are those recorded in ``pipeline.json``; otherwise it runs again
-  (``--restore`` continues a killed search job with ``Tuner.restore``).
+  (``--restore`` continues a killed search job, see :mod:`slimnas.platform.search_job`; the job runs in a staged
+  folder, so the earlier results stay whole until the new ones replace them).
 
 ``<output>/pipeline.json`` records, per stage, what ran or was reused, its wall time and its outputs; it is rewritten
 atomically after each stage, so a failed run leaves the earlier stages' records and outputs intact.
@@ -264,8 +265,6 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
         return job, inputs, targets, "reused"
     log.start("search", f"{', '.join(job_cfg.methods)} at {len(targets)} target(s) "
                         f"({', '.join(f'{t:g}' for t in job_cfg.targets)} ms) on Ray Tune -> {job_cfg.job_dir()}")
-    if not restore:
-        shutil.rmtree(job_cfg.job_dir() / "tune", ignore_errors=True)  # a fresh job: no stale Tune experiments
     runtime["ray_started"] = init_ray(cfg) or runtime.get("ray_started", False)
     monitor = SearchMonitor(min(targets), echo).start()
     try:

@@ -22,6 +22,20 @@ the job says that verification is pending and how to time the winners on the dev
 Results: for each (method, target) the winning arch, its predicted latency (table), its measured latency and whether it
 meets the target, its top-1, the evaluations used (and how many the verification added) and the wall time; written to
 ``<output>/<name>/results.{json,csv}`` (atomically) and to MLflow (:mod:`slimnas.platform.search_tracking`).
+
+Staging and restore. A job runs in ``<output>/<name>.staging/`` (its Tune experiments, the searchers' state files,
+the device measurements, the MLflow run id, then the results, ``results.json`` last) and swaps that folder in for
+``<output>/<name>/`` only when it has finished (:class:`~slimnas.platform.staging.StagedFolder`): the previous job's
+folder stays whole until then. ``restore=True`` (``--restore``) continues a killed run's staged folder, in a new
+process: each method's experiment continues from its searcher's state (:mod:`slimnas.platform.tune.runner`; a method
+that had finished is not run again), device measurements already taken are reused, and the MLflow run is logged once.
+A restored run reaches the same results as an uninterrupted one: the same answer (arch, predicted latency, top-1,
+evaluations) per method and target and the same slimming trajectory. Not part of that promise: wall times, the
+early-stop counters (in-flight work is redone), which concurrent losers were stopped early (and so the bound recorded
+for them), measured latencies (timing noise; those the killed run took are reused), and decisions that are not
+reproducible anyway (early stopping's ``confident`` rule can, rarely, stop a candidate that would have won, depending
+on the order concurrent trials report in; ``rule: exact`` cannot). A restore of a finished job with the same
+settings does nothing; a staged run started with other settings is not continued (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -60,8 +74,10 @@ from slimnas.search.verification import (
 from slimnas.search_spaces.efficientformer import Arch
 
 from .search_config import SearchJobConfig
+from .staging import StagedFolder
 
-__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet", "DeviceMeasure"]
+__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet", "DeviceMeasure", "finished_job",
+           "job_folder"]
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +136,13 @@ class SearchJobResult:
                          f"{r.evaluations:6d} {r.extra_evaluations:5d} {r.wall_s:7.1f}  {arch}")
         return "\n".join(lines)
 
+    @classmethod
+    def load(cls, path: str | Path) -> SearchJobResult:
+        """A job's ``results.json``."""
+        data = json.loads(Path(path).read_text())
+        return cls(data["config"], [MethodResult(**r) for r in data["results"]], data["histories"],
+                   data["trajectories"], data["job_dir"], data.get("mlflow_run_id"))
+
     def to_csv(self) -> str:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
@@ -175,9 +198,9 @@ def _latency_fn(cfg: SearchJobConfig, table):
     from slimnas.latency import CalibratedPredictor
     from slimnas.latency.actor import LatencyClient, start_latency_actor
 
-    actor = start_latency_actor({"table": table}, name=f"lut-{cfg.name}", detached=False,
-                                resources=cfg.ray.latency_resources)
-    client = LatencyClient(actor, table="table")
+    name = f"lut-{cfg.name}"
+    actor = start_latency_actor({"table": table}, name=name, detached=False, resources=cfg.ray.latency_resources)
+    client = LatencyClient(actor, table="table", name=name)  # pickles as its name: reconnects after a restore
     if cfg.latency.calibration is None:
         return client.predict_many
     calibration = CalibratedPredictor.load(cfg.latency.calibration, table)
@@ -209,6 +232,58 @@ class _Run:
     early_stopped: set[int] = field(default_factory=set)
 
 
+#: Config sections that do not change a job's results (a restore may change them).
+_NEUTRAL_SECTIONS = {"ray", "tracking"}
+_RESULTS = "results.json"
+
+
+def job_folder(cfg: SearchJobConfig) -> StagedFolder:
+    """The job's folder (``<output>/<name>``) and its staged run (see the module docstring)."""
+    return StagedFolder(cfg.job_dir(), _RESULTS)
+
+
+def _settings(config: dict[str, Any]) -> dict[str, Any]:
+    """The settings that make a job's results (JSON round trip, so stored and fresh configs compare equal)."""
+    return json.loads(json.dumps({k: v for k, v in config.items() if k not in _NEUTRAL_SECTIONS}))
+
+
+def _difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
+    from .tracking import flatten
+
+    a, b = flatten(stored), flatten(wanted)
+    key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
+    return "none" if key is None else f"{key}: {a.get(key, '-')} -> {b.get(key, '-')}"
+
+
+def finished_job(cfg: SearchJobConfig) -> SearchJobResult | None:
+    """The finished job in ``cfg``'s folder when it was made with ``cfg``'s settings and no run of it is staged: what
+    ``restore`` returns without doing anything. ``None`` otherwise."""
+    folder = job_folder(cfg)
+    folder.settle()
+    if folder.has_staged_run() or not folder.finished():
+        return None
+    try:
+        job = SearchJobResult.load(folder.final / _RESULTS)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    same = _settings(job.config) == _settings(cfg.model_dump(mode="json"))
+    return job if same else None
+
+
+def _begin(cfg: SearchJobConfig, restore: bool, echo: Callable[[str], None]) -> tuple[StagedFolder, bool]:
+    """Check that a restore can continue the staged run (before any work); the folder and whether it continues."""
+    folder = job_folder(cfg)
+    folder.settle()
+    wanted = _settings(cfg.model_dump(mode="json"))
+    staged = folder.staged_settings() if restore else None
+    if staged is not None and staged != wanted:
+        raise InputError(f"--restore: the unfinished run in {folder.staging} was started with other settings "
+                         f"({_difference(staged, wanted)}); run without --restore to discard it and start over")
+    if restore and staged is None:
+        echo(f"[search] nothing to restore in {folder.staging}: starting the job")
+    return folder, staged is not None
+
+
 def run_search_job(cfg: SearchJobConfig, restore: bool = False,
                    echo: Callable[[str], None] = lambda line: log.info(line),
                    measure: DeviceMeasure | None = None) -> SearchJobResult:
@@ -225,14 +300,18 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     from .tune import run_tune
     from .tune.trainable import evaluate_candidate, evaluation_payload
 
+    if restore and (done := finished_job(cfg)) is not None:
+        echo(f"[search] job '{cfg.name}' had finished: nothing to restore ({done.job_dir}/{_RESULTS} unchanged)")
+        return done
+    folder, continuing = _begin(cfg, restore, echo)
     table = LatencyTable.load(cfg.latency.table)
     supernet, checkpoint = load_supernet(cfg.supernet)
     space = supernet.space
     if table.space.to_dict() | {"name": ""} != space.to_dict() | {"name": ""}:
         raise InputError(f"latency.table: measured for space {table.space.name!r}, the supernet's is {space.name!r}")
     check_data(cfg.data)
-    job_dir = cfg.job_dir()
-    job_dir.mkdir(parents=True, exist_ok=True)
+    folder.begin(_settings(cfg.model_dump(mode="json")), continuing, echo=lambda line: echo(f"[search] {line}"))
+    job_dir, work = folder.final, folder.staging
     _init_ray(cfg)
     latency_fn = _latency_fn(cfg, table)
     importance = supernet.importance()
@@ -244,9 +323,9 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     def run(algorithm: SearchAlgorithm, label: str):
         echo(f"[search] {label}: running")
         started, before = time.perf_counter(), algorithm.evaluations
-        outcome = run_tune(algorithm, trainable, label, job_dir / "tune", early_stop=cfg.early_stop.enabled,
+        outcome = run_tune(algorithm, trainable, label, work / "tune", early_stop=cfg.early_stop.enabled,
                            rule=cfg.early_stop.rule, z=cfg.early_stop.z, resources=resources,
-                           max_concurrent_trials=cfg.ray.max_concurrent, restore=restore)
+                           max_concurrent_trials=cfg.ray.max_concurrent, restore=continuing)
         wall = time.perf_counter() - started
         echo(f"[search] {label}: {outcome.algorithm.evaluations - before} evaluations in {wall:.1f} s "
              f"({outcome.algorithm.stop_reason})")
@@ -293,18 +372,51 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     def on_device(archs: Sequence[Arch]) -> list[float] | None:
         return _measure_on_device(table, archs, echo)
 
-    verified = _verify_winners(runs, cfg, measure or on_device, continue_round, echo,
-                               pending_line=lambda: _pending_line(table, job_dir))
+    verified = _verify_winners(runs, cfg, _remembered(measure or on_device, work / "measurements.json"),
+                               continue_round, echo, pending_line=lambda: _pending_line(table, job_dir))
     results, histories, trajectories = _results(runs, verified)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
-    atomic_write_text(job_dir / "results.json", json.dumps({**asdict(job), "supernet_checkpoint": checkpoint},
-                                                           indent=1))
-    atomic_write_text(job_dir / "results.csv", job.to_csv())
     if cfg.tracking.enabled:
-        from .search_tracking import log_search_job
-
-        job.mlflow_run_id = log_search_job(job, cfg, supernet, table)
+        job.mlflow_run_id = _log_once(work / "mlflow-run.json", lambda: _log_tracking(job, cfg, supernet, table, work))
+    atomic_write_text(work / "results.csv", job.to_csv())
+    atomic_write_text(work / _RESULTS, json.dumps({**asdict(job), "supernet_checkpoint": checkpoint}, indent=1))
+    folder.commit()  # results.json (written last) completes the staged folder: swap it in
     return job
+
+
+def _log_tracking(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, table: Any, work: Path) -> str:
+    """Log ``job`` to MLflow; its files (``pareto.png``) go to the staged folder ``work``."""
+    from dataclasses import replace
+
+    from .search_tracking import log_search_job
+
+    return log_search_job(replace(job, job_dir=str(work)), cfg, supernet, table)
+
+
+def _log_once(path: Path, log_run: Callable[[], str]) -> str:
+    """The MLflow run id recorded at ``path`` by a killed run of this job, else ``log_run()``'s, recorded there."""
+    if path.is_file():
+        return json.loads(path.read_text())["mlflow_run_id"]
+    run_id = log_run()
+    atomic_write_text(path, json.dumps({"mlflow_run_id": run_id}))
+    return run_id
+
+
+def _remembered(measure: DeviceMeasure, path: Path) -> DeviceMeasure:
+    """``measure`` with its results kept at ``path`` (arch JSON -> ms): a restored job reuses the measurements of the
+    killed run, so its verification takes the same decisions."""
+    known: dict[str, float] = json.loads(path.read_text()) if path.is_file() else {}
+
+    def go(archs: Sequence[Arch]) -> Sequence[float] | None:
+        todo = [a for a in archs if a.to_json() not in known]
+        if todo:
+            values = measure(todo)
+            if values is None:
+                return None
+            known.update({a.to_json(): float(v) for a, v in zip(todo, values)})
+            atomic_write_text(path, json.dumps(known))
+        return [known[a.to_json()] for a in archs]
+    return go
 
 
 def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification]

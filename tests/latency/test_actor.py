@@ -1,3 +1,4 @@
+import pickle
 import random
 
 import numpy as np
@@ -35,6 +36,15 @@ def test_actor_round_trip_in_local_ray(tiny_table):
         wide = Arch(64, (32, 64, 96, 256), TINY.max_arch().blocks)
         with pytest.raises(MissingEntryError, match=r"downsample\(stage 4, 96->256\)"):
             client.predict_many([wide])
+        saved = pickle.dumps(LatencyClient(actor, name="lut-test"))  # a description, not the live handle
+    finally:
+        ray.shutdown()
+    # a new Ray session with its own service under the same name (a restored job): the saved client reconnects
+    ray.init(num_cpus=1, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False)
+    try:
+        service = start_latency_actor({"tiny": tiny_table}, name="lut-test", detached=False)  # kept alive by its handle
+        np.testing.assert_allclose(pickle.loads(saved).predict_many(ARCHS), tiny_table.predict_many(ARCHS))
+        del service
     finally:
         ray.shutdown()
 

@@ -77,7 +77,7 @@ def _run(args: argparse.Namespace, source: Any) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", nargs="+", default=[], metavar="STAGE",
                    help="redo these stages even when their outputs exist: train, table, search or all")
-    p.add_argument("--restore", action="store_true", help="continue a killed search job (Tuner.restore)")
+    p.add_argument("--restore", action="store_true", help="continue a killed search job in a new process")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.run.epochs=4 (repeatable; values are YAML)")
     p.add_argument("--output", default=None, help="output folder (overrides the config's)")

@@ -36,10 +36,13 @@ def _load(args: argparse.Namespace):
 
 def _search(args: argparse.Namespace) -> int:
     from slimnas.platform.preflight import check_search_job
-    from slimnas.platform.search_job import run_search_job
+    from slimnas.platform.search_job import finished_job, run_search_job
 
     cfg = _load(args)
     check_search_job(cfg)  # addresses, output folder, table, calibration: before anything starts
+    if args.restore and (done := finished_job(cfg)) is not None:
+        print(f"search job '{cfg.name}' had finished: nothing to restore ({done.job_dir}/results.json unchanged)")
+        return 0
     job = run_search_job(cfg, restore=args.restore, echo=lambda line: print(line, file=sys.stderr, flush=True))
     print(job.table_text())
     print(f"\nresults: {job.job_dir}/results.csv   Pareto plot: {job.job_dir}/pareto.png")
@@ -78,7 +81,8 @@ def register(sub) -> None:
         if name == "sweep":
             p.add_argument("--targets", required=True, help="comma-separated latency targets in ms, e.g. 1,1.5,2")
         p.add_argument("--methods", default=None, help="comma-separated subset of methods (overrides the config)")
-        p.add_argument("--restore", action="store_true", help="continue a killed job (Tuner.restore)")
+        p.add_argument("--restore", action="store_true",
+                       help="continue a killed run of this job in a new process (a finished job: nothing to do)")
         p.set_defaults(func=_search)
     p = sub.add_parser("ui", help="the MLflow UI for comparing candidates (127.0.0.1 by default)")
     p.add_argument("--host", default="127.0.0.1")

@@ -5,15 +5,25 @@ batch, ``correct``, ``seen`` and ``total`` (images), ``batches_done`` and ``batc
 plus ``accuracy``. (Tune's metric for the searcher is ``seen``, present in every report; the searcher itself reads
 ``accuracy``, or the bound a trial was stopped on.)
 
-``restore=True`` continues a killed driver's experiment with ``Tuner.restore``: finished trials keep their results,
-and the candidates that were in flight are evaluated again from the searcher's own state file (unfinished Tune
-trials are not resumed, so nothing runs twice).
+``restore=True`` continues a killed driver's experiment, in this or a new process:
+
+- the searcher's state file says the algorithm had finished: nothing runs, the algorithm is loaded from it;
+- Tune saved the experiment: ``Tuner.restore``; finished trials keep their results, and the candidates that were in
+  flight are evaluated again from the searcher's own state file (unfinished Tune trials are not resumed, so nothing
+  is told twice). The restored searcher is given ``algorithm`` -- built by this driver, on this Ray session's latency
+  service -- before the experiment goes on (nothing Tune pickled holds a live Ray handle: see
+  :mod:`~slimnas.platform.tune.searcher`);
+- the driver was killed before Tune saved anything: a new experiment, continuing from the state file if there is one.
+
+The algorithm passed in must be built as the first run built it (same method, space, targets, seed); its state is
+then replaced by the saved one.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +32,11 @@ from typing import Any
 from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
+from slimnas.errors import SlimnasError
 from slimnas.search import SearchAlgorithm
 
-from .scheduler import EarlyStopScheduler, live_scheduler_stats
-from .searcher import AskTellSearcher, live_searcher
+from .scheduler import EarlyStopScheduler
+from .searcher import AskTellSearcher, live_searcher, read_state
 
 __all__ = ["run_tune", "TuneOutcome"]
 
@@ -60,19 +71,26 @@ def run_tune(
     storage.mkdir(parents=True, exist_ok=True)
     experiment = storage / name
     state_path = storage / f"{name}.searcher.json"
+
+    def outcome(searcher: AskTellSearcher) -> TuneOutcome:
+        return TuneOutcome(algorithm, searcher, dict(searcher.counters) if early_stop else {}, str(experiment))
+
+    saved = read_state(state_path) if restore else None
+    if saved is not None and saved["algorithm"]["finished"]:
+        searcher = AskTellSearcher(algorithm, name, state_path, max_concurrent=max_concurrent_trials)
+        searcher.resume_from_state_file()
+        log.info("%s: finished before; restored from %s", name, state_path)
+        return outcome(searcher)
     scheduler = EarlyStopScheduler(name, rule=rule, z=z) if early_stop else FIFOScheduler()
     trainable = tune.with_resources(trainable, resources or {"cpu": 1})
-    if restore and tune.Tuner.can_restore(str(experiment)):
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=False,
-                                   resume_errored=False, restart_errored=False)
-        searcher = live_searcher(name)
-        if searcher is None:
-            raise RuntimeError(f"{name}: the restored experiment has no slimnas searcher")
-    else:
-        if restore:
-            log.info("%s: nothing to restore at %s; starting fresh", name, experiment)
-        state_path.unlink(missing_ok=True)
+    tuner = _restored_tuner(experiment, trainable, algorithm, max_concurrent_trials) if restore else None
+    if tuner is None:
+        if saved is None:
+            state_path.unlink(missing_ok=True)
+        shutil.rmtree(experiment, ignore_errors=True)  # a partial experiment Tune cannot restore
         searcher = AskTellSearcher(algorithm, name, state_path, max_concurrent=max_concurrent_trials)
+        if saved is not None:
+            searcher.resume_from_state_file()
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1, reuse_actors=True),
@@ -80,5 +98,31 @@ def run_tune(
         )
     tuner.fit()
     searcher = live_searcher(name) or searcher
-    stats = (live_scheduler_stats(name) or {}) if early_stop else {}
-    return TuneOutcome(searcher.algorithm, searcher, stats, str(experiment))
+    if not algorithm.finished:  # Tune ends an experiment only when the searcher says FINISHED (or it was stopped)
+        raise SlimnasError(f"{name}: the Tune experiment ended with the search unfinished ({algorithm.evaluations} "
+                           f"evaluations); rerun with --restore to continue it")
+    return outcome(searcher)
+
+
+def _restored_tuner(experiment: Path, trainable: Any, algorithm: SearchAlgorithm,
+                    max_concurrent: int | None) -> tune.Tuner | None:
+    """``Tuner.restore`` of ``experiment`` with its searcher attached to ``algorithm``; ``None`` when Tune saved no
+    experiment there, or saved one it cannot read back (the searcher's state file is then all there is to go on)."""
+    # Tune syncs its experiment state to the storage folder when the experiment starts; a driver killed before that
+    # left only tuner.pkl, from which Tune would restart the experiment its own way: start a new one instead
+    if not tune.Tuner.can_restore(str(experiment)) or not any(experiment.glob("experiment_state-*.json")):
+        return None
+    try:
+        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=False,
+                                   resume_errored=False, restart_errored=False)
+    except Exception as exc:  # noqa: BLE001 - e.g. a torn or foreign tuner.pkl: continue from our own state file
+        log.warning("%s: Tune's saved experiment cannot be restored (%s: %s); continuing from the searcher's state "
+                    "file", experiment.name, type(exc).__name__, exc)
+        return None
+    searcher = live_searcher(experiment.name)
+    if searcher is None or searcher.algorithm is not None:  # not unpickled by this restore
+        log.warning("%s: the saved experiment holds no slimnas searcher; continuing from the state file",
+                    experiment.name)
+        return None
+    searcher.attach(algorithm, max_concurrent)
+    return tuner

@@ -12,7 +12,9 @@ the algorithm is told the bound, which loses by construction. Two rules:
   ``(correct + r p + z sqrt(r p (1 - p))) / total`` with ``p = correct / seen``, ``r`` images remaining. With
   ``z = 3`` a stopped candidate would have won with probability well under 1% (under the binomial model).
 
-``batches_saved`` counts the validation batches not evaluated, the figure ``docs/benchmarks.md`` reports.
+``batches_saved`` counts the validation batches not evaluated, the figure ``docs/benchmarks.md`` reports. The counters
+are kept by the searcher (:attr:`AskTellSearcher.counters`), which persists them with its state: the scheduler itself
+holds nothing but its rule, so the copy Tune pickles (and ``Tuner.restore`` unpickles) is all it needs.
 """
 
 from __future__ import annotations
@@ -24,15 +26,9 @@ from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
 from .searcher import live_searcher
 
-__all__ = ["EarlyStopScheduler", "live_scheduler_stats", "accuracy_bound", "RULES"]
+__all__ = ["EarlyStopScheduler", "accuracy_bound", "RULES"]
 
 RULES = ("exact", "confident")
-_LIVE: dict[str, EarlyStopScheduler] = {}
-
-
-def live_scheduler_stats(searcher_name: str) -> dict[str, int] | None:
-    scheduler = _LIVE.get(searcher_name)
-    return None if scheduler is None else scheduler.stats()
 
 
 def accuracy_bound(correct: int, seen: int, total: int, rule: str = "confident", z: float = 3.0) -> float:
@@ -52,31 +48,20 @@ class EarlyStopScheduler(FIFOScheduler):
         if rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
         self.searcher_name, self.rule, self.z = searcher_name, rule, float(z)
-        self.stopped = 0
-        self.batches_saved = 0
-        self.batches_seen = 0
-        _LIVE[searcher_name] = self
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        _LIVE[self.searcher_name] = self
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if result.get("accuracy") is not None or "correct" not in result:
             return TrialScheduler.CONTINUE
-        self.batches_seen += 1
         searcher = live_searcher(self.searcher_name)
+        if searcher is None or searcher.algorithm is None:
+            return TrialScheduler.CONTINUE
+        searcher.note_report()
         candidate_id = trial.config.get("candidate_id")
-        if searcher is None or candidate_id not in searcher.algorithm.pending:
+        if candidate_id not in searcher.algorithm.pending:
             return TrialScheduler.CONTINUE
         bound = accuracy_bound(int(result["correct"]), int(result["seen"]), int(result["total"]), self.rule, self.z)
         if searcher.algorithm.cannot_win(candidate_id, bound):
-            searcher.stop_bounds[candidate_id] = bound
-            self.stopped += 1
-            self.batches_saved += int(result.get("batches_total", 0)) - int(result.get("batches_done", 0))
+            saved = int(result.get("batches_total", 0)) - int(result.get("batches_done", 0))
+            searcher.note_stop(candidate_id, bound, saved)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE
-
-    def stats(self) -> dict[str, int]:
-        return {"trials_stopped": self.stopped, "batches_saved": self.batches_saved,
-                "batches_reported": self.batches_seen}

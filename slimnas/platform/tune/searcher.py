@@ -6,9 +6,14 @@ outstanding it returns ``None`` (Tune waits: the round barrier) and ``Searcher.F
 :class:`~slimnas.platform.tune.scheduler.EarlyStopScheduler` reports only an upper bound of its accuracy
 (``accuracy_bound``); the algorithm is told that bound, which by construction cannot win.
 
-Tune checkpoints searcher state periodically, so after a driver crash it can be behind. This searcher therefore also
-writes the algorithm's full state to ``state_path`` (JSON, atomically) after every ask and tell; ``restore`` takes
-whichever of the two has seen more, and re-issues the candidates that were in flight.
+State across processes. Tune checkpoints searcher state periodically, so after a driver crash it can be behind. This
+searcher therefore also writes the algorithm's full state (and the early-stop counters) to ``state_path`` (JSON,
+atomically) after every ask and tell; ``restore`` takes whichever of the two has seen more, and re-issues the
+candidates that were in flight. Tune also pickles the searcher itself (``tuner.pkl``, read by ``Tuner.restore``):
+that pickle holds no algorithm -- an algorithm holds its latency function, which may be a live Ray actor handle
+(:class:`~slimnas.latency.actor.LatencyClient`), and a handle cannot be unpickled in another Ray session. A searcher
+unpickled by ``Tuner.restore`` is therefore detached until :meth:`AskTellSearcher.attach` gives it the new driver's
+algorithm (built on the new session's latency service), which then loads ``state_path``.
 """
 
 from __future__ import annotations
@@ -24,16 +29,25 @@ from ray.tune.search import Searcher
 from slimnas.config import atomic_write_text
 from slimnas.search import Candidate, SearchAlgorithm
 
-__all__ = ["AskTellSearcher", "live_searcher"]
+__all__ = ["AskTellSearcher", "live_searcher", "read_state", "EARLY_STOP_COUNTERS"]
 
 log = logging.getLogger(__name__)
 
 #: Searchers of this driver by name, so the early-stop scheduler finds its searcher after a restore too.
 _LIVE: dict[str, AskTellSearcher] = {}
 
+#: The early-stop counters a searcher keeps (persisted with its state, so they add up across a restore).
+EARLY_STOP_COUNTERS = ("trials_stopped", "batches_saved", "batches_reported")
+
 
 def live_searcher(name: str) -> AskTellSearcher | None:
     return _LIVE.get(name)
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A searcher's state file (``None`` when there is none)."""
+    file = Path(path)
+    return json.loads(file.read_text()) if file.is_file() else None
 
 
 class AskTellSearcher(Searcher):
@@ -42,7 +56,7 @@ class AskTellSearcher(Searcher):
     def __init__(self, algorithm: SearchAlgorithm, name: str, state_path: str | os.PathLike | None = None,
                  metric: str = "seen", mode: str = "max", max_concurrent: int | None = None) -> None:
         super().__init__(metric=metric, mode=mode)
-        self.algorithm = algorithm
+        self.algorithm: SearchAlgorithm | None = algorithm
         self.name = name
         # Concurrency is limited here, not with Tune's ConcurrencyLimiter, whose restored set of live trials would
         # wait forever for trials that a restored experiment does not run again.
@@ -52,59 +66,91 @@ class AskTellSearcher(Searcher):
         self._trial_candidate: dict[str, int] = {}
         self.early_stopped: list[int] = []
         self.errored: list[int] = []
-        self.stop_bounds: dict[int, float] = {}
+        self.stop_bounds: dict[int, tuple[float, int]] = {}  # candidate -> (accuracy bound, batches saved)
+        self.counters: dict[str, int] = dict.fromkeys(EARLY_STOP_COUNTERS, 0)
         _LIVE[name] = self
 
+    # ------------------------------------------------------------------ pickling (Tune's tuner.pkl)
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["algorithm"] = None  # never pickle the latency function (a live actor handle); see the docstring
+        state["_queue"], state["_trial_candidate"], state["stop_bounds"] = [], {}, {}
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
-        # Tuner.restore unpickles the searcher without __init__: register it, and catch up from our own state file
-        # (newer than Tune's searcher checkpoint, which restore() may still apply if it is further along).
         self.__dict__.update(state)
+        _LIVE[self.name] = self
+
+    def attach(self, algorithm: SearchAlgorithm, max_concurrent: int | None = None) -> None:
+        """Give a searcher unpickled by ``Tuner.restore`` this driver's ``algorithm``, caught up from ``state_path``."""
+        self.algorithm = algorithm
+        self.max_concurrent = max_concurrent
+        self._queue, self._trial_candidate, self.stop_bounds = [], {}, {}
         _LIVE[self.name] = self
         self.resume_from_state_file()
 
+    def _live(self) -> SearchAlgorithm:
+        if self.algorithm is None:
+            raise RuntimeError(f"{self.name}: a restored searcher runs only once attach() gave it its algorithm")
+        return self.algorithm
+
     # ------------------------------------------------------------------ Tune events
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        algorithm = self._live()
         if self.max_concurrent is not None and len(self._trial_candidate) >= self.max_concurrent:
             return None
         if not self._queue:
-            if self.algorithm.finished:
+            if algorithm.finished:
                 return Searcher.FINISHED
-            self._queue = list(self.algorithm.ask())
+            self._queue = list(algorithm.ask())
             self._persist()
             if not self._queue:
-                return Searcher.FINISHED if self.algorithm.finished else None
+                return Searcher.FINISHED if algorithm.finished else None
         candidate = self._queue.pop(0)
         self._trial_candidate[trial_id] = candidate.id
         return {"candidate_id": candidate.id, "arch": candidate.arch.to_dict(),
-                "latency_ms": candidate.latency_ms, "method": self.algorithm.name}
+                "latency_ms": candidate.latency_ms, "method": algorithm.name}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        algorithm = self._live()
         candidate_id = self._trial_candidate.pop(trial_id, None)
         if candidate_id is None and result and isinstance(result.get("config"), dict):
             candidate_id = result["config"].get("candidate_id")
-        if candidate_id is None or candidate_id not in self.algorithm.pending:
+        if candidate_id is None or candidate_id not in algorithm.pending:
             return  # a duplicate after a restore: already told
         result = result or {}
         accuracy = result.get("accuracy")
         if accuracy is None and candidate_id in self.stop_bounds:
-            accuracy = self.stop_bounds.pop(candidate_id)
+            accuracy, saved = self.stop_bounds.pop(candidate_id)
             self.early_stopped.append(candidate_id)
+            self.counters["trials_stopped"] += 1
+            self.counters["batches_saved"] += saved
         if accuracy is None or error:
             log.warning("%s: candidate %d failed (error=%s); told accuracy 0", self.name, candidate_id, error)
             accuracy = 0.0
             self.errored.append(candidate_id)
-        self.algorithm.tell(candidate_id, float(accuracy))
+        algorithm.tell(candidate_id, float(accuracy))
         self._persist()
+
+    def note_report(self) -> None:
+        """The scheduler saw one more partial (per-batch) report."""
+        self.counters["batches_reported"] += 1
+
+    def note_stop(self, candidate_id: int, bound: float, batches_saved: int) -> None:
+        """The scheduler stopped ``candidate_id``'s trial at accuracy ``bound``, ``batches_saved`` batches early."""
+        self.stop_bounds[candidate_id] = (bound, batches_saved)
 
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
-        return {"algorithm": self.algorithm.state_dict(), "early_stopped": self.early_stopped,
-                "errored": self.errored}
+        return {"algorithm": self._live().state_dict(), "early_stopped": self.early_stopped,
+                "errored": self.errored, "counters": self.counters}
 
     def _load(self, state: dict[str, Any]) -> None:
-        self.algorithm.load_state_dict(state["algorithm"])
+        algorithm = self._live()
+        algorithm.load_state_dict(state["algorithm"])
         self.early_stopped, self.errored = list(state["early_stopped"]), list(state["errored"])
-        self._queue = self.algorithm.outstanding()  # in flight at the crash: evaluate them again
+        self.counters = {**dict.fromkeys(EARLY_STOP_COUNTERS, 0), **state.get("counters", {})}
+        self._queue = algorithm.outstanding()  # in flight at the crash: evaluate them again
         self._trial_candidate = {}
         _LIVE[self.name] = self
 
@@ -119,20 +165,20 @@ class AskTellSearcher(Searcher):
     def restore(self, checkpoint_path: str) -> None:
         saved = json.loads(Path(checkpoint_path).read_text())
         best = saved
-        if self.state_path and Path(self.state_path).is_file():
-            ours = json.loads(Path(self.state_path).read_text())
-            if _progress(ours) >= _progress(saved):
-                best = ours
+        ours = read_state(self.state_path) if self.state_path else None
+        if ours is not None and _progress(ours) >= _progress(saved):
+            best = ours
         self._load(best)
         log.info("%s: restored after %d evaluations (%d to evaluate again)", self.name,
-                 self.algorithm.evaluations, len(self._queue))
+                 self._live().evaluations, len(self._queue))
 
     def resume_from_state_file(self) -> bool:
         """Load ``state_path`` if it exists (a restart without Tune's own checkpoint); ``True`` if loaded."""
-        if self.state_path and Path(self.state_path).is_file():
-            self._load(json.loads(Path(self.state_path).read_text()))
-            return True
-        return False
+        state = read_state(self.state_path) if self.state_path else None
+        if state is None:
+            return False
+        self._load(state)
+        return True
 
 
 def _progress(state: dict[str, Any]) -> tuple[int, int]:
