@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -18,10 +17,11 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from slimnas._io import atomic_write_bytes, atomic_write_text  # re-exported: the one atomic writer
 from slimnas.errors import ConfigError, InputError, path_error, shorten
 
 __all__ = ["ConfigModel", "load_config", "load_yaml", "parse_yaml", "read_text_file", "format_validation_error",
-           "atomic_write_text", "MAX_CONFIG_BYTES", "MAX_YAML_NODES"]
+           "atomic_write_bytes", "atomic_write_text", "MAX_CONFIG_BYTES", "MAX_YAML_NODES"]
 
 #: A config (YAML, JSON) larger than this is refused unread.
 MAX_CONFIG_BYTES = 16 * 2**20
@@ -157,26 +157,6 @@ def load_config(cls: type[M], source: str | os.PathLike | Mapping[str, Any] | M,
         return cls.model_validate(dict(data))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, section or "")) from None
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and ``os.replace``."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write_bytes`)."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
 
 
 def plain_dir_name(value: str) -> str:

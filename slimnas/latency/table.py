@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from slimnas._io import atomic_write
 from slimnas.errors import InputError
 from slimnas.search_spaces.efficientformer import NUM_STAGES, WIDTH_STEP, Arch, SearchSpace
 
@@ -362,18 +362,9 @@ class LatencyTable:
         return pa.Table.from_pydict(columns, schema=schema)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the table as Parquet, atomically."""
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            pq.write_table(self.to_arrow(), tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        """Write the table as Parquet, atomically (:func:`slimnas._io.atomic_write`)."""
+        arrow = self.to_arrow()
+        return atomic_write(path, lambda tmp: pq.write_table(arrow, tmp))
 
     def to_bytes(self) -> bytes:
         """The table as Parquet bytes (how it travels to the Ray latency service)."""

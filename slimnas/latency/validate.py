@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from slimnas.config import atomic_write_text
+from slimnas._io import atomic_write, atomic_write_text
 from slimnas.errors import InputError
 from slimnas.search_spaces.efficientformer import PRESETS, Arch, SearchSpace
 
@@ -236,13 +236,10 @@ class ValidationReport:
             ax.set_ylim(0, top)
             ax.legend(fontsize=8, loc="upper left")
         fig.tight_layout()
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.tmp.png")
-        fig.savefig(tmp)
-        plt.close(fig)
-        os.replace(tmp, target)
-        return target
+        try:
+            return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+        finally:
+            plt.close(fig)
 
     def write(self, out_dir: str | os.PathLike) -> dict[str, Path]:
         """``validation.csv``, ``validation.png``, ``validation.json`` and (when fitted) ``calibration.json``."""

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slimnas.config import atomic_write_bytes
+from slimnas._io import atomic_write_bytes
 from slimnas.errors import InputError
 from slimnas.latency import LatencyTable
 from slimnas.search_spaces.efficientformer import SearchSpace

@@ -13,8 +13,13 @@ Every input is checked first (:func:`~slimnas.platform.preflight.check_pipeline`
   (``--restore`` continues a killed search job, see :mod:`slimnas.platform.search_job`; the job runs in a staged
   folder, so the earlier results stay whole until the new ones replace them).
 
-``<output>/pipeline.json`` records, per stage, what ran or was reused, its wall time and its outputs; it is rewritten
-atomically after each stage, so a failed run leaves the earlier stages' records and outputs intact.
+``<output>/pipeline.json`` is the job's history (:mod:`slimnas.platform.pipeline_record`): one attempt per run that
+did something, with, per stage, what ran or was reused, its wall time and its outputs. It is written atomically after
+each stage that made an output and at the end; a run rejected before any work (bad input) leaves it untouched, a
+failed one appends its attempt with the error. A stage that fails leaves the earlier outputs as they were: a forced
+retraining that produced no checkpoint puts the old run back, a new table replaces the old one with its validation
+once both are made, a search job runs in a staged folder; MLflow's experiment is created only when a stage first
+runs.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterable
@@ -29,15 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
 
 from .pipeline_config import STAGES, PipelineConfig
+from .pipeline_record import STATE_FILE, Attempt, PipelineRecord, now
 from .progress import Echo, ProgressLine, SearchMonitor, StageLog, TrainProgress, clock, stderr_echo
 
 __all__ = ["run_pipeline", "PipelineResult", "init_ray"]
 
-STATE_FILE = "pipeline.json"
+logger = logging.getLogger(__name__)
+
 #: Training settings that do not change the trained weights (ignored when deciding whether a run can be reused).
 _NEUTRAL = ("tracking.", "run.resume", "run.log_every", "run.keep_checkpoints", "run.out_dir", "data.workers",
             "data.eval_batch_size", "distributed.address", "distributed.max_failures", "distributed.storage_path")
@@ -76,24 +83,20 @@ class PipelineResult:
 
 
 def init_ray(cfg: PipelineConfig) -> bool:
-    """Connect to ``ray.address`` (or ``$RAY_ADDRESS``, set inside a Ray job), else start a local Ray. Returns
-    whether this call initialised Ray."""
-    import os
+    """Connect to ``ray.address`` (or ``$RAY_ADDRESS``), else start a local Ray that does not outlive this process
+    (:func:`slimnas.platform.ray_runtime.init_ray`). Returns whether this call initialised Ray."""
+    from .ray_runtime import init_ray as start
 
-    import ray
+    return start(cfg.ray)
 
-    if ray.is_initialized():
-        return False
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        try:
-            ray.init(address=address, log_to_driver=True)
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise InputError(f"ray.address: cannot connect to {address} ({type(exc).__name__})") from None
-    else:
-        ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_mb * 2**20,
-                 include_dashboard=False, log_to_driver=False)
-    return True
+
+def _ensure_tracking(cfg: PipelineConfig, runtime: dict[str, Any]) -> None:
+    """Create the job's MLflow experiment before the first stage that logs to it (not before: a run rejected before
+    any work leaves the store as it was)."""
+    if cfg.tracking.enabled and not runtime.get("experiment"):
+        from .pipeline_tracking import ensure_experiment
+
+        runtime["experiment"] = ensure_experiment(cfg.tracking_uri(), cfg.tracking.experiment)
 
 
 def _sha256(path: str | Path) -> str:
@@ -102,10 +105,6 @@ def _sha256(path: str | Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
-
-
-def _save_state(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_text(path, json.dumps(state, indent=1, default=str))
 
 
 # ---------------------------------------------------------------------------------------------------- train
@@ -132,7 +131,8 @@ def _config_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | 
     return None
 
 
-def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo) -> tuple[str, str, str]:
+def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo,
+                 runtime: dict[str, Any]) -> tuple[str, str, str]:
     from slimnas.trainers import latest_checkpoint, load_checkpoint
 
     from .training import run_training
@@ -140,15 +140,9 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
     tcfg = cfg.train_config()
     folder = _checkpoint_folder(tcfg)
     found = latest_checkpoint(folder)
-    previous = folder.parent.with_name(folder.parent.name + ".previous") if folder.name == "checkpoints" else \
-        folder.with_name(folder.name + ".previous")
-    moved = None
-    if found is not None and "train" in force:
-        moved = previous
-        shutil.rmtree(moved, ignore_errors=True)
-        (folder.parent if folder.name == "checkpoints" else folder).rename(moved)
-        found = None
-    if found is not None:
+    run_dir = folder.parent if folder.name == "checkpoints" else folder
+    previous = run_dir.with_name(run_dir.name + ".previous")
+    if found is not None and "train" not in force:
         ckpt = load_checkpoint(found, "train")
         diff = _config_difference(ckpt.get("config", {}), tcfg.model_dump(mode="json"))
         if diff is not None:
@@ -161,6 +155,12 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
     epochs = tcfg.run.epochs
     log.start("train", f"supernet of space '{cfg.train.space}' on {tcfg.data.kind} data, {epochs} epochs, "
                        f"Gumbel {tcfg.gumbel.mode} mode -> {folder}")
+    _ensure_tracking(cfg, runtime)
+    moved = None
+    if found is not None:  # --force train: the old run stays aside until the new one has finished
+        moved = previous
+        shutil.rmtree(moved, ignore_errors=True)
+        run_dir.rename(moved)
     import torch
 
     previous_threads = torch.get_num_threads()
@@ -169,6 +169,11 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
     try:
         result = run_training(tcfg, progress=False,
                               callback_factories=[functools.partial(TrainProgress, "train", echo)])
+    except BaseException:
+        if moved is not None and latest_checkpoint(folder) is None:  # nothing new to resume: put the old run back
+            shutil.rmtree(run_dir, ignore_errors=True)
+            moved.rename(run_dir)
+        raise
     finally:
         torch.set_num_threads(previous_threads)
     if moved is not None:
@@ -265,6 +270,7 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
         return job, inputs, targets, "reused"
     log.start("search", f"{', '.join(job_cfg.methods)} at {len(targets)} target(s) "
                         f"({', '.join(f'{t:g}' for t in job_cfg.targets)} ms) on Ray Tune -> {job_cfg.job_dir()}")
+    _ensure_tracking(cfg, runtime)
     runtime["ray_started"] = init_ray(cfg) or runtime.get("ray_started", False)
     monitor = SearchMonitor(min(targets), echo).start()
     try:
@@ -285,6 +291,37 @@ def _stages(force: Iterable[str]) -> set[str]:
     return set(STAGES) if "all" in chosen else chosen
 
 
+class _Attempts:
+    """This run's :class:`Attempt` in the job's :class:`PipelineRecord`, saved only when there is something to record
+    (see :mod:`slimnas.platform.pipeline_record`)."""
+
+    def __init__(self, path: Path, record: PipelineRecord, attempt: Attempt) -> None:
+        self.path, self.record, self.attempt = path, record, attempt
+
+    def stage(self, name: str, fields: dict[str, Any]) -> None:
+        """Record a stage that has ended; saved when it made an output (a reuse is saved with the attempt's end)."""
+        self.attempt.stages[name] = fields
+        if fields["status"] != "reused":
+            self.save()
+
+    def save(self) -> None:
+        if self.attempt not in self.record.attempts:
+            self.record.attempts.append(self.attempt)
+        self.record.save(self.path)
+
+    def failed(self, exc: BaseException) -> None:
+        """Record the failure, unless the run was rejected: bad input (``InputError``) before any output."""
+        if isinstance(exc, InputError) and not self.attempt.did_work():
+            return
+        line = str(exc).strip().splitlines()
+        self.attempt.status, self.attempt.ended = "failed", now()
+        self.attempt.error = f"{type(exc).__name__}: {line[-1][:300]}" if line else type(exc).__name__
+        try:
+            self.save()
+        except OSError as err:  # never hide the run's own error behind the record's
+            logger.warning("could not record the failed attempt in %s: %s", self.path, err)
+
+
 def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool = False,
                  echo: Echo = stderr_echo) -> PipelineResult:
     """Run (or reuse) train -> table -> search; see the module docstring."""
@@ -293,43 +330,38 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
     forced = _stages(force)
     started = time.perf_counter()
     num_classes = check_pipeline(cfg, forced)
-    out = cfg.output_dir
-    state_path = out / STATE_FILE
-    try:
-        previous = json.loads(state_path.read_text()) if state_path.is_file() else {}
-    except json.JSONDecodeError:
-        previous = {}
-    state = {"name": cfg.name, "config": cfg.model_dump(mode="json", by_alias=True),
-             "stages": dict(previous.get("stages", {})), "mlflow_run_id": previous.get("mlflow_run_id")}
+    state_path = cfg.output_dir / STATE_FILE
+    record = PipelineRecord.load(state_path, cfg.name)
+    before = record.stages()
+    attempts = _Attempts(state_path, record, Attempt(now(), cfg.model_dump(mode="json", by_alias=True),
+                                                     sorted(forced), restore))
     runtime: dict[str, Any] = {}
-    if cfg.tracking.enabled:
-        from .pipeline_tracking import ensure_experiment
-
-        ensure_experiment(cfg.tracking_uri(), cfg.tracking.experiment)
     log = StageLog(cfg.name, STAGES, echo)
     try:
-        checkpoint, sha, status = _train_stage(cfg, forced, log, echo)
-        state["stages"]["train"] = {"status": status, "wall_s": log.times["train"], "checkpoint": checkpoint,
-                                    "sha256": sha}
-        _save_state(state_path, state)
+        checkpoint, sha, status = _train_stage(cfg, forced, log, echo, runtime)
+        attempts.stage("train", {"status": status, "wall_s": log.times["train"], "checkpoint": checkpoint,
+                                 "sha256": sha})
         table, summary, status = _table_stage(cfg, forced, num_classes, log, echo, runtime)
-        state["stages"]["table"] = {"status": status, "wall_s": log.times["table"], "path": str(cfg.table_path),
-                                    "created": table.meta.created, "entries": len(table), "validation": summary}
-        _save_state(state_path, state)
-        job, inputs, targets, status = _search_stage(cfg, forced, restore, log, echo,
-                                                     state["stages"].get("search", {}), runtime, checkpoint, sha, table)
-        state["stages"]["search"] = {"status": status, "wall_s": log.times["search"], "inputs": inputs,
-                                     "targets": targets, "job_dir": job.job_dir, "mlflow_run_id": job.mlflow_run_id}
-        state["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        _save_state(state_path, state)
-        if cfg.tracking.enabled and any(r.get("status") != "reused" for r in state["stages"].values()):
+        attempts.stage("table", {"status": status, "wall_s": log.times["table"], "path": str(cfg.table_path),
+                                 "created": table.meta.created, "entries": len(table), "validation": summary})
+        job, inputs, targets, status = _search_stage(cfg, forced, restore, log, echo, before.get("search", {}),
+                                                     runtime, checkpoint, sha, table)
+        attempts.stage("search", {"status": status, "wall_s": log.times["search"], "inputs": inputs,
+                                  "targets": targets, "job_dir": job.job_dir, "mlflow_run_id": job.mlflow_run_id})
+        attempt = attempts.attempt
+        attempt.status, attempt.ended = "finished", now()
+        attempts.save()
+        if cfg.tracking.enabled and attempt.did_work():
             from .pipeline_tracking import log_pipeline_run
 
-            state["mlflow_run_id"] = log_pipeline_run(cfg, state, state_path, cfg.validation_dir)
-            _save_state(state_path, state)
+            attempt.mlflow_run_id = log_pipeline_run(cfg, record.current(), state_path, cfg.validation_dir)
+            attempts.save()
+    except BaseException as exc:
+        attempts.failed(exc)
+        raise
     finally:
         if runtime.get("ray_started"):
             import ray
 
             ray.shutdown()
-    return PipelineResult(cfg, job, state, dict(log.times), time.perf_counter() - started)
+    return PipelineResult(cfg, job, record.current(), dict(log.times), time.perf_counter() - started)

@@ -73,6 +73,7 @@ from slimnas.search.verification import (
 )
 from slimnas.search_spaces.efficientformer import Arch
 
+from .ray_runtime import init_ray
 from .search_config import SearchJobConfig
 from .staging import StagedFolder
 
@@ -177,21 +178,6 @@ def load_supernet(path: str):
     if not isinstance(model, SuperNet):
         raise InputError(f"supernet: {source} holds a standalone model, not a supernet")
     return model, str(source)
-
-
-def _init_ray(cfg: SearchJobConfig) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    if cfg.ray.address:
-        try:
-            ray.init(address=cfg.ray.address, log_to_driver=False)
-        except Exception as exc:  # noqa: BLE001 - any connection failure is one line for the user
-            raise InputError(f"ray.address: cannot connect to {cfg.ray.address} ({type(exc).__name__})") from None
-    else:
-        ray.init(num_cpus=cfg.ray.num_cpus, object_store_memory=cfg.ray.object_store_mb * 2**20,
-                 include_dashboard=False, log_to_driver=False)
 
 
 def _latency_fn(cfg: SearchJobConfig, table):
@@ -312,7 +298,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     check_data(cfg.data)
     folder.begin(_settings(cfg.model_dump(mode="json")), continuing, echo=lambda line: echo(f"[search] {line}"))
     job_dir, work = folder.final, folder.staging
-    _init_ray(cfg)
+    init_ray(cfg.ray, log_to_driver=False)
     latency_fn = _latency_fn(cfg, table)
     importance = supernet.importance()
     payload = evaluation_payload(supernet, cfg.data.model_dump(), cfg.eval_images, key=f"{checkpoint}:{cfg.name}")

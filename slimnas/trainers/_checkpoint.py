@@ -6,7 +6,8 @@ Layout: ``<dir>/epoch_NNNN/checkpoint.pt`` (NNNN = completed epochs). Keys: ``fo
 CUDA state tensors, Python's ``random`` state and NumPy's as nested lists), ``config`` (the JSON-ready config),
 ``space`` (dict or ``None``), ``arch`` (dict or ``None``), ``history`` (per-epoch metrics) and ``channels_sorted``.
 No pickled objects: everything is tensors and plain Python containers, so ``torch.load(..., weights_only=True)``
-reads it. Each file is written to a temporary name in the same folder and renamed (``os.replace``).
+reads it. Each file is written to a temporary name in the same folder and renamed (``os.replace``), with the
+user's umask (:mod:`slimnas._io`).
 """
 
 from __future__ import annotations
@@ -15,13 +16,13 @@ import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from slimnas._io import atomic_write
 from slimnas.errors import InputError
 
 __all__ = ["CHECKPOINT_FILE", "FORMAT_VERSION", "capture_rng", "restore_rng", "save_checkpoint", "load_checkpoint",
@@ -60,19 +61,10 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_checkpoint(payload: dict[str, Any], directory: str | os.PathLike) -> Path:
-    """Write ``payload`` to ``directory/checkpoint.pt`` atomically; returns the file."""
-    folder = Path(directory)
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / CHECKPOINT_FILE
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{CHECKPOINT_FILE}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save({"format": FORMAT_VERSION, **payload}, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    """Write ``payload`` to ``directory/checkpoint.pt`` atomically (:func:`slimnas._io.atomic_write`); returns the
+    file."""
+    return atomic_write(Path(directory) / CHECKPOINT_FILE,
+                        lambda tmp: torch.save({"format": FORMAT_VERSION, **payload}, tmp))
 
 
 def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:

@@ -1,0 +1,143 @@
+"""``<output>/pipeline.json``: the pipeline job's record, an append-only history of its attempts.
+
+Each run of ``slimnas run``/``quickstart`` that does any work is one :class:`Attempt`: its config, ``--force`` and
+``--restore``, when it started and ended, its status (``running`` while it runs, and what a killed run leaves;
+``finished``; ``failed``, with the error's line) and, per stage, what ran or was reused, its wall time and its
+outputs. Attempts are only ever appended; an earlier attempt is never rewritten.
+
+What holds *now* (the keys ``config``, ``finished``, ``mlflow_run_id`` and ``stages`` at the top of the file, which
+the search stage's reuse check reads) is derived from the history: ``config``, ``finished`` and ``mlflow_run_id`` are
+those of the last finished attempt; ``stages`` holds, per stage, the last record of an output made or confirmed: a
+finished attempt's records, and the stages that ran to their end in a later failed or killed attempt (their outputs
+are on disk; a stage that failed leaves none, see :mod:`slimnas.platform.pipeline`).
+
+The file is rewritten atomically, and only when an attempt has something to record: a run rejected before any work
+(``InputError`` while every stage so far was reused) leaves it byte-identical. Version-1 files (one flat record,
+written before this history existed) are read as one attempt; a file that is not a record stops the job before any
+work (one line naming it), it is never replaced silently.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slimnas._io import atomic_write_text
+from slimnas.errors import InputError
+
+__all__ = ["Attempt", "PipelineRecord", "STATE_FILE", "FORMAT_VERSION", "now"]
+
+STATE_FILE = "pipeline.json"
+FORMAT = "slimnas-pipeline"
+FORMAT_VERSION = 2
+STATUSES = ("running", "finished", "failed")
+
+
+def now() -> str:
+    """The local time as ISO 8601 with its UTC offset (the record's timestamps)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+@dataclass
+class Attempt:
+    """One run of the pipeline job. ``stages`` maps a stage to its record (``status``: ran, built, validated or
+    reused; ``wall_s``; the stage's outputs)."""
+
+    started: str | None
+    config: dict[str, Any]
+    force: list[str] = field(default_factory=list)
+    restore: bool = False
+    status: str = "running"
+    ended: str | None = None
+    stages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    error: str | None = None
+    mlflow_run_id: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Attempt:
+        known = {k: data[k] for k in cls.__dataclass_fields__ if k in data}
+        attempt = cls(**{"started": None, "config": {}, **known})
+        if attempt.status not in STATUSES or not isinstance(attempt.stages, dict) \
+                or not all(isinstance(r, dict) for r in attempt.stages.values()):
+            raise ValueError("an attempt with an unknown status or malformed stages")
+        return attempt
+
+    def did_work(self) -> bool:
+        """Whether a stage of this attempt produced an output (anything but a reuse)."""
+        return any(record.get("status") != "reused" for record in self.stages.values())
+
+
+@dataclass
+class PipelineRecord:
+    """The history of a pipeline job's output folder (see the module docstring)."""
+
+    name: str
+    attempts: list[Attempt] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ what holds now
+    def last_finished(self) -> Attempt | None:
+        return next((a for a in reversed(self.attempts) if a.status == "finished"), None)
+
+    def stages(self) -> dict[str, dict[str, Any]]:
+        """Per stage, the current record of its outputs (see the module docstring)."""
+        current: dict[str, dict[str, Any]] = {}
+        for attempt in self.attempts:
+            for stage, record in attempt.stages.items():
+                if attempt.status == "finished" or record.get("status") != "reused" or stage not in current:
+                    current[stage] = record
+        return current
+
+    def current(self) -> dict[str, Any]:
+        """The derived top-level keys: ``name``, ``config``, ``stages``, ``mlflow_run_id`` and ``finished``."""
+        last = self.last_finished()
+        logged = next((a.mlflow_run_id for a in reversed(self.attempts) if a.status == "finished" and a.mlflow_run_id),
+                      None)  # a run that reused every stage logs no pipeline run: the last one logged stands
+        out: dict[str, Any] = {"name": self.name, "config": last.config if last else None, "stages": self.stages(),
+                               "mlflow_run_id": logged}
+        if last is not None:
+            out["finished"] = last.ended
+        return out
+
+    # ------------------------------------------------------------------ storage
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "format_version": FORMAT_VERSION, **self.current(),
+                "attempts": [asdict(a) for a in self.attempts]}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the record to ``path`` atomically."""
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=1, default=str))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], name: str) -> PipelineRecord:
+        """A record from its JSON; a version-1 record (no ``attempts``) becomes one attempt."""
+        if "attempts" in data:
+            return cls(str(data.get("name") or name), [Attempt.from_dict(a) for a in data["attempts"]])
+        if not data.get("stages"):
+            return cls(str(data.get("name") or name))
+        finished = data.get("finished")
+        attempt = Attempt(None, data.get("config") or {}, status="finished" if finished else "failed",
+                          ended=finished, stages=dict(data.get("stages") or {}),
+                          error=None if finished else "recorded by an earlier slimnas (no end recorded)",
+                          mlflow_run_id=data.get("mlflow_run_id"))
+        return cls(str(data.get("name") or name), [attempt])
+
+    @classmethod
+    def load(cls, path: str | Path, name: str) -> PipelineRecord:
+        """The record at ``path`` (an empty one when there is no file); ``InputError`` naming the file when it is not
+        a pipeline record (it is never replaced silently)."""
+        file = Path(path)
+        if not file.is_file():
+            return cls(name)
+        try:
+            data = json.loads(file.read_text(encoding="utf-8"))
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}")
+            return cls.from_dict(data, name)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError, TypeError, ValueError, AttributeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else type(exc).__name__ if not isinstance(
+                exc, TypeError) else str(exc)[:80]
+            raise InputError(f"output: {file} is not a readable pipeline record ({reason}); move it away to start "
+                             f"a new history") from None
