@@ -143,3 +143,43 @@ def mlflow_server(tmp_path_factory):
     finally:
         _stop_group(proc, str(store))
         log.close()
+
+
+#: The quickstart at its smallest (~30 s): one short epoch, a one-pass table, slimming alone at one target.
+SMALLEST_QUICKSTART = [
+    "train.run.epochs=1", "train.run.max_steps_per_epoch=2", "train.data.batch_size=32", "train.data.calib_images=64",
+    "latency.protocol.passes=1", "latency.protocol.samples=2", "latency.protocol.pass_ms=0",
+    "latency.protocol.warmup_ms=5", "latency.protocol.reference_networks=0", "latency.max_networks=24",
+    "latency.validate.num_archs=0", "search.methods=[slimming]", "search.targets_relative=[0.9]",
+    "search.eval_images=32", "search.measure_final=false",
+]
+
+
+@dataclass
+class FinishedRun:
+    """A working directory holding a finished ``slimnas quickstart`` (``runs/quickstart``, ``mlflow.db``,
+    ``mlruns/``), made once per session; tests work on copies (:meth:`copy`), never on it."""
+
+    cwd: Path
+    argv: list[str]  # the command that made it (run it again in a copy's folder to reuse every stage)
+
+    def copy(self, dest: Path) -> Path:
+        shutil.copytree(self.cwd, dest, symlinks=True)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory) -> FinishedRun:
+    from slimnas.platform.cli import main
+
+    cwd = tmp_path_factory.mktemp("finished-run")
+    argv = ["quickstart"] + [a for pair in SMALLEST_QUICKSTART for a in ("--set", pair)]
+    mp = pytest.MonkeyPatch()
+    mp.chdir(cwd)
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    mp.delenv("RAY_ADDRESS", raising=False)
+    try:
+        assert main(argv) == 0
+    finally:
+        mp.undo()
+    return FinishedRun(cwd, argv)
