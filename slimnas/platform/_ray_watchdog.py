@@ -7,8 +7,9 @@ a child of the driver, in a session of its own (a Ctrl-C to the terminal's proce
 
 It polls twice a second. When the driver has died (this process was re-parented) or when every given pid is gone (the
 driver shut Ray down), it ends every process of the user's that belongs to the session (its unique
-``session_<date>_<pid>`` name is on the command line, or a file of the session's folder is open): SIGTERM, then
-SIGKILL after a grace period; then it exits. Other Ray sessions, and other users' processes, are never touched.
+``session_<date>_<pid>`` name is on the command line, or, for Ray's retitled ``ray::...`` processes, a file of the
+session's folder is open), the driver never: SIGTERM, then SIGKILL after a grace period; then it exits. Other Ray
+sessions, and other users' processes, are never touched.
 Standard library only (it runs with ``-I``, outside the project's environment).
 """
 
@@ -25,13 +26,13 @@ POLL_S = 0.5
 GRACE_S = 3.0
 
 
-def session_pids(session: str) -> list[int]:
-    """This user's processes (other than this one) of the Ray session ``session``: those whose command line names it,
-    and those holding a file of its folder open (Ray's workers and agents retitle themselves, ``ray::IDLE``, but
-    write their output to the session's log files)."""
+def session_pids(session: str, spare: int | None = None) -> list[int]:
+    """This user's processes of the Ray session ``session`` (never this one nor ``spare``): those whose command line
+    names it, and Ray's retitled processes (``ray::IDLE``, ``ray::DashboardAgent``, a task's or actor's name) that
+    hold a file of its folder open (their output goes to the session's log files)."""
     marker, uid, found = session.encode(), os.getuid(), []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
+        if not entry.isdigit() or int(entry) in (os.getpid(), spare):
             continue
         try:
             if os.stat(f"/proc/{entry}").st_uid == uid and _of_session(int(entry), marker):
@@ -43,8 +44,11 @@ def session_pids(session: str) -> list[int]:
 
 def _of_session(pid: int, marker: bytes) -> bool:
     with open(f"/proc/{pid}/cmdline", "rb") as handle:
-        if _names(handle.read(), marker):
-            return True
+        cmdline = handle.read()
+    if _names(cmdline, marker):
+        return True
+    if not cmdline.startswith(b"ray::"):
+        return False
     for fd in os.listdir(f"/proc/{pid}/fd"):
         try:
             if _names(os.fsencode(os.readlink(f"/proc/{pid}/fd/{fd}")), marker):
@@ -79,11 +83,12 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def end_session(session: str, grace_s: float = GRACE_S) -> list[int]:
-    """SIGTERM every process of ``session``, then SIGKILL those left after ``grace_s``; returns the pids found."""
-    found = session_pids(session)
+def end_session(session: str, spare: int | None = None, grace_s: float = GRACE_S) -> list[int]:
+    """SIGTERM every process of ``session`` (but ``spare``, the driver), then SIGKILL those left after ``grace_s``;
+    returns the pids found."""
+    found = session_pids(session, spare)
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        left = [pid for pid in session_pids(session) if _alive(pid)]
+        left = [pid for pid in session_pids(session, spare) if _alive(pid)]
         for pid in left:
             try:
                 os.kill(pid, sig)
@@ -102,7 +107,7 @@ def watch(driver: int, session: str, pids: list[int]) -> None:
     """Wait until ``driver`` is gone (re-parented) or every one of ``pids`` is, then :func:`end_session`."""
     while os.getppid() == driver and any(_alive(pid) for pid in pids):
         time.sleep(POLL_S)
-    end_session(session)
+    end_session(session, spare=driver)
 
 
 if __name__ == "__main__":

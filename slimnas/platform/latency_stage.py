@@ -3,6 +3,8 @@
 ``latency.resources: null`` measures in this process (the quickstart: ``torch-cpu``); a mapping measures in one Ray
 task with those resources (e.g. ``{"GPU": 1, "accelerator_type:V100": 0.01}``), on the device the table is for, and
 the table and its validation files come back to the driver, which writes them (atomically) where the config says.
+A new table and its validation replace the old ones together, once both are made (:func:`measure`): a build or
+validation that fails leaves the earlier ones as they were.
 
 Reuse: an existing table is used when it was measured with the settings the config asks for (backend, batch, dtype,
 input size, threads, space, form, classes, backend options (weight rotation included), measurement protocol, harness
@@ -15,6 +17,8 @@ seed.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,7 +31,8 @@ from slimnas.search_spaces.efficientformer import SearchSpace
 
 from .pipeline_config import PipelineLatencySection
 
-__all__ = ["expected_settings", "reusable_table", "validation_is_current", "measure", "measure_on_ray"]
+__all__ = ["expected_settings", "reusable_table", "validation_is_current", "measure", "measure_on_ray", "staged_path",
+           "publish_validation"]
 
 _SETTINGS = ("backend", "batch", "dtype", "img_size", "threads", "space", "form", "num_classes", "in_chans",
              "options", "protocol", "harness")
@@ -112,31 +117,59 @@ def validation_is_current(lat: PipelineLatencySection, table: LatencyTable, fold
     return report.get("summary")
 
 
+def staged_path(path: Path) -> Path:
+    """Where a table (or a validation folder) is made before it replaces ``path``: ``.<name>.staged`` beside it."""
+    return path.with_name(f".{path.name}.staged")
+
+
+def publish_validation(staged: Path, folder: Path) -> None:
+    """Put the validation files made in ``staged`` in place of ``folder``'s (the old folder is removed last)."""
+    old = folder.with_name(f".{folder.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    staged.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def measure(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, table_path: Path,
             validation_dir: Path, build: bool, validate: bool, fresh: bool = False,
             on_progress: Callable[[str, Any], None] | None = None) -> dict[str, Any]:
     """Build the table at ``table_path`` (``build``; ``fresh`` ignores an interrupted build's journal) and/or
-    validate it into ``validation_dir``. ``on_progress(step, Progress)``. Returns the validation summary (or {})."""
+    validate it into ``validation_dir``. ``on_progress(step, Progress)``. Returns the validation summary (or {}).
+
+    Nothing is replaced before everything is made: a new table is built (its journal beside it) at
+    :func:`staged_path` and validated into a staged folder; only then do both take the old ones' places. A build or
+    validation that fails or is killed leaves the earlier table and validation as they were (and a killed build's
+    journal, which the next build resumes from)."""
     from slimnas.latency import build_table, validate_table
 
     def progress(step: str):
         return None if on_progress is None else (lambda p: on_progress(step, p))
 
+    target = staged_path(table_path) if build else table_path
     if build:
-        table = build_table(space, _backend(lat), table_path, batch=lat.batch, form=lat.form,
+        table = build_table(space, _backend(lat), target, batch=lat.batch, form=lat.form,
                             num_classes=num_classes, protocol=lat.protocol.protocol(), rotation_mb=lat.rotation_mb,
                             harness=lat.harness, cover=lat.cover, max_networks=lat.max_networks,
                             calibrate_networks=lat.calibrate_networks, resume=not fresh,
                             overwrite=True, on_progress=progress("table"))
     else:
         table = LatencyTable.load(table_path)
-    if not validate:
-        return {}
-    v = lat.validate_
-    report = validate_table(table, _backend(lat), num_archs=v.num_archs, seed=v.seed,
-                            calibrate_fraction=v.calibrate_fraction, on_progress=progress("validate"))
-    report.write(validation_dir)
-    return report.summary
+    summary: dict[str, Any] = {}
+    folder = staged_path(validation_dir)
+    if validate:
+        v = lat.validate_
+        report = validate_table(table, _backend(lat), num_archs=v.num_archs, seed=v.seed,
+                                calibrate_fraction=v.calibrate_fraction, on_progress=progress("validate"))
+        shutil.rmtree(folder, ignore_errors=True)
+        report.write(folder)
+        summary = report.summary
+    if build:
+        os.replace(target, table_path)
+    if validate:
+        publish_validation(folder, validation_dir)
+    return summary
 
 
 def _measure_remote(lat: dict[str, Any], space: dict[str, Any], num_classes: int, table: bytes | None,
@@ -177,8 +210,12 @@ def measure_on_ray(lat: PipelineLatencySection, space: SearchSpace, num_classes:
         if heartbeat is not None:
             heartbeat(time.perf_counter() - start)
     out = ray.get(ref)
+    folder = staged_path(validation_dir)  # both replace the old ones only once everything is here
+    shutil.rmtree(folder, ignore_errors=True)
+    for name, data in out["files"].items():
+        atomic_write_bytes(folder / name, data)
     if build:
         LatencyTable.from_bytes(out["table"]).save(table_path)
-    for name, data in out["files"].items():
-        atomic_write_bytes(validation_dir / name, data)
+    if out["files"]:
+        publish_validation(folder, validation_dir)
     return out["summary"]

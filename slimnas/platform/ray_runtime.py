@@ -1,6 +1,7 @@
 """Ray for a slimnas command: connect to a cluster, or start an embedded local Ray that does not outlive the command.
 
-:func:`init_ray` is the one place a command (``slimnas run``, ``quickstart``, ``search``, ``sweep``) starts Ray:
+:func:`init_ray` is the one place a command (``slimnas run``, ``quickstart``, ``search``, ``sweep``, ``train`` on Ray)
+starts Ray:
 
 - ``ray.address`` set, or else ``$RAY_ADDRESS`` (set inside a Ray job): connect to that cluster; a failure is one
   ``InputError`` line naming the field (or the variable) and the address.
@@ -32,17 +33,17 @@ _WATCHDOG = Path(__file__).with_name("_ray_watchdog.py")
 _watchdogs: list[subprocess.Popen] = []  # kept to reap those that ended (a Ray shut down and started again)
 
 
-def init_ray(ray_cfg: RaySection, log_to_driver: bool | None = None) -> bool:
+def init_ray(ray_cfg: RaySection, log_to_driver: bool | None = None, field: str = "ray.address") -> bool:
     """Connect to the cluster or start a local Ray (see the module docstring); returns whether this call initialised
     Ray (``False``: it already was). ``log_to_driver``: stream the workers' output here (default: on a cluster
-    only)."""
+    only); ``field``: the config field an error names."""
     import ray
 
     if ray.is_initialized():
         return False
     address = ray_cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
-        what = "ray.address" if ray_cfg.address else "RAY_ADDRESS"
+        what = field if ray_cfg.address else "RAY_ADDRESS"
         try:
             ray.init(address=address, log_to_driver=True if log_to_driver is None else log_to_driver)
         except Exception as exc:  # noqa: BLE001 - any failure to connect is one line for the user

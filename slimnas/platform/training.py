@@ -98,6 +98,10 @@ def run_training(cfg: SupernetTrainConfig | ArchTrainConfig, progress: bool = Tr
     if cfg.distributed.enabled:
         from slimnas.trainers.ray_train import fit_on_ray
 
+        from .ray_runtime import init_ray
+        from .search_config import RaySection
+
+        init_ray(RaySection(address=cfg.distributed.address), field="distributed.address")
         return fit_on_ray(cfg, kind, factories)
     from slimnas.trainers import train_arch, train_supernet
 
