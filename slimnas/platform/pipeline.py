@@ -156,6 +156,11 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
     log.start("train", f"supernet of space '{cfg.train.space}' on {tcfg.data.kind} data, {epochs} epochs, "
                        f"Gumbel {tcfg.gumbel.mode} mode -> {folder}")
     _ensure_tracking(cfg, runtime)
+    if tcfg.distributed.enabled:  # Ray Train: the command's Ray, shut down at the job's end
+        from .ray_runtime import init_ray as start
+
+        ray_cfg = cfg.ray.model_copy(update={"address": tcfg.distributed.address or cfg.ray.address})
+        runtime["ray_started"] = start(ray_cfg, field="train.distributed.address") or runtime.get("ray_started", False)
     moved = None
     if found is not None:  # --force train: the old run stays aside until the new one has finished
         moved = previous
@@ -163,11 +168,6 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
         run_dir.rename(moved)
     import torch
 
-    if tcfg.distributed.enabled:  # Ray Train: the command's Ray, shut down at the job's end
-        from .ray_runtime import init_ray as start
-
-        ray_cfg = cfg.ray.model_copy(update={"address": tcfg.distributed.address or cfg.ray.address})
-        runtime["ray_started"] = start(ray_cfg, field="train.distributed.address") or runtime.get("ray_started", False)
     previous_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
