@@ -6,7 +6,8 @@ Every input is checked first (:func:`~slimnas.platform.preflight.check_pipeline`
 - **train**: reused when the run folder holds the final checkpoint of a run with the same settings; an interrupted run
   resumes from its last checkpoint; a run made with other settings stops the job (one line naming the first
   difference) instead of being overwritten. ``--force train`` retrains: the old run folder is moved to
-  ``<run>.previous`` and deleted only once the new run has finished.
+  ``<run>.previous`` and deleted only once the new run has finished (put back if the new run fails before its first
+  checkpoint; kept there if it is killed).
 - **table**: see :mod:`slimnas.platform.latency_stage` (an interrupted build resumes from its journal).
 - **search**: reused when ``results.json`` exists and the job's inputs (its config with the targets resolved, the
   checkpoint's SHA-256, the table's creation time) are those recorded in ``pipeline.json``; otherwise it runs again
@@ -164,8 +165,10 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
     moved = None
     if found is not None:  # --force train: the old run stays aside until the new one has finished
         moved = previous
-        shutil.rmtree(moved, ignore_errors=True)
-        run_dir.rename(moved)
+        if previous.exists():  # left by a forced run that was killed: run_dir holds that run's partial one
+            shutil.rmtree(run_dir)
+        else:
+            run_dir.rename(previous)
     import torch
 
     previous_threads = torch.get_num_threads()
