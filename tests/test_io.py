@@ -12,7 +12,7 @@ from slimnas.latency._timing import Timing
 from slimnas.latency.table import TableMeta
 from slimnas.platform.pipeline_record import Attempt, PipelineRecord
 from slimnas.search_spaces.efficientformer import SearchSpace
-from slimnas.trainers import load_checkpoint, save_checkpoint
+from slimnas.trainers._checkpoint import load_checkpoint, save_checkpoint
 
 
 @pytest.fixture

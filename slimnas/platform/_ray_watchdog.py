@@ -23,7 +23,7 @@ import time
 __all__ = ["session_pids", "end_session", "watch"]
 
 POLL_S = 0.5
-GRACE_S = 3.0
+GRACE_S = 2.0
 
 
 def session_pids(session: str, spare: int | None = None) -> list[int]:

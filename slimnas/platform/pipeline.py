@@ -255,6 +255,15 @@ def _targets(cfg: PipelineConfig, table: Any, calibration: str | None) -> list[f
     return [round(f * full, 4) for f in cfg.search.targets_relative or []]
 
 
+def _same_inputs(recorded: Any, inputs: dict[str, Any]) -> bool:
+    """Whether a recorded search job had these inputs. The supernet is compared by its SHA-256, not by its path (a
+    copied or moved output folder keeps its search)."""
+    def key(value: dict[str, Any]) -> dict[str, Any]:
+        return {**value, "config": {**value.get("config", {}), "supernet": None}}
+
+    return isinstance(recorded, dict) and isinstance(recorded.get("config"), dict) and key(recorded) == key(inputs)
+
+
 def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: StageLog, echo: Echo,
                   record: dict[str, Any], runtime: dict[str, Any], checkpoint: str, sha: str, table: Any):
     from .search_job import run_search_job
@@ -270,7 +279,7 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
     inputs = {"config": job_cfg.model_dump(mode="json", exclude={"ray", "tracking"}), "supernet_sha256": sha,
               "table_created": table.meta.created}
     results = job_cfg.job_dir() / "results.json"
-    if "search" not in force and results.is_file() and record.get("inputs") == inputs:
+    if "search" not in force and results.is_file() and _same_inputs(record.get("inputs"), inputs):
         log.start("search", f"reusing {results}")
         job = _load_job(results)
         job.mlflow_run_id = record.get("mlflow_run_id")

@@ -149,8 +149,9 @@ def mlflow_server(tmp_path_factory):
 SMALLEST_QUICKSTART = [
     "train.run.epochs=1", "train.run.max_steps_per_epoch=2", "train.data.batch_size=32", "train.data.calib_images=64",
     "latency.protocol.passes=1", "latency.protocol.samples=2", "latency.protocol.pass_ms=0",
-    "latency.protocol.warmup_ms=5", "latency.protocol.reference_networks=0", "latency.max_networks=24",
-    "latency.validate.num_archs=0", "search.methods=[slimming]", "search.targets_relative=[0.9]",
+    "latency.protocol.warmup_ms=5", "latency.protocol.reference_networks=0", "latency.harness=isolated",
+    "latency.calibrate_networks=0", "latency.rotation_mb=0",
+    "latency.validate.num_archs=0", "search.methods=[slimming]", "search.targets_relative=[0.99]",
     "search.eval_images=32", "search.measure_final=false",
 ]
 

@@ -144,7 +144,11 @@ def test_an_older_record_is_read_kept_and_continued(finished_run, run_copy, caps
     assert reused["status"] == "finished" and {r["status"] for r in reused["stages"].values()} == {"reused"}
     assert state["stages"] == reused["stages"] and state["finished"] == reused["ended"]
     assert state["mlflow_run_id"] == old["mlflow_run_id"]  # reusing everything logs no new pipeline run
-    assert state["stages"]["search"]["inputs"] == old["stages"]["search"]["inputs"]
+    # the copy's search was reused although its supernet checkpoint has another path: the same bytes (SHA-256)
+    assert state["stages"]["search"]["inputs"]["config"]["supernet"] != old["stages"]["search"]["inputs"]["config"][
+        "supernet"]
+    assert state["stages"]["search"]["inputs"]["supernet_sha256"] == old["stages"]["search"]["inputs"][
+        "supernet_sha256"]
 
 
 def test_a_record_that_is_not_one_stops_the_run_before_any_work(finished_run, run_copy, capsys):

@@ -113,7 +113,7 @@ def test_sigkill_of_a_pipeline_driver_leaves_no_process_of_its_ray(finished_run,
 def test_the_watchdog_leaves_with_a_ray_shut_down_normally():
     assert not ray.is_initialized()
     try:
-        assert ray_runtime.init_ray(RaySection(num_cpus=1, object_store_mb=64)) is True
+        assert ray_runtime.init_ray(RaySection(num_cpus=1, object_store_mb=100)) is True
         assert ray_runtime.init_ray(RaySection()) is False  # already initialised: nothing more is started
         watchdog = ray_runtime._watchdogs[-1]
         session, pids = ray_runtime.local_session()
