@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
+from slimnas.platform import ray_runtime
 from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
 from slimnas.platform.pipeline import run_pipeline
@@ -31,6 +32,18 @@ def tree(root) -> dict[str, str]:
             with open(path, "rb") as handle:
                 out[os.path.relpath(path, root)] = hashlib.sha256(handle.read()).hexdigest()
     return out
+
+
+def _naming(marker: str) -> list[int]:
+    """Processes whose command line names ``marker`` (zombies included)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and marker.encode() in open(f"/proc/{entry}/cmdline", "rb").read():
+                found.append(int(entry))
+        except OSError:
+            pass
+    return found
 
 
 def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
@@ -108,9 +121,15 @@ def test_a_failed_run_appends_its_attempt_and_keeps_every_earlier_output(finishe
 
     pairs = [finished_run.argv[i + 1] for i in range(1, len(finished_run.argv), 2)]
     cfg = load_pipeline(apply_overrides(quickstart_source(), pairs))
+    earlier = list(ray_runtime._watchdogs)
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, force=["search"], echo=interrupt)
     assert not ray.is_initialized()
+    # the job shut its local Ray down: the Ray's watchdog sees that and leaves, nothing of the session remains
+    [watchdog] = [w for w in ray_runtime._watchdogs if w not in earlier]
+    assert watchdog.wait(timeout=15) == 0
+    session = watchdog.args[4]  # python -I _ray_watchdog.py DRIVER SESSION PID...
+    assert session.startswith("session_") and _naming(session) == []
     assert changes(before, tree(run_copy)) == [os.path.join("runs", "quickstart", "pipeline.json")]
     state = _record(run_copy)
     first, failed = state["attempts"]

@@ -1,5 +1,6 @@
-"""The embedded local Ray that a command starts does not outlive it: not after SIGKILL of the driver, and its watchdog
-goes away with a Ray shut down normally. Only that session's processes are ever signalled."""
+"""The embedded local Ray that a command starts does not outlive it, not even after SIGKILL of the driver (the
+watchdog leaving with a Ray shut down normally is checked in test_pipeline_history). Only that session's processes
+are ever signalled."""
 
 import os
 import queue
@@ -10,11 +11,6 @@ import sys
 import threading
 import time
 from pathlib import Path
-
-import ray
-
-from slimnas.platform import ray_runtime
-from slimnas.platform.search_config import RaySection
 
 SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_\d+")
 
@@ -108,18 +104,3 @@ def test_sigkill_of_a_pipeline_driver_leaves_no_process_of_its_ray(finished_run,
         for pid in started:  # never leave a straggler behind, whatever the assertions said
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
-
-
-def test_the_watchdog_leaves_with_a_ray_shut_down_normally():
-    assert not ray.is_initialized()
-    try:
-        assert ray_runtime.init_ray(RaySection(num_cpus=1, object_store_mb=100)) is True
-        assert ray_runtime.init_ray(RaySection()) is False  # already initialised: nothing more is started
-        watchdog = ray_runtime._watchdogs[-1]
-        session, pids = ray_runtime.local_session()
-        assert watchdog.poll() is None and len(pids) == 2 and all(_alive(p) for p in pids)
-        assert watchdog.pid in _naming(session) and set(pids) <= _naming(session)
-    finally:
-        ray.shutdown()
-    watchdog.wait(timeout=10)
-    assert not _naming(session)
