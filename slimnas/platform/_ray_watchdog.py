@@ -1,7 +1,9 @@
 """The watchdog of an embedded local Ray: once the driver that started it is gone, end that Ray session's processes.
 
-Ray starts its own processes with ``PR_SET_PDEATHSIG``, but not all of them die with a driver killed by SIGKILL (some
-are started by the raylet, some ignore SIGTERM). :func:`slimnas.platform.ray_runtime.init_ray` starts this script as
+Ray starts the processes of a local cluster with ``PR_SET_PDEATHSIG``, so the GCS server, the raylet, the log monitor
+and the dashboard die with a driver killed by SIGKILL, and idle workers follow the raylet. The raylet's agents
+(``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) do not: with Ray 2.60 both were still running minutes later, and
+they ignore SIGTERM. :func:`slimnas.platform.ray_runtime.init_ray` starts this script as
 a child of the driver, in a session of its own (a Ctrl-C to the terminal's process group does not reach it):
 ``python -I _ray_watchdog.py DRIVER_PID SESSION_NAME PID...`` (``PID...``: the session's GCS server and raylet).
 

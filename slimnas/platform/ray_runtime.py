@@ -8,7 +8,7 @@ starts Ray:
 - Otherwise: a local Ray with ``ray.num_cpus`` CPUs, ``ray.object_store_mb`` of object store and no dashboard. Ray's
   token authentication stays as Ray sets it up (on for a local cluster started by ``ray.init``). A watchdog process
   (:mod:`slimnas.platform._ray_watchdog`) ends that Ray session's processes once the command is gone, even when it
-  was killed with SIGKILL (Ray's own fate-sharing leaves some of them running then).
+  was killed with SIGKILL (Ray's own fate-sharing leaves the raylet's agents running then).
 """
 
 from __future__ import annotations
