@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from slimnas._io import atomic_write
 from slimnas.search_spaces.efficientformer import Arch
 
 __all__ = ["log_search_job", "pareto_figure", "tracking_uri"]
@@ -117,7 +118,7 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
         client.log_artifact(pid, str(folder / "results.csv"))
         fig = pareto_figure(job)
         client.log_figure(pid, fig, "pareto.png")
-        fig.savefig(Path(job.job_dir) / "pareto.png")
+        atomic_write(Path(job.job_dir) / "pareto.png", lambda tmp: fig.savefig(tmp, format="png"))
         plt.close(fig)
         for method, trajectory in job.trajectories.items():
             rows = [{"round": s["round"], "action": (s["action"] or {}).get("text", "start"),
