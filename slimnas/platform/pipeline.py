@@ -266,7 +266,7 @@ def _same_inputs(recorded: Any, inputs: dict[str, Any]) -> bool:
 
 def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: StageLog, echo: Echo,
                   record: dict[str, Any], runtime: dict[str, Any], checkpoint: str, sha: str, table: Any):
-    from .search_job import run_search_job
+    from .search_job import job_folder, run_search_job
 
     calibration = None
     if cfg.search.predictor == "calibrated":
@@ -278,6 +278,7 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
     job_cfg = cfg.search_job(checkpoint, str(cfg.table_path), targets, calibration)
     inputs = {"config": job_cfg.model_dump(mode="json", exclude={"ray", "tracking"}), "supernet_sha256": sha,
               "table_created": table.meta.created}
+    job_folder(job_cfg).settle()  # a swap a killed run left half done: finish or undo it before deciding on reuse
     results = job_cfg.job_dir() / "results.json"
     if "search" not in force and results.is_file() and _same_inputs(record.get("inputs"), inputs):
         log.start("search", f"reusing {results}")
@@ -367,7 +368,11 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
                                   "targets": targets, "job_dir": job.job_dir, "mlflow_run_id": job.mlflow_run_id})
         attempt = attempts.attempt
         attempt.status, attempt.ended = "finished", now()
-        attempts.save()
+        last = record.last_finished()
+        if attempt.did_work() or last is None or last.config != attempt.config or last.started is None:
+            attempts.save()  # (``started`` None: a record of an earlier slimnas, migrated on this first save)
+        elif restore:  # a finished job restored: a no-op, and the record says nothing new
+            echo(f"[{cfg.name}] every stage had finished: nothing to restore ({state_path} unchanged)")
         if cfg.tracking.enabled and attempt.did_work():
             from .pipeline_tracking import log_pipeline_run
 

@@ -72,7 +72,10 @@ def _host_port(address: str, default_port: int, what: str) -> tuple[str, int]:
 
 
 def check_ray_address(address: str | None, what: str = "ray.address") -> None:
-    """A Ray cluster address (``host:6379``, ``ray://host:10001``) answers; ``auto``/``None`` are left to Ray."""
+    """A Ray cluster address (``host:6379``, ``ray://host:10001``) answers; ``auto``/``local`` are left to Ray.
+    With no address, ``$RAY_ADDRESS`` is checked the same way (``init_ray`` connects to it)."""
+    if not address and what == "ray.address" and os.environ.get("RAY_ADDRESS"):
+        address, what = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
     if not address or address in ("auto", "local"):
         return
     default = 10001 if address.startswith("ray://") else 6379

@@ -436,6 +436,14 @@ def test_search_and_sweep_refuse_bad_arguments(argv, needle, inp, work, capsys):
     assert len(line) < 400  # a huge bad value is echoed in part only
 
 
+def test_an_unreachable_ray_address_in_the_environment_is_named(inp, work, capsys, monkeypatch):
+    """``init_ray`` honours ``$RAY_ADDRESS`` when the config gives none: the preflight checks it the same way."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    config = _search_config(work, inp, [])
+    line = refused(["search", "--config", str(config)], "RAY_ADDRESS: cannot reach 127.0.0.1:1", capsys, work, inp)
+    assert "ray.address" not in line
+
+
 # ---------------------------------------------------------------------------------------------------- lut
 LUT = [
     # build

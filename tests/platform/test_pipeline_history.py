@@ -110,6 +110,15 @@ def test_rejected_runs_leave_every_file_byte_identical(finished_run, run_copy, c
     assert not ray.is_initialized()
 
 
+def test_a_finished_job_run_again_or_restored_is_a_no_op_that_says_so(finished_run, run_copy, capsys):
+    before = tree(run_copy)
+    assert main(finished_run.argv) == 0  # everything reused
+    assert main(finished_run.argv + ["--restore"]) == 0
+    err = capsys.readouterr().err
+    assert "every stage had finished: nothing to restore" in err
+    assert changes(before, tree(run_copy)) == []  # pipeline.json (no new attempt), search folder, MLflow store
+
+
 def test_a_failed_run_appends_its_attempt_and_keeps_every_earlier_output(finished_run, run_copy):
     before, record = tree(run_copy), _record(run_copy)
     assert any(k.startswith(os.path.join("runs", "quickstart", "search", "tune", "slimming")) for k in before)
