@@ -30,8 +30,8 @@ from slimnas.errors import ConfigError
 from slimnas.trainers._config import DataConfig, SupernetTrainConfig
 
 from .search_config import (
-    MAX_BUDGET,
     METHODS,
+    Budget,
     EarlyStopSection,
     RaySection,
     SearchJobConfig,
@@ -133,20 +133,13 @@ class PipelineSearchSection(ConfigModel):
     # fractions of the max arch's predicted latency, e.g. [0.8, 0.6]
     targets_relative: list[float] | None = Field(None, min_length=1, max_length=1000)
     predictor: Literal["table", "calibrated"] = "table"  # calibrated: the validation's fitted predictor
-    budget: int | Literal["auto"] = "auto"
+    budget: Budget = "auto"
     slimming: SlimmingSection = SlimmingSection()
     early_stop: EarlyStopSection = EarlyStopSection()
     seed: Seed = 0
     measure_final: bool = True  # verify the winners on the table's backend (see SearchJobConfig.latency)
     tolerance_pct: float = Field(2.0, ge=0, le=1000)
     max_extra_steps: int = Field(5, ge=0, le=1000)
-
-    @field_validator("budget")
-    @classmethod
-    def _budget(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= MAX_BUDGET:
-            raise ValueError(f"budget must be from 1 to {MAX_BUDGET} evaluations")
-        return value
 
     @field_validator("targets_relative")
     @classmethod

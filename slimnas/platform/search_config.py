@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field, field_validator
 
 from slimnas.config import ConfigModel
 from slimnas.trainers._config import DataConfig
 
 __all__ = ["SearchJobConfig", "METHODS", "LatencySection", "SlimmingSection", "EarlyStopSection", "RaySection",
-           "TrackingSection", "TargetMs", "Seed", "MAX_TARGET_MS", "MAX_BUDGET"]
+           "TrackingSection", "TargetMs", "Seed", "Budget", "MAX_TARGET_MS", "MAX_BUDGET"]
 
 #: The methods a job can compare. ``slimming`` is the paper's; the others are the baselines.
 METHODS = ("slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2")
@@ -20,6 +20,16 @@ METHODS = ("slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga
 MAX_TARGET_MS = 100_000.0
 #: Evaluations per baseline and target.
 MAX_BUDGET = 1_000_000
+
+
+def _budget_in_range(value: int | str) -> int | str:
+    if isinstance(value, int) and not 1 <= value <= MAX_BUDGET:
+        raise ValueError(f"budget must be from 1 to {MAX_BUDGET} evaluations")
+    return value
+
+
+#: Evaluations per baseline and target, or ``auto`` (what slimming used).
+Budget = Annotated[int | Literal["auto"], AfterValidator(_budget_in_range)]
 
 #: A latency target in milliseconds: positive, finite, at most :data:`MAX_TARGET_MS`.
 TargetMs = Annotated[float, Field(gt=0, le=MAX_TARGET_MS)]
@@ -78,7 +88,7 @@ class SearchJobConfig(ConfigModel):
     methods: list[Literal["slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2"]] = \
         ["slimming", "random", "tpe", "nsga2"]
     targets: list[TargetMs] = Field(..., min_length=1, max_length=1000)  # latency targets (ms), a sweep when several
-    budget: int | Literal["auto"] = "auto"  # evaluations per baseline and target; auto: what slimming used
+    budget: Budget = "auto"  # evaluations per baseline and target; auto: what slimming used
     slimming: SlimmingSection = SlimmingSection()
     early_stop: EarlyStopSection = EarlyStopSection()
     seed: Seed = 0
@@ -99,13 +109,6 @@ class SearchJobConfig(ConfigModel):
         if not value:
             raise ValueError("name at least one method")
         return list(dict.fromkeys(value))
-
-    @field_validator("budget")
-    @classmethod
-    def _budget(cls, value: int | str) -> int | str:
-        if isinstance(value, int) and not 1 <= value <= MAX_BUDGET:
-            raise ValueError(f"budget must be from 1 to {MAX_BUDGET} evaluations")
-        return value
 
     @field_validator("name")
     @classmethod

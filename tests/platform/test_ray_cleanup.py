@@ -98,9 +98,29 @@ def test_sigkill_of_a_pipeline_driver_leaves_no_process_of_its_ray(finished_run,
         assert left == {}, left
         # a killed run records nothing: no stage had ended
         assert (cwd / "runs" / "quickstart" / "pipeline.json").read_bytes() == record
+        _restore_continues_it(finished_run, cwd, env)
     finally:
         if driver.poll() is None:
             driver.kill()
         for pid in started:  # never leave a straggler behind, whatever the assertions said
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def _restore_continues_it(finished_run, cwd: Path, env: dict[str, str]) -> None:
+    """The killed pipeline run, continued with ``--restore`` in a new process: it finishes the staged search, with an
+    answer for every method and target of the original run, and the history keeps both runs."""
+    import json
+
+    restored = subprocess.run([sys.executable, "-m", "slimnas.platform.cli", *finished_run.argv, "--force", "search",
+                               "--restore"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    search = cwd / "runs" / "quickstart" / "search"
+    assert not search.with_name("search.staging").exists()
+    original = json.loads((finished_run.cwd / "runs" / "quickstart" / "search" / "results.json").read_text())
+    now = json.loads((search / "results.json").read_text())
+    assert sorted((r["method"], r["target_ms"]) for r in now["results"]) == sorted(
+        (r["method"], r["target_ms"]) for r in original["results"])
+    state = json.loads((cwd / "runs" / "quickstart" / "pipeline.json").read_text())
+    assert [a["status"] for a in state["attempts"]] == ["finished", "finished"]
+    assert state["attempts"][-1]["restore"] is True and state["stages"]["search"]["status"] == "ran"
