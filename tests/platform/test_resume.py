@@ -279,3 +279,59 @@ def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, dri
     restored = json.loads((final / "results.json").read_text())
     _same_results(restored, reference)
     assert restored["job_dir"] == reference["job_dir"] == str(final)
+
+
+# ------------------------------------------------------------------------------------------- a pipeline run killed
+def test_a_pipeline_run_killed_while_training_is_continued_by_restore_to_the_same_supernet(finished_run, tmp_path):
+    """``slimnas quickstart`` (the smallest settings) SIGKILLed in its train stage, then run with ``--restore`` in a new
+    process: it finishes, and trains the same supernet as the uninterrupted run (every tensor of the checkpoint: weights,
+    architecture parameters, optimiser states; only its wall times and the path of its MLflow store differ)."""
+    cwd = tmp_path / "work"
+    cwd.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    command = [sys.executable, "-m", "slimnas.platform.cli", *finished_run.argv]
+    driver = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, start_new_session=True)
+    try:
+        seen = []
+        for line in driver.stderr:  # until the training loop runs
+            seen.append(line)
+            if line.startswith("[train] "):
+                break
+        assert seen and seen[-1].startswith("[train] "), "".join(seen)[-2000:]
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=10)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    record = cwd / "runs" / "quickstart" / "pipeline.json"
+    assert not record.exists() or "finished" not in json.loads(record.read_text())  # nothing recorded as done
+
+    restored = subprocess.run(command + ["--restore"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert restored.returncode == 0, restored.stderr[-3000:]
+    state = json.loads(record.read_text())
+    original = json.loads((finished_run.cwd / "runs" / "quickstart" / "pipeline.json").read_text())
+    import torch
+
+    def trained(root: Path, stages: dict) -> dict:
+        checkpoint = torch.load(root / stages["train"]["checkpoint"], weights_only=True)
+        return {k: checkpoint[k] for k in ("model", "optimizer", "alpha_optimizer", "epoch", "global_step", "arch")}
+
+    again, first = trained(cwd, state["stages"]), trained(finished_run.cwd, original["stages"])
+    flat_again, flat_first = _flat(again), _flat(first)
+    assert flat_again.keys() == flat_first.keys()
+    differ = [k for k, v in flat_first.items() if not (torch.equal(v, flat_again[k]) if isinstance(v, torch.Tensor)
+                                                       else v == flat_again[k])]
+    assert differ == []
+    results = json.loads((cwd / "runs" / "quickstart" / "search" / "results.json").read_text())["results"]
+    assert {(r["method"], r["target_ms"] > 0) for r in results} == {("slimming", True)}
+
+
+def _flat(value, prefix: str = "") -> dict:
+    """A nested checkpoint as ``path -> leaf``."""
+    if isinstance(value, dict):
+        return {k: v for key, item in value.items() for k, v in _flat(item, f"{prefix}/{key}").items()}
+    if isinstance(value, (list, tuple)):
+        return {k: v for i, item in enumerate(value) for k, v in _flat(item, f"{prefix}[{i}]").items()}
+    return {prefix: value}
