@@ -284,8 +284,8 @@ def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, dri
 # ------------------------------------------------------------------------------------------- a pipeline run killed
 def test_a_pipeline_run_killed_while_training_is_continued_by_restore_to_the_same_supernet(finished_run, tmp_path):
     """``slimnas quickstart`` (the smallest settings) SIGKILLed in its train stage, then run with ``--restore`` in a new
-    process: it finishes, and trains the same supernet as the uninterrupted run (every tensor of the checkpoint: weights,
-    architecture parameters, optimiser states; only its wall times and the path of its MLflow store differ)."""
+    process: it finishes, and trains the same supernet as the uninterrupted run (every tensor of the checkpoint:
+    weights, architecture parameters, optimiser states; only its wall times and the path of its MLflow store differ)."""
     cwd = tmp_path / "work"
     cwd.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
