@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import socket
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -709,6 +710,41 @@ def test_permission_denied_is_one_line(inp, work, capsys):
         refused(["run", "--config", str(work / "secret.yaml")], "config: ", capsys, inp)
     finally:
         locked.chmod(0o700)
+
+
+@pytest.fixture
+def immutable_folder(work):
+    """A folder no one may write in, root included (``chattr +i``); skipped where the file system cannot."""
+    folder = work / "immutable"
+    folder.mkdir()
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i is not available here")
+    yield folder
+    subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_folder_that_cannot_be_written_is_one_line_even_for_root(immutable_folder, inp, capsys):
+    refused(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out",
+             str(immutable_folder / "t.parquet")], "permission denied", capsys, inp)
+    refused(["arch", "--arch", str(inp / "binary.bin")], "is a binary file", capsys, inp)  # control: still checked
+
+
+@pytest.fixture
+def full_disk(work):
+    """A 64 KiB file system (tmpfs, mounted as root); skipped where it cannot be mounted."""
+    mount = work / "full"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_no_space_left_is_one_line_before_any_work(full_disk, inp, capsys):
+    line = refused(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(full_disk / "t.parquet")],
+                   "no space left on the device", capsys, inp, full_disk)
+    assert str(full_disk) in line
 
 
 CASE_COUNTS = {
