@@ -219,7 +219,7 @@ class PipelineConfig(ConfigModel):
     def tracking_uri(self) -> str:
         from .tracking import default_tracking_uri
 
-        return self.tracking.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+        return default_tracking_uri(self.tracking.tracking_uri)
 
     # ------------------------------------------------------------------ the stages' own configs
     def train_config(self) -> SupernetTrainConfig:

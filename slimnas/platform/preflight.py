@@ -308,7 +308,7 @@ def check_search_job(cfg: SearchJobConfig) -> None:
     from slimnas.config import read_text_file
     from slimnas.latency import LatencyTable
 
-    from .search_tracking import tracking_uri
+    from .tracking import default_tracking_uri as tracking_uri
 
     check_ray_address(cfg.ray.address)
     check_local_ray(cfg.ray)

@@ -15,7 +15,6 @@ Child runs (tags ``mlflow.parentRunId``, ``slimnas.method``, ``slimnas.target_ms
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -23,13 +22,7 @@ from typing import Any
 from slimnas._io import atomic_write
 from slimnas.search_spaces.efficientformer import Arch
 
-__all__ = ["log_search_job", "pareto_figure", "tracking_uri"]
-
-
-def tracking_uri(configured: str | None) -> str:
-    from .tracking import default_tracking_uri
-
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+__all__ = ["log_search_job", "pareto_figure"]
 
 
 def pareto_figure(job: Any):
@@ -99,7 +92,9 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
     import matplotlib.pyplot as plt
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri(cfg.tracking.tracking_uri))
+    from .tracking import default_tracking_uri
+
+    client = MlflowClient(default_tracking_uri(cfg.tracking.tracking_uri))
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)
     experiment_id = experiment.experiment_id if experiment else client.create_experiment(cfg.tracking.experiment)
     parent = client.create_run(experiment_id, run_name=cfg.name, tags={"slimnas.kind": "search-job"})

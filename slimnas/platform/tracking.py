@@ -30,9 +30,10 @@ RUN_KEY_TAG = "slimnas.run_key"
 _PARAM_LIMIT = 6000
 
 
-def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` when set (a team's server), else ``sqlite:///<working dir>/mlflow.db``."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+def default_tracking_uri(configured: str | None = None) -> str:
+    """The one resolution of an MLflow tracking URI: ``configured`` (a config's ``tracking_uri``) when given, else
+    ``$MLFLOW_TRACKING_URI`` when set (a team's server), else ``sqlite:///<working dir>/mlflow.db``."""
+    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:

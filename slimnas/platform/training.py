@@ -90,7 +90,7 @@ def run_training(cfg: SupernetTrainConfig | ArchTrainConfig, progress: bool = Tr
         from slimnas.platform.tracking import MLflowCallback, default_tracking_uri
 
         tracking: dict[str, Any] = cfg.tracking.model_dump(mode="json")
-        tracking["tracking_uri"] = tracking["tracking_uri"] or default_tracking_uri()  # the driver's, for workers
+        tracking["tracking_uri"] = default_tracking_uri(tracking["tracking_uri"])  # the driver's, for workers
         if tracking["tracking_uri"].startswith("sqlite:") and not tracking["artifact_location"]:
             # A local store: artifacts next to it, not in whatever folder a Ray worker runs in.
             tracking["artifact_location"] = (Path.cwd() / "mlruns").resolve().as_uri()

@@ -53,7 +53,7 @@ def _search(args: argparse.Namespace) -> int:
 
 def _ui(args: argparse.Namespace) -> int:
     from slimnas.platform.preflight import check_port, check_tracking_uri, split_url
-    from slimnas.platform.search_tracking import tracking_uri
+    from slimnas.platform.tracking import default_tracking_uri as tracking_uri
 
     uri = tracking_uri(args.backend_store_uri)
     what = "--backend-store-uri" if args.backend_store_uri else \
