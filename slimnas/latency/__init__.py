@@ -12,13 +12,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from ._parts import PART_KINDS, Part, parts_of, parts_of_space
+from ._parts import Part, part_kinds, parts_of, parts_of_space
 from ._timing import STATS, Timing
 from .predictor import CalibratedPredictor
 from .table import LatencyTable, MissingEntryError, TableMeta
 
 __all__ = [
-    "LatencyTable", "TableMeta", "MissingEntryError", "Timing", "STATS", "Part", "PART_KINDS", "parts_of",
+    "LatencyTable", "TableMeta", "MissingEntryError", "Timing", "STATS", "Part", "part_kinds", "parts_of",
     "parts_of_space", "CalibratedPredictor", "build_table", "validate_table", "get_backend",
 ]
 

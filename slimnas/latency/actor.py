@@ -8,16 +8,14 @@ made while it restarts are retried (``max_task_retries=-1``). Each call is a rou
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import ray
 
-from slimnas.search_spaces.efficientformer import Arch
+from slimnas.search_spaces import Arch
 
-from ._parts import arch_features
 from .service import LatencyService, TableSource
 from .table import LatencyTable
 
@@ -93,7 +91,10 @@ class LatencyClient:
         self._actor = None
 
     def predict_many(self, archs: Sequence[Arch]) -> np.ndarray:
-        feats = dataclasses.asdict(arch_features(archs))
+        archs = list(archs)
+        if not archs:
+            return np.zeros(0)
+        feats = archs[0].space_family.features(archs)
         return ray.get(self.actor.predict.remote(feats, self.table))
 
     def predict(self, arch: Arch) -> float:

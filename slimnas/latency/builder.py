@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from slimnas.errors import InputError
-from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+from slimnas.search_spaces import Arch, SearchSpace
 
 from ._parts import Part, parts_of_space
 from ._timing import Timing
@@ -234,7 +234,7 @@ class _Stages:
         self.shape = (batch, form, num_classes, in_chans)
         self.done, self.handle, self.on_progress = done, handle, on_progress
         self.notes: dict[str, object] = {}
-        self.weights = {p: part_weight_mib(p, space.img_size, form)
+        self.weights = {p: part_weight_mib(p, space.img_size, form, space.family)
                         for p in parts_of_space(space, num_classes, in_chans)}
         self.references = reference_archs(space, protocol.reference_networks)
         built = [network_module(a, *self.shape) for a in self.references]
@@ -270,7 +270,8 @@ class _Stages:
               ) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]]]:
         self.clock.stage = "isolated"
         batch, form = self.shape[0], self.shape[1]
-        items = [partial(part_module, p, self.space.img_size, batch, form, rotation_mb) for p in parts]
+        items = [partial(part_module, p, self.space.img_size, batch, form, rotation_mb, self.space.family)
+                 for p in parts]
         position = {p: j for j, p in enumerate(parts)}
         done = {(position[p], k): v for (p, k), v in self.done.isolated.items() if p in position}
         measured = measure_items(items, self.backend, self.protocol, names=[str(p) for p in parts], done=done,

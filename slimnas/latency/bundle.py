@@ -35,7 +35,7 @@ from typing import Any
 
 from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
-from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+from slimnas.search_spaces import Arch, SearchSpace
 
 from ._parts import Part, parts_of_space
 from ._timing import Timing
@@ -99,7 +99,7 @@ def write_bundle(
     records, nets = [], []
     for i, part in enumerate(todo, start=1):
         ident = _part_id(part)
-        module, example = part_module(part, space.img_size, batch, form)
+        module, example = part_module(part, space.img_size, batch, form, family=space.family)
         _convert(backend, module, example, root / "parts" / f"{ident}.mlpackage")
         records.append({"id": ident, "kind": part.kind, "stage": part.stage, "c_in": part.c_in,
                         "c_out": part.c_out, "file": f"parts/{ident}.mlpackage", "input_shape": list(example.shape)})

@@ -45,7 +45,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+from slimnas.search_spaces import Arch, SearchSpace
 
 from ._parts import Part, parts_of
 from ._timing import Timing

@@ -2,11 +2,14 @@
 
 Two forms, recorded in the table's metadata:
 
-- ``fused`` (default for the torch backends): the deployment form of :func:`fuse_for_inference`, each part being the
-  very module the fused network runs (NHWC activations in the 4D partition, so its reshapes are views).
-- ``eager``: the standalone ``build_model`` modules (NCHW), for backends whose compiler fuses on its own (ONNX
-  Runtime, Core ML). The eager 4D->3D reshape returns a strided view whose copy the next op pays; its part module makes
-  the copy explicit (``.contiguous()``) so the table attributes that cost to the reshape.
+- ``fused`` (default for the torch backends): the family's deployment form (EfficientFormer:
+  :func:`~slimnas.search_spaces.efficientformer.fuse_for_inference`), each part being the very module the deployed
+  network runs.
+- ``eager``: the standalone ``build_model`` modules, for backends whose compiler fuses on its own (ONNX Runtime,
+  Core ML).
+
+The modules themselves are the family's (:meth:`~slimnas.search_spaces.SpaceFamily.part_module`; EfficientFormer's in
+:mod:`slimnas.search_spaces.efficientformer._part_modules`).
 
 Weights are random (timing does not depend on their values). Parts run at the table's batch size and at the
 resolution of their stage (``img_size / stride``).
@@ -33,19 +36,7 @@ import torch
 from torch import nn
 
 from slimnas.errors import InputError
-from slimnas.search_spaces.efficientformer import STAGE_STRIDES, Arch, SearchSpace, build_model, fuse_for_inference
-from slimnas.search_spaces.efficientformer._blocks import MB3D, MB4D, Downsample, Flat, Stem, Unflat
-from slimnas.search_spaces.efficientformer._fuse import (
-    FusedDownsample,
-    FusedHead,
-    FusedMB3D,
-    FusedMB4D,
-    FusedStem,
-    ToGrid,
-    ToTokens,
-)
-
-from ._parts import Part
+from slimnas.search_spaces import DEFAULT_FAMILY, Arch, Part, SearchSpace, get_family
 
 __all__ = ["FORMS", "part_module", "network_module", "network_parts", "DTYPES", "Rotation", "MAX_ROTATION",
            "auto_rotation_mb", "resolve_rotation_mb", "part_weight_mib"]
@@ -55,27 +46,6 @@ AUTO_ROTATION_CAP_MB = 32.0
 
 FORMS = ("fused", "eager")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-
-class _EagerHead(nn.Module):
-    def __init__(self, width: int, num_classes: int) -> None:
-        super().__init__()
-        self.norm = nn.LayerNorm(width)
-        self.head = nn.Linear(width, num_classes) if num_classes else nn.Identity()
-        self.head_dist = nn.Linear(width, num_classes) if num_classes else nn.Identity()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.norm(x).mean(dim=1)
-        return (self.head(x) + self.head_dist(x)) / 2
-
-
-class _EagerToTokens(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.flat = Flat()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.flat(x).contiguous()
 
 
 def _check_form(form: str) -> None:
@@ -102,9 +72,9 @@ def _nbytes(module: nn.Module) -> int:
 
 
 def part_module(part: Part, img_size: int, batch: int = 1, form: str = "fused",
-                rotation_mb: float = 0.0) -> tuple[nn.Module, torch.Tensor]:
-    """``(module, example input)`` for one table entry, in eval mode, float32, on CPU."""
-    module, example = _part_module(part, img_size, batch, form)
+                rotation_mb: float = 0.0, family: str = DEFAULT_FAMILY) -> tuple[nn.Module, torch.Tensor]:
+    """``(module, example input)`` for one table entry of ``family``, in eval mode, float32, on CPU."""
+    module, example = _part_module(part, img_size, batch, form, family)
     size = _nbytes(module)
     if rotation_mb <= 0 or size == 0:
         return module, example
@@ -114,9 +84,9 @@ def part_module(part: Part, img_size: int, batch: int = 1, form: str = "fused",
     return Rotation([module] + [copy.deepcopy(module) for _ in range(count - 1)]), example
 
 
-def part_weight_mib(part: Part, img_size: int, form: str = "fused") -> float:
+def part_weight_mib(part: Part, img_size: int, form: str = "fused", family: str = DEFAULT_FAMILY) -> float:
     """MiB of weights (parameters and buffers) of one part's module: its share of a network's working set."""
-    return _nbytes(_part_module(part, img_size, 1, form)[0]) / 2**20
+    return _nbytes(_part_module(part, img_size, 1, form, family)[0]) / 2**20
 
 
 def auto_rotation_mb(space: SearchSpace, form: str = "fused", num_classes: int = 1000, in_chans: int = 3) -> float:
@@ -140,61 +110,24 @@ def resolve_rotation_mb(rotation_mb: float | str, space: SearchSpace, form: str 
     return value
 
 
-def _part_module(part: Part, img_size: int, batch: int, form: str) -> tuple[nn.Module, torch.Tensor]:
+def _part_module(part: Part, img_size: int, batch: int, form: str, family: str) -> tuple[nn.Module, torch.Tensor]:
     _check_form(form)
-    fused = form == "fused"
-    grid = img_size // STAGE_STRIDES[part.stage]
-    c_in, c_out, kind = part.c_in, part.c_out, part.kind
-    if kind == "stem":
-        stem = Stem(c_in, c_out).eval()
-        return (FusedStem(stem) if fused else stem), torch.randn(batch, c_in, img_size, img_size)
-    if kind == "downsample":
-        g_in = img_size // STAGE_STRIDES[part.stage - 1]
-        ds = Downsample(c_in, c_out).eval()
-        if fused:
-            return FusedDownsample(ds), torch.randn(batch, g_in, g_in, c_in)
-        return ds, torch.randn(batch, c_in, g_in, g_in)
-    if kind == "mb4d":
-        block = MB4D(c_out).eval()
-        if fused:
-            return FusedMB4D(block), torch.randn(batch, grid, grid, c_out)
-        return block, torch.randn(batch, c_out, grid, grid)
-    if kind == "mb3d":
-        block = MB3D(c_out, grid).eval()
-        return (FusedMB3D(block) if fused else block), torch.randn(batch, grid * grid, c_out)
-    if kind == "to_tokens":
-        if fused:
-            return ToTokens(), torch.randn(batch, grid, grid, c_out)
-        return _EagerToTokens(), torch.randn(batch, c_out, grid, grid)
-    if kind == "to_grid":
-        return (ToGrid(grid) if fused else Unflat(grid)), torch.randn(batch, grid * grid, c_out)
-    if kind == "head":
-        head = _EagerHead(c_in, c_out).eval()
-        if fused:
-            return FusedHead(head.norm, head.head, head.head_dist), torch.randn(batch, grid * grid, c_in)
-        return head, torch.randn(batch, grid * grid, c_in)
-    raise ValueError(f"part.kind: unknown part kind {kind!r}")  # pragma: no cover - Part validates kinds
+    kinds = get_family(family).part_kinds
+    if part.kind not in kinds:
+        raise ValueError(f"part.kind: unknown part kind {part.kind!r} (expected one of {kinds})")
+    return get_family(family).part_module(part, img_size, batch, form)
 
 
 def network_module(arch: Arch, batch: int = 1, form: str = "fused", num_classes: int = 1000,
                    in_chans: int = 3) -> tuple[nn.Module, torch.Tensor]:
-    """``(module, example input)`` for a whole network of ``arch``."""
+    """``(module, example input)`` for a whole network of ``arch``: its family's ``build_model`` in eval mode, in
+    the deployment form (``deploy``) when ``form`` is ``"fused"``."""
     _check_form(form)
-    model = build_model(arch, num_classes=num_classes, in_chans=in_chans).eval()
+    family = get_family(arch.family)
+    model = family.build_model(arch, num_classes=num_classes, in_chans=in_chans).eval()
     if form == "fused":
-        model = fuse_for_inference(model)
+        model = family.deploy(model)
     return model, torch.randn(batch, in_chans, arch.img_size, arch.img_size)
-
-
-class _HeadOf(nn.Module):
-    """The eager network's head as one module: its final LayerNorm, token mean and averaged classifiers."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.norm(x))
 
 
 def network_parts(arch: Arch, batch: int = 1, form: str = "fused", num_classes: int = 1000,
@@ -202,19 +135,5 @@ def network_parts(arch: Arch, batch: int = 1, form: str = "fused", num_classes: 
     """``(network, modules, example)``: the network of :func:`network_module` and the modules it runs, in order, one
     per part of :func:`~slimnas.latency._parts.parts_of` (``modules[i]`` is part ``i``; calling them in turn computes
     the network). What :mod:`slimnas.latency.context` times inside running networks."""
-    network, example = network_module(arch, batch, form, num_classes, in_chans)
-    if form == "fused":
-        modules = [network.stem]
-        for downsample, blocks in zip(network.downsamples, network.stages):
-            if not isinstance(downsample, nn.Identity):
-                modules.append(downsample)
-            modules += list(blocks)
-        modules.append(network.head)
-    else:
-        modules = [network.stem]
-        for stage in network.stages:
-            if not isinstance(stage.downsample, nn.Identity):
-                modules.append(stage.downsample)
-            modules += list(stage.blocks)
-        modules.append(_HeadOf(network))
-    return network, modules, example
+    _check_form(form)
+    return get_family(arch.family).network_parts(arch, batch, form, num_classes, in_chans)

@@ -25,12 +25,11 @@ import numpy as np
 
 from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
-from slimnas.search_spaces.efficientformer import Arch
+from slimnas.search_spaces import Arch
 
-from ._parts import GROUPS
 from .table import LatencyTable
 
-__all__ = ["CalibratedPredictor", "GROUPS"]
+__all__ = ["CalibratedPredictor"]
 
 
 
@@ -40,8 +39,11 @@ class CalibratedPredictor:
     def __init__(self, table: LatencyTable, coef: dict[str, float] | None = None,
                  intercept: float | None = None) -> None:
         self.table = table
-        self.coef = {g: 1.0 for g in GROUPS} | dict(coef or {})
-        unknown = set(self.coef) - set(GROUPS)
+        family = table.space.space_family
+        #: The part-kind groups corrected together: the family's, else one per part kind.
+        self.groups: dict[str, tuple[str, ...]] = dict(family.part_groups) or {k: (k,) for k in family.part_kinds}
+        self.coef = {g: 1.0 for g in self.groups} | dict(coef or {})
+        unknown = set(self.coef) - set(self.groups)
         if unknown:
             raise ValueError(f"coef: unknown group(s) {sorted(unknown)}")
         self.intercept = table.meta.overhead_ms if intercept is None else float(intercept)
@@ -51,8 +53,8 @@ class CalibratedPredictor:
         per-network constant)."""
         by_kind = self.table.predict_by_kind(list(archs))
         if not by_kind:
-            return np.zeros((0, len(GROUPS)))
-        return np.stack([sum(by_kind[k] for k in kinds) for kinds in GROUPS.values()], axis=1)
+            return np.zeros((0, len(self.groups)))
+        return np.stack([sum(by_kind[k] for k in kinds) for kinds in self.groups.values()], axis=1)
 
     def fit(self, archs: Sequence[Arch], measured_ms: Sequence[float], ridge: float = 0.05) -> CalibratedPredictor:
         """Fit the corrections on measured whole networks (see the module docstring)."""
@@ -61,17 +63,17 @@ class CalibratedPredictor:
             raise ValueError("fit: need as many measured latencies as archs, at least one")
         x = self.features(archs)
         design = np.concatenate([x, np.ones((len(y), 1))], axis=1) / y[:, None]
-        prior = np.array([1.0] * len(GROUPS) + [self.table.meta.overhead_ms])
-        scale = np.array([1.0] * len(GROUPS) + [1.0 / float(np.mean(y)) ** 2])
+        prior = np.array([1.0] * len(self.groups) + [self.table.meta.overhead_ms])
+        scale = np.array([1.0] * len(self.groups) + [1.0 / float(np.mean(y)) ** 2])
         penalty = ridge * len(y) * np.diag(scale)
         theta = np.linalg.solve(design.T @ design + penalty, design.T @ np.ones(len(y)) + penalty @ prior)
-        self.coef = {g: float(c) for g, c in zip(GROUPS, theta[:-1])}
+        self.coef = {g: float(c) for g, c in zip(self.groups, theta[:-1])}
         self.intercept = float(theta[-1])
         return self
 
     def predict_many(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
         x = self.features(archs)
-        return x @ np.array([self.coef[g] for g in GROUPS]) + self.intercept
+        return x @ np.array([self.coef[g] for g in self.groups]) + self.intercept
 
     def predict(self, arch: Arch) -> float:
         return float(self.predict_many([arch])[0])

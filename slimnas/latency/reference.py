@@ -32,7 +32,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+from slimnas.search_spaces import Arch, SearchSpace
 
 from .protocol import Protocol, statistic_of
 

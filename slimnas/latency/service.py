@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import Union
+from typing import Any, Union
 
 import numpy as np
 
 from slimnas.errors import InputError
 
-from ._parts import ArchFeatures
 from .table import LatencyTable
 
 __all__ = ["LatencyService", "TableSource"]
@@ -55,10 +54,10 @@ class LatencyService:
             raise InputError(f"table: no table named {name!r} (have {sorted(self.tables)})")
         return self.tables[name]
 
-    def predict(self, features: Mapping[str, np.ndarray], table: str | None = None) -> np.ndarray:
-        """Latency (ms) of each arch given as :func:`~slimnas.latency._parts.arch_features` arrays."""
-        feats = ArchFeatures(**{k: np.asarray(v) for k, v in features.items()})
-        return self._table(table).predict_features(feats)
+    def predict(self, features: Any, table: str | None = None) -> np.ndarray:
+        """Latency (ms) of each arch given in its family's :meth:`~slimnas.search_spaces.SpaceFamily.features` form
+        (EfficientFormer: integer arrays, so thousands of archs travel as a few small arrays)."""
+        return self._table(table).predict_features(features)
 
     def ping(self) -> dict:
         return {"pid": os.getpid(), "tables": self.names()}

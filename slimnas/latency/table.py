@@ -30,9 +30,9 @@ import pyarrow.parquet as pq
 
 from slimnas._io import atomic_write
 from slimnas.errors import InputError
-from slimnas.search_spaces.efficientformer import NUM_STAGES, WIDTH_STEP, Arch, SearchSpace
+from slimnas.search_spaces import Arch, Part, SearchSpace, SpaceFamily
 
-from ._parts import GROUP_OF, PART_KINDS, ArchFeatures, Part, arch_features, parts_of, parts_of_space
+from ._parts import parts_of, parts_of_space
 from ._timing import STATS, Timing
 from .protocol import Protocol
 
@@ -152,8 +152,8 @@ class LatencyTable:
         self.passes: dict[Part, tuple[int, int]] = dict(passes or {})
         self.weights: dict[Part, float] = dict(weights or {})
         self._space = meta.search_space()
-        self._dense: dict[str, Any] | None = None
-        self._dense_weights: dict[str, Any] | None = None
+        self._family: SpaceFamily = self._space.space_family
+        self._summers: dict[bool, Any] = {}
 
     # ------------------------------------------------------------------ queries
     @property
@@ -200,7 +200,7 @@ class LatencyTable:
         parts = self.parts(arch)
         if self.meta.calibration:
             coef = self.meta.calibration["coef"]
-            return float(sum(self.entry(p) * coef.get(GROUP_OF[p.kind], 1.0) for p in parts)) \
+            return float(sum(self.entry(p) * coef.get(self._family.group_of(p.kind), 1.0) for p in parts)) \
                 + float(self.meta.calibration["intercept"])
         return float(sum(self.entry(p) for p in parts)) * self._context_factor(sum(self._weight(p) for p in parts)) \
             + self.meta.overhead_ms
@@ -221,37 +221,14 @@ class LatencyTable:
         return [(p, self.entry(p)) for p in self.parts(arch)]
 
     # ------------------------------------------------------------------ vectorized prediction
-    def _dense_tables(self, weights: bool = False) -> dict[str, Any]:
-        cached = self._dense_weights if weights else self._dense
-        if cached is not None:
-            return cached
-        size = max(max(self._space.max_widths), max((max(p.c_in, p.c_out) for p in self.entries
-                                                     if p.kind != "head"), default=0)) // WIDTH_STEP + 1
-        nan1 = lambda: np.full(size, np.nan)  # noqa: E731
-        dense: dict[str, Any] = {
-            "stem": nan1(), "head": nan1(),
-            "downsample": [np.full((size, size), np.nan) for _ in range(NUM_STAGES)],
-            "mb4d": [nan1() for _ in range(NUM_STAGES)], "mb3d": [nan1() for _ in range(NUM_STAGES)],
-            "to_tokens": [nan1() for _ in range(NUM_STAGES)], "to_grid": [nan1() for _ in range(NUM_STAGES)],
-            "size": size,
-        }
-        for part, timing in self.entries.items():
-            value = self.weights.get(part, np.nan) if weights else timing.get(self.stat)
-            if part.kind == "stem":
-                if part.c_in == self.meta.in_chans:
-                    dense["stem"][part.c_out // WIDTH_STEP] = value
-            elif part.kind == "head":
-                if part.c_out == self.meta.num_classes:
-                    dense["head"][part.c_in // WIDTH_STEP] = value
-            elif part.kind == "downsample":
-                dense["downsample"][part.stage][part.c_in // WIDTH_STEP, part.c_out // WIDTH_STEP] = value
-            else:
-                dense[part.kind][part.stage][part.c_out // WIDTH_STEP] = value
-        if weights:
-            self._dense_weights = dense
-        else:
-            self._dense = dense
-        return dense
+    def _summer(self, weights: bool = False) -> Any:
+        """The family's part sums over this table's values (entries at ``stat``, or weights), built once."""
+        summer = self._summers.get(weights)
+        if summer is None:
+            values = dict(self.weights) if weights else {p: t.get(self.stat) for p, t in self.entries.items()}
+            summer = self._family.part_summer(values, self._space, self.meta.num_classes, self.meta.in_chans)
+            self._summers[weights] = summer
+        return summer
 
     def predict_many(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
         """Predicted latency (ms) of many archs at once, vectorized over archs (same values as :meth:`predict`)."""
@@ -262,23 +239,24 @@ class LatencyTable:
         per-network ``overhead``."""
         return self.predict_features_by_kind(self._features(archs))
 
-    def _features(self, archs: Sequence[Arch] | Iterable[Arch]) -> ArchFeatures:
+    def _features(self, archs: Sequence[Arch] | Iterable[Arch]) -> Any:
         archs = list(archs)
         for arch in archs:
-            if arch.img_size != self.meta.img_size:
+            if arch.img_size != self.meta.img_size or arch.family != self._space.family:
                 self.parts(arch)  # raises, naming the field
-        return arch_features(archs)
+        return self._family.features(archs)
 
-    def predict_features(self, feats: ArchFeatures) -> np.ndarray:
-        """:meth:`predict_many` from :func:`arch_features` arrays (what the Ray latency service receives)."""
+    def predict_features(self, feats: Any) -> np.ndarray:
+        """:meth:`predict_many` from the family's :meth:`~slimnas.search_spaces.SpaceFamily.features` (what the Ray
+        latency service receives)."""
         columns = self.predict_features_by_kind(feats)
         return sum(columns.values()) if columns else np.zeros(0)
 
-    def predict_features_by_kind(self, feats: ArchFeatures) -> dict[str, np.ndarray]:
-        n = len(feats.widths)
+    def predict_features_by_kind(self, feats: Any) -> dict[str, np.ndarray]:
+        n = self._family.num_rows(feats)
         if n == 0:
             return {}
-        out = self._sum_by_kind(feats, self._dense_tables())
+        out = self._summer()(feats)
         bad = np.flatnonzero(np.isnan(sum(out.values())))
         if bad.size:
             row = int(bad[0])
@@ -287,63 +265,28 @@ class LatencyTable:
             raise MissingEntryError(f"latency table has no {what} for {part} needed by arch #{row} "
                                     f"({self.meta.describe()})")
         if self.meta.context_slope_per_mib:
-            weights = sum(self._sum_by_kind(feats, self._dense_tables(weights=True)).values())
+            weights = sum(self._summer(weights=True)(feats).values())
             if np.isnan(weights).any():
                 raise MissingEntryError("latency table has no weight size for a part it predicts with")
             factor = self._context_factor(weights)
             out = {kind: values * factor for kind, values in out.items()}
         if self.meta.calibration:
             coef = self.meta.calibration["coef"]
-            out = {kind: values * coef.get(GROUP_OF[kind], 1.0) for kind, values in out.items()}
+            out = {kind: values * coef.get(self._family.group_of(kind), 1.0) for kind, values in out.items()}
             out["overhead"] = np.full(n, float(self.meta.calibration["intercept"]))
         else:
             out["overhead"] = np.full(n, float(self.meta.overhead_ms))
         return out
 
-    def _sum_by_kind(self, feats: ArchFeatures, dense: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Per part kind, each arch's sum of ``dense``'s values over its parts (``nan`` where a part is missing)."""
-        n = len(feats.widths)
-        raw = feats.widths // WIDTH_STEP
-        inside = np.all((raw < dense["size"]) & (raw >= 0) & (feats.widths % WIDTH_STEP == 0), axis=1)
-        idx = np.where(inside[:, None], raw, 0)
-
-        def counted(table: np.ndarray, stage: int, counts: np.ndarray) -> np.ndarray:
-            return np.where(counts > 0, counts * table[idx[:, stage]], 0.0)
-
-        zeros = np.zeros(n)
-        out = {"stem": dense["stem"][idx[:, 0]], "downsample": zeros.copy(), "mb4d": zeros.copy(),
-               "mb3d": zeros.copy(), "to_tokens": zeros.copy(), "to_grid": zeros.copy(),
-               "head": dense["head"][idx[:, -1]]}
-        for s in range(NUM_STAGES):
-            if s:
-                out["downsample"] = out["downsample"] + dense["downsample"][s][idx[:, s - 1], idx[:, s]]
-            out["mb4d"] = out["mb4d"] + counted(dense["mb4d"][s], s, feats.n4d[:, s])
-            out["mb3d"] = out["mb3d"] + counted(dense["mb3d"][s], s, feats.n3d[:, s])
-            out["to_tokens"] = out["to_tokens"] + counted(dense["to_tokens"][s], s, feats.to_tokens[:, s])
-            out["to_grid"] = out["to_grid"] + counted(dense["to_grid"][s], s, feats.to_grid[:, s])
-        outside = ~inside
-        if outside.any():
-            for values in out.values():
-                values[outside] = np.nan
-        return out
-
-    def _first_missing(self, feats: ArchFeatures, row: int) -> Part:
+    def _first_missing(self, feats: Any, row: int) -> Part:
         """The first part (in network order) of arch ``row`` of ``feats`` that the table lacks."""
-        w = [int(v) for v in feats.widths[row]]
-        wanted = [Part("stem", 0, self.meta.in_chans, w[0])]
-        for s in range(NUM_STAGES):
-            if s:
-                wanted.append(Part("downsample", s, w[s - 1], w[s]))
-            for kind, counts in (("mb4d", feats.n4d), ("to_tokens", feats.to_tokens), ("mb3d", feats.n3d),
-                                 ("to_grid", feats.to_grid)):
-                if counts[row, s] > 0:
-                    wanted.append(Part(kind, s, w[s], w[s]))
-        wanted.append(Part("head", NUM_STAGES - 1, w[-1], self.meta.num_classes))
+        wanted = self._family.parts_of_row(feats, row, self.meta.num_classes, self.meta.in_chans)
         return next(p for p in wanted if p not in self.entries or not np.isfinite(self.entries[p].get(self.stat)))
 
     # ------------------------------------------------------------------ storage
     def to_arrow(self) -> pa.Table:
-        rows = sorted(self.entries.items(), key=lambda kv: (PART_KINDS.index(kv[0].kind), kv[0]))
+        kinds = self._family.part_kinds
+        rows = sorted(self.entries.items(), key=lambda kv: (kinds.index(kv[0].kind), kv[0]))
         columns: dict[str, list] = {name: [] for name in _SCHEMA.names}
         for part, t in rows:
             columns["kind"].append(part.kind)
@@ -418,7 +361,8 @@ class LatencyTable:
             raise InputError(f"lut: {file} has invalid metadata ({exc})") from None
         if stat is not None and stat not in STATS:
             raise InputError(f"stat: expected one of {STATS}, got {stat!r}")
-        entries, passes, weights = _entries_from_columns(table.to_pydict(), file)
+        entries, passes, weights = _entries_from_columns(table.to_pydict(), file,
+                                                         meta.search_space().space_family.part_kinds)
         return cls(entries, meta, stat, passes, weights)
 
     # ------------------------------------------------------------------ merging
@@ -433,7 +377,7 @@ class LatencyTable:
         return LatencyTable(self.entries, replace(self.meta, **changes), self.stat, self.passes, self.weights)
 
 
-def _entries_from_columns(columns: Mapping[str, list], file: Path | str
+def _entries_from_columns(columns: Mapping[str, list], file: Path | str, part_kinds: Sequence[str]
                           ) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]], dict[Part, float]]:
     entries: dict[Part, Timing] = {}
     passes: dict[Part, tuple[int, int]] = {}
@@ -441,6 +385,8 @@ def _entries_from_columns(columns: Mapping[str, list], file: Path | str
     nan = [float("nan")] * len(columns["kind"])
     for i, kind in enumerate(columns["kind"]):
         try:
+            if kind not in part_kinds:
+                raise ValueError(f"part.kind: unknown part kind {kind!r} (expected one of {tuple(part_kinds)})")
             part = Part(kind, int(columns["stage"][i]), int(columns["c_in"][i]), int(columns["c_out"][i]))
             values = {stat: float(columns.get(f"{stat}_ms", nan)[i]) for stat in STATS}
             required = [v for stat, v in values.items() if f"{stat}_ms" in _V1_COLUMNS or f"{stat}_ms" in columns]

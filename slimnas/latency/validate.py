@@ -28,7 +28,7 @@ import numpy as np
 
 from slimnas._io import atomic_write, atomic_write_text
 from slimnas.errors import InputError
-from slimnas.search_spaces.efficientformer import PRESETS, Arch, SearchSpace
+from slimnas.search_spaces import Arch, SearchSpace
 
 from ._timing import Timing
 from .predictor import CalibratedPredictor
@@ -70,15 +70,9 @@ class NetworkResult:
 
 
 def validation_archs(space: SearchSpace, num_archs: int, seed: int) -> list[tuple[str, Arch]]:
-    """The space's presets (those it contains) and ``num_archs`` distinct random archs."""
-    out: list[tuple[str, Arch]] = []
-    for name in PRESETS:
-        try:
-            arch = Arch.preset(name, img_size=space.img_size, slots=space.slots)
-        except ValueError:
-            continue
-        if space.contains(arch):
-            out.append((name, arch))
+    """The family's named archs that lie in the space (:meth:`~slimnas.search_spaces.SpaceFamily.reference_archs`)
+    and ``num_archs`` distinct random archs."""
+    out: list[tuple[str, Arch]] = list(space.space_family.reference_archs(space))
     seen = {a.structure_key() for _, a in out}
     rng = random.Random(seed)
     count, attempts = 0, 0

@@ -27,7 +27,7 @@ from typing import Any
 from slimnas._io import atomic_write_bytes
 from slimnas.errors import InputError
 from slimnas.latency import LatencyTable
-from slimnas.search_spaces.efficientformer import SearchSpace
+from slimnas.search_spaces import SearchSpace
 
 from .pipeline_config import PipelineLatencySection
 

@@ -195,7 +195,7 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
 def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: StageLog, echo: Echo,
                  runtime: dict[str, Any]):
     from slimnas.latency import LatencyTable
-    from slimnas.search_spaces.efficientformer import SearchSpace
+    from slimnas.search_spaces import SearchSpace
 
     from .latency_stage import measure, measure_on_ray, reusable_table, validation_is_current
 

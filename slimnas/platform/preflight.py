@@ -245,7 +245,7 @@ def check_pipeline(cfg: PipelineConfig, force: Iterable[str] = ()) -> int:
     table stage (or ``all``), which rebuilds it. Creates the output folder only once everything passed.
     """
     from slimnas.latency.backends import get_backend
-    from slimnas.search_spaces.efficientformer import SearchSpace
+    from slimnas.search_spaces import SearchSpace
 
     from .training import check_inputs
 

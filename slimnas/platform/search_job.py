@@ -71,7 +71,7 @@ from slimnas.search.verification import (
     verify_baseline,
     verify_slimming,
 )
-from slimnas.search_spaces.efficientformer import Arch
+from slimnas.search_spaces import Arch
 
 from .ray_runtime import init_ray
 from .search_config import SearchJobConfig
@@ -161,7 +161,6 @@ class SearchJobResult:
 
 def load_supernet(path: str):
     """The supernet of a checkpoint file, or of the latest checkpoint in a run's folder."""
-    from slimnas.search_spaces.efficientformer import SuperNet
     from slimnas.trainers import latest_checkpoint, model_from_checkpoint
 
     source = Path(path)
@@ -175,7 +174,7 @@ def load_supernet(path: str):
     elif not source.is_file():
         raise InputError(f"supernet: no such file or folder {source}")
     model = model_from_checkpoint(source)
-    if not isinstance(model, SuperNet):
+    if not hasattr(model, "extract") or not hasattr(model, "importance"):
         raise InputError(f"supernet: {source} holds a standalone model, not a supernet")
     return model, str(source)
 

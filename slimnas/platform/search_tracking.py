@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from slimnas._io import atomic_write
-from slimnas.search_spaces.efficientformer import Arch
+from slimnas.search_spaces import Arch
 
 __all__ = ["log_search_job", "pareto_figure"]
 

@@ -56,21 +56,21 @@ def alpha_heatmap(supernet: Any, title: str = ""):
     import numpy as np
     import torch
 
-    from slimnas.search_spaces.efficientformer import KINDS
-
+    kinds = supernet.space.space_family.kinds
+    labels_of = {"id": "I", **supernet.space.space_family.kind_labels}
     rows, labels = [], []
     for s, stage in enumerate(supernet.stages):
         for slot, path in enumerate(stage.paths):
             probs = torch.softmax(path.alpha.detach().float().cpu(), dim=0).tolist()
-            row = [np.nan] * len(KINDS)
+            row = [np.nan] * len(kinds)
             for kind, p in zip(path.kinds, probs):
-                row[KINDS.index(kind)] = p
+                row[kinds.index(kind)] = p
             rows.append(row)
             labels.append(f"stage {s + 1} slot {slot}")
     data = np.array(rows)
     fig, ax = plt.subplots(figsize=(4.0, 0.8 + 0.28 * len(rows)))
     image = ax.imshow(data, aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0)
-    ax.set_xticks(range(len(KINDS)), [{"4d": "MB4D", "3d": "MB3D", "id": "I"}[k] for k in KINDS])
+    ax.set_xticks(range(len(kinds)), [labels_of.get(k, k) for k in kinds])
     ax.set_yticks(range(len(labels)), labels, fontsize=7)
     for (i, j), value in np.ndenumerate(data):
         if not np.isnan(value):

@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from slimnas.search_spaces.efficientformer import Arch
+from slimnas.search_spaces import Arch
 
 __all__ = ["Candidate", "Evaluation", "SearchAlgorithm", "LatencyFn", "pareto_front", "rng_state", "set_rng_state"]
 

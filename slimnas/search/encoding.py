@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from slimnas.search_spaces.efficientformer import KIND_3D, KIND_4D, KIND_ID, Arch, SearchSpace
+from slimnas.search_spaces import IDENTITY, Arch, SearchSpace
 
 __all__ = ["StructureChoice", "encode", "decode", "depth_choices", "mb3d_choices", "coarse"]
 
@@ -25,14 +25,14 @@ class StructureChoice:
 
 
 def depth_choices(space: SearchSpace, stage: int) -> tuple[int, ...]:
-    return tuple(range(1, space.slots[stage] + 1)) if KIND_ID in space.kinds[stage] else (space.slots[stage],)
+    return tuple(range(1, space.slots[stage] + 1)) if IDENTITY in space.kinds[stage] else (space.slots[stage],)
 
 
 def mb3d_choices(space: SearchSpace, stage: int, depth: int) -> tuple[int, ...]:
-    kinds = space.kinds[stage]
-    if KIND_3D not in kinds:
+    kinds, fam = space.kinds[stage], space.space_family
+    if fam.tail not in kinds:
         return (0,)
-    if KIND_4D not in kinds:
+    if fam.lead not in kinds:
         return (depth,)
     return tuple(range(0, depth + 1))
 
@@ -40,15 +40,16 @@ def mb3d_choices(space: SearchSpace, stage: int, depth: int) -> tuple[int, ...]:
 def decode(space: SearchSpace, choice: StructureChoice) -> Arch:
     """The arch with ``choice``'s widths, depths and MB3D counts, active blocks in the first slots."""
     blocks = []
+    lead, tail = space.space_family.lead, space.space_family.tail
     for s, (depth, n3d) in enumerate(zip(choice.depths, choice.num_3d)):
         if depth not in depth_choices(space, s):
             raise ValueError(f"depths[{s}]: {depth} not possible in stage {s + 1}")
-        n3d = min(n3d, depth) if KIND_4D in space.kinds[s] else depth
-        if KIND_3D not in space.kinds[s]:
+        n3d = min(n3d, depth) if lead in space.kinds[s] else depth
+        if tail not in space.kinds[s]:
             n3d = 0
-        kinds = [KIND_4D] * (depth - n3d) + [KIND_3D] * n3d + [KIND_ID] * (space.slots[s] - depth)
+        kinds = [lead] * (depth - n3d) + [tail] * n3d + [IDENTITY] * (space.slots[s] - depth)
         blocks.append(tuple(kinds))
-    arch = Arch(space.img_size, tuple(choice.widths), tuple(blocks))
+    arch = Arch(space.img_size, tuple(choice.widths), tuple(blocks), space.family)
     space.check(arch)
     return arch
 

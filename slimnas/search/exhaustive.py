@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+from slimnas.search_spaces import Arch, SearchSpace
 
 from ._base import Candidate, LatencyFn, SearchAlgorithm
 from .encoding import StructureChoice, coarse, decode, depth_choices, mb3d_choices

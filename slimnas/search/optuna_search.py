@@ -32,7 +32,7 @@ import optuna
 from optuna.distributions import BaseDistribution, IntDistribution
 from optuna.trial import TrialState, create_trial
 
-from slimnas.search_spaces.efficientformer import KIND_3D, KIND_4D, KIND_ID, SearchSpace
+from slimnas.search_spaces import IDENTITY, SearchSpace
 
 from ._base import Candidate, LatencyFn, SearchAlgorithm
 from .encoding import StructureChoice, decode
@@ -46,9 +46,9 @@ def _distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
     dists: dict[str, BaseDistribution] = {}
     for s in range(len(space.slots)):
         dists[f"w{s}"] = IntDistribution(space.min_widths[s], space.max_widths[s], step=16)
-        if KIND_ID in space.kinds[s] and space.slots[s] > 1:
+        if IDENTITY in space.kinds[s] and space.slots[s] > 1:
             dists[f"d{s}"] = IntDistribution(1, space.slots[s])
-        if KIND_3D in space.kinds[s] and KIND_4D in space.kinds[s]:
+        if {space.space_family.lead, space.space_family.tail} <= set(space.kinds[s]):
             dists[f"t{s}"] = IntDistribution(0, space.slots[s])
     return dists
 

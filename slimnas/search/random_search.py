@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slimnas.search_spaces.efficientformer import SearchSpace
+from slimnas.search_spaces import SearchSpace
 
 from ._base import Candidate, LatencyFn, SearchAlgorithm
 

@@ -7,7 +7,8 @@ saved, ``(acc_now - acc_action) / (lat_now - lat_action)``. It repeats until the
 saves latency. One run answers a whole sweep of targets: for each target, the first arch of the trajectory at or under
 it.
 
-Actions (MetaPath importance from the supernet's alpha, :mod:`slimnas.search_spaces.efficientformer._importance`):
+Actions (MetaPath importance from the supernet's alpha, :mod:`slimnas.search_spaces._importance`); for another space
+family, "MB3D" reads as its tail kind and "MB4D" as its lead kind (:class:`~slimnas.search_spaces.SpaceFamily`):
 
 - ``mode="paper"``: exactly the paper's three -- (1) the least important active MetaPath becomes an identity; (2) the
   first MB3D (in network order) is removed; (3) the least important stage loses 16 channels. A stage's importance is
@@ -39,7 +40,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from slimnas.search_spaces.efficientformer import KIND_3D, KIND_4D, KIND_ID, Arch, Importance, SearchSpace
+from slimnas.search_spaces import IDENTITY, Arch, Importance, SearchSpace
 
 from ._base import Candidate, Evaluation, LatencyFn, SearchAlgorithm
 
@@ -135,16 +136,17 @@ class SlimmingSearch(SearchAlgorithm):
 
     # ------------------------------------------------------------------ actions
     def stage_importance(self, arch: Arch) -> list[float]:
-        return [sum(self.scores[s][slot] for s, slot, kind in arch.iter_slots() if s == stage and kind != KIND_ID)
+        return [sum(self.scores[s][slot] for s, slot, kind in arch.iter_slots() if s == stage and kind != IDENTITY)
                 for stage in range(arch.num_stages)]
 
     def _removable(self, arch: Arch) -> list[tuple[int, int]]:
         """Active MetaPaths whose stage keeps another active block, in network order."""
         return [(s, slot) for s, slot, kind in arch.iter_slots()
-                if kind != KIND_ID and arch.depths[s] > 1 and KIND_ID in self.space.kinds[s]]
+                if kind != IDENTITY and arch.depths[s] > 1 and IDENTITY in self.space.kinds[s]]
 
     def _first_mb3d(self, arch: Arch) -> tuple[int, int] | None:
-        return next(((s, slot) for s, slot, kind in arch.iter_slots() if kind == KIND_3D), None)
+        tail = self.space.space_family.tail
+        return next(((s, slot) for s, slot, kind in arch.iter_slots() if kind == tail and tail is not None), None)
 
     def _reducible(self, arch: Arch) -> list[int]:
         return [s for s in range(arch.num_stages) if arch.widths[s] - self.width_step >= self.space.min_widths[s]]
@@ -189,10 +191,11 @@ class SlimmingSearch(SearchAlgorithm):
             if action.kind == "width":
                 result = arch.with_width(action.stage, arch.widths[action.stage] - self.width_step)
             elif action.kind == "identity":
-                result = arch.with_kind(action.stage, action.slot, KIND_ID)
+                result = arch.with_kind(action.stage, action.slot, IDENTITY)
             else:
-                kind = KIND_4D if (self.mb3d_removal == "to_4d" and KIND_4D in self.space.kinds[action.stage]) \
-                    else KIND_ID
+                lead = self.space.space_family.lead
+                kind = lead if (self.mb3d_removal == "to_4d" and lead in self.space.kinds[action.stage]) \
+                    else IDENTITY
                 result = arch.with_kind(action.stage, action.slot, kind)
             self.space.check(result)
         except ValueError:

@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import math
 
-from slimnas.search_spaces.efficientformer import KIND_3D, KIND_4D, Arch, Importance, SearchSpace
+from slimnas.search_spaces import Arch, Importance, SearchSpace
 
 __all__ = ["start_arch", "STARTS"]
 
 STARTS = ("alpha", "max")
 
 
-def _logp(probs: dict[str, float], kind: str) -> float:
+def _logp(probs: dict[str, float], kind: str, lead: str, tail: str) -> float:
     """log P(kind | the slot is not an identity)."""
-    p4, p3 = probs.get(KIND_4D, 0.0), probs.get(KIND_3D, 0.0)
-    p = (p4 if kind == KIND_4D else p3) / max(p4 + p3, 1e-300)
+    p4, p3 = probs.get(lead, 0.0), probs.get(tail, 0.0)
+    p = (p4 if kind == lead else p3) / max(p4 + p3, 1e-300)
     return math.log(max(p, 1e-300))
 
 
@@ -32,16 +32,17 @@ def start_arch(space: SearchSpace, importance: Importance | None = None, start: 
     if start == "max" or importance is None:
         return space.max_arch()
     blocks = []
+    lead, tail = space.space_family.lead, space.space_family.tail
     for s, slots in enumerate(space.slots):
         kinds = space.kinds[s]
-        if not (KIND_4D in kinds and KIND_3D in kinds):
+        if not (lead in kinds and tail in kinds):
             blocks.append(space.max_arch().blocks[s])
             continue
-        logp4 = [_logp(p, KIND_4D) for p in importance.probs[s]]
-        logp3 = [_logp(p, KIND_3D) for p in importance.probs[s]]
+        logp4 = [_logp(p, lead, lead, tail) for p in importance.probs[s]]
+        logp3 = [_logp(p, tail, lead, tail) for p in importance.probs[s]]
         # the number of trailing MB3D blocks that maximises the log-probability (ties: fewer MB3D)
         best = max(range(slots + 1), key=lambda n: (sum(logp4[:slots - n]) + sum(logp3[slots - n:]), -n))
-        blocks.append((KIND_4D,) * (slots - best) + (KIND_3D,) * best)
-    arch = Arch(space.img_size, space.max_widths, tuple(blocks))
+        blocks.append((lead,) * (slots - best) + (tail,) * best)
+    arch = Arch(space.img_size, space.max_widths, tuple(blocks), space.family)
     space.check(arch)
     return arch

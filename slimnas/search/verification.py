@@ -39,7 +39,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from slimnas.search_spaces.efficientformer import Arch
+from slimnas.search_spaces import Arch
 
 from ._base import Evaluation, SearchAlgorithm
 from .slimming import SlimmingSearch

@@ -1,5 +1,16 @@
-"""What can be searched: the EfficientFormer space, its models and its supernet (see ``efficientformer``)."""
+"""What can be searched: space families, the encoding they share, and the built-in EfficientFormer family.
 
-from .efficientformer import Arch, SearchSpace
+Plain Python (no torch): :class:`SpaceFamily` (the interface a family implements, see ``_family``), :class:`Part`,
+:func:`get_family`, and the shared encoding :class:`Arch`, :class:`SearchSpace`, :class:`Importance`. Families are
+registered in :data:`slimnas.registry.SPACES` (entry-point group ``slimnas.spaces``); ``efficientformer`` is built in.
+"""
 
-__all__ = ["Arch", "SearchSpace"]
+from ._arch import Arch, BlockRef
+from ._family import DEFAULT_FAMILY, IDENTITY, Part, SpaceFamily, SuperNetLike, forget_family, get_family, iter_families
+from ._importance import Importance, importance_from_alphas, metapath_importance
+from ._presets import find_space_preset, space_preset_names
+from ._space import SearchSpace
+
+__all__ = ["Arch", "BlockRef", "SearchSpace", "Importance", "importance_from_alphas", "metapath_importance",
+           "SpaceFamily", "SuperNetLike", "Part", "IDENTITY", "DEFAULT_FAMILY", "get_family", "forget_family",
+           "iter_families", "find_space_preset", "space_preset_names"]

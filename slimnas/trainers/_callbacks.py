@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 if TYPE_CHECKING:
-    from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+    from slimnas.search_spaces import Arch, SearchSpace
 
 __all__ = ["Callback", "CallbackList", "TrainState", "Result"]
 

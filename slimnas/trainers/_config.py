@@ -241,7 +241,7 @@ class _TrainConfig(ConfigModel):
 
 
 def _resolve_space(value: Any) -> Any:
-    from slimnas.search_spaces.efficientformer import SearchSpace
+    from slimnas.search_spaces import SearchSpace
 
     return SearchSpace.resolve(value).to_dict() if isinstance(value, dict) else SearchSpace.preset(value).name
 
@@ -273,15 +273,16 @@ class ArchTrainConfig(_TrainConfig):
     @field_validator("arch")
     @classmethod
     def _arch(cls, value: Any) -> dict[str, Any]:
-        from slimnas.search_spaces.efficientformer import PRESETS, Arch
+        from slimnas.search_spaces import DEFAULT_FAMILY, Arch, get_family
 
+        presets = get_family(DEFAULT_FAMILY).arch_presets
         if isinstance(value, dict):
             return Arch.from_dict(value).to_dict()
-        if value.lower() in PRESETS:
+        if value.lower() in presets:
             return Arch.preset(value, slots=None).to_dict()
         path = Path(value).expanduser()
         if not path.is_file():
-            raise ValueError(f"no such file {value} (and not a preset: {sorted(PRESETS)})")
+            raise ValueError(f"no such file {value} (and not a preset: {sorted(presets)})")
         try:
             return Arch.from_dict(json.loads(path.read_text())).to_dict()
         except json.JSONDecodeError as exc:

@@ -241,10 +241,11 @@ class Engine:
 
     # ------------------------------------------------------------------ the end of training
     def sort_channels(self) -> None:
-        """``supernet.sort_channels()`` with the weights' optimizer state permuted the same way."""
-        from slimnas.search_spaces.efficientformer._channels import channel_groups
-
-        groups = channel_groups(self.model)
+        """``supernet.sort_channels()`` with the weights' optimizer state permuted the same way (a family's supernet
+        without ``sort_channels`` keeps its channel order)."""
+        if not hasattr(self.model, "sort_channels"):
+            return
+        groups = self.model.channel_groups()
         perms = self.model.sort_channels()
         for group in groups:
             perm = perms[group.name]

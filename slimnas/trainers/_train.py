@@ -65,7 +65,7 @@ def train_supernet(cfg: SupernetTrainConfig | ConfigSource, callbacks: Iterable[
         report: called on every rank after each epoch's checkpoint (Ray Train's report).
         checkpoint_to: where epoch checkpoints go (default ``<out_dir>/<name>/checkpoints``).
     """
-    from slimnas.search_spaces.efficientformer import SearchSpace, SuperNet
+    from slimnas.search_spaces import SearchSpace
 
     cfg = load_config(SupernetTrainConfig, cfg)
     dist = _context(cfg, dist)
@@ -76,9 +76,12 @@ def train_supernet(cfg: SupernetTrainConfig | ConfigSource, callbacks: Iterable[
                       alpha_fraction=alpha_fraction, pin_memory=dist.device.type == "cuda")
     seed_all(cfg.run.seed)  # the same initial weights on every rank
     g = cfg.gumbel
-    net = SuperNet(space, num_classes=data.num_classes, mode=g.mode, tau=g.tau_max, noise=g.noise,
-                   drop_rate=cfg.model.drop_rate, drop_path_rate=cfg.model.drop_path_rate)
+    net = space.space_family.supernet(space, num_classes=data.num_classes, mode=g.mode, tau=g.tau_max,
+                                      noise=g.noise, drop_rate=cfg.model.drop_rate,
+                                      drop_path_rate=cfg.model.drop_path_rate)
     if cfg.model.timm_weights:
+        if not hasattr(net, "load_timm"):
+            raise InputError(f"model.timm_weights: the {space.family!r} family cannot load timm weights")
         try:
             net.load_timm(Path(cfg.model.timm_weights).expanduser())
         except ValueError as exc:
@@ -93,7 +96,7 @@ def train_supernet(cfg: SupernetTrainConfig | ConfigSource, callbacks: Iterable[
 
 
 def _model_from_supernet(cfg: ArchTrainConfig, arch, num_classes: int):
-    from slimnas.search_spaces.efficientformer import SearchSpace, SuperNet, build_model
+    from slimnas.search_spaces import SearchSpace
 
     ckpt = load_checkpoint(cfg.supernet_checkpoint, "supernet_checkpoint")
     if ckpt.get("kind") != "supernet":
@@ -107,10 +110,10 @@ def _model_from_supernet(cfg: ArchTrainConfig, arch, num_classes: int):
     classes = int(head.shape[0]) if head is not None else 0
     if classes != num_classes:
         raise InputError(f"supernet_checkpoint: the supernet has {classes} classes, the data {num_classes}")
-    net = SuperNet(space, num_classes=classes)
+    net = space.space_family.supernet(space, num_classes=classes)
     net.load_state_dict(ckpt["model"])
-    model = build_model(arch, num_classes=num_classes, drop_rate=cfg.model.drop_rate,
-                        drop_path_rate=cfg.model.drop_path_rate)
+    model = space.space_family.build_model(arch, num_classes=num_classes, drop_rate=cfg.model.drop_rate,
+                                           drop_path_rate=cfg.model.drop_path_rate)
     with torch.random.fork_rng(devices=[]):
         model.load_state_dict(net.extract(arch).state_dict())
     return model, space
@@ -123,7 +126,7 @@ def train_arch(cfg: ArchTrainConfig | ConfigSource, callbacks: Iterable[Callback
 
     Arguments as for :func:`train_supernet`; ``cfg`` is an :class:`ArchTrainConfig`.
     """
-    from slimnas.search_spaces.efficientformer import Arch, build_model
+    from slimnas.search_spaces import Arch
 
     cfg = load_config(ArchTrainConfig, cfg)
     dist = _context(cfg, dist)
@@ -136,8 +139,8 @@ def train_arch(cfg: ArchTrainConfig | ConfigSource, callbacks: Iterable[Callback
     if cfg.init == "supernet":
         model, space = _model_from_supernet(cfg, arch, data.num_classes)
     else:
-        model = build_model(arch, num_classes=data.num_classes, drop_rate=cfg.model.drop_rate,
-                            drop_path_rate=cfg.model.drop_path_rate)
+        model = arch.space_family.build_model(arch, num_classes=data.num_classes, drop_rate=cfg.model.drop_rate,
+                                              drop_path_rate=cfg.model.drop_path_rate)
     teacher = load_teacher(cfg.distill, data.num_classes, dist.device) if cfg.distill.enabled else None
     model.distilled_training = teacher is not None
     folder = Path(checkpoint_to) if checkpoint_to is not None else checkpoint_dir(cfg)
@@ -148,17 +151,20 @@ def train_arch(cfg: ArchTrainConfig | ConfigSource, callbacks: Iterable[Callback
 
 
 def model_from_checkpoint(source: str | Path | dict[str, Any]):
-    """The trained model of a checkpoint: a ``SuperNet`` (supernet runs) or an ``EfficientFormer`` (arch runs), in
-    eval mode on the CPU. Loaded with ``weights_only=True``."""
-    from slimnas.search_spaces.efficientformer import Arch, SearchSpace, SuperNet, build_model
+    """The trained model of a checkpoint: its family's supernet (supernet runs) or standalone network (arch runs;
+    EfficientFormer: a ``SuperNet`` or an ``EfficientFormer``), in eval mode on the CPU. Loaded with
+    ``weights_only=True``."""
+    from slimnas.search_spaces import Arch, SearchSpace
 
     ckpt = source if isinstance(source, dict) else load_checkpoint(source)
     head = ckpt["model"].get("head.weight")
     num_classes = int(head.shape[0]) if head is not None else 0
     with torch.random.fork_rng(devices=[]):
         if ckpt["kind"] == "supernet":
-            model = SuperNet(SearchSpace.from_dict(ckpt["space"]), num_classes=num_classes)
+            space = SearchSpace.from_dict(ckpt["space"])
+            model = space.space_family.supernet(space, num_classes=num_classes)
         else:
-            model = build_model(Arch.from_dict(ckpt["arch"]), num_classes=num_classes)
+            arch = Arch.from_dict(ckpt["arch"])
+            model = arch.space_family.build_model(arch, num_classes=num_classes)
     model.load_state_dict(ckpt["model"])
     return model.eval()

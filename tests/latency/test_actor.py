@@ -17,11 +17,9 @@ ARCHS = [TINY.sample(random.Random(0)) for _ in range(50)]
 
 def test_service_in_process(tiny_table):
     service = LatencyService({"tiny": tiny_table.to_bytes()})
-    from dataclasses import asdict
 
-    from slimnas.latency._parts import arch_features
 
-    np.testing.assert_allclose(service.predict(asdict(arch_features(ARCHS))), tiny_table.predict_many(ARCHS))
+    np.testing.assert_allclose(service.predict(ARCHS[0].space_family.features(ARCHS)), tiny_table.predict_many(ARCHS))
     assert service.names() == ["tiny"] and service.meta()["backend"] == "torch-cpu"
 
 

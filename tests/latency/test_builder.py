@@ -5,7 +5,6 @@ import pytest
 
 from slimnas.errors import InputError
 from slimnas.latency import LatencyTable, build_table, parts_of, parts_of_space
-from slimnas.latency._parts import GROUP_OF
 from slimnas.latency.backends import TorchCPUBackend
 from slimnas.latency.builder import journal_path
 from slimnas.latency.context import covering_archs
@@ -168,7 +167,7 @@ def test_a_table_of_parts_timed_alone_is_calibrated_on_whole_networks(tmp_path):
     cal = table.meta.calibration
     assert cal["networks"] == 6 and set(cal["coef"]) == {"stem", "downsample", "mb4d", "mb3d", "reshape", "head"}
     arch = MICRO.max_arch()
-    expected = sum(table.entries[p].median * cal["coef"][GROUP_OF[p.kind]] for p in parts_of(arch)) \
+    expected = sum(table.entries[p].median * cal["coef"][arch.space_family.group_of(p.kind)] for p in parts_of(arch)) \
         + cal["intercept"]
     assert table.predict(arch) == pytest.approx(expected) and table.predict_many([arch])[0] == pytest.approx(expected)
     assert LatencyTable.load(tmp_path / "cal.parquet").meta.calibration == cal

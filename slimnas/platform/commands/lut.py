@@ -35,7 +35,7 @@ class ProgressPrinter:
 
 
 def _space(name: str, img_size: int | None):
-    from slimnas.search_spaces.efficientformer import SearchSpace
+    from slimnas.search_spaces import SearchSpace
 
     space = SearchSpace.preset(name)
     if img_size is not None and img_size != space.img_size:
@@ -182,7 +182,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from slimnas.latency.table import LatencyTable
-    from slimnas.search_spaces.efficientformer import Arch
+    from slimnas.search_spaces import Arch
 
     from .models import read_arch
 

@@ -16,7 +16,7 @@ MAX_CLASSES = 1_000_000
 def read_arch(path: str, what: str = "--arch"):
     """An arch from a JSON file (one line of error naming the file or the field)."""
     from slimnas.config import read_text_file
-    from slimnas.search_spaces.efficientformer import Arch
+    from slimnas.search_spaces import Arch
 
     text = read_text_file(path, what, max_bytes=2**20)
     try:
@@ -40,7 +40,7 @@ def _check_model_fits(arch, num_classes: int) -> None:
 
 
 def _space(args: argparse.Namespace) -> int:
-    from slimnas.search_spaces.efficientformer import SearchSpace
+    from slimnas.search_spaces import SearchSpace
 
     space = SearchSpace.preset(args.name)
     info = space.to_dict()
@@ -51,7 +51,7 @@ def _space(args: argparse.Namespace) -> int:
 
 
 def _arch(args: argparse.Namespace) -> int:
-    from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+    from slimnas.search_spaces import Arch, SearchSpace
 
     arch = Arch.preset(args.preset) if args.preset else read_arch(args.arch)
     info = {"arch": arch.to_dict(), "depths": list(arch.depths), "num_3d": list(arch.num_3d)}
@@ -60,11 +60,9 @@ def _arch(args: argparse.Namespace) -> int:
         space.check(arch)
         info["space"] = space.name
     if args.params:
-        from slimnas.search_spaces.efficientformer import build_model
-
         _check_model_fits(arch, args.num_classes)
 
-        model = build_model(arch, num_classes=args.num_classes)
+        model = arch.space_family.build_model(arch, num_classes=args.num_classes)
         info["params_m"] = round(sum(p.numel() for p in model.parameters()) / 1e6, 4)
     print(json.dumps(info, indent=2))
     return 0

@@ -30,14 +30,14 @@ def _evaluator(payload: dict[str, Any]):
         return _WORKER["evaluator"], _WORKER["images"]
     import torch
 
-    from slimnas.search_spaces.efficientformer import SearchSpace, SuperNet
+    from slimnas.search_spaces import SearchSpace
     from slimnas.trainers import Evaluator, build_data
     from slimnas.trainers._config import AugmentConfig, DataConfig
 
     torch.set_num_threads(1)
     space = SearchSpace.from_dict(payload["space"])
     with torch.random.fork_rng(devices=[]):
-        supernet = SuperNet(space, num_classes=payload["num_classes"])
+        supernet = space.space_family.supernet(space, num_classes=payload["num_classes"])
     supernet.load_state_dict(payload["state_dict"])
     supernet.eval()
     cfg = DataConfig(**payload["data"])
@@ -56,7 +56,7 @@ def _evaluator(payload: dict[str, Any]):
 
 def evaluate_candidate(config: dict[str, Any], payload: dict[str, Any]) -> None:
     """Evaluate ``config["arch"]``, reporting running counts after each validation batch."""
-    from slimnas.search_spaces.efficientformer import Arch
+    from slimnas.search_spaces import Arch
 
     evaluator, images = _evaluator(payload)
     batches_total = _WORKER["batches"]

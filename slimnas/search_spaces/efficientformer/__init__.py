@@ -1,6 +1,7 @@
 """The EfficientFormer search space (Li et al., "EfficientFormer: Vision Transformers at MobileNet Speed", 2022).
 
-Plain Python (importable without torch): :class:`Arch`, :class:`SearchSpace`, :class:`Importance` and the constants.
+Plain Python (importable without torch): :data:`FAMILY` (the registered :class:`~slimnas.search_spaces.SpaceFamily`),
+:class:`Arch`, :class:`SearchSpace`, :class:`Importance` (the shared encoding, re-exported) and the constants.
 Torch-based (imported on first use): :func:`build_model`, :class:`EfficientFormer`, :class:`SuperNet`,
 :func:`fuse_for_inference` and the blocks.
 """
@@ -10,9 +11,11 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from ._arch import KIND_3D, KIND_4D, KIND_ID, KINDS, NUM_STAGES, PRESETS, STAGE_STRIDES, WIDTH_STEP, Arch, BlockRef
-from ._importance import Importance, importance_from_alphas, metapath_importance
-from ._space import SPACE_PRESETS, SearchSpace
+from .._arch import Arch, BlockRef
+from .._importance import Importance, importance_from_alphas, metapath_importance
+from .._space import SearchSpace
+from ._constants import KIND_3D, KIND_4D, KIND_ID, KINDS, NUM_STAGES, PRESETS, SPACE_PRESETS, STAGE_STRIDES, WIDTH_STEP
+from ._family import FAMILY, EfficientFormerFamily
 
 if TYPE_CHECKING:
     from ._blocks import MB3D, MB4D, Downsample, Stem, Unflat
@@ -23,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Arch", "BlockRef", "SearchSpace", "Importance", "importance_from_alphas", "metapath_importance",
     "KIND_3D", "KIND_4D", "KIND_ID", "KINDS", "NUM_STAGES", "PRESETS", "SPACE_PRESETS", "STAGE_STRIDES", "WIDTH_STEP",
+    "FAMILY", "EfficientFormerFamily",
     "build_model", "EfficientFormer", "SuperNet", "MetaPath", "fuse_for_inference", "arch_from_timm_state_dict",
     "MB3D", "MB4D", "Downsample", "Stem", "Unflat",
 ]

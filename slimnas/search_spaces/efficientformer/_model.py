@@ -19,8 +19,9 @@ import torch
 from timm.layers import calculate_drop_path_rates, trunc_normal_
 from torch import nn
 
-from ._arch import KIND_3D, KIND_4D, Arch, BlockRef
+from .._arch import Arch, BlockRef
 from ._blocks import MB3D, MB4D, Downsample, Flat, Stem, Unflat
+from ._constants import KIND_3D, KIND_4D
 
 __all__ = ["EfficientFormer", "Stage", "build_model"]
 

@@ -34,13 +34,14 @@ import torch.nn.functional as F
 from timm.layers import calculate_drop_path_rates
 from torch import nn
 
+from .._arch import Arch
+from .._importance import Importance, importance_from_alphas
+from .._space import SearchSpace
 from . import _elastic as elastic
-from ._arch import KIND_3D, KIND_4D, KIND_ID, Arch
 from ._blocks import MB3D, MB4D, Attention, Downsample, Stem
-from ._channels import sort_channels
-from ._importance import Importance, importance_from_alphas
+from ._channels import channel_groups, sort_channels
+from ._constants import KIND_3D, KIND_4D, KIND_ID
 from ._model import EfficientFormer, _init_weights, build_model
-from ._space import SearchSpace
 
 __all__ = ["MetaPath", "SuperNet", "MODES", "NOISES"]
 
@@ -320,6 +321,10 @@ class SuperNet(nn.Module):
         if heads and isinstance(self.head, nn.Linear) and isinstance(model.head, nn.Linear):
             yield model.head, self.head
             yield model.head_dist, self.head_dist
+
+    def channel_groups(self) -> list:
+        """The supernet's channel groups (:mod:`._channels`): what :meth:`sort_channels` permutes together."""
+        return channel_groups(self)
 
     def sort_channels(self) -> dict[str, torch.Tensor]:
         """Order every channel group by importance (function-preserving); see :mod:`._channels`."""

@@ -1,5 +1,7 @@
 """MetaPath and stage importance from architecture parameters (Li et al., NeurIPS 2022, Sec. 4.2). Plain Python.
 
+Shared by every space family: a slot's score is the probability of its active kinds over that of its identity.
+
 The paper defines the importance of MetaPath ``i`` as ``alpha_4D / alpha_I`` in stages 1-2 and
 ``(alpha_3D + alpha_4D) / alpha_I`` in stages 3-4, and a stage's importance as the sum over its MetaPaths; it says
 alpha "represents the probability of choosing a block". slimnas therefore takes alpha as logits and uses the
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._arch import KIND_ID
+from ._family import IDENTITY
 
 __all__ = ["Importance", "softmax", "metapath_importance", "importance_from_alphas"]
 
@@ -29,10 +31,10 @@ def softmax(logits: Sequence[float]) -> list[float]:
 def metapath_importance(kinds: Sequence[str], logits: Sequence[float]) -> float:
     """``sum(p_k for active kinds k) / p_I`` with ``p = softmax(logits)``."""
     probs = dict(zip(kinds, softmax(logits)))
-    if KIND_ID not in probs:
+    if IDENTITY not in probs:
         return math.inf
-    active = sum(p for kind, p in probs.items() if kind != KIND_ID)
-    return active / probs[KIND_ID] if probs[KIND_ID] > 0 else math.inf
+    active = sum(p for kind, p in probs.items() if kind != IDENTITY)
+    return active / probs[IDENTITY] if probs[IDENTITY] > 0 else math.inf
 
 
 @dataclass(frozen=True)
