@@ -59,11 +59,11 @@ def alpha_heatmap(supernet: Any, title: str = ""):
     kinds = supernet.space.space_family.kinds
     labels_of = {"id": "I", **supernet.space.space_family.kind_labels}
     rows, labels = [], []
-    for s, stage in enumerate(supernet.stages):
-        for slot, path in enumerate(stage.paths):
-            probs = torch.softmax(path.alpha.detach().float().cpu(), dim=0).tolist()
+    for s, stage_alpha in enumerate(supernet.alphas()):
+        for slot, alpha in enumerate(stage_alpha):
+            probs = torch.softmax(alpha.float(), dim=0).tolist()
             row = [np.nan] * len(kinds)
-            for kind, p in zip(path.kinds, probs):
+            for kind, p in zip(supernet.space.kinds[s], probs):
                 row[kinds.index(kind)] = p
             rows.append(row)
             labels.append(f"stage {s + 1} slot {slot}")

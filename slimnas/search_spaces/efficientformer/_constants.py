@@ -7,7 +7,7 @@ from typing import Any
 from .._family import IDENTITY
 
 __all__ = ["KIND_4D", "KIND_3D", "KIND_ID", "KINDS", "NUM_STAGES", "STAGE_STRIDES", "WIDTH_STEP", "PRESETS",
-           "PRESET_SLOTS", "SPACE_PRESETS"]
+           "PRESET_SLOTS", "SPACE_PRESETS", "PART_KINDS", "GROUPS"]
 
 KIND_4D = "4d"
 KIND_3D = "3d"
@@ -36,4 +36,12 @@ SPACE_PRESETS: dict[str, dict[str, Any]] = {
     "l3": {"img_size": 224, "max_widths": (64, 128, 320, 512), "slots": (4, 4, 12, 6)},
     "l1": {"img_size": 224, "max_widths": (48, 96, 224, 448), "slots": (3, 2, 6, 4)},
     "tiny": {"img_size": 64, "max_widths": (32, 64, 96, 128), "slots": (2, 2, 4, 3)},
+}
+
+#: The parts of EfficientFormer's latency tables (:mod:`._parts`), in build order.
+PART_KINDS: tuple[str, ...] = ("stem", "downsample", "mb4d", "mb3d", "to_tokens", "to_grid", "head")
+#: Groups of part kinds that a calibration corrects together (:class:`~slimnas.latency.CalibratedPredictor`).
+GROUPS: dict[str, tuple[str, ...]] = {
+    "stem": ("stem",), "downsample": ("downsample",), "mb4d": ("mb4d",), "mb3d": ("mb3d",),
+    "reshape": ("to_tokens", "to_grid"), "head": ("head",),
 }

@@ -13,8 +13,17 @@ from typing import Any
 from .._arch import Arch
 from .._family import IDENTITY, Part, SpaceFamily
 from .._space import SearchSpace
-from . import _parts
-from ._constants import KIND_3D, KIND_4D, NUM_STAGES, PRESETS, SPACE_PRESETS, STAGE_STRIDES, WIDTH_STEP
+from ._constants import (
+    GROUPS,
+    KIND_3D,
+    KIND_4D,
+    NUM_STAGES,
+    PART_KINDS,
+    PRESETS,
+    SPACE_PRESETS,
+    STAGE_STRIDES,
+    WIDTH_STEP,
+)
 
 __all__ = ["EfficientFormerFamily", "FAMILY"]
 
@@ -37,24 +46,35 @@ class EfficientFormerFamily(SpaceFamily):
     kind_labels = {KIND_4D: "MB4D", KIND_3D: "MB3D"}
     space_presets = SPACE_PRESETS
     arch_presets = PRESETS
-    part_kinds = _parts.PART_KINDS
-    part_groups = _parts.GROUPS
+    part_kinds = PART_KINDS
+    part_groups = GROUPS
 
     # ------------------------------------------------------------------ latency parts
+    # numpy-based (imported on first use, so the encoding stays plain Python)
     def parts(self, arch: Arch, num_classes: int = 1000, in_chans: int = 3) -> list[Part]:
+        from . import _parts
+
         return _parts.parts_of(arch, num_classes, in_chans)
 
     def parts_of_space(self, space: SearchSpace, num_classes: int = 1000, in_chans: int = 3) -> list[Part]:
+        from . import _parts
+
         return _parts.parts_of_space(space, num_classes, in_chans)
 
-    def features(self, archs: Sequence[Arch]) -> _parts.ArchFeatures:
+    def features(self, archs: Sequence[Arch]) -> Any:
+        from . import _parts
+
         return _parts.arch_features(archs, self.num_stages)
 
     def part_summer(self, values: Mapping[Part, float], space: SearchSpace, num_classes: int,
                     in_chans: int) -> Callable[[Any], dict[str, Any]]:
+        from . import _parts
+
         return _parts.dense_summer(values, space, num_classes, in_chans)
 
     def parts_of_row(self, feats: Any, row: int, num_classes: int, in_chans: int) -> list[Part]:
+        from . import _parts
+
         return _parts.parts_of_row(feats, row, num_classes, in_chans)
 
     # ------------------------------------------------------------------ networks

@@ -32,17 +32,11 @@ import numpy as np
 from .._arch import Arch
 from .._family import Part
 from .._space import SearchSpace
-from ._constants import KIND_3D, KIND_4D, WIDTH_STEP
+from ._constants import GROUPS, KIND_3D, KIND_4D, PART_KINDS, WIDTH_STEP
 
 __all__ = ["PART_KINDS", "GROUPS", "parts_of", "parts_of_space", "ArchFeatures", "arch_features", "dense_summer",
            "parts_of_row"]
 
-PART_KINDS = ("stem", "downsample", "mb4d", "mb3d", "to_tokens", "to_grid", "head")
-#: Groups of part kinds that a calibration corrects together (:class:`~slimnas.latency.CalibratedPredictor`).
-GROUPS: dict[str, tuple[str, ...]] = {
-    "stem": ("stem",), "downsample": ("downsample",), "mb4d": ("mb4d",), "mb3d": ("mb3d",),
-    "reshape": ("to_tokens", "to_grid"), "head": ("head",),
-}
 
 
 def parts_of(arch: Arch, num_classes: int = 1000, in_chans: int = 3) -> list[Part]:
