@@ -87,7 +87,7 @@ def test_unknown_and_unavailable_backends_say_so_in_one_line():
         ONNXRuntimeBackend(provider="tpu")
     with pytest.raises(ValueError, match="compute_units"):
         CoreMLBackend(compute_units="npu")
-    with pytest.raises(ValueError, match="threads: must be an integer from 1"):
+    with pytest.raises(ValueError, match="threads: Input should be greater than or equal to 1"):
         get_backend("torch-cpu", threads=0)
 
 
