@@ -3,8 +3,8 @@ import platform
 import pytest
 import torch
 
-from slimnas.latency import Part
 from slimnas.errors import InputError
+from slimnas.latency import Part
 from slimnas.latency.backends import (
     BACKENDS,
     BackendUnavailable,
@@ -146,8 +146,9 @@ BUILTINS = {"torch-cpu": TorchCPUBackend, "torch-cuda": TorchCUDABackend, "onnxr
 
 
 def test_the_registry_lists_the_four_builtins_and_pyproject_declares_exactly_them():
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     assert set(BACKENDS.builtins) == set(BUILTINS) and set(BUILTINS) <= set(BACKENDS.names())
     assert all(backend_class(name) is cls and cls.name == name for name, cls in BUILTINS.items())
@@ -167,7 +168,7 @@ def test_each_builtin_settings_model_round_trips(name):
     options = table_options(backend, rotation_mb=4.0)
     assert options["rotation_mb"] == 4.0 and backend_options(options) == backend.options()
     again = get_backend(name, threads=backend.threads, dtype=backend.dtype, **backend_options(options))
-    assert (again.settings, again.threads, again.options()) == (backend.settings, backend.threads, backend.options())
+    assert (again.threads, again.dtype, again.options()) == (backend.threads, backend.dtype, backend.options())
     with pytest.raises(InputError, match=f"^bogus: not a setting of backend {name}"):
         get_backend(name, bogus=1)
 
