@@ -103,6 +103,8 @@ class Backend(abc.ABC):
     supports_context: ClassVar[bool] = False
     #: The module form this backend times by default (see :mod:`slimnas.latency.modules`).
     default_form: ClassVar[str] = "fused"
+    #: Whether the timed activations live in this machine's memory (``slimnas lut build`` then checks the batch fits).
+    host_memory: ClassVar[bool] = True
 
     def __init__(self, **settings: Any) -> None:
         self.settings: BackendSettings = self.validate_settings(settings)

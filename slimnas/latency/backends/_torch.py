@@ -125,6 +125,7 @@ class TorchCUDABackend(Backend):
     """``torch-cuda``: eager PyTorch on one GPU, timed with CUDA events (the paper's A100 figures use batch 64)."""
 
     name = "torch-cuda"
+    host_memory = False  # the GPU's
 
     class Settings(BackendSettings):
         dtype: TorchDtype = Field("float32", description="the dtype modules are timed in")

@@ -73,9 +73,9 @@ def _build(args: argparse.Namespace) -> int:
     check_output_file(out, "--out")
     protocol = protocol_from(args)
     space = _space(args.space, args.img_size)
-    if args.backend in ("torch-cpu", "onnxruntime", "coreml"):
-        check_batch_fits(args.batch_size, space.img_size, "--batch-size")
     backend = _backend(args)
+    if backend.host_memory:
+        check_batch_fits(args.batch_size, space.img_size, "--batch-size")
     if args.backend == "coreml" and backend.unavailable_reason() and backend.can_convert() is None:
         if not args.bundle:
             raise InputError(f"backend coreml: {backend.unavailable_reason()}")
