@@ -29,7 +29,7 @@ from slimnas.search_spaces import Arch, SearchSpace
 
 from ._parts import Part, parts_of_space
 from ._timing import Timing
-from .backends import Backend
+from .backends import Backend, table_options
 from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
 from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
 from .predictor import CalibratedPredictor
@@ -61,13 +61,10 @@ def table_meta(space: SearchSpace, backend: Backend, batch: int, form: str, num_
                in_chans: int = 3, rotation_mb: float = 0.0, protocol: Protocol | None = None,
                harness: str = "isolated") -> TableMeta:
     info = backend.describe()
-    options = dict(info["options"])
-    if rotation_mb:
-        options["rotation_mb"] = rotation_mb
     return TableMeta(
         backend=backend.name, device=info["device"], batch=batch, dtype=backend.dtype, img_size=space.img_size,
         threads=backend.threads, space=space.to_dict(), form=form, num_classes=num_classes, in_chans=in_chans,
-        options=options, versions=info["versions"],
+        options=table_options(backend, rotation_mb), versions=info["versions"],
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         protocol=(protocol or Protocol()).to_dict(), harness=harness,
     )

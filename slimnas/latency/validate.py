@@ -295,24 +295,25 @@ def _as_measurement(timing: Measurement | Timing, stat: str) -> Measurement:
 
 def check_backend_matches(table: LatencyTable, backend: Backend) -> None:
     """Raise ``InputError`` naming the first setting in which ``backend`` differs from the table's measurements."""
+    from .backends import backend_options
+
     meta = table.meta
     if backend.name != meta.backend:
         raise InputError(f"backend: the table was measured with {meta.backend!r}, not {backend.name!r}")
     if meta.threads is not None and backend.threads not in (None, meta.threads):
         raise InputError(f"threads: the table was measured with {meta.threads} threads, not {backend.threads}")
-    for key, value in meta.options.items():
-        if key != "rotation_mb" and backend.options().get(key) != value:
+    for key, value in backend_options(meta.options).items():
+        if backend.options().get(key) != value:
             raise InputError(f"{key}: the table was measured with {key} {value!r}, the backend has "
                              f"{backend.options().get(key)!r}")
 
 
 def backend_for(table: LatencyTable) -> Backend:
     """A backend with the table's own settings (backend, threads, dtype, options)."""
-    from .backends import get_backend
+    from .backends import backend_options, get_backend
 
     meta = table.meta
-    options = {k: v for k, v in meta.options.items() if k != "rotation_mb"}
-    return get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, **options)
+    return get_backend(meta.backend, threads=meta.threads, dtype=meta.dtype, **backend_options(meta.options))
 
 
 def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch], protocol: Protocol | None = None,

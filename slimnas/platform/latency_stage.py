@@ -50,16 +50,14 @@ def _harness(lat: PipelineLatencySection, backend) -> str:
 
 def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_classes: int) -> dict[str, Any]:
     """What a table made from ``lat`` records about itself (without the device)."""
+    from slimnas.latency.backends import table_options
     from slimnas.latency.builder import DEFAULT_CALIBRATE_NETWORKS
     from slimnas.latency.modules import resolve_rotation_mb
 
     backend = _backend(lat)
     form = lat.form or backend.default_form
-    options = dict(backend.options())
     harness = _harness(lat, backend)
-    rotation = resolve_rotation_mb(lat.rotation_mb, space, form, num_classes)
-    if rotation:
-        options["rotation_mb"] = rotation
+    options = table_options(backend, resolve_rotation_mb(lat.rotation_mb, space, form, num_classes))
     return {"backend": backend.name, "batch": lat.batch, "dtype": backend.dtype, "img_size": space.img_size,
             "threads": backend.threads, "space": space.to_dict(), "form": form, "num_classes": num_classes,
             "in_chans": 3, "options": options, "protocol": lat.protocol.protocol().to_dict(), "harness": harness,

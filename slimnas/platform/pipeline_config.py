@@ -23,7 +23,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from slimnas.config import ConfigModel, load_config, load_yaml, plain_dir_name
 from slimnas.errors import ConfigError
@@ -79,17 +80,19 @@ class ProtocolSection(ConfigModel):
 
 
 class PipelineLatencySection(ConfigModel):
-    """How the lookup table is measured (see ``slimnas lut build``), and where."""
+    """How the lookup table is measured (see ``slimnas lut build``), and where.
 
-    backend: Literal["torch-cpu", "torch-cuda", "onnxruntime"] = "torch-cpu"
+    ``backend`` names a latency backend (:data:`slimnas.registry.BACKENDS`: a built-in or a plug-in's); its settings
+    are keys of this section too (``threads``, ``dtype``, ``allocator`` for ``torch-cpu``; ``provider`` for
+    ``onnxruntime``; ``device`` for ``torch-cuda``; a plug-in's own), validated by that backend's ``Settings`` model:
+    a key that is neither this section's nor the backend's is an error naming it. ``threads`` defaults to 1 here
+    (one thread measures repeatably on a shared machine) for a backend that has it.
+    """
+
+    backend: str = "torch-cpu"
     table: str | None = None  # default: <output>/latency/<backend>-b<batch>.parquet
     batch: int = Field(1, ge=1, le=65536)
-    threads: int | None = Field(1, ge=1, le=4096)  # CPU threads (torch-cpu, onnxruntime on CPU)
-    dtype: str | None = None  # float32 (default) | float16 | bfloat16 (torch backends)
     form: Literal["fused", "eager"] | None = None  # default: the backend's
-    device: str | None = None  # torch-cuda, e.g. "cuda:0"
-    allocator: Literal["tuned", "default"] = "tuned"  # torch-cpu: glibc allocator setting (see slimnas.latency)
-    provider: Literal["cpu", "cuda"] = "cpu"  # onnxruntime execution provider
     protocol: ProtocolSection = ProtocolSection()  # how anything is timed (slimnas.latency.protocol)
     harness: Literal["context", "isolated"] | None = None  # where parts are timed; default: context where possible
     cover: int = Field(2, ge=1, le=100_000)  # context: each part in this many covering networks
@@ -101,7 +104,17 @@ class PipelineLatencySection(ConfigModel):
     resources: dict[str, Annotated[float, Field(ge=0, le=1e6)]] | None = None
     validate_: ValidateSection = Field(ValidateSection(), alias="validate")
 
-    model_config = {**ConfigModel.model_config, "populate_by_name": True}
+    # the backend's settings are the extra keys, checked by its own model (_backend_settings)
+    model_config = {**ConfigModel.model_config, "populate_by_name": True, "extra": "allow"}
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from slimnas.registry import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r} (known: {', '.join(BACKENDS.names())})")
+        return value
 
     @field_validator("rotation_mb")
     @classmethod
@@ -110,17 +123,39 @@ class PipelineLatencySection(ConfigModel):
             raise ValueError("rotation_mb: 'auto' or MiB from 0 to 65536")
         return value
 
+    @model_validator(mode="after")
+    def _backend_settings(self) -> PipelineLatencySection:
+        """The extra keys, validated by the backend's settings model (errors name ``latency.<key>``)."""
+        model = self.settings_model()
+        try:
+            model.model_validate(self.model_extra or {})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            if error["type"] != "extra_forbidden":
+                raise
+            unknown = PydanticCustomError("unknown_setting", "unknown field (the settings of backend {backend}: "
+                                          "{settings})", {"backend": self.backend,
+                                                          "settings": ", ".join(model.model_fields)})
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                {"type": unknown, "loc": error["loc"], "input": error["input"]}]) from None
+        return self
+
+    def settings_model(self):
+        """The backend's settings model (its class's ``Settings``; imports the backend's module)."""
+        from slimnas.latency.backends import backend_class
+
+        return backend_class(self.backend).Settings
+
     def backend_settings(self) -> dict[str, Any]:
-        """The ``get_backend`` settings."""
-        settings: dict[str, Any] = {"threads": self.threads, "dtype": self.dtype}
-        if self.backend == "torch-cpu":
-            settings["allocator"] = self.allocator
-        elif self.backend == "torch-cuda":
-            settings.pop("threads")
-            settings["device"] = self.device
-        else:
-            settings["provider"] = self.provider
+        """The ``get_backend`` settings: the section's keys for the backend (``threads`` 1 unless set)."""
+        settings = self.settings_model().model_validate(self.model_extra or {}).model_dump(exclude_unset=True)
+        if "threads" in self.settings_model().model_fields:
+            settings.setdefault("threads", _DEFAULT_THREADS)
         return settings
+
+
+#: The pipeline's ``latency.threads`` when unset, for a backend that has threads.
+_DEFAULT_THREADS = 1
 
 
 class PipelineSearchSection(ConfigModel):

@@ -3,8 +3,21 @@ import platform
 import pytest
 import torch
 
+from slimnas.errors import InputError
 from slimnas.latency import Part
-from slimnas.latency.backends import BackendUnavailable, CoreMLBackend, ONNXRuntimeBackend, export_onnx, get_backend
+from slimnas.latency.backends import (
+    BACKENDS,
+    BackendUnavailable,
+    CoreMLBackend,
+    ONNXRuntimeBackend,
+    TorchCPUBackend,
+    TorchCUDABackend,
+    backend_class,
+    backend_options,
+    export_onnx,
+    get_backend,
+    table_options,
+)
 from slimnas.latency.modules import network_module, part_module
 from slimnas.search_spaces.efficientformer import Arch
 
@@ -87,7 +100,7 @@ def test_unknown_and_unavailable_backends_say_so_in_one_line():
         ONNXRuntimeBackend(provider="tpu")
     with pytest.raises(ValueError, match="compute_units"):
         CoreMLBackend(compute_units="npu")
-    with pytest.raises(ValueError, match="threads: must be an integer from 1"):
+    with pytest.raises(ValueError, match="threads: Input should be greater than or equal to 1"):
         get_backend("torch-cpu", threads=0)
 
 
@@ -125,3 +138,65 @@ def test_context_sampling_times_every_module_of_a_running_network():
     assert 0.5 * whole < inside < 2.0 * whole
     with pytest.raises(BackendUnavailable, match="cannot time parts inside a running network"):
         ONNXRuntimeBackend(threads=1).sample_context(network, modules, example, FAST)
+
+
+# ---------------------------------------------------------------------------------------------------- the registry
+BUILTINS = {"torch-cpu": TorchCPUBackend, "torch-cuda": TorchCUDABackend, "onnxruntime": ONNXRuntimeBackend,
+            "coreml": CoreMLBackend}
+
+
+def test_the_registry_lists_the_four_builtins_and_pyproject_declares_exactly_them():
+    from pathlib import Path
+
+    import tomllib
+
+    assert set(BACKENDS.builtins) == set(BUILTINS) and set(BUILTINS) <= set(BACKENDS.names())
+    assert all(backend_class(name) is cls and cls.name == name for name, cls in BUILTINS.items())
+    pyproject = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())
+    assert pyproject["project"]["entry-points"]["slimnas.backends"] == BACKENDS.builtins
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_each_builtin_settings_model_round_trips(name):
+    cls = BUILTINS[name]
+    defaults = cls.Settings()
+    assert cls.Settings.model_validate_json(defaults.model_dump_json()) == defaults
+    assert all(f.description for f in cls.Settings.model_fields.values())  # every flag has its help
+    backend = get_backend(name, **defaults.model_dump())
+    assert backend.settings == defaults and backend.dtype == defaults.dtype
+    # what a table records gives the same backend back (validation and search jobs rebuild it so)
+    options = table_options(backend, rotation_mb=4.0)
+    assert options["rotation_mb"] == 4.0 and backend_options(options) == backend.options()
+    again = get_backend(name, threads=backend.threads, dtype=backend.dtype, **backend_options(options))
+    assert (again.threads, again.dtype, again.options()) == (backend.threads, backend.dtype, backend.options())
+    with pytest.raises(InputError, match=f"^bogus: not a setting of backend {name}"):
+        get_backend(name, bogus=1)
+
+
+def test_the_cli_flags_are_derived_from_the_settings_model(capsys):
+    """A setting added to a backend's model is a flag of ``slimnas lut build``, typed and ranged by the model."""
+    from pydantic import Field
+
+    from slimnas.platform.cli import build_parser
+    from slimnas.platform.commands._backend_flags import backend_settings
+
+    class WarmCPU(TorchCPUBackend):
+        name = "torch-cpu-warm"
+
+        class Settings(TorchCPUBackend.Settings):
+            preheat_s: float = Field(0.5, ge=0, le=60, description="run the CPU this long before timing")
+
+    BACKENDS.register(WarmCPU.name, WarmCPU)
+    try:
+        argv = ["lut", "build", "--space", "tiny", "--out", "t.parquet", "--backend", WarmCPU.name]
+        args = build_parser().parse_args([*argv, "--preheat-s", "2", "--threads", "3", "--allocator", "default"])
+        assert backend_settings(args) == {"preheat_s": 2.0, "threads": 3, "allocator": "default"}
+        assert backend_settings(build_parser().parse_args(argv)) == {}  # unset: the model's defaults
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*argv, "--preheat-s", "99"])
+        assert "argument --preheat-s: Input should be less than or equal to 60" in capsys.readouterr().err
+        with pytest.raises(SystemExit):
+            build_parser().parse_args([*argv, "--help"])
+        assert "run the CPU this long before timing (default: 0.5)" in " ".join(capsys.readouterr().out.split())
+    finally:
+        BACKENDS.unregister(WarmCPU.name)

@@ -81,7 +81,7 @@ def test_bad_input_is_one_line_and_exit_2(built, tmp_path, capsys):
     (["--tolerance", "0"], "protocol.tolerance"),
     (["--extra-passes", "-1"], "protocol.extra_passes"),
     (["--stat", "mode"], "invalid choice: 'mode'"),
-    (["--threads", "0"], "threads: must be an integer from 1 to 4096, got 0"),
+    (["--threads", "0"], "argument --threads: Input should be greater than or equal to 1 (got '0')"),
     (["--batch-size", "1000000000000"], "--batch-size: must be from 1 to 65536"),
     (["--rotation-mb", "-1"], "rotation_mb"),
     (["--harness", "inside"], "invalid choice: 'inside'"),

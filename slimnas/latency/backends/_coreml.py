@@ -15,9 +15,11 @@ import platform
 import subprocess
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
-from ._base import Backend
+from pydantic import Field
+
+from ._base import Backend, BackendSettings
 
 __all__ = ["CoreMLBackend", "COMPUTE_UNITS"]
 
@@ -41,12 +43,14 @@ class CoreMLBackend(Backend):
     name = "coreml"
     default_form = "eager"
 
-    def __init__(self, compute_units: str = "all", **kwargs: Any) -> None:
-        if compute_units not in COMPUTE_UNITS:
-            raise ValueError(f"compute_units: expected one of {COMPUTE_UNITS}, got {compute_units!r}")
-        kwargs.pop("threads", None)
-        super().__init__(threads=None, **kwargs)
-        self.compute_units = compute_units
+    class Settings(BackendSettings):
+        dtype: Literal["float32", "float16"] = Field("float32", description="the compute precision")
+        compute_units: Literal[COMPUTE_UNITS] = Field(  # type: ignore[valid-type]
+            "all", description="the Core ML compute units")
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.compute_units: str = self.settings.compute_units
 
     @staticmethod
     def can_convert() -> str | None:
@@ -65,9 +69,6 @@ class CoreMLBackend(Backend):
                     f"bundle with `slimnas lut build --backend coreml --bundle DIR`, time it on the device, then "
                     f"`slimnas lut import-measurements`")
         return None
-
-    def options(self) -> dict[str, Any]:
-        return {"compute_units": self.compute_units}
 
     def device_name(self) -> str:
         if platform.system() == "Darwin":

@@ -11,11 +11,14 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+from pydantic import Field
 
-from ._base import Backend, cpu_name
+from ._base import Backend, BackendSettings, Threads, cpu_name
+
+if TYPE_CHECKING:  # torch is imported where a backend times (a settings model needs none)
+    import torch
 
 __all__ = ["ONNXRuntimeBackend", "export_onnx"]
 
@@ -24,6 +27,8 @@ _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 def export_onnx(module: torch.nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
     """The ONNX model (serialized) of ``module`` at ``example``'s shape."""
+    import torch
+
     module = module.eval()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -43,13 +48,18 @@ class ONNXRuntimeBackend(Backend):
     name = "onnxruntime"
     default_form = "eager"
 
-    def __init__(self, provider: str = "cpu", threads: int | None = None, **kwargs: Any) -> None:
-        if provider not in _PROVIDERS:
-            raise ValueError(f"provider: expected one of {sorted(_PROVIDERS)}, got {provider!r}")
-        if threads is None and provider == "cpu":
-            threads = torch.get_num_threads()
-        super().__init__(threads=threads, **kwargs)
-        self.provider = provider
+    class Settings(BackendSettings):
+        threads: Threads = None
+        provider: Literal[tuple(_PROVIDERS)] = Field(  # type: ignore[valid-type]
+            "cpu", description="the onnxruntime execution provider")
+
+    def __init__(self, **settings: Any) -> None:
+        import torch
+
+        super().__init__(**settings)
+        self.provider: str = self.settings.provider
+        if self.threads is None and self.provider == "cpu":
+            self.threads = torch.get_num_threads()
         self._exports: dict[tuple, bytes] = {}
 
     def unavailable_reason(self) -> str | None:
@@ -61,10 +71,9 @@ class ONNXRuntimeBackend(Backend):
             return f"{_PROVIDERS[self.provider]} is not available in this onnxruntime build"
         return None
 
-    def options(self) -> dict[str, Any]:
-        return {"provider": self.provider}
-
     def device_name(self) -> str:
+        import torch
+
         if self.provider == "cuda" and torch.cuda.is_available():
             return torch.cuda.get_device_name(0)
         return cpu_name()
@@ -92,8 +101,6 @@ class ONNXRuntimeBackend(Backend):
     def prepare(self, module: torch.nn.Module, example: torch.Tensor) -> Callable[[], Any]:
         """One session per module; a :class:`~slimnas.latency.modules.Rotation` becomes one session per copy,
         called in turn (each session holds its own weights, so they leave the cache as inside a network)."""
-        if self.dtype != "float32":
-            raise ValueError(f"dtype: the onnxruntime backend times float32 models, got {self.dtype!r}")
         from ..modules import Rotation
 
         copies = list(module.copies) if isinstance(module, Rotation) else [module]

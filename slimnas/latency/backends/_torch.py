@@ -5,23 +5,28 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
+from pydantic import Field
 
 from slimnas.errors import InputError
 
-from ..modules import DTYPES
 from ..protocol import MAX_SAMPLES, ContextSamples, Protocol
 from ._alloc import ALLOCATORS, allocator_state, tune_allocator
-from ._base import Backend, cpu_name
+from ._base import Backend, BackendSettings, Threads, cpu_name
+
+if TYPE_CHECKING:  # torch is imported where a backend times (a settings model needs none)
+    import torch
 
 __all__ = ["TorchCPUBackend", "TorchCUDABackend"]
 
+#: The dtypes eager PyTorch times modules in.
+TorchDtype = Literal["float32", "float16", "bfloat16"]
+
 
 def _prepared(module: torch.nn.Module, example: torch.Tensor, device: str, dtype: str):
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype: expected one of {sorted(DTYPES)}, got {dtype!r}")
+    from ..modules import DTYPES
+
     module = module.to(device=device, dtype=DTYPES[dtype]).eval()
     example = example.to(device=device, dtype=DTYPES[dtype])
     return module, example
@@ -34,14 +39,19 @@ class TorchCPUBackend(Backend):
 
     name = "torch-cpu"
 
-    def __init__(self, threads: int | None = None, allocator: str = "tuned", **kwargs: Any) -> None:
-        if allocator not in ALLOCATORS:
-            raise ValueError(f"allocator: expected one of {ALLOCATORS}, got {allocator!r}")
-        super().__init__(threads=torch.get_num_threads() if threads is None else threads, **kwargs)
-        self.allocator = allocator
+    class Settings(BackendSettings):
+        threads: Threads = None
+        dtype: TorchDtype = Field("float32", description="the dtype modules are timed in")
+        allocator: Literal[ALLOCATORS] = Field(  # type: ignore[valid-type]
+            "tuned", description="the glibc allocator setting (see slimnas.latency.backends._alloc)")
 
-    def options(self) -> dict[str, Any]:
-        return {"allocator": self.allocator}
+    def __init__(self, **settings: Any) -> None:
+        import torch
+
+        super().__init__(**settings)
+        self.allocator: str = self.settings.allocator
+        if self.threads is None:
+            self.threads = torch.get_num_threads()
 
     def unavailable_reason(self) -> str | None:
         if self.allocator == "default" and allocator_state() == "tuned":
@@ -53,6 +63,8 @@ class TorchCPUBackend(Backend):
         return cpu_name()
 
     def prepare(self, module: torch.nn.Module, example: torch.Tensor) -> Callable[[], Any]:
+        import torch
+
         module, example = _prepared(module, example, "cpu", self.dtype)
 
         def run() -> Any:
@@ -65,6 +77,8 @@ class TorchCPUBackend(Backend):
 
     @contextlib.contextmanager
     def _settings(self) -> Iterator[None]:
+        import torch
+
         if self.allocator == "tuned" and not tune_allocator():
             raise InputError("allocator: cannot tune this C library's allocator; use allocator=default")
         previous = torch.get_num_threads()
@@ -80,6 +94,8 @@ class TorchCPUBackend(Backend):
 
     def sample_context(self, network: torch.nn.Module, modules: Sequence[torch.nn.Module], example: torch.Tensor,
                        protocol: Protocol) -> ContextSamples:
+        import torch
+
         self.check()
         network, example = _prepared(network, example, "cpu", self.dtype)
         clock = time.perf_counter
@@ -109,28 +125,43 @@ class TorchCUDABackend(Backend):
     """``torch-cuda``: eager PyTorch on one GPU, timed with CUDA events (the paper's A100 figures use batch 64)."""
 
     name = "torch-cuda"
+    host_memory = False  # the GPU's
 
-    def __init__(self, device: str = "cuda:0", **kwargs: Any) -> None:
-        kwargs.pop("threads", None)
-        super().__init__(threads=None, **kwargs)
-        self.device = device
+    class Settings(BackendSettings):
+        dtype: TorchDtype = Field("float32", description="the dtype modules are timed in")
+        device: str = Field("cuda:0", pattern=r"^cuda(:[0-9]{1,3})?$", description="the GPU, e.g. cuda:1")
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.device: str = self.settings.device
+
+    def options(self) -> dict[str, Any]:
+        return {}  # the GPU's name is the table's device; which index it had here does not change the numbers
 
     def unavailable_reason(self) -> str | None:
+        import torch
+
         if not torch.cuda.is_available():
             return "no CUDA device is visible to torch on this machine"
         return None
 
     def device_name(self) -> str:
+        import torch
+
         if not torch.cuda.is_available():
             return "unavailable"
         return torch.cuda.get_device_name(torch.device(self.device))
 
     def versions(self) -> dict[str, str]:
+        import torch
+
         out = super().versions()
         out["cuda"] = str(torch.version.cuda)
         return out
 
     def prepare(self, module: torch.nn.Module, example: torch.Tensor) -> Callable[[], Any]:
+        import torch
+
         module, example = _prepared(module, example, self.device, self.dtype)
 
         def run() -> Any:
@@ -140,12 +171,16 @@ class TorchCUDABackend(Backend):
         return run
 
     def _sync(self) -> None:
+        import torch
+
         torch.cuda.synchronize(self.device)
 
     supports_context = True
 
     def sample_context(self, network: torch.nn.Module, modules: Sequence[torch.nn.Module], example: torch.Tensor,
                        protocol: Protocol) -> ContextSamples:
+        import torch
+
         self.check()
         network, example = _prepared(network, example, self.device, self.dtype)
         events = [torch.cuda.Event(enable_timing=True) for _ in range(len(modules) + 1)]
@@ -180,6 +215,8 @@ class TorchCUDABackend(Backend):
         return ContextSamples(whole, parts)
 
     def _sample(self, run: Callable[[], Any], protocol: Protocol) -> list[float]:
+        import torch
+
         # The base protocol, each sample timed with CUDA events around one call (the host clock would time the
         # launch, not the kernels).
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)

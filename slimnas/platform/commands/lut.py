@@ -13,6 +13,7 @@ from pathlib import Path
 from slimnas.errors import InputError
 
 from ._args import float_in, int_in
+from ._backend_flags import add_backend_flags, backend_settings
 from .models import MAX_CLASSES
 
 
@@ -55,20 +56,10 @@ def protocol_from(args: argparse.Namespace, base=None):
 
 
 def _backend(args: argparse.Namespace):
+    """The backend ``--backend`` names, with the settings its flags give (see :mod:`._backend_flags`)."""
     from slimnas.latency.backends import get_backend
 
-    settings = {"threads": args.threads}
-    if args.backend == "torch-cpu":
-        settings["allocator"] = args.allocator
-    if args.backend == "onnxruntime":
-        settings["provider"] = args.provider
-    if args.backend == "coreml":
-        settings["compute_units"] = args.compute_units
-    if args.backend == "torch-cuda" and args.device:
-        settings["device"] = args.device
-    if getattr(args, "dtype", None):
-        settings["dtype"] = args.dtype
-    return get_backend(args.backend, **settings)
+    return get_backend(args.backend, **backend_settings(args))
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -82,14 +73,14 @@ def _build(args: argparse.Namespace) -> int:
     check_output_file(out, "--out")
     protocol = protocol_from(args)
     space = _space(args.space, args.img_size)
-    if args.backend in ("torch-cpu", "onnxruntime", "coreml"):
-        check_batch_fits(args.batch_size, space.img_size, "--batch-size")
     backend = _backend(args)
+    if backend.host_memory:
+        check_batch_fits(args.batch_size, space.img_size, "--batch-size")
     if args.backend == "coreml" and backend.unavailable_reason() and backend.can_convert() is None:
         if not args.bundle:
             raise InputError(f"backend coreml: {backend.unavailable_reason()}")
         check_output_dir(args.bundle, "--bundle")
-        return _write_bundle(args, space)
+        return _write_bundle(args, space, backend)
     backend.check()
     if out.exists() and not args.force:
         raise InputError(f"lut: {out} exists; choose another --out or pass --force to replace it")
@@ -113,7 +104,7 @@ def _build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _write_bundle(args: argparse.Namespace, space) -> int:
+def _write_bundle(args: argparse.Namespace, space, backend) -> int:
     from slimnas.latency.bundle import write_bundle
     from slimnas.latency.validate import validation_archs
 
@@ -127,7 +118,7 @@ def _write_bundle(args: argparse.Namespace, space) -> int:
         elapsed = time.perf_counter() - start
         printer(Progress(done, total, item, elapsed, elapsed / done * (total - done)))
 
-    manifest = write_bundle(space, args.bundle, batch=args.batch_size, compute_units=args.compute_units,
+    manifest = write_bundle(space, args.bundle, batch=args.batch_size, compute_units=backend.compute_units,
                             form=args.form or "eager", num_classes=args.num_classes, networks=networks,
                             on_progress=progress)
     print(f"wrote the Core ML benchmark bundle {manifest.parent} ({manifest}); time it on the device, then run "
@@ -257,18 +248,12 @@ def register(sub) -> None:
 
     p = lsub.add_parser("build", help="time every part of a space on a backend (resumable)")
     p.add_argument("--space", required=True, help="l7 | l3 | l1 | tiny")
-    p.add_argument("--backend", required=True, help="torch-cpu | torch-cuda | onnxruntime | coreml")
+    p.add_argument("--backend", required=True, help="torch-cpu | torch-cuda | onnxruntime | coreml | a plug-in's "
+                   "(slimnas.registry.BACKENDS); its settings are flags (--backend NAME --help lists them)")
     p.add_argument("--out", required=True, help="output Parquet file")
     p.add_argument("--batch-size", type=int, default=1)
     p.add_argument("--img-size", type=int_in(32, 4096), default=None, help="input size (default: the space's)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads (torch-cpu, onnxruntime cpu)")
     p.add_argument("--form", choices=["fused", "eager"], default=None, help="module form (default: the backend's)")
-    p.add_argument("--dtype", default=None, help="float32 (default) | float16 | bfloat16 (torch backends)")
-    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu", help="onnxruntime execution provider")
-    p.add_argument("--allocator", choices=["tuned", "default"], default="tuned",
-                   help="torch-cpu: glibc allocator setting (see slimnas.latency.backends._alloc)")
-    p.add_argument("--device", default=None, help="torch-cuda device, e.g. cuda:1")
-    p.add_argument("--compute-units", default="all", help="coreml: all | cpu_only | cpu_and_gpu | cpu_and_ne")
     p.add_argument("--bundle", default=None, help="coreml off macOS: write a benchmark bundle to this folder")
     p.add_argument("--num-networks", type=int_in(0, 100_000), default=20,
                    help="coreml bundle: random validation networks")
@@ -288,6 +273,7 @@ def register(sub) -> None:
     p.add_argument("--calibrate-networks", type=int, default=None, help="whole networks timed to calibrate the "
                    "table's predictor (default: 24 when parts are timed alone, 0 in context)")
     _measurement_args(p, build=True)
+    add_backend_flags(p)  # --threads, --dtype, --provider, ...: the named backend's settings model
     p.set_defaults(func=_build, full_command="lut build")
 
     p = lsub.add_parser("validate", help="compare a table with measured whole networks")
