@@ -8,7 +8,7 @@ from torch import nn
 
 from slimnas.search_spaces import IDENTITY, Arch, Part, SearchSpace, importance_from_alphas
 
-from .space import CONV, MIX
+from .space import CONV
 
 
 class Conv(nn.Module):
