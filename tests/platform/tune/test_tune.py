@@ -38,7 +38,7 @@ def slimming():
 
 def test_the_scheduler_is_handed_its_searcher_and_both_pickle_together(tmp_path):
     """Tune pickles searcher and scheduler in one tuner.pkl: the unpickled scheduler holds the unpickled searcher,
-    which holds no algorithm until attached; then the scheduler asks it whether a partial result rules a candidate out."""
+    which holds no algorithm until attached; then the scheduler asks it whether a partial result rules a trial out."""
     from slimnas.platform.tune import AskTellSearcher, EarlyStopScheduler
 
     searcher = AskTellSearcher(slimming(), "pickled", tmp_path / "pickled.searcher.json")
