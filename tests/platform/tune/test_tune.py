@@ -133,3 +133,19 @@ def test_restore_after_a_killed_driver_reaches_the_same_arch(tmp_path):
     steps = [(s["arch"], s["latency_ms"], s["accuracy"], s["action"]) for s in trajectory]
     expected = json.loads(json.dumps(reference.trajectory))
     assert steps == [(s["arch"], s["latency_ms"], s["accuracy"], s["action"]) for s in expected]
+
+
+def test_the_search_monitor_is_told_the_running_algorithm():
+    """The job tells the progress monitor each run's algorithm as it starts (no registry of live searchers)."""
+    from slimnas.platform.progress import SearchMonitor
+
+    lines = []
+    monitor = SearchMonitor(16.0, echo=lines.append)
+    search = RandomSearch(TOY_SPACE, toy_latency, 17.0, budget=4, seed=0)
+    monitor("[search] random@17ms: running")
+    assert monitor.status() is None  # not told the algorithm
+    monitor.watch("random@17ms", search)
+    run_search(search, wobbly_fraction)
+    assert monitor.status().startswith("[search] random@17ms: 4 evaluations, budget 4 (100%)")
+    monitor("[search] random@17ms: 4 evaluations in 1.0 s (budget spent)")
+    assert monitor.status() is None and lines[-1].endswith("(budget spent)")
