@@ -13,8 +13,7 @@ accounting (subnet evaluations). Each candidate evaluation is a Ray Tune trial (
 Budgets (``budget: auto``): slimming runs once for the whole sweep; for each target, a baseline gets the evaluations
 slimming had used when it first reached that target (so "equal budgets" is exact per target; the method whose spec
 defines ``auto_budget`` says how many). NSGA-II runs once with the largest of those budgets and answers every target
-from its Pareto front. A fixed ``budget: N`` gives every
-baseline and target N evaluations.
+from its Pareto front. A fixed ``budget: N`` gives every baseline and target N evaluations.
 
 Winners verified on the device (the closed loop, :mod:`slimnas.search.verification`): at the end, every winner is
 measured end to end on the table's backend (one call for all of them, then replacements as needed). A winner slower
