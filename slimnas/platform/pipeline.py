@@ -292,7 +292,7 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
     runtime["ray_started"] = init_ray(cfg) or runtime.get("ray_started", False)
     monitor = SearchMonitor(min(targets), echo).start()
     try:
-        job = run_search_job(job_cfg, restore=restore, echo=monitor)
+        job = run_search_job(job_cfg, restore=restore, echo=monitor, watch=monitor.watch)
     finally:
         monitor.stop()
     evaluations = sum(len(h) for h in job.histories.values())

@@ -31,9 +31,10 @@ from slimnas.errors import ConfigError
 from slimnas.trainers._config import DataConfig, SupernetTrainConfig
 
 from .search_config import (
-    METHODS,
+    DEFAULT_METHODS,
     Budget,
     EarlyStopSection,
+    MethodName,
     RaySection,
     SearchJobConfig,
     Seed,
@@ -163,7 +164,7 @@ class PipelineSearchSection(ConfigModel):
 
     data: DataConfig | None = None  # evaluation data; default: the train section's
     eval_images: int | None = Field(None, ge=1, le=100_000_000)
-    methods: list[Literal[METHODS]] = Field(["slimming", "random", "tpe", "nsga2"], min_length=1)  # type: ignore[valid-type]
+    methods: list[MethodName] = Field(list(DEFAULT_METHODS), min_length=1)
     targets: list[TargetMs] | None = Field(None, min_length=1, max_length=1000)  # milliseconds
     # fractions of the max arch's predicted latency, e.g. [0.8, 0.6]
     targets_relative: list[float] | None = Field(None, min_length=1, max_length=1000)
@@ -187,8 +188,12 @@ class PipelineSearchSection(ConfigModel):
     def _consistent(self) -> PipelineSearchSection:
         if (self.targets is None) == (self.targets_relative is None):
             raise ValueError("give targets (ms) or targets_relative (fractions of the max arch's latency)")
-        if self.budget == "auto" and not any(m.startswith("slimming") for m in self.methods):
-            raise ValueError("budget 'auto' matches slimming's evaluations; add slimming to methods or give a number")
+        if self.budget == "auto":
+            from slimnas.search.methods import auto_budget_problem
+
+            problem = auto_budget_problem(self.methods)
+            if problem:
+                raise ValueError(f"budget {problem}")
         return self
 
 

@@ -116,13 +116,15 @@ class TrainProgress(Callback):
 class SearchMonitor:
     """Echo lines of the search job, plus a progress line for the running method every ``every_s`` seconds.
 
-    Use it as the job's ``echo``; ``start()``/``stop()`` run the background thread. ``min_target`` is the smallest
-    latency target (slimming's progress is how far its latency has come down towards it).
+    Use it as the job's ``echo`` and :meth:`watch` as its ``watch``; ``start()``/``stop()`` run the background
+    thread. ``min_target`` is the smallest latency target (slimming's progress is how far its latency has come down
+    towards it).
     """
 
     def __init__(self, min_target: float, echo: Echo = stderr_echo, every_s: float = 10.0) -> None:
         self.min_target, self.echo, self.every_s = min_target, echo, every_s
         self.current: str | None = None
+        self._algorithms: dict[str, Any] = {}  # run label -> its live search algorithm (see watch)
         self._since = time.perf_counter()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,15 +136,16 @@ class SearchMonitor:
         elif self.current and line.startswith(f"[search] {self.current}:"):
             self.current = None
 
+    def watch(self, label: str, algorithm: Any) -> None:
+        """The search run ``label`` starts with ``algorithm`` (a :class:`~slimnas.search.SearchAlgorithm`)."""
+        self._algorithms[label] = algorithm
+
     def status(self) -> str | None:
         """One line on the running method, or ``None``."""
-        from .tune.searcher import live_searcher
-
         label = self.current
-        searcher = live_searcher(label) if label else None
-        if searcher is None:
+        algorithm = self._algorithms.get(label) if label else None
+        if algorithm is None:
             return None
-        algorithm = searcher.algorithm
         elapsed = time.perf_counter() - self._since
         trajectory = getattr(algorithm, "trajectory", None)
         if trajectory:

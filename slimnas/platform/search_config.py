@@ -10,11 +10,24 @@ from pydantic import AfterValidator, Field, field_validator
 from slimnas.config import ConfigModel
 from slimnas.trainers._config import DataConfig
 
-__all__ = ["SearchJobConfig", "METHODS", "LatencySection", "SlimmingSection", "EarlyStopSection", "RaySection",
-           "TrackingSection", "TargetMs", "Seed", "Budget", "MAX_TARGET_MS", "MAX_BUDGET"]
+__all__ = ["SearchJobConfig", "MethodName", "DEFAULT_METHODS", "LatencySection", "SlimmingSection",
+           "EarlyStopSection", "RaySection", "TrackingSection", "TargetMs", "Seed", "Budget", "MAX_TARGET_MS",
+           "MAX_BUDGET"]
 
-#: The methods a job can compare. ``slimming`` is the paper's; the others are the baselines.
-METHODS = ("slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2")
+
+
+def _known_method(value: str) -> str:
+    from slimnas.registry import METHODS
+
+    if value not in METHODS:
+        raise ValueError(f"unknown search method {value!r} (known: {', '.join(METHODS.names())})")
+    return value
+
+
+#: A search method's name, as :data:`slimnas.registry.METHODS` knows it (built-ins, entry points, registered ones).
+MethodName = Annotated[str, AfterValidator(_known_method)]
+#: The methods a job compares when its config names none: the paper's slimming and three baselines.
+DEFAULT_METHODS = ("slimming", "random", "tpe", "nsga2")
 
 #: A latency target above this (100 s per inference) is refused as absurd.
 MAX_TARGET_MS = 100_000.0
@@ -85,8 +98,7 @@ class SearchJobConfig(ConfigModel):
     data: DataConfig = DataConfig()
     eval_images: int | None = Field(None, ge=1, le=100_000_000)  # validation images per evaluation (None: all)
     latency: LatencySection
-    methods: list[Literal["slimming", "slimming-extended", "random", "exhaustive", "tpe", "nsga2"]] = \
-        ["slimming", "random", "tpe", "nsga2"]
+    methods: list[MethodName] = list(DEFAULT_METHODS)  # names in slimnas.registry.METHODS
     targets: list[TargetMs] = Field(..., min_length=1, max_length=1000)  # latency targets (ms), a sweep when several
     budget: Budget = "auto"  # evaluations per baseline and target; auto: what slimming used
     slimming: SlimmingSection = SlimmingSection()

@@ -1,13 +1,19 @@
 """A search job: slimming and the enumeration baselines, side by side, on one supernet and one latency table.
 
+Methods are plug-ins (:mod:`slimnas.search.methods`): the job looks each name of ``methods:`` up in
+:data:`slimnas.registry.METHODS` and plans its runs from the spec's declared capabilities, never from the name: a
+``sweep`` method runs once for all targets, another once per target; methods that take no budget (slimming) run
+first; ``early_stop`` says whether the early-stop scheduler runs for it; the spec builds the algorithm from a
+:class:`~slimnas.search.MethodRequest`.
+
 Every method sees the same evaluator (supernet weights, BN recalibrated, top-1 on the validation images), the same
 latency function (the table, served by the Ray :mod:`latency actor <slimnas.latency.actor>`) and the same budget
 accounting (subnet evaluations). Each candidate evaluation is a Ray Tune trial (:mod:`slimnas.platform.tune`).
 
 Budgets (``budget: auto``): slimming runs once for the whole sweep; for each target, a baseline gets the evaluations
-slimming had used when it first reached that target (so "equal budgets" is exact per target). NSGA-II runs once with
-the largest of those budgets and answers every target from its Pareto front. A fixed ``budget: N`` gives every
-baseline and target N evaluations.
+slimming had used when it first reached that target (so "equal budgets" is exact per target; the method whose spec
+defines ``auto_budget`` says how many). NSGA-II runs once with the largest of those budgets and answers every target
+from its Pareto front. A fixed ``budget: N`` gives every baseline and target N evaluations.
 
 Winners verified on the device (the closed loop, :mod:`slimnas.search.verification`): at the end, every winner is
 measured end to end on the table's backend (one call for all of them, then replacements as needed). A winner slower
@@ -52,15 +58,8 @@ from typing import Any
 
 from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
-from slimnas.search import (
-    ExhaustiveSearch,
-    NSGA2Search,
-    RandomSearch,
-    SearchAlgorithm,
-    SlimmingSearch,
-    TPESearch,
-    start_arch,
-)
+from slimnas.search import MethodRequest, MethodSpec, SearchAlgorithm, SlimmingSearch, method_spec
+from slimnas.search.methods import auto_budget_problem
 from slimnas.search.verification import (
     ContinueRoundFn,
     MeasurementCache,
@@ -84,6 +83,8 @@ log = logging.getLogger(__name__)
 
 #: Measured latency (ms) of each arch on the table's device, or ``None`` when that device cannot measure here.
 DeviceMeasure = Callable[[Sequence[Arch]], Sequence[float] | None]
+#: Told each search run's label and live algorithm as the run starts (e.g. a progress monitor).
+WatchRun = Callable[[str, SearchAlgorithm], None]
 
 
 @dataclass
@@ -192,16 +193,25 @@ def _latency_fn(cfg: SearchJobConfig, table):
     return calibration.predict_many  # the calibrated predictor runs in the driver on the same table
 
 
-def _budgets(cfg: SearchJobConfig, slimming: SlimmingSearch | None) -> dict[float, int]:
-    if isinstance(cfg.budget, int):
-        return {t: cfg.budget for t in cfg.targets}
-    if slimming is None:
-        raise InputError("budget: 'auto' matches slimming's evaluations; add 'slimming' to methods or give a number")
-    out = {}
-    for target in cfg.targets:
-        step = next((s for s in slimming.trajectory if s["latency_ms"] <= target), None)
-        out[target] = max(1, step["evaluations"] if step else slimming.evaluations)
-    return out
+def _method_specs(cfg: SearchJobConfig) -> dict[str, MethodSpec]:
+    """Each method of the job, resolved and checked before any work starts (one line naming the field if not)."""
+    specs = {}
+    for name in cfg.methods:
+        try:
+            specs[name] = spec = method_spec(name)
+        except InputError as exc:
+            raise InputError(f"methods: {exc}") from None
+        if spec.settings is not None and spec.settings not in type(cfg).model_fields:
+            raise InputError(f"methods: {name!r} reads the config section {spec.settings!r}, which a search job "
+                             f"does not have")
+    if cfg.budget == "auto" and (problem := auto_budget_problem(cfg.methods)):
+        raise InputError(f"budget: {problem}")
+    return specs
+
+
+def _options(cfg: SearchJobConfig, spec: MethodSpec) -> dict[str, Any]:
+    """The fields of the config section a method reads (its ``settings``), e.g. ``slimming.mb3d_removal``."""
+    return {} if spec.settings is None else getattr(cfg, spec.settings).model_dump(mode="json")
 
 
 @dataclass
@@ -215,6 +225,7 @@ class _Run:
     wall_s: float
     early_stop: dict[str, int]
     early_stopped: set[int] = field(default_factory=set)
+    stoppable: bool = True  # the method can be stopped early (its spec's ``early_stop``)
 
 
 #: Config sections that do not change a job's results (a restore may change them).
@@ -271,11 +282,12 @@ def _begin(cfg: SearchJobConfig, restore: bool, echo: Callable[[str], None]) -> 
 
 def run_search_job(cfg: SearchJobConfig, restore: bool = False,
                    echo: Callable[[str], None] = lambda line: log.info(line),
-                   measure: DeviceMeasure | None = None) -> SearchJobResult:
+                   measure: DeviceMeasure | None = None, watch: WatchRun | None = None) -> SearchJobResult:
     """Run (or, with ``restore``, continue) a search job. See the module docstring.
 
     ``measure``: the device the winners are verified on (archs -> measured ms, or ``None``: cannot measure here);
-    default: the table's backend, here (:func:`_measure_on_device`).
+    default: the table's backend, here (:func:`_measure_on_device`). ``watch``: told each run's label and algorithm
+    as it starts (:class:`~slimnas.platform.progress.SearchMonitor.watch`).
     """
     from ray import tune
 
@@ -288,6 +300,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     if restore and (done := finished_job(cfg)) is not None:
         echo(f"[search] job '{cfg.name}' had finished: nothing to restore ({done.job_dir}/{_RESULTS} unchanged)")
         return done
+    specs = _method_specs(cfg)
     folder, continuing = _begin(cfg, restore, echo)
     table = LatencyTable.load(cfg.latency.table)
     supernet, checkpoint = load_supernet(cfg.supernet)
@@ -299,16 +312,18 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     job_dir, work = folder.final, folder.staging
     init_ray(cfg.ray, log_to_driver=False)
     latency_fn = _latency_fn(cfg, table)
-    importance = supernet.importance()
+    importance = supernet.importance() if any(s.needs_importance for s in specs.values()) else None
     payload = evaluation_payload(supernet, cfg.data.model_dump(), cfg.eval_images, key=f"{checkpoint}:{cfg.name}")
     trainable = tune.with_parameters(evaluate_candidate, payload=payload)
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
     runs: list[_Run] = []
 
-    def run(algorithm: SearchAlgorithm, label: str):
+    def run(algorithm: SearchAlgorithm, label: str, stoppable: bool):
         echo(f"[search] {label}: running")
+        if watch is not None:
+            watch(label, algorithm)
         started, before = time.perf_counter(), algorithm.evaluations
-        outcome = run_tune(algorithm, trainable, label, work / "tune", early_stop=cfg.early_stop.enabled,
+        outcome = run_tune(algorithm, trainable, label, work / "tune", early_stop=cfg.early_stop.enabled and stoppable,
                            rule=cfg.early_stop.rule, z=cfg.early_stop.z, resources=resources,
                            max_concurrent_trials=cfg.ray.max_concurrent, restore=continuing)
         wall = time.perf_counter() - started
@@ -316,16 +331,18 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
              f"({outcome.algorithm.stop_reason})")
         return outcome, wall
 
-    def add(method: str, label: str, algorithm: SearchAlgorithm, targets: list[float]) -> SearchAlgorithm:
-        outcome, wall = run(algorithm, label)
+    def add(method: str, label: str, spec: MethodSpec, targets: list[float], budget: int | None) -> SearchAlgorithm:
+        request = MethodRequest(space, latency_fn, tuple(targets), budget, cfg.seed,
+                                importance if spec.needs_importance else None, _options(cfg, spec))
+        outcome, wall = run(spec.build(request), label, spec.early_stop)
         runs.append(_Run(method, label, outcome.algorithm, targets, wall, dict(outcome.early_stop),
-                         set(outcome.searcher.early_stopped)))
+                         set(outcome.searcher.early_stopped), spec.early_stop))
         return outcome.algorithm
 
     def continue_round(job_run: _Run) -> ContinueRoundFn:
         """Slimming's extra rounds run through Tune like its first ones, one experiment each."""
         def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
-            outcome, wall = run(algorithm, f"{job_run.label}-verify-{index}")
+            outcome, wall = run(algorithm, f"{job_run.label}-verify-{index}", job_run.stoppable)
             job_run.wall_s += wall
             for key, value in outcome.early_stop.items():
                 job_run.early_stop[key] = job_run.early_stop.get(key, 0) + value
@@ -333,27 +350,19 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
             return outcome.algorithm
         return go
 
-    slimming = None
-    for method in [m for m in cfg.methods if m.startswith("slimming")]:
-        mode = "extended" if method == "slimming-extended" else "paper"
-        algorithm = SlimmingSearch(space, start_arch(space, importance), importance, latency_fn, cfg.targets,
-                                   mode=mode, mb3d_removal=cfg.slimming.mb3d_removal, seed=cfg.seed)
-        finished = add(method, method, algorithm, list(cfg.targets))
-        if method == "slimming":
-            slimming = finished
-    baselines = [m for m in cfg.methods if not m.startswith("slimming")]
-    budgets = _budgets(cfg, slimming) if baselines else {}
-    for method in baselines:
-        if method == "nsga2":
-            budget = max(budgets.values())
-            # one front for every target; archs slower than the loosest target serve none and cost no evaluation
-            add(method, method, NSGA2Search(space, latency_fn, budget, seed=cfg.seed, target_ms=max(cfg.targets)),
-                list(cfg.targets))
-            continue
-        for target in cfg.targets:
-            factory = {"random": RandomSearch, "exhaustive": ExhaustiveSearch, "tpe": TPESearch}[method]
-            add(method, f"{method}@{target:g}ms", factory(space, latency_fn, target, budgets[target], seed=cfg.seed),
-                [target])
+    # the methods that take no budget first (in config order): budget 'auto' derives from one of them
+    budgets: dict[float, int] = {t: cfg.budget for t in cfg.targets} if isinstance(cfg.budget, int) else {}
+    for method in sorted(cfg.methods, key=lambda m: specs[m].uses_budget):
+        spec = specs[method]
+        if spec.sweep:  # one run answers the whole sweep (given the largest of the targets' budgets)
+            budget = max(budgets.values()) if spec.uses_budget else None
+            finished = dict.fromkeys(cfg.targets, add(method, method, spec, list(cfg.targets), budget))
+        else:
+            finished = {t: add(method, f"{method}@{t:g}ms", spec, [t], budgets[t] if spec.uses_budget else None)
+                        for t in cfg.targets}
+        if spec.auto_budget is not None and not budgets:  # the first method that defines budget 'auto' sets it
+            budgets = {t: spec.auto_budget(finished[t], t) for t in cfg.targets}
+
     def on_device(archs: Sequence[Arch]) -> list[float] | None:
         return _measure_on_device(table, archs, echo)
 
@@ -465,7 +474,7 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
             for target in run.targets:
                 out[(run.label, target)] = verify_baseline(run.algorithm, target, cache, lat.tolerance_pct)
         for target in run.targets:
-            _echo_verification(echo, run.method, out[(run.label, target)], lat.tolerance_pct)
+            _echo_verification(echo, run, out[(run.label, target)], lat.tolerance_pct)
     met = [v for v in out.values() if v.meets_target]
     echo(f"[search] verified on the device ({len(cache.measured)} networks measured): {len(met)} answer(s) meet "
          f"their target within {lat.tolerance_pct:g}% ({sum(bool(v.verify_steps) for v in met)} after a "
@@ -473,13 +482,13 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
     return out
 
 
-def _echo_verification(echo: Callable[[str], None], method: str, v: Verification, tolerance_pct: float) -> None:
-    where = f"[search] {method} @ {v.target_ms:g} ms"
+def _echo_verification(echo: Callable[[str], None], run: _Run, v: Verification, tolerance_pct: float) -> None:
+    where = f"[search] {run.method} @ {v.target_ms:g} ms"
     if v.meets_target is False:
         echo(f"{where}: NOT met on the device: {v.note}")
     elif v.meets_target and v.verify_steps:
         taken = (f"{v.verify_steps} step(s) on along its trajectory (+{v.extra_evaluations} evaluations)"
-                 if method.startswith("slimming") else f"its next arch (#{v.verify_steps + 1} by accuracy)")
+                 if isinstance(run.algorithm, SlimmingSearch) else f"its next arch (#{v.verify_steps + 1} by accuracy)")
         echo(f"{where}: the predicted answer measured over {tolerance_limit(v.target_ms, tolerance_pct):.4g} ms; "
              f"{taken} measures {v.measured_ms:.4g} ms")
 

@@ -3,6 +3,8 @@
 import csv
 import io
 import json
+import sys
+from pathlib import Path
 
 import pytest
 import ray
@@ -13,6 +15,7 @@ from slimnas.errors import ConfigError, InputError
 from slimnas.latency import LatencyTable, build_table
 from slimnas.latency.backends import TorchCPUBackend
 from slimnas.latency.protocol import Protocol
+from slimnas.platform.cli import main
 from slimnas.platform.search_config import SearchJobConfig
 from slimnas.platform.search_job import (
     MethodResult,
@@ -24,6 +27,7 @@ from slimnas.platform.search_job import (
     run_search_job,
 )
 from slimnas.platform.search_tracking import pareto_figure
+from slimnas.registry import METHODS
 from slimnas.search import RandomSearch, SlimmingSearch, start_arch
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 from slimnas.testing import TOY_SPACE, run_search, tiny_train_config, toy_latency
@@ -56,17 +60,52 @@ def _config(root, checkpoint, table_path, targets, **extra):
     return load_config(SearchJobConfig, data)
 
 
-def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
+@pytest.fixture
+def cheapest_first(tmp_path, monkeypatch):
+    """The method 'cheapest-first' (tests/platform/plugins/cheapest_first.py) installed as an outside package would
+    be: an entry point in the ``slimnas.methods`` group (a dist-info folder on sys.path, as pip leaves one) naming
+    the module's spec. Nothing in slimnas names it."""
+    site = tmp_path / "site"
+    dist = site / "slimnas_test_plugins-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slimnas-test-plugins\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[slimnas.methods]\ncheapest-first = cheapest_first:CHEAPEST_FIRST\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
+    yield "cheapest-first"
+    METHODS.unregister("cheapest-first")  # forget the loaded spec
+    sys.modules.pop("cheapest_first", None)
+
+
+def test_the_cli_knows_a_method_once_its_package_declares_it(tmp_path, capsys, monkeypatch, request):
+    """Before: an unknown name, one line naming the field and the known names. After: the config passes (the job then
+    stops at the missing supernet, the next check)."""
+    config = tmp_path / "search.yaml"
+    config.write_text(f"supernet: {tmp_path / 'none.pt'}\nlatency: {{table: {tmp_path / 't.parquet'}}}\n"
+                      "targets: [1.0]\nmethods: [slimming, cheapest-first]\ntracking: {enabled: false}\n")
+    for fixture, needle in ((None, "methods.1: Value error, unknown search method 'cheapest-first' (known: exhaustive"),
+                            ("cheapest_first", "supernet: no such file or folder")):
+        if fixture:
+            request.getfixturevalue(fixture)
+        capsys.readouterr()
+        assert main(["search", "--config", str(config)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+
+
+def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs, cheapest_first):
+    """The built-in methods and one from another package (an entry point), side by side with equal budgets."""
     root, checkpoint, table, full = inputs
     targets = [round(0.9 * full, 3), round(0.8 * full, 3)]
     cfg = _config(root, checkpoint, root / "tiny.parquet", targets,
-                  latency={"table": str(root / "tiny.parquet"), "max_extra_steps": 1})
+                  latency={"table": str(root / "tiny.parquet"), "max_extra_steps": 1},
+                  methods=["slimming", "random", "tpe", "nsga2", cheapest_first])
     try:
         job = run_search_job(cfg)
     finally:
         ray.shutdown()
     methods = {(r.method, r.target_ms) for r in job.results}
-    assert methods == {(m, t) for m in ("slimming", "random", "tpe", "nsga2") for t in cfg.targets}
+    assert methods == {(m, t) for m in cfg.methods for t in cfg.targets}
     slim = {r.target_ms: r for r in job.results if r.method == "slimming"}
     assert job.histories["nsga2"] and all(e["latency_ms"] <= max(cfg.targets) for e in job.histories["nsga2"])
     for r in job.results:
@@ -75,22 +114,25 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
         assert r.arch is not None and r.predicted_ms <= r.target_ms and 0 <= r.top1 <= 1
         assert r.predicted_ms == pytest.approx(table.predict(Arch.from_dict(r.arch)))
         assert r.measured_ms is not None and r.measured_ms > 0 and r.meets_target is not None
-        if r.method in ("random", "tpe"):  # equal budgets: what slimming had used at that target
+        if r.method in ("random", "tpe", cheapest_first):  # equal budgets: what slimming had used at that target
             assert r.evaluations <= slim[r.target_ms].evaluations
+    for target in cfg.targets:  # the plug-in ran as it says: one run per target, cheapest archs first
+        latencies = [e["latency_ms"] for e in job.histories[f"{cheapest_first}@{target:g}ms"]]
+        assert latencies and latencies == sorted(latencies) and latencies[-1] <= target
     first = Arch.from_dict(job.trajectories["slimming"][0]["arch"])  # the start: every slot active, max widths
     space = SearchSpace.preset("tiny")
     assert first.widths == space.max_widths and first.depths == space.slots
     assert job.trajectories["slimming"][0]["latency_ms"] == pytest.approx(table.predict(first))
     saved = json.loads((root / "out" / "job" / "results.json").read_text())
-    assert len(saved["results"]) == 8 and (root / "out" / "job" / "pareto.png").is_file()
+    assert len(saved["results"]) == 10 and (root / "out" / "job" / "pareto.png").is_file()
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("test-search")
     parent = client.get_run(job.mlflow_run_id)
-    assert parent.data.params["methods"] == "slimming,random,tpe,nsga2"
+    assert parent.data.params["methods"] == "slimming,random,tpe,nsga2,cheapest-first"
     children = client.search_runs([experiment.experiment_id],
                                   filter_string=f"tags.mlflow.parentRunId = '{job.mlflow_run_id}'")
-    assert len(children) == 8
+    assert len(children) == 10
     child = next(c for c in children if c.data.tags["slimnas.method"] == "slimming")
     assert {"top1", "predicted_ms", "measured_ms", "evaluations", "wall_s"} <= set(child.data.metrics)
     assert {"widths", "depths", "mb3d", "method", "target_ms"} <= set(child.data.params)

@@ -17,6 +17,11 @@ plus ``accuracy``. (Tune's metric for the searcher is ``seen``, present in every
 
 The algorithm passed in must be built as the first run built it (same method, space, targets, seed); its state is
 then replaced by the saved one.
+
+The early-stop scheduler is built with the experiment's searcher; no registry of live searchers links them. A
+restored experiment's searcher and scheduler are the ones ``Tuner.restore`` unpickled (together, from
+``tuner.pkl``, so the scheduler holds that searcher); the runner reads the searcher back from the restored tuner to
+attach the algorithm.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from slimnas.errors import SlimnasError
 from slimnas.search import SearchAlgorithm
 
 from .scheduler import EarlyStopScheduler
-from .searcher import AskTellSearcher, live_searcher, read_state
+from .searcher import AskTellSearcher, read_state
 
 __all__ = ["run_tune", "TuneOutcome"]
 
@@ -81,23 +86,24 @@ def run_tune(
         searcher.resume_from_state_file()
         log.info("%s: finished before; restored from %s", name, state_path)
         return outcome(searcher)
-    scheduler = EarlyStopScheduler(name, rule=rule, z=z) if early_stop else FIFOScheduler()
     trainable = tune.with_resources(trainable, resources or {"cpu": 1})
-    tuner = _restored_tuner(experiment, trainable, algorithm, max_concurrent_trials) if restore else None
-    if tuner is None:
+    restored = _restored_tuner(experiment, trainable, algorithm, max_concurrent_trials) if restore else None
+    if restored is not None:
+        tuner, searcher = restored
+    else:
         if saved is None:
             state_path.unlink(missing_ok=True)
         shutil.rmtree(experiment, ignore_errors=True)  # a partial experiment Tune cannot restore
         searcher = AskTellSearcher(algorithm, name, state_path, max_concurrent=max_concurrent_trials)
         if saved is not None:
             searcher.resume_from_state_file()
+        scheduler = EarlyStopScheduler(searcher, rule=rule, z=z) if early_stop else FIFOScheduler()
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1, reuse_actors=True),
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
         )
     tuner.fit()
-    searcher = live_searcher(name) or searcher
     if not algorithm.finished:  # Tune ends an experiment only when the searcher says FINISHED (or it was stopped)
         raise SlimnasError(f"{name}: the Tune experiment ended with the search unfinished ({algorithm.evaluations} "
                            f"evaluations); rerun with --restore to continue it")
@@ -105,8 +111,8 @@ def run_tune(
 
 
 def _restored_tuner(experiment: Path, trainable: Any, algorithm: SearchAlgorithm,
-                    max_concurrent: int | None) -> tune.Tuner | None:
-    """``Tuner.restore`` of ``experiment`` with its searcher attached to ``algorithm``; ``None`` when Tune saved no
+                    max_concurrent: int | None) -> tuple[tune.Tuner, AskTellSearcher] | None:
+    """``Tuner.restore`` of ``experiment`` and its searcher, attached to ``algorithm``; ``None`` when Tune saved no
     experiment there, or saved one it cannot read back (the searcher's state file is then all there is to go on)."""
     # Tune syncs its experiment state to the storage folder when the experiment starts; a driver killed before that
     # left only tuner.pkl, from which Tune would restart the experiment its own way: start a new one instead
@@ -119,10 +125,21 @@ def _restored_tuner(experiment: Path, trainable: Any, algorithm: SearchAlgorithm
         log.warning("%s: Tune's saved experiment cannot be restored (%s: %s); continuing from the searcher's state "
                     "file", experiment.name, type(exc).__name__, exc)
         return None
-    searcher = live_searcher(experiment.name)
-    if searcher is None or searcher.algorithm is not None:  # not unpickled by this restore
+    searcher = _unpickled_searcher(tuner)
+    if searcher is None or searcher.attached:  # not unpickled by this restore
         log.warning("%s: the saved experiment holds no slimnas searcher; continuing from the state file",
                     experiment.name)
         return None
     searcher.attach(algorithm, max_concurrent)
-    return tuner
+    return tuner, searcher
+
+
+def _unpickled_searcher(tuner: tune.Tuner) -> AskTellSearcher | None:
+    """The searcher a restored ``tuner`` unpickled from ``tuner.pkl`` (its scheduler holds the same object).
+
+    Tune has no public accessor for a restored tuner's ``TuneConfig``; should its private layout change, this returns
+    ``None`` and the experiment continues from the searcher's state file instead (nothing is lost but Tune's own
+    record of the finished trials)."""
+    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
+    searcher = getattr(config, "search_alg", None)
+    return searcher if isinstance(searcher, AskTellSearcher) else None

@@ -14,7 +14,8 @@ the algorithm is told the bound, which loses by construction. Two rules:
 
 ``batches_saved`` counts the validation batches not evaluated, the figure ``docs/benchmarks.md`` reports. The counters
 are kept by the searcher (:attr:`AskTellSearcher.counters`), which persists them with its state: the scheduler itself
-holds nothing but its rule, so the copy Tune pickles (and ``Tuner.restore`` unpickles) is all it needs.
+holds nothing but its rule and its searcher, given when it is built. Tune pickles both in one ``tuner.pkl``, so the
+scheduler ``Tuner.restore`` unpickles holds the searcher it unpickles (attached to the new driver's algorithm).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from .searcher import live_searcher
+from .searcher import AskTellSearcher
 
 __all__ = ["EarlyStopScheduler", "accuracy_bound", "RULES"]
 
@@ -41,26 +42,24 @@ def accuracy_bound(correct: int, seen: int, total: int, rule: str = "confident",
 
 
 class EarlyStopScheduler(FIFOScheduler):
-    """Stops trials of the searcher named ``searcher_name`` whose accuracy bound cannot win."""
+    """Stops the trials of ``searcher`` (the experiment's search algorithm) whose accuracy bound cannot win."""
 
-    def __init__(self, searcher_name: str, rule: str = "confident", z: float = 3.0) -> None:
+    def __init__(self, searcher: AskTellSearcher, rule: str = "confident", z: float = 3.0) -> None:
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
-        self.searcher_name, self.rule, self.z = searcher_name, rule, float(z)
+        self.searcher, self.rule, self.z = searcher, rule, float(z)
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if result.get("accuracy") is not None or "correct" not in result:
             return TrialScheduler.CONTINUE
-        searcher = live_searcher(self.searcher_name)
-        if searcher is None or searcher.algorithm is None:
+        searcher: AskTellSearcher | None = getattr(self, "searcher", None)  # None: unpickled from an older slimnas
+        if searcher is None or not searcher.attached:
             return TrialScheduler.CONTINUE
         searcher.note_report()
         candidate_id = trial.config.get("candidate_id")
-        if candidate_id not in searcher.algorithm.pending:
-            return TrialScheduler.CONTINUE
         bound = accuracy_bound(int(result["correct"]), int(result["seen"]), int(result["total"]), self.rule, self.z)
-        if searcher.algorithm.cannot_win(candidate_id, bound):
+        if searcher.rules_out(candidate_id, bound):
             saved = int(result.get("batches_total", 0)) - int(result.get("batches_done", 0))
             searcher.note_stop(candidate_id, bound, saved)
             return TrialScheduler.STOP

@@ -14,6 +14,10 @@ that pickle holds no algorithm -- an algorithm holds its latency function, which
 (:class:`~slimnas.latency.actor.LatencyClient`), and a handle cannot be unpickled in another Ray session. A searcher
 unpickled by ``Tuner.restore`` is therefore detached until :meth:`AskTellSearcher.attach` gives it the new driver's
 algorithm (built on the new session's latency service), which then loads ``state_path``.
+
+The early-stop scheduler is given its searcher when it is built and asks it through :meth:`AskTellSearcher.rules_out`
+(no registry of live searchers): Tune pickles both in one ``tuner.pkl``, so the restored scheduler holds the restored
+searcher.
 """
 
 from __future__ import annotations
@@ -29,19 +33,12 @@ from ray.tune.search import Searcher
 from slimnas.config import atomic_write_text
 from slimnas.search import Candidate, SearchAlgorithm
 
-__all__ = ["AskTellSearcher", "live_searcher", "read_state", "EARLY_STOP_COUNTERS"]
+__all__ = ["AskTellSearcher", "read_state", "EARLY_STOP_COUNTERS"]
 
 log = logging.getLogger(__name__)
 
-#: Searchers of this driver by name, so the early-stop scheduler finds its searcher after a restore too.
-_LIVE: dict[str, AskTellSearcher] = {}
-
 #: The early-stop counters a searcher keeps (persisted with its state, so they add up across a restore).
 EARLY_STOP_COUNTERS = ("trials_stopped", "batches_saved", "batches_reported")
-
-
-def live_searcher(name: str) -> AskTellSearcher | None:
-    return _LIVE.get(name)
 
 
 def read_state(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -51,7 +48,7 @@ def read_state(path: str | os.PathLike) -> dict[str, Any] | None:
 
 
 class AskTellSearcher(Searcher):
-    """Wraps ``algorithm`` (ask/tell) for Tune. ``name`` identifies it to its scheduler."""
+    """Wraps ``algorithm`` (ask/tell) for Tune. ``name`` is the experiment's (for messages)."""
 
     def __init__(self, algorithm: SearchAlgorithm, name: str, state_path: str | os.PathLike | None = None,
                  metric: str = "seen", mode: str = "max", max_concurrent: int | None = None) -> None:
@@ -68,7 +65,6 @@ class AskTellSearcher(Searcher):
         self.errored: list[int] = []
         self.stop_bounds: dict[int, tuple[float, int]] = {}  # candidate -> (accuracy bound, batches saved)
         self.counters: dict[str, int] = dict.fromkeys(EARLY_STOP_COUNTERS, 0)
-        _LIVE[name] = self
 
     # ------------------------------------------------------------------ pickling (Tune's tuner.pkl)
     def __getstate__(self) -> dict[str, Any]:
@@ -79,15 +75,18 @@ class AskTellSearcher(Searcher):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        _LIVE[self.name] = self
 
     def attach(self, algorithm: SearchAlgorithm, max_concurrent: int | None = None) -> None:
         """Give a searcher unpickled by ``Tuner.restore`` this driver's ``algorithm``, caught up from ``state_path``."""
         self.algorithm = algorithm
         self.max_concurrent = max_concurrent
         self._queue, self._trial_candidate, self.stop_bounds = [], {}, {}
-        _LIVE[self.name] = self
         self.resume_from_state_file()
+
+    @property
+    def attached(self) -> bool:
+        """Whether the searcher has its algorithm (one unpickled by ``Tuner.restore`` has none until attached)."""
+        return self.algorithm is not None
 
     def _live(self) -> SearchAlgorithm:
         if self.algorithm is None:
@@ -136,6 +135,14 @@ class AskTellSearcher(Searcher):
         """The scheduler saw one more partial (per-batch) report."""
         self.counters["batches_reported"] += 1
 
+    def rules_out(self, candidate_id: Any, accuracy_bound: float) -> bool:
+        """Whether the evaluation of ``candidate_id`` may stop at ``accuracy_bound``: the candidate is still outstanding
+        and its algorithm says that bound cannot change its decision (:meth:`SearchAlgorithm.cannot_win`)."""
+        algorithm = self.algorithm
+        if algorithm is None or candidate_id not in algorithm.pending:
+            return False
+        return algorithm.cannot_win(candidate_id, accuracy_bound)
+
     def note_stop(self, candidate_id: int, bound: float, batches_saved: int) -> None:
         """The scheduler stopped ``candidate_id``'s trial at accuracy ``bound``, ``batches_saved`` batches early."""
         self.stop_bounds[candidate_id] = (bound, batches_saved)
@@ -152,7 +159,6 @@ class AskTellSearcher(Searcher):
         self.counters = {**dict.fromkeys(EARLY_STOP_COUNTERS, 0), **state.get("counters", {})}
         self._queue = algorithm.outstanding()  # in flight at the crash: evaluate them again
         self._trial_candidate = {}
-        _LIVE[self.name] = self
 
     def _persist(self) -> None:
         if self.state_path:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -33,6 +34,34 @@ def test_accuracy_bounds():
 
 def slimming():
     return SlimmingSearch(TOY_SPACE, TOY_SPACE.max_arch(), SCORES, toy_latency, 16.0)
+
+
+def test_the_scheduler_is_handed_its_searcher_and_both_pickle_together(tmp_path):
+    """Tune pickles searcher and scheduler in one tuner.pkl: the unpickled scheduler holds the unpickled searcher,
+    which holds no algorithm until attached; then the scheduler asks it whether a partial result rules a trial out."""
+    from slimnas.platform.tune import AskTellSearcher, EarlyStopScheduler
+
+    searcher = AskTellSearcher(slimming(), "pickled", tmp_path / "pickled.searcher.json")
+    config = searcher.suggest("t0")  # the start arch (round 0)
+    searcher.on_trial_complete("t0", {"accuracy": 0.9, "config": config})
+    first = [searcher.suggest(f"t{i}") for i in (1, 2)]  # two candidates of round 1
+    searcher.on_trial_complete("t1", {"accuracy": 0.89, "config": first[0]})
+    scheduler = EarlyStopScheduler(searcher, rule="exact")
+    back_searcher, back_scheduler = pickle.loads(pickle.dumps((searcher, scheduler)))
+    assert back_scheduler.searcher is back_searcher and not back_searcher.attached
+
+    class Trial:
+        config = first[1]
+
+    partial = {"correct": 0, "seen": 1800, "total": 2000, "batches_done": 9, "batches_total": 10}
+    assert back_scheduler.on_trial_result(None, Trial(), partial) == "CONTINUE"  # detached: it decides nothing
+    assert back_searcher.counters["batches_reported"] == 0
+    back_searcher.attach(slimming())  # a new driver's algorithm, caught up from the state file
+    assert back_searcher.attached and back_searcher.algorithm.evaluations == 2
+    assert back_searcher.rules_out(first[1]["candidate_id"], 0.1) and not back_searcher.rules_out(999, 0.1)
+    assert back_scheduler.on_trial_result(None, Trial(), partial) == "STOP"
+    assert back_searcher.counters["batches_reported"] == 1 and first[1]["candidate_id"] in back_searcher.stop_bounds
+    assert scheduler.on_trial_result(None, Trial(), {**partial, "correct": 1800}) == "CONTINUE"  # can still win
 
 
 @pytest.fixture(scope="module")
@@ -92,12 +121,31 @@ def test_restore_after_a_killed_driver_reaches_the_same_arch(tmp_path):
     driver.wait()
     done = len(json.loads(state.read_text())["algorithm"]["history"])
     assert 7 <= done < reference.evaluations
+    tune_saved = any((tmp_path / "killed").glob("experiment_state-*.json"))
     again = subprocess.run([sys.executable, "-c", code, str(tmp_path), "1"], capture_output=True, text=True,
                            timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
+    if tune_saved:  # Tuner.restore went on with the searcher (and scheduler) it unpickled, given the new algorithm
+        assert "holds no slimnas searcher" not in again.stderr and "cannot be restored" not in again.stderr
     line = next(x for x in again.stdout.splitlines() if x.startswith("RESULT "))
     trajectory = json.loads(line[len("RESULT "):])
     # the same steps (early-stopped losers record their stopping bound, so compare the chosen path)
     steps = [(s["arch"], s["latency_ms"], s["accuracy"], s["action"]) for s in trajectory]
     expected = json.loads(json.dumps(reference.trajectory))
     assert steps == [(s["arch"], s["latency_ms"], s["accuracy"], s["action"]) for s in expected]
+
+
+def test_the_search_monitor_is_told_the_running_algorithm():
+    """The job tells the progress monitor each run's algorithm as it starts (no registry of live searchers)."""
+    from slimnas.platform.progress import SearchMonitor
+
+    lines = []
+    monitor = SearchMonitor(16.0, echo=lines.append)
+    search = RandomSearch(TOY_SPACE, toy_latency, 17.0, budget=4, seed=0)
+    monitor("[search] random@17ms: running")
+    assert monitor.status() is None  # not told the algorithm
+    monitor.watch("random@17ms", search)
+    run_search(search, wobbly_fraction)
+    assert monitor.status().startswith("[search] random@17ms: 4 evaluations, budget 4 (100%)")
+    monitor("[search] random@17ms: 4 evaluations in 1.0 s (budget spent)")
+    assert monitor.status() is None and lines[-1].endswith("(budget spent)")
