@@ -146,7 +146,7 @@ class SearchMonitor:
         elapsed = time.perf_counter() - self._since
         trajectory = getattr(algorithm, "trajectory", None)
         if trajectory:
-            first, now = trajectory[0]["latency_ms"], trajectory[-1]["latency_ms"]
+            first, now = trajectory[0].latency_ms, trajectory[-1].latency_ms
             span = first - self.min_target
             frac = 1.0 if span <= 0 else min(max((first - now) / span, 0.0), 1.0)
             where = f"latency {now:.3f} ms, smallest target {self.min_target:.3f} ms"

@@ -77,10 +77,10 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs):
         assert r.measured_ms is not None and r.measured_ms > 0 and r.meets_target is not None
         if r.method in ("random", "tpe"):  # equal budgets: what slimming had used at that target
             assert r.evaluations <= slim[r.target_ms].evaluations
-    first = Arch.from_dict(job.trajectories["slimming"][0]["arch"])  # the start: every slot active, max widths
+    first = job.trajectories["slimming"][0].arch  # the start: every slot active, max widths
     space = SearchSpace.preset("tiny")
     assert first.widths == space.max_widths and first.depths == space.slots
-    assert job.trajectories["slimming"][0]["latency_ms"] == pytest.approx(table.predict(first))
+    assert job.trajectories["slimming"][0].latency_ms == pytest.approx(table.predict(first))
     saved = json.loads((root / "out" / "job" / "results.json").read_text())
     assert len(saved["results"]) == 8 and (root / "out" / "job" / "pareto.png").is_file()
 
@@ -155,13 +155,13 @@ def test_winners_slower_on_the_device_are_replaced_and_the_extra_evaluations_cou
     slim, rand = (next(r for r in job.results if r.method == m) for m in ("slimming", "random"))
     first_winners = {Arch.from_json(a) for a in device.calls[0]}
     trajectory = job.trajectories["slimming"]
-    original = Arch.from_dict(trajectory[-2]["arch"])  # the step the search stopped at: measured too slow
+    original = trajectory[-2].arch  # the step the search stopped at: measured too slow
     assert original in first_winners
     # slimming took one more step, evaluated through Tune, and counts its evaluations
     assert slim.meets_target is True and slim.verification == "met" and slim.verify_steps == 1
-    assert Arch.from_dict(slim.arch) == Arch.from_dict(trajectory[-1]["arch"]) != original
+    assert Arch.from_dict(slim.arch) == trajectory[-1].arch != original
     assert slim.extra_evaluations > 0 and slim.evaluations == len(job.histories["slimming"])
-    assert slim.evaluations == trajectory[-1]["evaluations"] == trajectory[-2]["evaluations"] + slim.extra_evaluations
+    assert slim.evaluations == trajectory[-1].evaluations == trajectory[-2].evaluations + slim.extra_evaluations
     assert slim.measured_ms == pytest.approx(table.predict(Arch.from_dict(slim.arch)))
     assert slim.stop_reason.startswith("continued below")
     assert (root / "out" / "verify" / "tune" / "slimming-verify-1").is_dir()
