@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slimnas.errors import InputError
+from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
 from .pipeline_config import STAGES, PipelineConfig
 from .pipeline_record import (
@@ -49,7 +50,7 @@ from .pipeline_record import (
     TrainRecord,
     now,
 )
-from .progress import Echo, ProgressLine, SearchMonitor, StageLog, TrainProgress, clock, stderr_echo
+from .progress import SearchMonitor, StageLog
 
 if TYPE_CHECKING:
     from slimnas.latency import LatencyTable
@@ -169,7 +170,7 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
                  runtime: dict[str, Any]) -> TrainRecord:
     from slimnas.trainers import latest_checkpoint, load_checkpoint
 
-    from .training import run_training
+    from .training import TrainProgress, run_training
 
     tcfg = cfg.train_config()
     folder = _checkpoint_folder(tcfg)
