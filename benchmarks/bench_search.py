@@ -69,8 +69,7 @@ def table(out: Path) -> Path:
 def catch_up(cfg: SearchJobConfig, job, lut: LatencyTable, multiple: int, seeds: int) -> dict:
     """Best-so-far top-1 of random and TPE at multiples of slimming's budget, per target."""
     from slimnas.platform.search_job import load_supernet
-    from slimnas.trainers import Evaluator, build_data
-    from slimnas.trainers._config import AugmentConfig, DataConfig
+    from slimnas.trainers import AugmentConfig, DataConfig, Evaluator, build_data
 
     supernet, _ = load_supernet(cfg.supernet)
     data_cfg = DataConfig(**DATA)

@@ -27,7 +27,7 @@ from pydantic import Field, field_validator, model_validator
 
 from slimnas.config import ConfigModel, load_config, load_yaml, plain_dir_name
 from slimnas.errors import ConfigError
-from slimnas.trainers._config import DataConfig, SupernetTrainConfig
+from slimnas.trainers import DataConfig, SupernetTrainConfig
 
 from .search_config import (
     METHODS,

@@ -78,9 +78,9 @@ def check_inputs(cfg: SupernetTrainConfig | ArchTrainConfig) -> int:
         if value and not Path(value).expanduser().is_file():
             raise InputError(f"{field}: no such file {value}")
     if cfg.distill.enabled and not cfg.distill.teacher_weights:
-        from slimnas.trainers._loss import _local_pretrained_file
+        from slimnas.trainers import local_pretrained_file
 
-        if _local_pretrained_file(cfg.distill.teacher_model) is None:
+        if local_pretrained_file(cfg.distill.teacher_model) is None:
             raise InputError(f"distill.teacher_model: no local pretrained weights for {cfg.distill.teacher_model!r} "
                              f"(nothing is downloaded); give distill.teacher_weights")
     return num_classes
