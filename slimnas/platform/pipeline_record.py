@@ -23,7 +23,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from slimnas._io import atomic_write_text
 from slimnas.errors import InputError
@@ -57,8 +57,19 @@ def _from_fields(cls: type[R], data: dict[str, Any], **nested: Any) -> R:
         raise ValueError(f"a malformed {cls.__name__}: {exc}") from None
 
 
+class _Record:
+    """The JSON round trip of a frozen record: its fields, by name."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        return _from_fields(cls, data)
+
+
 @dataclass(frozen=True)
-class TrainRecord:
+class TrainRecord(_Record):
     """The train stage: ``status`` ran or reused, the final supernet checkpoint and its SHA-256."""
 
     status: str
@@ -66,16 +77,9 @@ class TrainRecord:
     checkpoint: str
     sha256: str
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainRecord:
-        return _from_fields(cls, data)
-
 
 @dataclass(frozen=True)
-class TableRecord:
+class TableRecord(_Record):
     """The table stage: ``status`` built, validated or reused; the table, its creation time and size, and the
     validation's summary (:func:`slimnas.latency.validate.validate_table`'s, ``None`` when not validated)."""
 
@@ -86,16 +90,9 @@ class TableRecord:
     entries: int
     validation: dict[str, Any] | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TableRecord:
-        return _from_fields(cls, data)
-
 
 @dataclass(frozen=True)
-class SearchInputs:
+class SearchInputs(_Record):
     """What a search job's results depend on: its config (targets resolved), the supernet's SHA-256 and the table's
     creation time."""
 
@@ -113,14 +110,14 @@ class SearchInputs:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SearchInputs:
-        inputs = _from_fields(cls, data)
+        inputs = super().from_dict(data)
         if not isinstance(inputs.config, dict):
             raise ValueError("search inputs whose config is not a mapping")
         return inputs
 
 
 @dataclass(frozen=True)
-class SearchRecord:
+class SearchRecord(_Record):
     """The search stage: ``status`` ran or reused, its inputs (the reuse check), the targets (ms), the job's folder
     and its MLflow parent run."""
 
