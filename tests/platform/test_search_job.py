@@ -25,6 +25,7 @@ from slimnas.platform.search_job import (
 )
 from slimnas.platform.search_tracking import pareto_figure
 from slimnas.search import RandomSearch, SlimmingSearch, start_arch
+from slimnas.search.slimming import Action, TrajectoryStep
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 from slimnas.testing import TOY_SPACE, run_search, tiny_train_config, toy_latency
 from slimnas.trainers import train_supernet
@@ -233,8 +234,9 @@ def test_the_pareto_plot_shows_measured_answers_and_labels_the_targets(tmp_path)
                             verification="not met"),
                MethodResult("random", 0.9, arch, 0.85, 0.6, 10, 1.0, verification="pending")]
     histories = {"random@1.2ms": [{"latency_ms": 1.0, "accuracy": 0.7}]}
-    job = SearchJobResult({}, results, histories, {"slimming": [{"latency_ms": 1.3, "accuracy": 0.9},
-                                                                {"latency_ms": 1.1, "accuracy": 0.8}]}, str(tmp_path))
+    steps = [TrajectoryStep(0, None, TOY_SPACE.max_arch(), 1.3, 0.9, 0, 1),
+             TrajectoryStep(1, Action("width", 0), TOY_SPACE.max_arch().with_width(0, 16), 1.1, 0.8, 2, 3)]
+    job = SearchJobResult({}, results, histories, {"slimming": steps}, str(tmp_path))
     fig = pareto_figure(job)
     ax = fig.axes[0]
     texts = {t.get_text() for t in ax.texts}
