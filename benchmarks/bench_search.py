@@ -180,11 +180,9 @@ def main() -> None:
         "tracking": {"tracking_uri": f"sqlite:///{out / 'mlflow.db'}", "experiment": "bench-search"},
     })
     if args.catch_up_only:
-        from slimnas.platform.search_job import MethodResult, SearchJobResult
+        from slimnas.platform.search_job import SearchJobResult
 
-        saved = json.loads((out / "bench" / "results.json").read_text())
-        job = SearchJobResult(saved["config"], [MethodResult(**r) for r in saved["results"]], saved["histories"],
-                              saved["trajectories"], saved["job_dir"])
+        job = SearchJobResult.load(out / "bench" / "results.json")
     else:
         job = run_search_job(cfg, echo=lambda line: print(line, flush=True))
         import ray
