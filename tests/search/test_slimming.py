@@ -102,9 +102,14 @@ def test_trajectory_steps_and_round_entries_are_typed_records_with_a_json_round_
         search.trajectory[0].latency_ms = 0.0
     mid = make()
     mid.tell(mid.ask()[0].id, 84.0)
-    mid.ask()  # round 1 asked, nothing told: its entries are outstanding
-    assert mid._round and all(isinstance(e, RoundEntry) and e.accuracy is None for e in mid._round)
-    assert [RoundEntry.from_dict(json.loads(json.dumps(e.to_dict()))) for e in mid._round] == mid._round
+    asked = mid.ask()  # round 1 asked, one result told: the round's entries are half filled
+    mid.tell(asked[0].id, 83.0)
+    state = json.loads(json.dumps(mid.state_dict()))
+    entries = [RoundEntry.from_dict(e) for e in state["round_entries"]]
+    assert [e.accuracy for e in entries] == [83.0, None, None] and entries[0].candidate_id == asked[0].id
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
 
 
 def test_stops_when_nothing_saves_latency_or_the_budget_ends():
