@@ -69,8 +69,7 @@ def table(out: Path) -> Path:
 def catch_up(cfg: SearchJobConfig, job, lut: LatencyTable, multiple: int, seeds: int) -> dict:
     """Best-so-far top-1 of random and TPE at multiples of slimming's budget, per target."""
     from slimnas.platform.search_job import load_supernet
-    from slimnas.trainers import Evaluator, build_data
-    from slimnas.trainers._config import AugmentConfig, DataConfig
+    from slimnas.trainers import AugmentConfig, DataConfig, Evaluator, build_data
 
     supernet, _ = load_supernet(cfg.supernet)
     data_cfg = DataConfig(**DATA)
@@ -181,11 +180,9 @@ def main() -> None:
         "tracking": {"tracking_uri": f"sqlite:///{out / 'mlflow.db'}", "experiment": "bench-search"},
     })
     if args.catch_up_only:
-        from slimnas.platform.search_job import MethodResult, SearchJobResult
+        from slimnas.platform.search_job import SearchJobResult
 
-        saved = json.loads((out / "bench" / "results.json").read_text())
-        job = SearchJobResult(saved["config"], [MethodResult(**r) for r in saved["results"]], saved["histories"],
-                              saved["trajectories"], saved["job_dir"])
+        job = SearchJobResult.load(out / "bench" / "results.json")
     else:
         job = run_search_job(cfg, echo=lambda line: print(line, flush=True))
         import ray

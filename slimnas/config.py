@@ -8,19 +8,21 @@ whose message names the offending field as a dotted path, e.g. ``train.lr: Input
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from slimnas._io import atomic_write_bytes, atomic_write_text  # re-exported: the one atomic writer
 from slimnas.errors import ConfigError, InputError, path_error, shorten
 
-__all__ = ["ConfigModel", "load_config", "load_yaml", "parse_yaml", "read_text_file", "format_validation_error",
+__all__ = ["ConfigModel", "load_config", "load_yaml", "parse_yaml", "read_text_file", "read_json_file",
+           "format_validation_error", "plain_dir_name", "DirName",
            "atomic_write_bytes", "atomic_write_text", "MAX_CONFIG_BYTES", "MAX_YAML_NODES"]
 
 #: A config (YAML, JSON) larger than this is refused unread.
@@ -79,6 +81,21 @@ def read_text_file(path: str | os.PathLike, what: str, max_bytes: int = MAX_CONF
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise InputError(f"{what}: {shown} is not UTF-8 text (byte {exc.start})") from None
+
+
+def read_json_file(path: str | os.PathLike, what: str, fmt: str | None = None, kind: str = "") -> Any:
+    """The JSON document of a small input file (:func:`read_text_file`'s checks); ``InputError`` naming ``what`` and
+    the file when it is not valid JSON or, given ``fmt``, not a mapping whose ``format`` is ``fmt`` (``kind`` says
+    what it should be, e.g. "slimnas calibration file")."""
+    text = read_text_file(path, what)
+    shown = shorten(os.fspath(Path(path).expanduser()), 160)
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise InputError(f"{what}: {shown} is not valid JSON") from None
+    if fmt is not None and (not isinstance(data, dict) or data.get("format") != fmt):
+        raise InputError(f"{what}: {shown} is not a {kind or fmt}")
+    return data
 
 
 def _expanded_nodes(data: Any, limit: int) -> int:
@@ -166,3 +183,7 @@ def plain_dir_name(value: str) -> str:
     if len(value.encode("utf-8", "surrogateescape")) > 255:
         raise ValueError("must be a plain directory name of at most 255 bytes")
     return value
+
+
+#: A config field that becomes a folder name (:func:`plain_dir_name`).
+DirName = Annotated[str, AfterValidator(plain_dir_name)]

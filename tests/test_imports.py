@@ -51,7 +51,7 @@ from slimnas.search import SlimmingSearch, RandomSearch, TPESearch
 from slimnas.search.verification import MeasurementCache, SlimmingRun, verify_slimming
 from slimnas.testing import TOY_SPACE, run_search, toy_latency
 search = run_search(SlimmingSearch(TOY_SPACE, TOY_SPACE.max_arch(), [[1.0]] * 2 + [[1.0, 2.0]] * 2, toy_latency, 16.0))
-print(search.trajectory[-1]['latency_ms'], search.evaluations)
+print(search.trajectory[-1].latency_ms, search.evaluations)
 run_search(TPESearch(TOY_SPACE, toy_latency, 17.0, budget=5))
 """)
     assert result.returncode == 0, result.stderr

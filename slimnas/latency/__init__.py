@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from slimnas._lazy import lazy_attributes
 
 from ._parts import Part, part_kinds, parts_of, parts_of_space
 from ._timing import STATS, Timing
@@ -25,9 +24,4 @@ __all__ = [
 _LAZY = {"build_table": ".builder", "validate_table": ".validate", "get_backend": ".backends"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

@@ -33,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from slimnas.config import atomic_write_text
+from slimnas.config import atomic_write_text, read_json_file
 from slimnas.errors import InputError
 from slimnas.search_spaces import Arch, SearchSpace
 
@@ -135,13 +135,7 @@ def read_manifest(bundle: str | os.PathLike) -> dict[str, Any]:
     path = Path(bundle) / "manifest.json"
     if not path.is_file():
         raise InputError(f"--bundle: no manifest.json in {bundle}")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        raise InputError(f"--bundle: {path} is not valid JSON") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-        raise InputError(f"--bundle: {path} is not a slimnas Core ML bundle manifest")
-    return manifest
+    return read_json_file(path, "--bundle", BUNDLE_FORMAT, "slimnas Core ML bundle manifest")
 
 
 def read_measurements(path: str | os.PathLike) -> tuple[str | None, dict[str, Timing]]:

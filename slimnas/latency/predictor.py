@@ -23,13 +23,15 @@ from typing import Any
 
 import numpy as np
 
-from slimnas.config import atomic_write_text
+from slimnas.config import atomic_write_text, read_json_file
 from slimnas.errors import InputError
 from slimnas.search_spaces import Arch
 
 from .table import LatencyTable
 
 __all__ = ["CalibratedPredictor"]
+
+_FORMAT = "slimnas-calibrated-predictor"
 
 
 
@@ -83,7 +85,7 @@ class CalibratedPredictor:
         return {"coef": dict(self.coef), "intercept": self.intercept}
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": "slimnas-calibrated-predictor", "coef": dict(self.coef), "intercept": self.intercept,
+        return {"format": _FORMAT, "coef": dict(self.coef), "intercept": self.intercept,
                 "table": self.table.meta.identity()}
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -92,14 +94,7 @@ class CalibratedPredictor:
     @classmethod
     def load(cls, path: str | os.PathLike, table: LatencyTable) -> CalibratedPredictor:
         file = Path(path)
-        if not file.is_file():
-            raise InputError(f"calibration: no such file {file}")
-        try:
-            data = json.loads(file.read_text())
-        except json.JSONDecodeError:
-            raise InputError(f"calibration: {file} is not valid JSON") from None
-        if not isinstance(data, dict) or data.get("format") != "slimnas-calibrated-predictor":
-            raise InputError(f"calibration: {file} is not a slimnas calibration file")
+        data = read_json_file(file, "calibration", _FORMAT, "slimnas calibration file")
         if data.get("table") != json.loads(json.dumps(table.meta.identity())):
             raise InputError(f"calibration: {file} was fitted for a table measured under other settings")
         return cls(table, data["coef"], data["intercept"])

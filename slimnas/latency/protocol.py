@@ -40,6 +40,7 @@ from typing import Protocol as _Protocol
 import numpy as np
 
 from slimnas.errors import InputError
+from slimnas.progress import Progress  # re-exported: the progress event of measurements
 
 from ._timing import STATISTICS, Timing
 
@@ -195,29 +196,6 @@ class ContextSamples:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ContextSamples:
         return cls([float(v) for v in data["network"]], [[float(v) for v in row] for row in data["parts"]])
-
-
-@dataclass(frozen=True)
-class Progress:
-    """Where a long measurement stands (passed to progress callbacks)."""
-
-    done: int
-    total: int
-    item: str
-    elapsed_s: float
-    eta_s: float | None
-
-    def line(self, what: str = "measurements") -> str:
-        eta = "?" if self.eta_s is None else _clock(self.eta_s)
-        pct = 100.0 * self.done / max(self.total, 1)
-        return (f"{self.done}/{self.total} {what} ({pct:4.1f}%)  elapsed {_clock(self.elapsed_s)}  ETA {eta}  "
-                f"{self.item}")
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}" if seconds >= 3600 else \
-        f"{seconds // 60}:{seconds % 60:02d}"
 
 
 class Sampler(_Protocol):

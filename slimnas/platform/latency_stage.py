@@ -173,7 +173,7 @@ def measure(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, t
 def _measure_remote(lat: dict[str, Any], space: dict[str, Any], num_classes: int, table: bytes | None,
                     build: bool, validate: bool) -> dict[str, Any]:
     """The Ray task: measure in a temporary folder and return the files' bytes."""
-    from .progress import ProgressLine
+    from slimnas.progress import ProgressLine
 
     printers = {"table": ProgressLine("table", echo=print), "validate": ProgressLine("validate", echo=print,
                                                                                       what="network passes")}

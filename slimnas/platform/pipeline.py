@@ -27,22 +27,37 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import logging
 import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimnas.errors import InputError
+from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
 from .pipeline_config import STAGES, PipelineConfig
-from .pipeline_record import STATE_FILE, Attempt, PipelineRecord, now
-from .progress import Echo, ProgressLine, SearchMonitor, StageLog, TrainProgress, clock, stderr_echo
+from .pipeline_record import (
+    STATE_FILE,
+    Attempt,
+    PipelineRecord,
+    SearchInputs,
+    SearchRecord,
+    StageRecord,
+    TableRecord,
+    TrainRecord,
+    now,
+)
+from .progress import SearchMonitor, StageLog
 
-__all__ = ["run_pipeline", "PipelineResult", "init_ray"]
+if TYPE_CHECKING:
+    from slimnas.latency import LatencyTable
+
+    from .search_job import SearchJobResult
+
+__all__ = ["run_pipeline", "PipelineResult", "TableStageResult", "SearchStageResult", "init_ray"]
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +66,30 @@ _NEUTRAL = ("tracking.", "run.resume", "run.log_every", "run.keep_checkpoints", 
             "data.eval_batch_size", "distributed.address", "distributed.max_failures", "distributed.storage_path")
 
 
+@dataclass(frozen=True)
+class TableStageResult:
+    """What the table stage hands on: the table (the search stage's latency function) and the stage's record."""
+
+    table: LatencyTable
+    record: TableRecord
+
+
+@dataclass(frozen=True)
+class SearchStageResult:
+    """What the search stage hands on: the job's results and the stage's record."""
+
+    job: SearchJobResult
+    record: SearchRecord
+
+
 @dataclass
 class PipelineResult:
+    """A finished pipeline job: the search job's results, the current record of each stage (what ran or was reused
+    in this run or, for a stage this run reused, the run that made its outputs) and the wall times."""
+
     config: PipelineConfig
-    job: Any  # SearchJobResult
-    state: dict[str, Any]
+    job: SearchJobResult
+    stages: dict[str, StageRecord]
     times: dict[str, float] = field(default_factory=dict)
     total_s: float = 0.0
 
@@ -64,13 +98,13 @@ class PipelineResult:
         job, cfg = self.job, self.config
         lines = [job.table_text(), "", f"Pareto plot:   {Path(job.job_dir) / 'pareto.png'}",
                  f"results:       {Path(job.job_dir) / 'results.csv'}"]
-        stages = self.state.get("stages", {})
-        summary = (stages.get("table", {}).get("validation") or {}).get("plain_all")
+        table, search = self.stages.get("table"), self.stages.get("search")
+        summary = (table.validation or {}).get("plain_all") if isinstance(table, TableRecord) else None
         if summary:
-            lines.append(f"latency table: {stages['table']['path']} (validated: {_validation_text(summary)})")
+            lines.append(f"latency table: {table.path} (validated: {_validation_text(summary)})")
         if cfg.tracking.enabled:
             uri = cfg.tracking_uri()
-            run = stages.get("search", {}).get("mlflow_run_id")
+            run = search.mlflow_run_id if isinstance(search, SearchRecord) else None
             lines.append(f"MLflow:        experiment '{cfg.tracking.experiment}' at {uri}"
                          + (f" (search run {run})" if run else ""))
             if uri.startswith("sqlite:"):
@@ -133,10 +167,10 @@ def _config_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | 
 
 
 def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo,
-                 runtime: dict[str, Any]) -> tuple[str, str, str]:
+                 runtime: dict[str, Any]) -> TrainRecord:
     from slimnas.trainers import latest_checkpoint, load_checkpoint
 
-    from .training import run_training
+    from .training import TrainProgress, run_training
 
     tcfg = cfg.train_config()
     folder = _checkpoint_folder(tcfg)
@@ -151,8 +185,7 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
                              f"pass --force train to retrain it, or set train.run.name")
         if ckpt["epoch"] >= tcfg.run.epochs and ckpt.get("channels_sorted"):
             log.start("train", f"reusing the trained supernet {found}")
-            log.end("train", "reused")
-            return str(found), _sha256(found), "reused"
+            return TrainRecord("reused", log.end("train", "reused"), str(found), _sha256(found))
     epochs = tcfg.run.epochs
     log.start("train", f"supernet of space '{cfg.train.space}' on {tcfg.data.kind} data, {epochs} epochs, "
                        f"Gumbel {tcfg.gumbel.mode} mode -> {folder}")
@@ -187,13 +220,13 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
     if moved is not None:
         shutil.rmtree(moved, ignore_errors=True)
     final = result.metrics.get("val_top1")
-    log.end("train", f"done, max-arch val top-1 {final:.3f}" if final is not None else "done")
-    return str(result.checkpoint), _sha256(result.checkpoint), "ran"
+    wall = log.end("train", f"done, max-arch val top-1 {final:.3f}" if final is not None else "done")
+    return TrainRecord("ran", wall, str(result.checkpoint), _sha256(result.checkpoint))
 
 
 # ---------------------------------------------------------------------------------------------------- table
 def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: StageLog, echo: Echo,
-                 runtime: dict[str, Any]):
+                 runtime: dict[str, Any]) -> TableStageResult:
     from slimnas.latency import LatencyTable
     from slimnas.search_spaces import SearchSpace
 
@@ -206,8 +239,7 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
     summary = validation_is_current(lat, table, vdir) if (table is not None and validate) else None
     if table is not None and (summary is not None or not validate):
         log.start("table", f"reusing {path}")
-        log.end("table", "reused")
-        return table, summary, "reused"
+        return _table_result(table, path, summary, "reused", log.end("table", "reused"))
     build = table is None
     where = "here" if lat.resources is None else f"on a Ray node with {lat.resources}"
     what = (f"measuring every part of space '{space.name}' on {lat.backend} {where} (batch {lat.batch}, "
@@ -226,8 +258,12 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
     table = LatencyTable.load(path)
     plain = (summary or {}).get("plain_all", {})
     done = f"{len(table)} entries" + (f"; validation: {_validation_text(plain)}" if plain else "")
-    log.end("table", done)
-    return table, summary or None, "built" if build else "validated"
+    return _table_result(table, path, summary or None, "built" if build else "validated", log.end("table", done))
+
+
+def _table_result(table: LatencyTable, path: Path, summary: dict[str, Any] | None, status: str,
+                  wall_s: float) -> TableStageResult:
+    return TableStageResult(table, TableRecord(status, wall_s, str(path), table.meta.created, len(table), summary))
 
 
 def _validation_text(summary: dict[str, Any]) -> str:
@@ -237,14 +273,6 @@ def _validation_text(summary: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- search
-def _load_job(path: Path):
-    from .search_job import MethodResult, SearchJobResult
-
-    data = json.loads(path.read_text())
-    return SearchJobResult(data["config"], [MethodResult(**r) for r in data["results"]], data["histories"],
-                           data["trajectories"], data["job_dir"], data.get("mlflow_run_id"))
-
-
 def _targets(cfg: PipelineConfig, table: Any, calibration: str | None) -> list[float]:
     if cfg.search.targets is not None:
         return list(cfg.search.targets)
@@ -255,18 +283,10 @@ def _targets(cfg: PipelineConfig, table: Any, calibration: str | None) -> list[f
     return [round(f * full, 4) for f in cfg.search.targets_relative or []]
 
 
-def _same_inputs(recorded: Any, inputs: dict[str, Any]) -> bool:
-    """Whether a recorded search job had these inputs. The supernet is compared by its SHA-256, not by its path (a
-    copied or moved output folder keeps its search)."""
-    def key(value: dict[str, Any]) -> dict[str, Any]:
-        return {**value, "config": {**value.get("config", {}), "supernet": None}}
-
-    return isinstance(recorded, dict) and isinstance(recorded.get("config"), dict) and key(recorded) == key(inputs)
-
-
 def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: StageLog, echo: Echo,
-                  record: dict[str, Any], runtime: dict[str, Any], checkpoint: str, sha: str, table: Any):
-    from .search_job import job_folder, run_search_job
+                  recorded: SearchRecord | None, runtime: dict[str, Any], trained: TrainRecord,
+                  table: LatencyTable) -> SearchStageResult:
+    from .search_job import SearchJobResult, job_folder, run_search_job
 
     calibration = None
     if cfg.search.predictor == "calibrated":
@@ -275,17 +295,17 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
             raise InputError(f"search.predictor: no calibrated predictor at {calibration} (the validation fits one "
                              f"when latency.validate.num_archs gives at least 6 random networks)")
     targets = _targets(cfg, table, calibration)
-    job_cfg = cfg.search_job(checkpoint, str(cfg.table_path), targets, calibration)
-    inputs = {"config": job_cfg.model_dump(mode="json", exclude={"ray", "tracking"}), "supernet_sha256": sha,
-              "table_created": table.meta.created}
+    job_cfg = cfg.search_job(trained.checkpoint, str(cfg.table_path), targets, calibration)
+    inputs = SearchInputs(job_cfg.model_dump(mode="json", exclude={"ray", "tracking"}), trained.sha256,
+                          table.meta.created)
     job_folder(job_cfg).settle()  # a swap a killed run left half done: finish or undo it before deciding on reuse
     results = job_cfg.job_dir() / "results.json"
-    if "search" not in force and results.is_file() and _same_inputs(record.get("inputs"), inputs):
+    if "search" not in force and results.is_file() and recorded is not None and inputs.same_as(recorded.inputs):
         log.start("search", f"reusing {results}")
-        job = _load_job(results)
-        job.mlflow_run_id = record.get("mlflow_run_id")
-        log.end("search", "reused")
-        return job, inputs, targets, "reused"
+        job = SearchJobResult.load(results)
+        job.mlflow_run_id = recorded.mlflow_run_id
+        return SearchStageResult(job, SearchRecord("reused", log.end("search", "reused"), inputs, tuple(targets),
+                                                   job.job_dir, job.mlflow_run_id))
     log.start("search", f"{', '.join(job_cfg.methods)} at {len(targets)} target(s) "
                         f"({', '.join(f'{t:g}' for t in job_cfg.targets)} ms) on Ray Tune -> {job_cfg.job_dir()}")
     _ensure_tracking(cfg, runtime)
@@ -296,8 +316,8 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
     finally:
         monitor.stop()
     evaluations = sum(len(h) for h in job.histories.values())
-    log.end("search", f"done, {evaluations} subnet evaluations")
-    return job, inputs, targets, "ran"
+    wall = log.end("search", f"done, {evaluations} subnet evaluations")
+    return SearchStageResult(job, SearchRecord("ran", wall, inputs, tuple(targets), job.job_dir, job.mlflow_run_id))
 
 
 # ---------------------------------------------------------------------------------------------------- the job
@@ -316,10 +336,10 @@ class _Attempts:
     def __init__(self, path: Path, record: PipelineRecord, attempt: Attempt) -> None:
         self.path, self.record, self.attempt = path, record, attempt
 
-    def stage(self, name: str, fields: dict[str, Any]) -> None:
+    def stage(self, name: str, record: StageRecord) -> None:
         """Record a stage that has ended; saved when it made an output (a reuse is saved with the attempt's end)."""
-        self.attempt.stages[name] = fields
-        if fields["status"] != "reused":
+        self.attempt.stages[name] = record
+        if record.status != "reused":
             self.save()
 
     def save(self) -> None:
@@ -356,16 +376,15 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
     runtime: dict[str, Any] = {}
     log = StageLog(cfg.name, STAGES, echo)
     try:
-        checkpoint, sha, status = _train_stage(cfg, forced, log, echo, runtime)
-        attempts.stage("train", {"status": status, "wall_s": log.times["train"], "checkpoint": checkpoint,
-                                 "sha256": sha})
-        table, summary, status = _table_stage(cfg, forced, num_classes, log, echo, runtime)
-        attempts.stage("table", {"status": status, "wall_s": log.times["table"], "path": str(cfg.table_path),
-                                 "created": table.meta.created, "entries": len(table), "validation": summary})
-        job, inputs, targets, status = _search_stage(cfg, forced, restore, log, echo, before.get("search", {}),
-                                                     runtime, checkpoint, sha, table)
-        attempts.stage("search", {"status": status, "wall_s": log.times["search"], "inputs": inputs,
-                                  "targets": targets, "job_dir": job.job_dir, "mlflow_run_id": job.mlflow_run_id})
+        trained = _train_stage(cfg, forced, log, echo, runtime)
+        attempts.stage("train", trained)
+        measured = _table_stage(cfg, forced, num_classes, log, echo, runtime)
+        attempts.stage("table", measured.record)
+        recorded = before.get("search")
+        searched = _search_stage(cfg, forced, restore, log, echo,
+                                 recorded if isinstance(recorded, SearchRecord) else None, runtime, trained,
+                                 measured.table)
+        attempts.stage("search", searched.record)
         attempt = attempts.attempt
         attempt.status, attempt.ended = "finished", now()
         last = record.last_finished()
@@ -376,7 +395,7 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
         if cfg.tracking.enabled and attempt.did_work():
             from .pipeline_tracking import log_pipeline_run
 
-            attempt.mlflow_run_id = log_pipeline_run(cfg, record.current(), state_path, cfg.validation_dir)
+            attempt.mlflow_run_id = log_pipeline_run(cfg, record.stages(), state_path, cfg.validation_dir)
             attempts.save()
     except BaseException as exc:
         attempts.failed(exc)
@@ -386,4 +405,4 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
             import ray
 
             ray.shutdown()
-    return PipelineResult(cfg, job, record.current(), dict(log.times), time.perf_counter() - started)
+    return PipelineResult(cfg, searched.job, record.stages(), dict(log.times), time.perf_counter() - started)

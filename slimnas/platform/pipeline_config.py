@@ -26,9 +26,9 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from slimnas.config import ConfigModel, load_config, load_yaml, plain_dir_name
+from slimnas.config import ConfigModel, DirName, load_config, load_yaml
 from slimnas.errors import ConfigError
-from slimnas.trainers._config import DataConfig, SupernetTrainConfig
+from slimnas.trainers import DataConfig, SupernetTrainConfig
 
 from .search_config import (
     DEFAULT_METHODS,
@@ -206,7 +206,7 @@ class PipelineTrackingSection(ConfigModel):
 class PipelineConfig(ConfigModel):
     """A whole pipeline job (see the module docstring)."""
 
-    name: str = "pipeline"
+    name: DirName = "pipeline"
     output: str | None = None  # default: runs/<name>
     # torch intra-op threads of this process while it trains (local training); None: torch's default. On a shared
     # machine, more threads than free cores collapse: each parallel op waits for its slowest thread.
@@ -216,11 +216,6 @@ class PipelineConfig(ConfigModel):
     search: PipelineSearchSection
     ray: RaySection = RaySection()
     tracking: PipelineTrackingSection = PipelineTrackingSection()
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str) -> str:
-        return plain_dir_name(value)
 
     @model_validator(mode="before")
     @classmethod

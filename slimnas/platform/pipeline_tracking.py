@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from .pipeline_record import SearchRecord, StageRecord, TableRecord
+
 __all__ = ["ensure_experiment", "log_pipeline_run", "artifact_location"]
 
 
@@ -48,34 +50,32 @@ def _training_run(client: Any, experiment_id: str, run_dir: str) -> str | None:
     return found[0].info.run_id if found else None
 
 
-def log_pipeline_run(cfg: Any, state: dict[str, Any], state_path: Path, validation_dir: Path) -> str:
-    """Log the pipeline job (see the module docstring); returns the run id."""
+def log_pipeline_run(cfg: Any, stages: dict[str, StageRecord], state_path: Path, validation_dir: Path) -> str:
+    """Log the pipeline job (see the module docstring) from the current record of each stage; returns the run id."""
     from mlflow.tracking import MlflowClient
 
     uri = cfg.tracking_uri()
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(uri, cfg.tracking.experiment)
-    stages = state.get("stages", {})
     tags = {"slimnas.kind": "pipeline"}
-    search_run = stages.get("search", {}).get("mlflow_run_id")
-    if search_run:
-        tags["slimnas.search_run"] = search_run
+    search, table = stages.get("search"), stages.get("table")
+    if isinstance(search, SearchRecord) and search.mlflow_run_id:
+        tags["slimnas.search_run"] = search.mlflow_run_id
     train_run = _training_run(client, experiment_id, str(cfg.train.run.run_dir))
     if train_run:
         tags["slimnas.train_run"] = train_run
     run = client.create_run(experiment_id, run_name=f"pipeline {cfg.name}", tags=tags)
     rid = run.info.run_id
-    targets = stages.get("search", {}).get("targets", [])
+    targets = search.targets if isinstance(search, SearchRecord) else ()
     params = {"name": cfg.name, "space": str(cfg.train.space if isinstance(cfg.train.space, str) else "custom"),
               "backend": cfg.latency.backend, "batch": str(cfg.latency.batch), "methods": ",".join(cfg.search.methods),
               "targets_ms": ",".join(f"{t:g}" for t in targets), "output": str(cfg.output_dir)}
     for key, value in params.items():
         client.log_param(rid, key, value)
     for stage, record in stages.items():
-        if "wall_s" in record:
-            client.log_metric(rid, f"{stage}_wall_s", float(record["wall_s"]))
-        client.set_tag(rid, f"slimnas.{stage}", record.get("status", ""))
-    summary = stages.get("table", {}).get("validation") or {}
+        client.log_metric(rid, f"{stage}_wall_s", float(record.wall_s))
+        client.set_tag(rid, f"slimnas.{stage}", record.status)
+    summary = (table.validation if isinstance(table, TableRecord) else None) or {}
     for key in ("mape_pct", "max_abs_error_pct", "within_10pct", "kendall_tau"):
         value = summary.get("plain_all", {}).get(key)
         if value is not None and value == value:

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from slimnas.config import ConfigModel
-from slimnas.trainers._config import DataConfig
+from slimnas.trainers import DataConfig
 
 __all__ = ["SearchJobConfig", "MethodName", "DEFAULT_METHODS", "LatencySection", "SlimmingSection",
            "EarlyStopSection", "RaySection", "TrackingSection", "TargetMs", "Seed", "Budget", "MAX_TARGET_MS",

@@ -60,6 +60,7 @@ from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
 from slimnas.search import MethodRequest, MethodSpec, SearchAlgorithm, SlimmingSearch, method_spec
 from slimnas.search.methods import auto_budget_problem
+from slimnas.search.slimming import TrajectoryStep
 from slimnas.search.verification import (
     ContinueRoundFn,
     MeasurementCache,
@@ -122,7 +123,7 @@ class SearchJobResult:
     config: dict[str, Any]
     results: list[MethodResult]
     histories: dict[str, list[dict[str, Any]]]  # per method run: every evaluation (arch, latency, accuracy)
-    trajectories: dict[str, list[dict[str, Any]]]  # slimming runs' trajectories
+    trajectories: dict[str, list[TrajectoryStep]]  # slimming runs' trajectories
     job_dir: str
     mlflow_run_id: str | None = None
 
@@ -138,12 +139,22 @@ class SearchJobResult:
                          f"{r.evaluations:6d} {r.extra_evaluations:5d} {r.wall_s:7.1f}  {arch}")
         return "\n".join(lines)
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``results.json``)."""
+        return {**asdict(self), "trajectories": {label: [step.to_dict() for step in steps]
+                                                 for label, steps in self.trajectories.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchJobResult:
+        trajectories = {label: [TrajectoryStep.from_dict(s) for s in steps]
+                        for label, steps in data["trajectories"].items()}
+        return cls(data["config"], [MethodResult(**r) for r in data["results"]], data["histories"], trajectories,
+                   data["job_dir"], data.get("mlflow_run_id"))
+
     @classmethod
     def load(cls, path: str | Path) -> SearchJobResult:
         """A job's ``results.json``."""
-        data = json.loads(Path(path).read_text())
-        return cls(data["config"], [MethodResult(**r) for r in data["results"]], data["histories"],
-                   data["trajectories"], data["job_dir"], data.get("mlflow_run_id"))
+        return cls.from_dict(json.loads(Path(path).read_text()))
 
     def to_csv(self) -> str:
         buffer = io.StringIO()
@@ -373,7 +384,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     if cfg.tracking.enabled:
         job.mlflow_run_id = _log_once(work / "mlflow-run.json", lambda: _log_tracking(job, cfg, supernet, table, work))
     atomic_write_text(work / "results.csv", job.to_csv())
-    atomic_write_text(work / _RESULTS, json.dumps({**asdict(job), "supernet_checkpoint": checkpoint}, indent=1))
+    atomic_write_text(work / _RESULTS, json.dumps({**job.to_dict(), "supernet_checkpoint": checkpoint}, indent=1))
     folder.commit()  # results.json (written last) completes the staged folder: swap it in
     return job
 
@@ -414,7 +425,7 @@ def _remembered(measure: DeviceMeasure, path: Path) -> DeviceMeasure:
 
 
 def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification]
-             ) -> tuple[list[MethodResult], dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+             ) -> tuple[list[MethodResult], dict[str, list[dict[str, Any]]], dict[str, list[TrajectoryStep]]]:
     """Each (method, target)'s result, and each run's evaluations and (slimming) trajectory, after verification."""
     results, histories, trajectories = [], {}, {}
     for run in runs:
@@ -422,7 +433,7 @@ def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification]
         histories[run.label] = [{"arch": e.arch.to_dict(), "latency_ms": e.latency_ms, "accuracy": e.accuracy,
                                  "early_stopped": e.candidate.id in run.early_stopped} for e in algorithm.history]
         if isinstance(algorithm, SlimmingSearch):
-            trajectories[run.label] = algorithm.trajectory
+            trajectories[run.label] = list(algorithm.trajectory)
         for target in run.targets:
             v = verified[(run.label, target)]
             best = v.answer

@@ -51,7 +51,7 @@ def pareto_figure(job: Any):
                        color=color)
         for method_name, trajectory in job.trajectories.items():
             if method_name == method:
-                ax.plot([s["latency_ms"] for s in trajectory], [s["accuracy"] for s in trajectory], color=color,
+                ax.plot([s.latency_ms for s in trajectory], [s.accuracy for s in trajectory], color=color,
                         lw=1, alpha=0.5)
         answers = [r for r in job.results if r.method == method and r.top1 is not None]
         shown = [r.predicted_ms if r.measured_ms is None else r.measured_ms for r in answers]
@@ -116,9 +116,9 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
         atomic_write(Path(job.job_dir) / "pareto.png", lambda tmp: fig.savefig(tmp, format="png"))
         plt.close(fig)
         for method, trajectory in job.trajectories.items():
-            rows = [{"round": s["round"], "action": (s["action"] or {}).get("text", "start"),
-                     "latency_ms": s["latency_ms"], "top1": s["accuracy"], "evaluations": s["evaluations"],
-                     "arch": str(Arch.from_dict(s["arch"]))} for s in trajectory]
+            rows = [{"round": s.round, "action": "start" if s.action is None else str(s.action),
+                     "latency_ms": s.latency_ms, "top1": s.accuracy, "evaluations": s.evaluations,
+                     "arch": str(s.arch)} for s in trajectory]
             client.log_table(pid, {k: [r[k] for r in rows] for k in rows[0]}, f"{method}_trajectory.json")
         for result in job.results:
             _log_child(client, experiment_id, pid, result, supernet, folder)

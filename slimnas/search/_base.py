@@ -23,7 +23,8 @@ from typing import Any
 
 from slimnas.search_spaces import Arch
 
-__all__ = ["Candidate", "Evaluation", "SearchAlgorithm", "LatencyFn", "pareto_front", "rng_state", "set_rng_state"]
+__all__ = ["Candidate", "Evaluation", "SearchAlgorithm", "TargetSearch", "LatencyFn", "pareto_front", "rng_state",
+           "set_rng_state"]
 
 #: Predicted latency (ms) of each arch, vectorized: ``LatencyTable.predict_many`` or ``LatencyClient.predict_many``.
 LatencyFn = Callable[[Sequence[Arch]], Sequence[float]]
@@ -145,6 +146,18 @@ class SearchAlgorithm(abc.ABC):
             return None
         return self.budget - self.evaluations - len(self.pending)
 
+    def _room(self, parallel: int) -> int:
+        """How many candidates an ask may propose: ``parallel``, fewer when the budget is nearly used; 0 once the run
+        has finished or the budget is used (the run then finishes as soon as nothing is outstanding)."""
+        if self.finished:
+            return 0
+        left = self.budget_left()
+        if left is not None and left <= 0:
+            if not self.pending:
+                self._finish("budget used")
+            return 0
+        return parallel if left is None else min(parallel, left)
+
     def _finish(self, reason: str) -> None:
         self._finished = True
         self.stop_reason = reason
@@ -191,3 +204,21 @@ class SearchAlgorithm(abc.ABC):
         self.pending = {c["id"]: Candidate.from_dict(c) for c in state["pending"]}
         self._next_id = int(state["next_id"])
         self._finished, self.stop_reason = bool(state["finished"]), state["stop_reason"]
+
+
+class TargetSearch(SearchAlgorithm):
+    """A search for the best arch within one latency target ``target_ms`` (the enumeration baselines): its answer is
+    the most accurate evaluation within the target, so a candidate that cannot beat the best so far cannot win."""
+
+    target_ms: float
+
+    def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
+        best = self.best(self.target_ms)
+        return best is not None and accuracy_bound < best.accuracy
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "target_ms": self.target_ms}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.target_ms = float(state["target_ms"])

@@ -14,7 +14,7 @@ from typing import Any
 
 from slimnas.search_spaces import Arch, SearchSpace
 
-from ._base import Candidate, LatencyFn, SearchAlgorithm
+from ._base import Candidate, LatencyFn, TargetSearch
 from .encoding import StructureChoice, coarse, decode, depth_choices, mb3d_choices
 
 __all__ = ["ExhaustiveSearch", "structure_grid"]
@@ -35,7 +35,7 @@ def structure_grid(space: SearchSpace, step: int) -> list[Arch]:
     return archs
 
 
-class ExhaustiveSearch(SearchAlgorithm):
+class ExhaustiveSearch(TargetSearch):
     """Evaluate every arch of the finest grid whose feasible part fits ``budget``."""
 
     name = "exhaustive"
@@ -86,20 +86,13 @@ class ExhaustiveSearch(SearchAlgorithm):
             out.append(self._candidate(Arch.from_dict(item["arch"]), item["latency_ms"], grid_step=self.grid_step))
         return out
 
-    def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
-        """A best-of search: a candidate that cannot beat the best feasible accuracy so far cannot win."""
-        best = self.best(self.target_ms)
-        return best is not None and accuracy_bound < best.accuracy
-
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.update({"target_ms": self.target_ms, "queue": self.queue, "grid_step": self.grid_step,
-                      "grid_size": self.grid_size, "truncated": self.truncated})
-        return state
+        return {**super().state_dict(), "queue": self.queue, "grid_step": self.grid_step, "grid_size": self.grid_size,
+                "truncated": self.truncated}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.target_ms, self.queue = state["target_ms"], state["queue"]
+        self.queue = state["queue"]
         self.grid_step, self.grid_size, self.truncated = state["grid_step"], state["grid_size"], state["truncated"]
 
 

@@ -186,8 +186,8 @@ def _slimming(mode: str) -> MethodFactory:
 def _slimming_budget(algorithm: SearchAlgorithm, target_ms: float) -> int:
     """The evaluations a slimming run had used at its first step at or under ``target_ms`` (all of them if none)."""
     steps = getattr(algorithm, "trajectory", [])
-    step = next((s for s in steps if s["latency_ms"] <= target_ms), None)
-    return max(1, step["evaluations"] if step else algorithm.evaluations)
+    step = next((s for s in steps if s.latency_ms <= target_ms), None)
+    return max(1, step.evaluations if step else algorithm.evaluations)
 
 
 SLIMMING = MethodSpec(

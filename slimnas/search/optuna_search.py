@@ -93,14 +93,7 @@ class _OptunaSearch(SearchAlgorithm):
             self._shared_sampler = self.study.sampler = self._sampler(seed)
 
     def ask(self) -> list[Candidate]:
-        if self.finished:
-            return []
-        left = self.budget_left()
-        if left is not None and left <= 0:
-            if not self.pending:
-                self._finish("budget used")
-            return []
-        want = self.parallel if left is None else min(self.parallel, left)
+        want = self._room(self.parallel)
         out: list[Candidate] = []
         streak = 0
         while len(out) < want:

@@ -11,12 +11,12 @@ from typing import Any
 
 from slimnas.search_spaces import SearchSpace
 
-from ._base import Candidate, LatencyFn, SearchAlgorithm
+from ._base import Candidate, LatencyFn, TargetSearch
 
 __all__ = ["RandomSearch"]
 
 
-class RandomSearch(SearchAlgorithm):
+class RandomSearch(TargetSearch):
     """Uniform random archs within ``target_ms`` until ``budget`` evaluations are used."""
 
     name = "random"
@@ -31,15 +31,8 @@ class RandomSearch(SearchAlgorithm):
         self._seen: set[str] = set()
 
     def ask(self) -> list[Candidate]:
-        if self.finished:
-            return []
-        left = self.budget_left()
-        if left is not None and left <= 0:
-            if not self.pending:
-                self._finish("budget used")
-            return []
         out: list[Candidate] = []
-        want = self.parallel if left is None else min(self.parallel, left)
+        want = self._room(self.parallel)
         while len(out) < want:
             if self.draws >= self.max_draws:
                 if not out and not self.pending:
@@ -54,16 +47,9 @@ class RandomSearch(SearchAlgorithm):
                     out.append(self._candidate(arch, latency))
         return out
 
-    def cannot_win(self, candidate_id: int, accuracy_bound: float) -> bool:
-        """A best-of search: a candidate that cannot beat the best feasible accuracy so far cannot win."""
-        best = self.best(self.target_ms)
-        return best is not None and accuracy_bound < best.accuracy
-
     def state_dict(self) -> dict[str, Any]:
-        state = super().state_dict()
-        state.update({"target_ms": self.target_ms, "draws": self.draws, "seen": sorted(self._seen)})
-        return state
+        return {**super().state_dict(), "draws": self.draws, "seen": sorted(self._seen)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.target_ms, self.draws, self._seen = state["target_ms"], state["draws"], set(state["seen"])
+        self.draws, self._seen = state["draws"], set(state["seen"])

@@ -37,14 +37,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from slimnas.search_spaces import IDENTITY, Arch, Importance, SearchSpace
 
 from ._base import Candidate, Evaluation, LatencyFn, SearchAlgorithm
 
-__all__ = ["Action", "SlimmingSearch", "MODES", "MB3D_REMOVALS"]
+__all__ = ["Action", "RoundEntry", "RoundCandidate", "TrajectoryStep", "SlimmingSearch", "MODES", "MB3D_REMOVALS"]
 
 MODES = ("paper", "extended")
 MB3D_REMOVALS = ("to_4d", "to_identity")
@@ -75,6 +75,83 @@ class Action:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Action:
         return cls(data["kind"], int(data["stage"]), data["slot"])
+
+
+@dataclass(frozen=True)
+class RoundEntry:
+    """An action of the round being evaluated (``action`` ``None``: round 0's starting arch). ``candidate_id`` is
+    ``None`` when the result was evaluated before (its cached accuracy is set at once); ``accuracy`` is ``None``
+    until told."""
+
+    action: Action | None
+    arch: Arch | None
+    latency_ms: float | None = None
+    saved_ms: float | None = None
+    candidate_id: int | None = None
+    accuracy: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": None if self.action is None else self.action.to_dict(),
+                "arch": None if self.arch is None else self.arch.to_dict(), "latency_ms": self.latency_ms,
+                "saved_ms": self.saved_ms, "candidate_id": self.candidate_id, "accuracy": self.accuracy}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundEntry:
+        return cls(None if data["action"] is None else Action.from_dict(data["action"]),
+                   None if data["arch"] is None else Arch.from_dict(data["arch"]), data["latency_ms"],
+                   data["saved_ms"], data["candidate_id"], data["accuracy"])
+
+
+@dataclass(frozen=True)
+class RoundCandidate:
+    """One action weighed in a decided round: its result, the predicted latency saved, its accuracy and its score
+    (accuracy drop per millisecond saved; the smallest wins). ``candidate_id`` ``None``: evaluated before."""
+
+    action: Action
+    arch: Arch
+    latency_ms: float
+    saved_ms: float
+    accuracy: float
+    score: float
+    candidate_id: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"action": self.action.to_dict(), "latency_ms": self.latency_ms, "saved_ms": self.saved_ms,
+                "accuracy": self.accuracy, "score": self.score, "arch": self.arch.to_dict(),
+                "candidate_id": self.candidate_id}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RoundCandidate:
+        return cls(Action.from_dict(data["action"]), Arch.from_dict(data["arch"]), float(data["latency_ms"]),
+                   float(data["saved_ms"]), float(data["accuracy"]), float(data["score"]), data["candidate_id"])
+
+
+@dataclass(frozen=True)
+class TrajectoryStep:
+    """One step of the trajectory: the arch after round ``round``'s chosen ``action`` (round 0: the start, no
+    action), its predicted latency and accuracy, the evaluations spent when it was reached, and the round's table."""
+
+    round: int
+    action: Action | None
+    arch: Arch
+    latency_ms: float
+    accuracy: float
+    candidate_id: int | None
+    evaluations: int
+    candidates: tuple[RoundCandidate, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"round": self.round, "action": None if self.action is None else self.action.to_dict(),
+                "arch": self.arch.to_dict(), "latency_ms": self.latency_ms, "accuracy": self.accuracy,
+                "candidate_id": self.candidate_id, "evaluations": self.evaluations,
+                "candidates": [c.to_dict() for c in self.candidates]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrajectoryStep:
+        return cls(int(data["round"]), None if data["action"] is None else Action.from_dict(data["action"]),
+                   Arch.from_dict(data["arch"]), float(data["latency_ms"]), float(data["accuracy"]),
+                   data["candidate_id"], int(data["evaluations"]),
+                   tuple(RoundCandidate.from_dict(c) for c in data["candidates"]))
 
 
 class SlimmingSearch(SearchAlgorithm):
@@ -130,8 +207,8 @@ class SlimmingSearch(SearchAlgorithm):
         self.current_latency = self.latencies([start])[0]
         self.current_accuracy: float | None = None
         self.round = 0
-        self.trajectory: list[dict[str, Any]] = []
-        self._round: list[dict[str, Any]] = []  # this round's actions: action, candidate id, latency, accuracy
+        self.trajectory: list[TrajectoryStep] = []
+        self._round: list[RoundEntry] = []  # the round being evaluated
         self._cache: dict[str, float] = {}
 
     # ------------------------------------------------------------------ actions
@@ -208,7 +285,7 @@ class SlimmingSearch(SearchAlgorithm):
             return []  # the round barrier: results are outstanding
         if self.current_accuracy is None:  # round 0: the starting arch's accuracy is the first reference
             candidate = self._candidate(self.current, self.current_latency, action="start", round=0)
-            self._round = [{"action": None, "arch": None, "id": candidate.id}]
+            self._round = [RoundEntry(None, None, candidate_id=candidate.id)]
             return [candidate]
         return self._start_round()
 
@@ -216,27 +293,25 @@ class SlimmingSearch(SearchAlgorithm):
         actions = self.actions(self.current, self.current_latency)
         archs = [self.apply(self.current, a) for a in actions]
         latencies = self.latencies(archs)
-        entries = [{"action": a, "arch": arch, "latency_ms": lat, "saved_ms": self.current_latency - lat}
+        entries = [RoundEntry(a, arch, lat, self.current_latency - lat)
                    for a, arch, lat in zip(actions, archs, latencies) if self.current_latency - lat > 0]
         if not entries:
             self._finish("no action saves latency")
             return []
-        fresh = [e for e in entries if e["arch"].to_json() not in self._cache]
+        fresh = [e for e in entries if e.arch.to_json() not in self._cache]
         left = self.budget_left()
         if left is not None and len(fresh) > left:
             self._finish(f"budget exhausted ({self.evaluations} evaluations)")
             return []
         self.round += 1
-        self._round = entries
-        asked = []
+        self._round, asked = [], []
         for entry in entries:
-            cached = self._cache.get(entry["arch"].to_json())
+            cached = self._cache.get(entry.arch.to_json())
             if cached is not None:
-                entry["accuracy"], entry["id"] = cached, None
+                self._round.append(replace(entry, accuracy=cached))
                 continue
-            candidate = self._candidate(entry["arch"], entry["latency_ms"], action=entry["action"].to_dict(),
-                                        round=self.round)
-            entry["id"] = candidate.id
+            candidate = self._candidate(entry.arch, entry.latency_ms, action=entry.action.to_dict(), round=self.round)
+            self._round.append(replace(entry, candidate_id=candidate.id))
             asked.append(candidate)
         if not asked:
             self._decide()
@@ -245,15 +320,11 @@ class SlimmingSearch(SearchAlgorithm):
 
     def _on_tell(self, candidate: Candidate, accuracy: float) -> None:
         self._cache[candidate.arch.to_json()] = accuracy
-        for entry in self._round:
-            if entry.get("id") == candidate.id:
-                entry["accuracy"] = accuracy
+        self._round = [replace(e, accuracy=accuracy) if e.candidate_id == candidate.id else e for e in self._round]
         if candidate.info.get("action") == "start":
             self.current_accuracy = accuracy
-            self.trajectory.append({"round": 0, "action": None, "arch": self.current.to_dict(),
-                                    "latency_ms": self.current_latency, "accuracy": accuracy,
-                                    "candidate_id": candidate.id, "evaluations": self.evaluations,
-                                    "candidates": []})
+            self.trajectory.append(TrajectoryStep(0, None, self.current, self.current_latency, accuracy, candidate.id,
+                                                  self.evaluations))
             self._round = []
             self._finish_if_stopped()
             return
@@ -261,22 +332,13 @@ class SlimmingSearch(SearchAlgorithm):
             self._decide()
 
     def _decide(self) -> None:
-        best, best_key = None, None
-        table = []
-        for entry in self._round:
-            score = (self.current_accuracy - entry["accuracy"]) / entry["saved_ms"]
-            key = (score, entry["action"].sort_key())
-            table.append({"action": entry["action"].to_dict(), "latency_ms": entry["latency_ms"],
-                          "saved_ms": entry["saved_ms"], "accuracy": entry["accuracy"], "score": score,
-                          "arch": entry["arch"].to_dict(), "candidate_id": entry["id"]})
-            if best_key is None or key < best_key:
-                best, best_key = entry, key
-        self.current, self.current_latency = best["arch"], best["latency_ms"]
-        self.current_accuracy = best["accuracy"]
-        self.trajectory.append({"round": self.round, "action": best["action"].to_dict(),
-                                "arch": self.current.to_dict(), "latency_ms": self.current_latency,
-                                "accuracy": self.current_accuracy, "candidate_id": best["id"],
-                                "evaluations": self.evaluations, "candidates": table})
+        table = tuple(RoundCandidate(e.action, e.arch, e.latency_ms, e.saved_ms, e.accuracy,
+                                     (self.current_accuracy - e.accuracy) / e.saved_ms, e.candidate_id)
+                      for e in self._round)
+        best = min(table, key=lambda c: (c.score, c.action.sort_key()))
+        self.current, self.current_latency, self.current_accuracy = best.arch, best.latency_ms, best.accuracy
+        self.trajectory.append(TrajectoryStep(self.round, best.action, best.arch, best.latency_ms, best.accuracy,
+                                              best.candidate_id, self.evaluations, table))
         self._round = []
         self._finish_if_stopped()
 
@@ -314,11 +376,11 @@ class SlimmingSearch(SearchAlgorithm):
 
         A candidate stopped on that ground is told its bound: it still loses, so the decision is unchanged.
         """
-        entry = next((e for e in self._round if e.get("id") == candidate_id), None)
-        if entry is None or entry.get("action") is None or self.current_accuracy is None:
+        entry = next((e for e in self._round if e.candidate_id == candidate_id), None)
+        if entry is None or entry.action is None or self.current_accuracy is None:
             return False
-        best = (self.current_accuracy - accuracy_bound) / entry["saved_ms"]
-        done = [(self.current_accuracy - e["accuracy"]) / e["saved_ms"] for e in self._round if "accuracy" in e]
+        best = (self.current_accuracy - accuracy_bound) / entry.saved_ms
+        done = [(self.current_accuracy - e.accuracy) / e.saved_ms for e in self._round if e.accuracy is not None]
         return bool(done) and best > min(done)
 
     # ------------------------------------------------------------------ results
@@ -329,14 +391,13 @@ class SlimmingSearch(SearchAlgorithm):
 
     def answer_index(self, target_ms: float) -> int | None:
         """The index in ``trajectory`` of :meth:`answer`'s step, or ``None``."""
-        return next((i for i, step in enumerate(self.trajectory) if step["latency_ms"] <= target_ms), None)
+        return next((i for i, step in enumerate(self.trajectory) if step.latency_ms <= target_ms), None)
 
     def evaluation_at(self, index: int) -> Evaluation:
         """Step ``index`` of the trajectory as an evaluation (a step reached through a cached arch has id -1)."""
         step = self.trajectory[index]
-        return Evaluation(Candidate(step["candidate_id"] if step["candidate_id"] is not None else -1,
-                                    Arch.from_dict(step["arch"]), step["latency_ms"], {"round": step["round"]}),
-                          step["accuracy"])
+        return Evaluation(Candidate(-1 if step.candidate_id is None else step.candidate_id, step.arch,
+                                    step.latency_ms, {"round": step.round}), step.accuracy)
 
     def sweep(self, targets: Sequence[float] | None = None) -> dict[float, Evaluation | None]:
         """Answers for every target of a sweep, from this one trajectory."""
@@ -349,11 +410,9 @@ class SlimmingSearch(SearchAlgorithm):
             "mode": self.mode, "mb3d_removal": self.mb3d_removal, "width_step": self.width_step,
             "targets": self.targets, "stop_ms": self.stop_ms, "scores": self.scores, "space": self.space.to_dict(),
             "current": self.current.to_dict(), "current_latency": self.current_latency,
-            "current_accuracy": self.current_accuracy, "round": self.round, "trajectory": self.trajectory,
-            "cache": self._cache,
-            "round_entries": [{**{k: v for k, v in e.items() if k not in ("action", "arch")},
-                               "action": None if e.get("action") is None else e["action"].to_dict(),
-                               "arch": None if e.get("arch") is None else e["arch"].to_dict()} for e in self._round],
+            "current_accuracy": self.current_accuracy, "round": self.round,
+            "trajectory": [step.to_dict() for step in self.trajectory], "cache": self._cache,
+            "round_entries": [entry.to_dict() for entry in self._round],
         })
         return state
 
@@ -366,7 +425,6 @@ class SlimmingSearch(SearchAlgorithm):
         self.stop_ms = float(state.get("stop_ms", self.targets[-1]))  # states saved before continue_below existed
         self.current = Arch.from_dict(state["current"])
         self.current_latency, self.current_accuracy = state["current_latency"], state["current_accuracy"]
-        self.round, self.trajectory, self._cache = state["round"], state["trajectory"], dict(state["cache"])
-        self._round = [{**e, "action": None if e["action"] is None else Action.from_dict(e["action"]),
-                        "arch": None if e["arch"] is None else Arch.from_dict(e["arch"])}
-                       for e in state["round_entries"]]
+        self.round, self._cache = state["round"], dict(state["cache"])
+        self.trajectory = [TrajectoryStep.from_dict(step) for step in state["trajectory"]]
+        self._round = [RoundEntry.from_dict(entry) for entry in state["round_entries"]]

@@ -114,7 +114,7 @@ def _answer_evaluations(algorithm: SearchAlgorithm, target_ms: float) -> int:
     if isinstance(algorithm, SlimmingSearch):
         index = algorithm.answer_index(target_ms)
         if index is not None:
-            return int(algorithm.trajectory[index]["evaluations"])
+            return algorithm.trajectory[index].evaluations
     return algorithm.evaluations
 
 
@@ -224,12 +224,12 @@ def verify_slimming(run: SlimmingRun, target_ms: float, cache: MeasurementCache,
             if not run.extend():
                 break
             continue
-        step_arch = Arch.from_dict(trajectory[index]["arch"])
+        step_arch = trajectory[index].arch
         if cache.get(step_arch) is None:
-            cache.measure([Arch.from_dict(s["arch"]) for s in trajectory[index:index + max(1, batch)]])
+            cache.measure([s.arch for s in trajectory[index:index + max(1, batch)]])
         measured = cache.get(step_arch)
         if within_tolerance(measured, target_ms, tolerance_pct):
-            evaluations = int(trajectory[index]["evaluations"])
+            evaluations = trajectory[index].evaluations
             return Verification(target_ms, run.algorithm.evaluation_at(index), evaluations, "met", measured, True,
                                 index - start, max(0, evaluations - run.base_evaluations))
         index += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from slimnas.trainers._callbacks import Callback
+from slimnas.trainers import Callback
 
 __all__ = ["FailOnce", "RankRecorder", "tiny_train_config"]
 

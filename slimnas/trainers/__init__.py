@@ -8,13 +8,12 @@ Public surface (torch-based; ``ray`` is imported only by :mod:`slimnas.trainers.
 - :func:`build_data`, :func:`check_data`, :class:`DataBundle`, :class:`ParquetImageDataset`,
   :func:`write_parquet_shards`;
 - checkpoints: :func:`load_checkpoint`, :func:`latest_checkpoint`, :data:`CHECKPOINT_FILE`;
-- :class:`DistContext`.
+- :class:`DistContext`; :func:`local_pretrained_file` (a timm model's weights in the local cache, if any).
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from slimnas._lazy import lazy_attributes
 
 __all__ = [
     "SupernetTrainConfig", "ArchTrainConfig", "DataConfig", "AugmentConfig", "OptimConfig", "AlphaConfig",
@@ -22,7 +21,7 @@ __all__ = [
     "train_supernet", "train_arch", "checkpoint_dir", "model_from_checkpoint", "Result", "Callback", "TrainState",
     "evaluate_arch", "evaluate_archs", "Evaluator", "recalibrate_bn",
     "build_data", "check_data", "DataBundle", "ParquetImageDataset", "write_parquet_shards",
-    "load_checkpoint", "latest_checkpoint", "CHECKPOINT_FILE", "DistContext", "gumbel_tau",
+    "load_checkpoint", "latest_checkpoint", "CHECKPOINT_FILE", "DistContext", "gumbel_tau", "local_pretrained_file",
 ]
 
 _LAZY = {
@@ -37,17 +36,8 @@ _LAZY = {
     "build_data": "._data", "check_data": "._data", "DataBundle": "._data",
     "ParquetImageDataset": "._parquet", "write_parquet_shards": "._parquet",
     "load_checkpoint": "._checkpoint", "latest_checkpoint": "._checkpoint", "CHECKPOINT_FILE": "._checkpoint",
-    "DistContext": "._dist", "gumbel_tau": "._schedule",
+    "DistContext": "._dist", "gumbel_tau": "._schedule", "local_pretrained_file": "._loss",
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

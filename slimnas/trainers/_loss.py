@@ -19,7 +19,7 @@ from slimnas.errors import InputError
 
 from ._config import DistillConfig
 
-__all__ = ["base_criterion", "DistillationLoss", "load_teacher"]
+__all__ = ["base_criterion", "DistillationLoss", "load_teacher", "local_pretrained_file"]
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class DistillationLoss(nn.Module):
                 + self.alpha * F.cross_entropy(logits_dist.float(), teacher_labels))
 
 
-def _local_pretrained_file(model_name: str) -> str | None:
+def local_pretrained_file(model_name: str) -> str | None:
     """Path of timm's pretrained weights for ``model_name`` in the local Hugging Face cache, if present."""
     import timm
     from timm.models import get_pretrained_cfg
@@ -114,7 +114,7 @@ def load_teacher(cfg: DistillConfig, num_classes: int, device: torch.device) -> 
             raise InputError(f"distill.teacher_weights: {path} does not fit {cfg.teacher_model} with "
                              f"{num_classes} classes ({last})") from None
     else:
-        local = _local_pretrained_file(cfg.teacher_model)
+        local = local_pretrained_file(cfg.teacher_model)
         if local is None:
             raise InputError(f"distill.teacher_model: no local pretrained weights for {cfg.teacher_model!r} "
                              f"(nothing is downloaded); give distill.teacher_weights")

@@ -16,8 +16,10 @@ from slimnas.platform.pipeline_config import load_pipeline
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_the_embedded_quickstart_is_the_one_in_configs():
-    assert quickstart_source() == load_yaml(ROOT / "configs" / "quickstart.yaml")
+def test_the_embedded_quickstart_is_the_file_the_readme_names():
+    assert "slimnas/platform/configs/quickstart.yaml" in (ROOT / "README.md").read_text()
+    assert quickstart_source() == load_yaml(ROOT / "slimnas" / "platform" / "configs" / "quickstart.yaml")
+    assert not (ROOT / "configs" / "quickstart.yaml").exists()  # one quickstart config, the packaged one
     cfg = load_pipeline(quickstart_source())
     assert cfg.output_dir == Path("runs/quickstart") and cfg.train.run.out_dir == "runs/quickstart"
     assert cfg.train.run.name == "supernet" and cfg.train.space == "tiny" and cfg.train.data.kind == "digits"

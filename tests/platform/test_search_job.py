@@ -29,6 +29,7 @@ from slimnas.platform.search_job import (
 from slimnas.platform.search_tracking import pareto_figure
 from slimnas.registry import METHODS
 from slimnas.search import RandomSearch, SlimmingSearch, start_arch
+from slimnas.search.slimming import Action, TrajectoryStep
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 from slimnas.testing import TOY_SPACE, run_search, tiny_train_config, toy_latency
 from slimnas.trainers import train_supernet
@@ -119,10 +120,10 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs, cheapest_
     for target in cfg.targets:  # the plug-in ran as it says: one run per target, cheapest archs first
         latencies = [e["latency_ms"] for e in job.histories[f"{cheapest_first}@{target:g}ms"]]
         assert latencies and latencies == sorted(latencies) and latencies[-1] <= target
-    first = Arch.from_dict(job.trajectories["slimming"][0]["arch"])  # the start: every slot active, max widths
+    first = job.trajectories["slimming"][0].arch  # the start: every slot active, max widths
     space = SearchSpace.preset("tiny")
     assert first.widths == space.max_widths and first.depths == space.slots
-    assert job.trajectories["slimming"][0]["latency_ms"] == pytest.approx(table.predict(first))
+    assert job.trajectories["slimming"][0].latency_ms == pytest.approx(table.predict(first))
     saved = json.loads((root / "out" / "job" / "results.json").read_text())
     assert len(saved["results"]) == 10 and (root / "out" / "job" / "pareto.png").is_file()
 
@@ -197,13 +198,13 @@ def test_winners_slower_on_the_device_are_replaced_and_the_extra_evaluations_cou
     slim, rand = (next(r for r in job.results if r.method == m) for m in ("slimming", "random"))
     first_winners = {Arch.from_json(a) for a in device.calls[0]}
     trajectory = job.trajectories["slimming"]
-    original = Arch.from_dict(trajectory[-2]["arch"])  # the step the search stopped at: measured too slow
+    original = trajectory[-2].arch  # the step the search stopped at: measured too slow
     assert original in first_winners
     # slimming took one more step, evaluated through Tune, and counts its evaluations
     assert slim.meets_target is True and slim.verification == "met" and slim.verify_steps == 1
-    assert Arch.from_dict(slim.arch) == Arch.from_dict(trajectory[-1]["arch"]) != original
+    assert Arch.from_dict(slim.arch) == trajectory[-1].arch != original
     assert slim.extra_evaluations > 0 and slim.evaluations == len(job.histories["slimming"])
-    assert slim.evaluations == trajectory[-1]["evaluations"] == trajectory[-2]["evaluations"] + slim.extra_evaluations
+    assert slim.evaluations == trajectory[-1].evaluations == trajectory[-2].evaluations + slim.extra_evaluations
     assert slim.measured_ms == pytest.approx(table.predict(Arch.from_dict(slim.arch)))
     assert slim.stop_reason.startswith("continued below")
     assert (root / "out" / "verify" / "tune" / "slimming-verify-1").is_dir()
@@ -275,8 +276,9 @@ def test_the_pareto_plot_shows_measured_answers_and_labels_the_targets(tmp_path)
                             verification="not met"),
                MethodResult("random", 0.9, arch, 0.85, 0.6, 10, 1.0, verification="pending")]
     histories = {"random@1.2ms": [{"latency_ms": 1.0, "accuracy": 0.7}]}
-    job = SearchJobResult({}, results, histories, {"slimming": [{"latency_ms": 1.3, "accuracy": 0.9},
-                                                                {"latency_ms": 1.1, "accuracy": 0.8}]}, str(tmp_path))
+    steps = [TrajectoryStep(0, None, TOY_SPACE.max_arch(), 1.3, 0.9, 0, 1),
+             TrajectoryStep(1, Action("width", 0), TOY_SPACE.max_arch().with_width(0, 16), 1.1, 0.8, 2, 3)]
+    job = SearchJobResult({}, results, histories, {"slimming": steps}, str(tmp_path))
     fig = pareto_figure(job)
     ax = fig.axes[0]
     texts = {t.get_text() for t in ax.texts}

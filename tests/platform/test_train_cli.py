@@ -33,7 +33,7 @@ def test_train_supernet_command(supernet_run):
     assert proc.returncode == 0, proc.stderr
     assert "[train-supernet] supernet run 'cli': space tiny; 1 epochs x 2 steps" in proc.stdout
     assert "[train-supernet]   step 2 (epoch 1.00) loss" in proc.stdout
-    assert "[train-supernet] epoch 1/1 | loss" in proc.stdout and "val top-1" in proc.stdout
+    assert "[train-supernet] epoch 1/1 done | loss" in proc.stdout and "val top-1" in proc.stdout
     summary = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert summary["epochs"] == 1 and summary["checkpoint"].endswith("cli/checkpoints/epoch_0001/checkpoint.pt")
     assert 0 <= summary["metrics"]["val_top1"] <= 1

@@ -1,9 +1,10 @@
 import json
+from dataclasses import FrozenInstanceError
 
 import pytest
 
 from slimnas.search import SlimmingSearch
-from slimnas.search.slimming import Action
+from slimnas.search.slimming import Action, RoundCandidate, RoundEntry, TrajectoryStep
 from slimnas.search_spaces.efficientformer import Arch
 from slimnas.testing import TOY_SPACE as TOY
 from slimnas.testing import run_search as run
@@ -26,15 +27,15 @@ def test_hand_computed_trajectory():
     # Round 5: no width left; id 4.1 costs 3 / 3 = 1.0, MB3D -> MB4D 1.5 / 1 = 1.5: id chosen -> 15 ms <= 16: stop.
     search = run(make())
     steps = search.trajectory
-    assert [s["latency_ms"] for s in steps] == [22, 21, 20, 19, 18, 15]
-    assert [s["accuracy"] for s in steps] == [84, 83.75, 83.5, 83.25, 83.0, 80.0]
-    assert [s["action"] and s["action"]["text"] for s in steps] == [
+    assert [s.latency_ms for s in steps] == [22, 21, 20, 19, 18, 15]
+    assert [s.accuracy for s in steps] == [84, 83.75, 83.5, 83.25, 83.0, 80.0]
+    assert [s.action and str(s.action) for s in steps] == [
         None, "stage 3 width -16", "stage 4 width -16", "stage 2 width -16", "stage 1 width -16",
         "MetaPath 4.1 -> identity"]
-    first = {c["action"]["text"]: round(c["score"], 6) for c in steps[1]["candidates"]}
+    first = {str(c.action): round(c.score, 6) for c in steps[1].candidates}
     assert first == {"MetaPath 4.1 -> identity": 1.0, "first MB3D (4.0) removed": 1.5, "stage 3 width -16": 0.25}
     assert search.evaluations == 1 + 4 * 3 + 2 and search.stop_reason == "target met"  # round 5: no width action
-    final = Arch.from_dict(steps[-1]["arch"])
+    final = steps[-1].arch
     assert final.widths == (16, 16, 16, 16) and final.blocks[3] == ("3d", "id")
 
 
@@ -58,7 +59,7 @@ def test_mb3d_removal_option_and_tie_breaking():
     assert to4d.blocks[3] == ("4d", "3d")
     # a flat accuracy makes every score 0: the first listed action wins (identity before MB3D before width)
     flat = run(make(), evaluate=lambda arch: 50.0)
-    assert flat.trajectory[1]["action"]["kind"] == "identity"
+    assert flat.trajectory[1].action.kind == "identity"
 
 
 def test_a_sweep_from_one_trajectory_equals_separate_runs():
@@ -68,7 +69,7 @@ def test_a_sweep_from_one_trajectory_equals_separate_runs():
         alone = run(make(target))
         expected = alone.trajectory[-1]
         got = sweep[target]
-        assert got.arch == Arch.from_dict(expected["arch"]) and got.accuracy == expected["accuracy"]
+        assert got.arch == expected.arch and got.accuracy == expected.accuracy
         assert got.latency_ms <= target
 
 
@@ -89,10 +90,32 @@ def test_state_round_trip_mid_round_gives_the_same_result():
     assert resumed.trajectory == reference.trajectory and resumed.evaluations == reference.evaluations
 
 
+def test_trajectory_steps_and_round_entries_are_typed_records_with_a_json_round_trip():
+    search = run(make(mode="extended"))
+    for step in search.trajectory:
+        assert isinstance(step, TrajectoryStep) and isinstance(step.arch, Arch)
+        assert TrajectoryStep.from_dict(json.loads(json.dumps(step.to_dict()))) == step
+    table = search.trajectory[1].candidates
+    assert len(table) == 9 and all(isinstance(c, RoundCandidate) for c in table)
+    assert min(table, key=lambda c: c.score).arch == search.trajectory[1].arch
+    with pytest.raises(FrozenInstanceError):
+        search.trajectory[0].latency_ms = 0.0
+    mid = make()
+    mid.tell(mid.ask()[0].id, 84.0)
+    asked = mid.ask()  # round 1 asked, one result told: the round's entries are half filled
+    mid.tell(asked[0].id, 83.0)
+    state = json.loads(json.dumps(mid.state_dict()))
+    entries = [RoundEntry.from_dict(e) for e in state["round_entries"]]
+    assert [e.accuracy for e in entries] == [83.0, None, None] and entries[0].candidate_id == asked[0].id
+    resumed = make()
+    resumed.load_state_dict(state)
+    assert resumed.state_dict() == state
+
+
 def test_stops_when_nothing_saves_latency_or_the_budget_ends():
     search = run(make(targets=1.0))
     assert search.stop_reason == "no action saves latency"
-    assert search.trajectory[-1]["latency_ms"] > 1.0 and search.answer(1.0) is None
+    assert search.trajectory[-1].latency_ms > 1.0 and search.answer(1.0) is None
     capped = run(make(budget=7))
     assert capped.evaluations <= 7 and capped.stop_reason.startswith("budget exhausted")
 

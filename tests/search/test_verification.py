@@ -57,7 +57,7 @@ def test_slimming_takes_the_next_step_of_its_trajectory():
     result = verify_slimming(run, 20.5, MeasurementCache(device), tolerance_pct=2.0)
     assert result.state == "met" and result.meets_target is True
     assert result.answer.latency_ms == 19.0 and result.measured_ms == 19.0 and result.verify_steps == 1
-    assert result.evaluations == search.trajectory[3]["evaluations"] == 10  # the step taken, not the first reach
+    assert result.evaluations == search.trajectory[3].evaluations == 10  # the step taken, not the first reach
     assert result.extra_evaluations == 0 and run.rounds == 0 and search.evaluations == 15  # nothing new evaluated
 
 
@@ -71,7 +71,7 @@ def test_slimming_asks_one_more_round_when_its_trajectory_has_ended():
     assert result.extra_evaluations == 2 and result.evaluations == 15 + 2 == run.algorithm.evaluations
     assert result.answer.latency_ms == 13.0 and len(run.algorithm.trajectory) == 7
     assert run.algorithm.stop_reason.startswith("continued below 15")
-    assert result.answer.accuracy == run.algorithm.trajectory[-1]["accuracy"]
+    assert result.answer.accuracy == run.algorithm.trajectory[-1].accuracy
 
 
 def test_slimming_stops_at_the_cap_or_when_nothing_saves_latency():

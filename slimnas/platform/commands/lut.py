@@ -6,33 +6,15 @@ import argparse
 import dataclasses
 import json
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
 from slimnas.errors import InputError
+from slimnas.progress import ProgressLine
 
 from ._args import float_in, int_in
 from ._backend_flags import add_backend_flags, backend_settings
 from .models import MAX_CLASSES
-
-
-class ProgressPrinter:
-    """Progress with ETA on stderr: one rewritten line on a terminal, a line every few seconds otherwise."""
-
-    def __init__(self, label: str, every_s: float = 5.0) -> None:
-        self.label, self.every_s, self.last = label, every_s, 0.0
-        self.tty = sys.stderr.isatty()
-
-    def __call__(self, progress) -> None:
-        now = time.monotonic()
-        final = progress.done == progress.total
-        if self.tty:
-            sys.stderr.write(f"\r[{self.label}] {progress.line()[:150]:150s}" + ("\n" if final else ""))
-        elif final or now - self.last >= self.every_s:
-            sys.stderr.write(f"[{self.label}] {progress.line()}\n")
-            self.last = now
-        sys.stderr.flush()
 
 
 def _space(name: str, img_size: int | None):
@@ -93,7 +75,7 @@ def _build(args: argparse.Namespace) -> int:
     for name in ("cover", "max_networks"):
         if not 1 <= getattr(args, name) <= 100_000:
             raise InputError(f"--{name.replace('_', '-')}: must be from 1 to 100000, got {getattr(args, name)}")
-    printer = ProgressPrinter("lut build")
+    printer = ProgressLine("lut build")
     print(f"building {out}: space {space.name} at {space.img_size}px, {backend.name} on {backend.device_name()}, "
           f"batch {args.batch_size}, threads {backend.threads}", file=sys.stderr)
     table = build_table(space, backend, out, batch=args.batch_size, form=args.form, num_classes=args.num_classes,
@@ -109,18 +91,9 @@ def _write_bundle(args: argparse.Namespace, space, backend) -> int:
     from slimnas.latency.validate import validation_archs
 
     networks = validation_archs(space, args.num_networks, args.seed)
-    printer = ProgressPrinter("coreml bundle")
-    start = time.perf_counter()
-
-    def progress(done: int, total: int, item: str) -> None:
-        from slimnas.latency.protocol import Progress
-
-        elapsed = time.perf_counter() - start
-        printer(Progress(done, total, item, elapsed, elapsed / done * (total - done)))
-
     manifest = write_bundle(space, args.bundle, batch=args.batch_size, compute_units=backend.compute_units,
                             form=args.form or "eager", num_classes=args.num_classes, networks=networks,
-                            on_progress=progress)
+                            on_progress=ProgressLine("coreml bundle").count)
     print(f"wrote the Core ML benchmark bundle {manifest.parent} ({manifest}); time it on the device, then run "
           f"`slimnas lut import-measurements --bundle {args.bundle} --measurements FILE --out {args.out}`")
     return 0
@@ -165,7 +138,7 @@ def _validate(args: argparse.Namespace) -> int:
               file=sys.stderr)
         report = validate_table(table, backend, num_archs=args.num_archs, seed=args.seed,
                                 calibrate_fraction=args.calibrate_fraction, protocol=protocol,
-                                on_progress=ProgressPrinter("lut validate"))
+                                on_progress=ProgressLine("lut validate"))
     paths = report.write(out_dir)
     print(json.dumps({"summary": report.summary, "files": {k: str(v) for k, v in paths.items()}}, indent=2))
     return 0

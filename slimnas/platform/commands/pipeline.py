@@ -46,10 +46,10 @@ def apply_overrides(data: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, source: Any) -> int:
     from slimnas.config import load_yaml
+    from slimnas.progress import stderr_echo
 
     from ..pipeline import run_pipeline
     from ..pipeline_config import STAGES, load_pipeline
-    from ..progress import stderr_echo
 
     unknown = sorted(set(args.force) - set(STAGES) - {"all"})
     if unknown:
@@ -86,7 +86,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a pipeline config: train the supernet, build the latency table, search")
-    p.add_argument("--config", required=True, help="pipeline YAML (see configs/quickstart.yaml)")
+    p.add_argument("--config", required=True, help="pipeline YAML (see slimnas/platform/configs/quickstart.yaml)")
     _common(p)
     p.set_defaults(func=lambda args: _run(args, args.config))
 

@@ -31,8 +31,7 @@ def _evaluator(payload: dict[str, Any]):
     import torch
 
     from slimnas.search_spaces import SearchSpace
-    from slimnas.trainers import Evaluator, build_data
-    from slimnas.trainers._config import AugmentConfig, DataConfig
+    from slimnas.trainers import AugmentConfig, DataConfig, Evaluator, build_data
 
     torch.set_num_threads(1)
     space = SearchSpace.from_dict(payload["space"])

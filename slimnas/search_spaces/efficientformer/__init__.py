@@ -8,8 +8,9 @@ Torch-based (imported on first use): :func:`build_model`, :class:`EfficientForme
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from slimnas._lazy import lazy_attributes
 
 from .._arch import Arch, BlockRef
 from .._importance import Importance, importance_from_alphas, metapath_importance
@@ -39,13 +40,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_attributes(__name__, _LAZY, globals())

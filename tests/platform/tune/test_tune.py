@@ -77,8 +77,8 @@ def test_slimming_through_tune_equals_the_pure_run_and_early_stop_saves_batches(
     assert plain.algorithm.trajectory == reference.trajectory  # the round barrier held
     # one trial at a time: a round's later candidates see the earlier ones' results and can be ruled out
     stopped = run_tune(slimming(), toy_eval_trainable, "early", tmp_path, early_stop=True, max_concurrent_trials=1)
-    got = [(s["arch"], s["latency_ms"]) for s in stopped.algorithm.trajectory]
-    assert got == [(s["arch"], s["latency_ms"]) for s in reference.trajectory]  # same decisions
+    got = [(s.arch, s.latency_ms) for s in stopped.algorithm.trajectory]
+    assert got == [(s.arch, s.latency_ms) for s in reference.trajectory]  # same decisions
     assert stopped.early_stop["trials_stopped"] >= 1 and stopped.early_stop["batches_saved"] >= 1
     assert set(stopped.searcher.early_stopped) and not stopped.searcher.errored
     assert stopped.early_stop["batches_reported"] < plain_batches(plain)
@@ -102,7 +102,7 @@ ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, 
 search = SlimmingSearch(TOY_SPACE, TOY_SPACE.max_arch(), {scores}, toy_latency, 16.0)
 outcome = run_tune(search, toy_eval_trainable, "killed", sys.argv[1], restore=sys.argv[2] == "1",
                    max_concurrent_trials=1)
-print("RESULT " + json.dumps(outcome.algorithm.trajectory))
+print("RESULT " + json.dumps([step.to_dict() for step in outcome.algorithm.trajectory]))
 """
 
 
@@ -131,7 +131,7 @@ def test_restore_after_a_killed_driver_reaches_the_same_arch(tmp_path):
     trajectory = json.loads(line[len("RESULT "):])
     # the same steps (early-stopped losers record their stopping bound, so compare the chosen path)
     steps = [(s["arch"], s["latency_ms"], s["accuracy"], s["action"]) for s in trajectory]
-    expected = json.loads(json.dumps(reference.trajectory))
+    expected = json.loads(json.dumps([step.to_dict() for step in reference.trajectory]))
     assert steps == [(s["arch"], s["latency_ms"], s["accuracy"], s["action"]) for s in expected]
 
 
