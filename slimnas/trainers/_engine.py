@@ -273,6 +273,7 @@ class Engine:
             "config": self.cfg.model_dump(mode="json"),
             "space": None if self.space is None else self.space.to_dict(),
             "arch": None if self.arch is None else self.arch.to_dict(),
+            "num_classes": self.data.num_classes,
             "history": self.history,
             "channels_sorted": channels_sorted,
         }

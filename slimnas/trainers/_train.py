@@ -95,6 +95,15 @@ def train_supernet(cfg: SupernetTrainConfig | ConfigSource, callbacks: Iterable[
     return engine.fit(_resume_source(cfg, resume_from, folder))
 
 
+def checkpoint_classes(ckpt: dict[str, Any]) -> int:
+    """The class count of a checkpoint's model: recorded in it (``num_classes``), or, in checkpoints written before it
+    was, read from the classifier's weights (``head.weight``, 0 without a classifier)."""
+    if "num_classes" in ckpt:
+        return int(ckpt["num_classes"])
+    head = ckpt["model"].get("head.weight")
+    return int(head.shape[0]) if head is not None else 0
+
+
 def _model_from_supernet(cfg: ArchTrainConfig, arch, num_classes: int):
     from slimnas.search_spaces import SearchSpace
 
@@ -106,8 +115,7 @@ def _model_from_supernet(cfg: ArchTrainConfig, arch, num_classes: int):
         space.check(arch)
     except ValueError as exc:
         raise InputError(f"arch: not in the supernet's space ({exc})") from None
-    head = ckpt["model"].get("head.weight")
-    classes = int(head.shape[0]) if head is not None else 0
+    classes = checkpoint_classes(ckpt)
     if classes != num_classes:
         raise InputError(f"supernet_checkpoint: the supernet has {classes} classes, the data {num_classes}")
     net = space.space_family.supernet(space, num_classes=classes)
@@ -157,8 +165,7 @@ def model_from_checkpoint(source: str | Path | dict[str, Any]):
     from slimnas.search_spaces import Arch, SearchSpace
 
     ckpt = source if isinstance(source, dict) else load_checkpoint(source)
-    head = ckpt["model"].get("head.weight")
-    num_classes = int(head.shape[0]) if head is not None else 0
+    num_classes = checkpoint_classes(ckpt)
     with torch.random.fork_rng(devices=[]):
         if ckpt["kind"] == "supernet":
             space = SearchSpace.from_dict(ckpt["space"])

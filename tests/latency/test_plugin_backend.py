@@ -1,60 +1,26 @@
-"""A latency backend defined in this one module, registered in the process, used through the CLI and the pipeline
-config with no edit to slimnas: ``slimnas lut build --backend toy-npu --speed 2`` builds a table and ``slimnas lut
-validate`` checks it.
-
-The toy device times nothing: a module's latency is a per-call constant plus a cost per weight, divided by its
-``speed`` setting. A network's latency is then exactly its parts' plus one call, which a table of parts timed alone
-(the empty call taken off each part and added once) predicts exactly: validation must find ~0% error.
+"""A latency backend from an outside package (``toy-npu``, one module of the toy plug-in in ``tests/plugins/site``,
+declared as an entry point), used through the CLI and the pipeline config with no edit to slimnas: ``slimnas lut build
+--backend toy-npu --speed 2`` builds a table and ``slimnas lut validate`` checks it. The toy device is deterministic,
+so validation must find ~0% error.
 """
 
 import json
 
 import pytest
-from pydantic import Field
 
 from slimnas.errors import ConfigError
 from slimnas.latency import LatencyTable
-from slimnas.latency.backends import BACKENDS, Backend, BackendSettings
 from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import quickstart_source
 from slimnas.platform.pipeline_config import load_pipeline
-
-#: What one call costs on the toy device (ms), and each weight.
-CALL_MS, MS_PER_WEIGHT = 0.05, 1e-5
-
-
-class ToyNPUBackend(Backend):
-    """A deterministic device: ``(CALL_MS + weights * MS_PER_WEIGHT) / speed`` per call."""
-
-    name = "toy-npu"
-
-    class Settings(BackendSettings):
-        speed: float = Field(1.0, gt=0, le=1000, description="how many times faster than the reference toy NPU")
-
-    def device_name(self) -> str:
-        return f"toy NPU x{self.settings.speed:g}"
-
-    def versions(self) -> dict[str, str]:
-        return {"toy-npu": "1"}
-
-    def prepare(self, module, example):
-        raise AssertionError("the toy NPU runs nothing")
-
-    def sample(self, module, example, protocol) -> list[float]:
-        copies = getattr(module, "copies", None)  # a Rotation of weight copies: one copy runs per call
-        weights = sum(p.numel() for p in (copies[0] if copies else module).parameters())
-        return [(CALL_MS + weights * MS_PER_WEIGHT) / self.settings.speed] * protocol.samples
-
 
 FAST = ["--passes", "2", "--samples", "2", "--pass-ms", "0", "--warmup-ms", "0", "--reference-networks", "1"]
 BUILD = ["--rotation-mb", "0", "--calibrate-networks", "6"]  # no weight copies to build: nothing is timed
 
 
-@pytest.fixture(scope="module", autouse=True)
-def toy_registered():
-    BACKENDS.register("toy-npu", ToyNPUBackend)
+@pytest.fixture(autouse=True)
+def toy_registered(toy_plugin):
     yield
-    BACKENDS.unregister("toy-npu")
 
 
 def _exit_status(argv) -> int:
@@ -72,6 +38,8 @@ def test_a_plugin_backend_builds_and_validates_a_table_through_the_cli(tmp_path,
     meta = table.meta
     assert meta.backend == "toy-npu" and meta.device == "toy NPU x2" and meta.harness == "isolated"
     assert meta.options["speed"] == 2.0 and meta.threads is None and meta.dtype == "float32"
+    from slimnas_toyplugin.backend import CALL_MS
+
     assert meta.overhead_ms == pytest.approx(CALL_MS / 2) and len(table) == 144
     assert meta.calibration["networks"] == 6
     capsys.readouterr()

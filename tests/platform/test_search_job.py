@@ -3,8 +3,6 @@
 import csv
 import io
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import ray
@@ -27,7 +25,6 @@ from slimnas.platform.search_job import (
     run_search_job,
 )
 from slimnas.platform.search_tracking import pareto_figure
-from slimnas.registry import METHODS
 from slimnas.search import RandomSearch, SlimmingSearch, start_arch
 from slimnas.search.slimming import Action, TrajectoryStep
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace
@@ -62,20 +59,10 @@ def _config(root, checkpoint, table_path, targets, **extra):
 
 
 @pytest.fixture
-def cheapest_first(tmp_path, monkeypatch):
-    """The method 'cheapest-first' (tests/platform/plugins/cheapest_first.py) installed as an outside package would
-    be: an entry point in the ``slimnas.methods`` group (a dist-info folder on sys.path, as pip leaves one) naming
-    the module's spec. Nothing in slimnas names it."""
-    site = tmp_path / "site"
-    dist = site / "slimnas_test_plugins-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: slimnas-test-plugins\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[slimnas.methods]\ncheapest-first = cheapest_first:CHEAPEST_FIRST\n")
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.syspath_prepend(str(Path(__file__).parent / "plugins"))
-    yield "cheapest-first"
-    METHODS.unregister("cheapest-first")  # forget the loaded spec
-    sys.modules.pop("cheapest_first", None)
+def cheapest_first(toy_plugin):
+    """The method 'cheapest-first' installed as an outside package would be: an entry point in the
+    ``slimnas.methods`` group of the toy plug-in (``tests/plugins/site``). Nothing in slimnas names it."""
+    return "cheapest-first"
 
 
 def test_the_cli_knows_a_method_once_its_package_declares_it(tmp_path, capsys, monkeypatch, request):

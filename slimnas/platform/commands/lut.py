@@ -157,7 +157,8 @@ def _show(args: argparse.Namespace) -> int:
             "missing_for_space": len(table.missing_for_space())}
     arch = None
     if args.preset:
-        arch = Arch.preset(args.preset, img_size=table.meta.img_size, slots=table.space.slots)
+        arch = Arch.preset(args.preset, img_size=table.meta.img_size, slots=table.space.slots,
+                           family=table.space.family)
     elif args.arch:
         arch = read_arch(args.arch)
     if arch is not None:

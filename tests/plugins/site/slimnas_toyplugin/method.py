@@ -1,9 +1,9 @@
 """A search method that slimnas does not ship, in one module: 'cheapest-first'.
 
 It samples archs of the space, keeps those within the target and evaluates them by ascending predicted latency, up to
-its budget; its answer is the best one evaluated (the base class's). The tests make it known to slimnas the way an
-outside package would (an entry point in the ``slimnas.methods`` group naming :data:`CHEAPEST_FIRST`), or with
-``METHODS.register``; no slimnas module names it.
+its budget; its answer is the best one evaluated (the base class's). It is known to slimnas through the entry point
+``cheapest-first`` of this package's ``slimnas.methods`` group; no slimnas module names it. It works on any space
+family (it only samples the space).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from slimnas.search import Candidate, MethodRequest, MethodSpec, SearchAlgorithm
-from slimnas.search_spaces.efficientformer import Arch
+from slimnas.search_spaces import Arch
 
 #: Archs sampled to choose from.
 POOL = 64
