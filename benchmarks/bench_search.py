@@ -35,8 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from slimnas.config import load_config  # noqa: E402
 from slimnas.latency import LatencyTable, build_table  # noqa: E402
 from slimnas.latency.backends import TorchCPUBackend  # noqa: E402
-from slimnas.platform.search_config import SearchJobConfig  # noqa: E402
-from slimnas.platform.search_job import run_search_job  # noqa: E402
+from slimnas.platform.stages.search import run_search_job  # noqa: E402
+from slimnas.platform.stages.search_config import SearchJobConfig  # noqa: E402
 from slimnas.search import RandomSearch, TPESearch  # noqa: E402
 from slimnas.search_spaces.efficientformer import SearchSpace  # noqa: E402
 
@@ -68,7 +68,7 @@ def table(out: Path) -> Path:
 
 def catch_up(cfg: SearchJobConfig, job, lut: LatencyTable, multiple: int, seeds: int) -> dict:
     """Best-so-far top-1 of random and TPE at multiples of slimming's budget, per target."""
-    from slimnas.platform.search_job import load_supernet
+    from slimnas.platform.stages.search import load_supernet
     from slimnas.trainers import AugmentConfig, DataConfig, Evaluator, build_data
 
     supernet, _ = load_supernet(cfg.supernet)
@@ -150,7 +150,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     if args.remeasure:
-        from slimnas.platform.search_job import MethodResult
+        from slimnas.platform.stages.search import MethodResult
 
         path = out / "bench_search.json"
         report = json.loads(path.read_text())
@@ -166,7 +166,7 @@ def main() -> None:
     checkpoint = train(out, args.epochs)
     lut_path = table(out)
     lut = LatencyTable.load(lut_path)
-    from slimnas.platform.search_job import load_supernet
+    from slimnas.platform.stages.search import load_supernet
     from slimnas.search import start_arch
 
     supernet, _ = load_supernet(str(checkpoint))
@@ -180,7 +180,7 @@ def main() -> None:
         "tracking": {"tracking_uri": f"sqlite:///{out / 'mlflow.db'}", "experiment": "bench-search"},
     })
     if args.catch_up_only:
-        from slimnas.platform.search_job import SearchJobResult
+        from slimnas.platform.stages.search import SearchJobResult
 
         job = SearchJobResult.load(out / "bench" / "results.json")
     else:

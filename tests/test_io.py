@@ -10,7 +10,7 @@ from slimnas._io import atomic_write, atomic_write_bytes, atomic_write_text
 from slimnas.latency import LatencyTable, Part
 from slimnas.latency._timing import Timing
 from slimnas.latency.table import TableMeta
-from slimnas.platform.pipeline_record import Attempt, PipelineRecord
+from slimnas.platform.pipeline.record import Attempt, PipelineRecord
 from slimnas.search_spaces.efficientformer import SearchSpace
 from slimnas.trainers._checkpoint import load_checkpoint, save_checkpoint
 

@@ -8,7 +8,7 @@ import pytest
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
-from slimnas.platform.pipeline_config import load_pipeline
+from slimnas.platform.pipeline.config import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 

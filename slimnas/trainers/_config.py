@@ -3,8 +3,8 @@
 A YAML file holds one :class:`SupernetTrainConfig` (``slimnas train-supernet``) or :class:`ArchTrainConfig`
 (``slimnas train-arch``); :func:`slimnas.config.load_config` validates it and names the offending field on error.
 Sections: ``data``, ``augment``, ``optim`` (weights), ``alpha`` and ``gumbel`` (supernet only), ``distill``, ``model``,
-``run``, ``distributed`` (Ray Train) and ``tracking`` (MLflow; read by :mod:`slimnas.platform.tracking`, plain data
-here). Where the paper is silent the default is a documented decision (see each field and the README).
+``run``, ``distributed`` (Ray Train) and ``tracking`` (MLflow; read by :mod:`slimnas.platform.tracking.store`, plain
+data here). Where the paper is silent the default is a documented decision (see each field and the README).
 """
 
 from __future__ import annotations
@@ -211,7 +211,7 @@ class DistributedConfig(ConfigModel):
 
 
 class TrackingConfig(ConfigModel):
-    """MLflow tracking (used by ``slimnas.platform.tracking``; the trainers never import MLflow)."""
+    """MLflow tracking (used by ``slimnas.platform.tracking.store``; the trainers never import MLflow)."""
 
     enabled: bool = False
     tracking_uri: str | None = None  # default: sqlite:///<working dir>/mlflow.db

@@ -12,7 +12,7 @@ from slimnas.errors import ConfigError
 from slimnas.latency import LatencyTable
 from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import quickstart_source
-from slimnas.platform.pipeline_config import load_pipeline
+from slimnas.platform.pipeline.config import load_pipeline
 
 FAST = ["--passes", "2", "--samples", "2", "--pass-ms", "0", "--warmup-ms", "0", "--reference-networks", "1"]
 BUILD = ["--rotation-mb", "0", "--calibrate-networks", "6"]  # no weight copies to build: nothing is timed

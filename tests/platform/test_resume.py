@@ -2,7 +2,7 @@
 
 Real components: a briefly trained tiny supernet, a tiny latency table served by the real latency service (a Ray
 actor), real Ray Tune, real processes killed with SIGKILL. "The same results" (the promise of
-:mod:`slimnas.platform.search_job`): per (method, target) the same arch, predicted latency, top-1 and evaluations;
+:mod:`slimnas.platform.stages.search`): per (method, target) the same arch, predicted latency, top-1 and evaluations;
 the same slimming trajectory; every method run evaluating the same archs. The job uses early stopping with the
 ``exact`` rule (which never changes a decision, whatever order concurrent trials report in) and no device
 verification (measured latencies are timing noise, not results).
@@ -30,7 +30,7 @@ from slimnas.latency.actor import LatencyClient
 from slimnas.latency.backends import TorchCPUBackend
 from slimnas.latency.protocol import Protocol
 from slimnas.platform.cli import main
-from slimnas.platform.staging import SETTINGS_FILE, StagedFolder
+from slimnas.platform.runtime.staging import SETTINGS_FILE, StagedFolder
 from slimnas.platform.tune.searcher import AskTellSearcher
 from slimnas.search import SlimmingSearch
 from slimnas.search_spaces.efficientformer import SearchSpace

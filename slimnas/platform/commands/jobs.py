@@ -29,8 +29,8 @@ def _warn_local_paths(cfg) -> None:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from ..jobs import connect, submit, wait
-    from ..pipeline_config import load_pipeline
+    from slimnas.platform.pipeline.config import load_pipeline
+    from slimnas.platform.runtime.jobs import connect, submit, wait
 
     cfg = load_pipeline(args.config)  # bad configs fail here, before anything reaches the cluster
     client = connect(args.address)
@@ -49,7 +49,7 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _jobs(args: argparse.Namespace) -> int:
-    from ..jobs import connect, job_logs, job_status, stop_job
+    from slimnas.platform.runtime.jobs import connect, job_logs, job_status, stop_job
 
     client = connect(args.address)
     if args.jobs_command == "status":

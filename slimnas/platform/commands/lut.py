@@ -10,11 +10,10 @@ from collections import Counter
 from pathlib import Path
 
 from slimnas.errors import InputError
+from slimnas.platform.commands._args import float_in, int_in
+from slimnas.platform.commands._backend_flags import add_backend_flags, backend_settings
+from slimnas.platform.commands.models import MAX_CLASSES
 from slimnas.progress import ProgressLine
-
-from ._args import float_in, int_in
-from ._backend_flags import add_backend_flags, backend_settings
-from .models import MAX_CLASSES
 
 
 def _space(name: str, img_size: int | None):
@@ -46,8 +45,7 @@ def _backend(args: argparse.Namespace):
 
 def _build(args: argparse.Namespace) -> int:
     from slimnas.latency.builder import MAX_BATCH, build_table
-
-    from ..preflight import check_batch_fits, check_output_dir, check_output_file
+    from slimnas.platform.runtime.preflight import check_batch_fits, check_output_dir, check_output_file
 
     if not 1 <= args.batch_size <= MAX_BATCH:
         raise InputError(f"--batch-size: must be from 1 to {MAX_BATCH}, got {args.batch_size}")
@@ -103,8 +101,7 @@ def _validate(args: argparse.Namespace) -> int:
     from slimnas.config import read_text_file
     from slimnas.latency.table import LatencyTable
     from slimnas.latency.validate import backend_for, compare_tables, validate_measured, validate_table
-
-    from ..preflight import check_output_dir
+    from slimnas.platform.runtime.preflight import check_output_dir
 
     if not 0 <= args.num_archs <= 100_000:
         raise InputError(f"--num-archs: must be from 0 to 100000, got {args.num_archs}")
@@ -146,9 +143,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from slimnas.latency.table import LatencyTable
+    from slimnas.platform.commands.models import read_arch
     from slimnas.search_spaces import Arch
-
-    from .models import read_arch
 
     table = LatencyTable.load(args.lut, stat=args.stat)
     info = {"meta": table.meta.to_dict(), "statistic": table.stat, "overhead_ms": table.meta.overhead_ms,
@@ -172,8 +168,7 @@ def _show(args: argparse.Namespace) -> int:
 def _import(args: argparse.Namespace) -> int:
     from slimnas.config import read_text_file
     from slimnas.latency.bundle import import_measurements
-
-    from ..preflight import check_output_file
+    from slimnas.platform.runtime.preflight import check_output_file
 
     out = Path(args.out)
     check_output_file(out, "--out")

@@ -6,8 +6,7 @@ import argparse
 import json
 
 from slimnas.errors import InputError, shorten
-
-from ._args import int_in
+from slimnas.platform.commands._args import int_in
 
 #: The most classes a classifier head may have (``--num-classes``).
 MAX_CLASSES = 1_000_000
@@ -28,7 +27,7 @@ def read_arch(path: str, what: str = "--arch"):
 
 def _check_model_fits(arch, num_classes: int) -> None:
     """Refuse an arch whose weights (and attention-bias tables) cannot fit in memory, before building it."""
-    from ..preflight import memory_bytes
+    from slimnas.platform.runtime.preflight import memory_bytes
 
     params = sum(12 * w * w * len(b) for w, b in zip(arch.widths, arch.blocks)) + num_classes * arch.widths[-1]
     tokens = (arch.img_size // 32) ** 2

@@ -46,10 +46,9 @@ def apply_overrides(data: dict[str, Any], pairs: list[str]) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace, source: Any) -> int:
     from slimnas.config import load_yaml
+    from slimnas.platform.pipeline.config import STAGES, load_pipeline
+    from slimnas.platform.pipeline.run import run_pipeline
     from slimnas.progress import stderr_echo
-
-    from ..pipeline import run_pipeline
-    from ..pipeline_config import STAGES, load_pipeline
 
     unknown = sorted(set(args.force) - set(STAGES) - {"all"})
     if unknown:
@@ -63,7 +62,7 @@ def _run(args: argparse.Namespace, source: Any) -> int:
         data = {**data, "output": args.output}
     cfg = load_pipeline(apply_overrides(data, args.set))
     if args.check:
-        from ..preflight import check_pipeline
+        from slimnas.platform.runtime.preflight import check_pipeline
 
         check_pipeline(cfg, args.force)
         print(f"config OK: pipeline '{cfg.name}' -> {cfg.output_dir}")

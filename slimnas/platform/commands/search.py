@@ -8,13 +8,12 @@ import subprocess
 import sys
 
 from slimnas.errors import ConfigError, InputError, shorten
-
-from ._args import port
+from slimnas.platform.commands._args import port
 
 
 def _load(args: argparse.Namespace):
     from slimnas.config import load_config, load_yaml
-    from slimnas.platform.search_config import SearchJobConfig
+    from slimnas.platform.stages.search_config import SearchJobConfig
 
     data = load_yaml(args.config)
     if isinstance(data, dict) and "search" in data:
@@ -35,8 +34,8 @@ def _load(args: argparse.Namespace):
 
 
 def _search(args: argparse.Namespace) -> int:
-    from slimnas.platform.preflight import check_search_job
-    from slimnas.platform.search_job import finished_job, run_search_job
+    from slimnas.platform.runtime.preflight import check_search_job
+    from slimnas.platform.stages.search import finished_job, run_search_job
 
     cfg = _load(args)
     check_search_job(cfg)  # addresses, output folder, table, calibration: before anything starts
@@ -52,8 +51,8 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _ui(args: argparse.Namespace) -> int:
-    from slimnas.platform.preflight import check_port, check_tracking_uri, split_url
-    from slimnas.platform.tracking import default_tracking_uri as tracking_uri
+    from slimnas.platform.runtime.preflight import check_port, check_tracking_uri, split_url
+    from slimnas.platform.tracking.store import default_tracking_uri as tracking_uri
 
     uri = tracking_uri(args.backend_store_uri)
     what = "--backend-store-uri" if args.backend_store_uri else \

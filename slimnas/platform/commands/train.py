@@ -10,8 +10,8 @@ import sys
 def _handler(kind: str):
     def run(args: argparse.Namespace) -> int:
         from slimnas.config import load_config
-        from slimnas.platform.preflight import check_output_dir, check_ray_address, check_tracking_uri
-        from slimnas.platform.training import check_inputs, run_training
+        from slimnas.platform.runtime.preflight import check_output_dir, check_ray_address, check_tracking_uri
+        from slimnas.platform.stages.training import check_inputs, run_training
         from slimnas.trainers import ArchTrainConfig, SupernetTrainConfig
 
         cfg = load_config(SupernetTrainConfig if kind == "supernet" else ArchTrainConfig, args.config)

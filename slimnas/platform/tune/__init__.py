@@ -1,7 +1,7 @@
 """Ray Tune adapters: the ask/tell searcher, the early-stop scheduler, and the runner of one search experiment."""
 
-from .runner import TuneOutcome, run_tune
-from .scheduler import EarlyStopScheduler
-from .searcher import AskTellSearcher
+from slimnas.platform.tune.runner import TuneOutcome, run_tune
+from slimnas.platform.tune.scheduler import EarlyStopScheduler
+from slimnas.platform.tune.searcher import AskTellSearcher
 
 __all__ = ["AskTellSearcher", "EarlyStopScheduler", "run_tune", "TuneOutcome"]

@@ -38,10 +38,9 @@ from ray import tune
 from ray.tune.schedulers import FIFOScheduler
 
 from slimnas.errors import SlimnasError
+from slimnas.platform.tune.scheduler import EarlyStopScheduler
+from slimnas.platform.tune.searcher import AskTellSearcher, read_state
 from slimnas.search import SearchAlgorithm
-
-from .scheduler import EarlyStopScheduler
-from .searcher import AskTellSearcher, read_state
 
 __all__ = ["run_tune", "TuneOutcome"]
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from ray.tune.schedulers import FIFOScheduler, TrialScheduler
 
-from .searcher import AskTellSearcher
+from slimnas.platform.tune.searcher import AskTellSearcher
 
 __all__ = ["EarlyStopScheduler", "accuracy_bound", "RULES"]
 

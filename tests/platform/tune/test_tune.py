@@ -137,7 +137,7 @@ def test_restore_after_a_killed_driver_reaches_the_same_arch(tmp_path):
 
 def test_the_search_monitor_is_told_the_running_algorithm():
     """The job tells the progress monitor each run's algorithm as it starts (no registry of live searchers)."""
-    from slimnas.platform.progress import SearchMonitor
+    from slimnas.platform.stages.progress import SearchMonitor
 
     lines = []
     monitor = SearchMonitor(16.0, echo=lines.append)

@@ -3,9 +3,9 @@
 Ray starts the processes of a local cluster with ``PR_SET_PDEATHSIG``, so the GCS server, the raylet, the log monitor
 and the dashboard die with a driver killed by SIGKILL, and idle workers follow the raylet. The raylet's agents
 (``ray::DashboardAgent``, ``ray::RuntimeEnvAgent``) do not: with Ray 2.60 both were still running 15 s after the
-driver's SIGKILL (and on, in the issue's report), and they ignore SIGTERM. :func:`slimnas.platform.ray_runtime.init_ray`
-starts this script as a child of the driver, in a session of its own (a Ctrl-C to the terminal's process group does
-not reach it):
+driver's SIGKILL (and on, in the issue's report), and they ignore SIGTERM.
+:func:`slimnas.platform.runtime.ray_runtime.init_ray` starts this script as a child of the driver, in a session of
+its own (a Ctrl-C to the terminal's process group does not reach it):
 ``python -I _ray_watchdog.py DRIVER_PID SESSION_NAME PID...`` (``PID...``: the session's GCS server and raylet).
 
 It polls twice a second. When the driver has died (this process was re-parented) or when every given pid is gone (the

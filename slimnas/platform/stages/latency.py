@@ -27,9 +27,8 @@ from typing import Any
 from slimnas._io import atomic_write_bytes
 from slimnas.errors import InputError
 from slimnas.latency import LatencyTable
+from slimnas.platform.pipeline.config import PipelineLatencySection
 from slimnas.search_spaces import SearchSpace
-
-from .pipeline_config import PipelineLatencySection
 
 __all__ = ["expected_settings", "reusable_table", "validation_is_current", "measure", "measure_on_ray", "staged_path",
            "publish_validation"]

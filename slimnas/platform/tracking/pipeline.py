@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .pipeline_record import SearchRecord, StageRecord, TableRecord
+from slimnas.platform.pipeline.record import SearchRecord, StageRecord, TableRecord
 
 __all__ = ["ensure_experiment", "log_pipeline_run", "artifact_location"]
 

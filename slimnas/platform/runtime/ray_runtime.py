@@ -7,8 +7,8 @@ starts Ray:
   ``InputError`` line naming the field (or the variable) and the address.
 - Otherwise: a local Ray with ``ray.num_cpus`` CPUs, ``ray.object_store_mb`` of object store and no dashboard. Ray's
   token authentication stays as Ray sets it up (on for a local cluster started by ``ray.init``). A watchdog process
-  (:mod:`slimnas.platform._ray_watchdog`) ends that Ray session's processes once the command is gone, even when it
-  was killed with SIGKILL (Ray's own fate-sharing leaves the raylet's agents running then).
+  (:mod:`slimnas.platform.runtime._ray_watchdog`) ends that Ray session's processes once the command is gone, even
+  when it was killed with SIGKILL (Ray's own fate-sharing leaves the raylet's agents running then).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from slimnas.errors import InputError
 
 if TYPE_CHECKING:
-    from .search_config import RaySection
+    from slimnas.platform.stages.search_config import RaySection
 
 __all__ = ["init_ray", "local_session"]
 
@@ -69,7 +69,7 @@ def local_session() -> tuple[str, list[int]] | None:
 
 
 def _start_watchdog() -> None:
-    """Start the watchdog of the local session (see :mod:`slimnas.platform._ray_watchdog`)."""
+    """Start the watchdog of the local session (see :mod:`slimnas.platform.runtime._ray_watchdog`)."""
     try:
         session = local_session()
     except (ImportError, AttributeError) as exc:  # Ray's internals moved: run without the watchdog, say so

@@ -6,7 +6,7 @@ from dataclasses import FrozenInstanceError
 import pytest
 
 from slimnas.errors import InputError
-from slimnas.platform.pipeline_record import (
+from slimnas.platform.pipeline.record import (
     Attempt,
     PipelineRecord,
     SearchInputs,

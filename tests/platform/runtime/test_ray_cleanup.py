@@ -67,7 +67,7 @@ def test_sigkill_of_a_pipeline_driver_leaves_no_process_of_its_ray(finished_run,
     cwd = finished_run.copy(tmp_path / "work")
     record = (cwd / "runs" / "quickstart" / "pipeline.json").read_bytes()
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI")}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[3]), env.get("PYTHONPATH", "")])
     driver = subprocess.Popen([sys.executable, "-m", "slimnas.platform.cli", *finished_run.argv, "--force", "search"],
                               cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()

@@ -2,7 +2,7 @@
 
 - :class:`StageLog` numbers the stages (``[quickstart 2/3] table: ...``) and times them.
 - the table builder's and the validation's progress is printed by :class:`slimnas.progress.ProgressLine`, the
-  training's by :class:`slimnas.platform.training.TrainProgress` (one progress reporter for every command).
+  training's by :class:`slimnas.platform.stages.training.TrainProgress` (one progress reporter for every command).
 - :class:`SearchMonitor` watches the search job's live searchers from a background thread and prints how far the
   running method is (slimming: latency reached against the smallest target; baselines: evaluations of the budget).
 

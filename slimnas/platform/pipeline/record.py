@@ -9,7 +9,7 @@ What holds *now* (the keys ``config``, ``finished``, ``mlflow_run_id`` and ``sta
 the search stage's reuse check reads) is derived from the history: ``config``, ``finished`` and ``mlflow_run_id`` are
 those of the last finished attempt; ``stages`` holds, per stage, the last record of an output made or confirmed: a
 finished attempt's records, and the stages that ran to their end in a later failed or killed attempt (their outputs
-are on disk; a stage that failed leaves none, see :mod:`slimnas.platform.pipeline`).
+are on disk; a stage that failed leaves none, see :mod:`slimnas.platform.pipeline.run`).
 
 The file is rewritten atomically, and only when an attempt has something to record: a run rejected before any work
 (``InputError`` while every stage so far was reused) leaves it byte-identical. Version-1 files (one flat record,

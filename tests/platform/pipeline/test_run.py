@@ -10,8 +10,8 @@ from slimnas.errors import InputError
 from slimnas.latency import LatencyTable
 from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
-from slimnas.platform.pipeline import run_pipeline
-from slimnas.platform.pipeline_config import load_pipeline
+from slimnas.platform.pipeline.config import load_pipeline
+from slimnas.platform.pipeline.run import run_pipeline
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 
 #: The quickstart, shrunk to well under a minute: 2 short epochs, a one-pass table, 2 methods at 2 targets.

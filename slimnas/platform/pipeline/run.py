@@ -1,20 +1,21 @@
 """The pipeline job (``slimnas run`` and ``slimnas quickstart``): train the supernet, build and validate the latency
 table, then run the search job (slimming against the baselines at the latency targets).
 
-Every input is checked first (:func:`~slimnas.platform.preflight.check_pipeline`), then each stage runs or is reused:
+Every input is checked first (:func:`~slimnas.platform.runtime.preflight.check_pipeline`), then each stage runs or
+is reused:
 
 - **train**: reused when the run folder holds the final checkpoint of a run with the same settings; an interrupted run
   resumes from its last checkpoint; a run made with other settings stops the job (one line naming the first
   difference) instead of being overwritten. ``--force train`` retrains: the old run folder is moved to
   ``<run>.previous`` and deleted only once the new run has finished (put back if the new run fails before its first
   checkpoint; kept there if it is killed).
-- **table**: see :mod:`slimnas.platform.latency_stage` (an interrupted build resumes from its journal).
+- **table**: see :mod:`slimnas.platform.stages.latency` (an interrupted build resumes from its journal).
 - **search**: reused when ``results.json`` exists and the job's inputs (its config with the targets resolved, the
   checkpoint's SHA-256, the table's creation time) are those recorded in ``pipeline.json``; otherwise it runs again
-  (``--restore`` continues a killed search job, see :mod:`slimnas.platform.search_job`; the job runs in a staged
+  (``--restore`` continues a killed search job, see :mod:`slimnas.platform.stages.search`; the job runs in a staged
   folder, so the earlier results stay whole until the new ones replace them).
 
-``<output>/pipeline.json`` is the job's history (:mod:`slimnas.platform.pipeline_record`): one attempt per run that
+``<output>/pipeline.json`` is the job's history (:mod:`slimnas.platform.pipeline.record`): one attempt per run that
 did something, with, per stage, what ran or was reused, its wall time and its outputs. It is written atomically after
 each stage that made an output and at the end; a run rejected before any work (bad input) leaves it untouched, a
 failed one appends its attempt with the error. A stage that fails leaves the earlier outputs as they were: a forced
@@ -36,10 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slimnas.errors import InputError
-from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
-
-from .pipeline_config import STAGES, PipelineConfig
-from .pipeline_record import (
+from slimnas.platform.pipeline.config import STAGES, PipelineConfig
+from slimnas.platform.pipeline.record import (
     STATE_FILE,
     Attempt,
     PipelineRecord,
@@ -50,12 +49,12 @@ from .pipeline_record import (
     TrainRecord,
     now,
 )
-from .progress import SearchMonitor, StageLog
+from slimnas.platform.stages.progress import SearchMonitor, StageLog
+from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
 if TYPE_CHECKING:
     from slimnas.latency import LatencyTable
-
-    from .search_job import SearchJobResult
+    from slimnas.platform.stages.search import SearchJobResult
 
 __all__ = ["run_pipeline", "PipelineResult", "TableStageResult", "SearchStageResult", "init_ray"]
 
@@ -119,8 +118,8 @@ class PipelineResult:
 
 def init_ray(cfg: PipelineConfig) -> bool:
     """Connect to ``ray.address`` (or ``$RAY_ADDRESS``), else start a local Ray that does not outlive this process
-    (:func:`slimnas.platform.ray_runtime.init_ray`). Returns whether this call initialised Ray."""
-    from .ray_runtime import init_ray as start
+    (:func:`slimnas.platform.runtime.ray_runtime.init_ray`). Returns whether this call initialised Ray."""
+    from slimnas.platform.runtime.ray_runtime import init_ray as start
 
     return start(cfg.ray)
 
@@ -129,7 +128,7 @@ def _ensure_tracking(cfg: PipelineConfig, runtime: dict[str, Any]) -> None:
     """Create the job's MLflow experiment before the first stage that logs to it (not before: a run rejected before
     any work leaves the store as it was)."""
     if cfg.tracking.enabled and not runtime.get("experiment"):
-        from .pipeline_tracking import ensure_experiment
+        from slimnas.platform.tracking.pipeline import ensure_experiment
 
         runtime["experiment"] = ensure_experiment(cfg.tracking_uri(), cfg.tracking.experiment)
 
@@ -156,7 +155,7 @@ def _checkpoint_folder(tcfg: Any) -> Path:
 
 
 def _config_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | None:
-    from .tracking import flatten
+    from slimnas.platform.tracking.store import flatten
 
     a, b = flatten(stored), flatten(wanted)
     for key in sorted(set(a) | set(b)):
@@ -168,9 +167,8 @@ def _config_difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str | 
 
 def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo,
                  runtime: dict[str, Any]) -> TrainRecord:
+    from slimnas.platform.stages.training import TrainProgress, run_training
     from slimnas.trainers import latest_checkpoint, load_checkpoint
-
-    from .training import TrainProgress, run_training
 
     tcfg = cfg.train_config()
     folder = _checkpoint_folder(tcfg)
@@ -191,7 +189,7 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
                        f"Gumbel {tcfg.gumbel.mode} mode -> {folder}")
     _ensure_tracking(cfg, runtime)
     if tcfg.distributed.enabled:  # Ray Train: the command's Ray, shut down at the job's end
-        from .ray_runtime import init_ray as start
+        from slimnas.platform.runtime.ray_runtime import init_ray as start
 
         ray_cfg = cfg.ray.model_copy(update={"address": tcfg.distributed.address or cfg.ray.address})
         runtime["ray_started"] = start(ray_cfg, field="train.distributed.address") or runtime.get("ray_started", False)
@@ -228,9 +226,8 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
 def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: StageLog, echo: Echo,
                  runtime: dict[str, Any]) -> TableStageResult:
     from slimnas.latency import LatencyTable
+    from slimnas.platform.stages.latency import measure, measure_on_ray, reusable_table, validation_is_current
     from slimnas.search_spaces import SearchSpace
-
-    from .latency_stage import measure, measure_on_ray, reusable_table, validation_is_current
 
     lat, path, vdir = cfg.latency, cfg.table_path, cfg.validation_dir
     space = SearchSpace.resolve(cfg.train.space)
@@ -286,7 +283,7 @@ def _targets(cfg: PipelineConfig, table: Any, calibration: str | None) -> list[f
 def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: StageLog, echo: Echo,
                   recorded: SearchRecord | None, runtime: dict[str, Any], trained: TrainRecord,
                   table: LatencyTable) -> SearchStageResult:
-    from .search_job import SearchJobResult, job_folder, run_search_job
+    from slimnas.platform.stages.search import SearchJobResult, job_folder, run_search_job
 
     calibration = None
     if cfg.search.predictor == "calibrated":
@@ -331,7 +328,7 @@ def _stages(force: Iterable[str]) -> set[str]:
 
 class _Attempts:
     """This run's :class:`Attempt` in the job's :class:`PipelineRecord`, saved only when there is something to record
-    (see :mod:`slimnas.platform.pipeline_record`)."""
+    (see :mod:`slimnas.platform.pipeline.record`)."""
 
     def __init__(self, path: Path, record: PipelineRecord, attempt: Attempt) -> None:
         self.path, self.record, self.attempt = path, record, attempt
@@ -363,7 +360,7 @@ class _Attempts:
 def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool = False,
                  echo: Echo = stderr_echo) -> PipelineResult:
     """Run (or reuse) train -> table -> search; see the module docstring."""
-    from .preflight import check_pipeline
+    from slimnas.platform.runtime.preflight import check_pipeline
 
     forced = _stages(force)
     started = time.perf_counter()
@@ -393,7 +390,7 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
         elif restore:  # a finished job restored: a no-op, and the record says nothing new
             echo(f"[{cfg.name}] every stage had finished: nothing to restore ({state_path} unchanged)")
         if cfg.tracking.enabled and attempt.did_work():
-            from .pipeline_tracking import log_pipeline_run
+            from slimnas.platform.tracking.pipeline import log_pipeline_run
 
             attempt.mlflow_run_id = log_pipeline_run(cfg, record.stages(), state_path, cfg.validation_dir)
             attempts.save()

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 from slimnas.errors import InputError, os_error_reason, path_error, shorten
 
 if TYPE_CHECKING:
-    from .pipeline_config import PipelineConfig
-    from .search_config import RaySection, SearchJobConfig
+    from slimnas.platform.pipeline.config import PipelineConfig
+    from slimnas.platform.stages.search_config import RaySection, SearchJobConfig
 
 __all__ = ["check_tcp", "check_ray_address", "check_tracking_uri", "check_pipeline", "check_search_job",
            "check_output_dir", "check_output_file", "check_port", "check_batch_fits", "check_local_ray", "split_url",
@@ -245,9 +245,8 @@ def check_pipeline(cfg: PipelineConfig, force: Iterable[str] = ()) -> int:
     table stage (or ``all``), which rebuilds it. Creates the output folder only once everything passed.
     """
     from slimnas.latency.backends import get_backend
+    from slimnas.platform.stages.training import check_inputs
     from slimnas.search_spaces import SearchSpace
-
-    from .training import check_inputs
 
     forced = set(force)
     check_ray_address(cfg.ray.address)
@@ -279,7 +278,7 @@ def check_pipeline(cfg: PipelineConfig, force: Iterable[str] = ()) -> int:
                          "latency.validate.num_archs (at least 6) or use predictor 'table'")
     rebuild = bool(forced & {"table", "all"})
     if cfg.table_path.exists() and not rebuild:
-        from .latency_stage import reusable_table
+        from slimnas.platform.stages.latency import reusable_table
 
         try:
             reusable_table(cfg.latency, cfg.table_path, space, num_classes)
@@ -304,11 +303,10 @@ def check_search_job(cfg: SearchJobConfig) -> None:
     """The inputs of a search job (``slimnas search`` / ``sweep``) that can be checked without loading the supernet,
     before any work: the addresses (Ray, MLflow), the output folder, the latency table (readable, a slimnas table)
     and the calibration file. (The supernet, its space against the table's and the data are checked next, by
-    :func:`~slimnas.platform.search_job.run_search_job`, before Ray starts.)"""
+    :func:`~slimnas.platform.stages.search.run_search_job`, before Ray starts.)"""
     from slimnas.config import read_text_file
     from slimnas.latency import LatencyTable
-
-    from .tracking import default_tracking_uri as tracking_uri
+    from slimnas.platform.tracking.store import default_tracking_uri as tracking_uri
 
     check_ray_address(cfg.ray.address)
     check_local_ray(cfg.ray)

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from slimnas.errors import InputError
 from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
-from slimnas.platform.jobs import auth_token, connect, job_logs, job_status, wait
+from slimnas.platform.runtime.jobs import auth_token, connect, job_logs, job_status, wait
 
 from .conftest import free_port
 

@@ -23,8 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from slimnas.errors import InputError, shorten
-
-from .preflight import check_tcp, split_url
+from slimnas.platform.runtime.preflight import check_tcp, split_url
 
 __all__ = ["auth_token", "connect", "submit", "job_status", "job_logs", "stop_job", "wait", "TERMINAL"]
 
@@ -91,8 +90,7 @@ def submit(client: Any, config: str | os.PathLike, working_dir: str | os.PathLik
            run_args: Sequence[str] = (), ship_code: bool = False, submission_id: str | None = None) -> str:
     """Submit ``slimnas run --config <config> <run_args>`` as a Ray job; returns the job's submission id."""
     import slimnas
-
-    from .pipeline_config import load_pipeline
+    from slimnas.platform.pipeline.config import load_pipeline
 
     cfg_path = Path(config).expanduser().resolve()
     cfg = load_pipeline(cfg_path)  # a bad config fails here, not on the cluster

@@ -3,7 +3,7 @@
 :func:`run_training` checks the inputs first (data paths and shards, teacher and weight files, the supernet
 checkpoint of a fine-tuning run) so that bad input fails in one line before any worker starts, then builds the
 callback factories (progress output, :class:`TrainProgress`, and
-:class:`~slimnas.platform.tracking.MLflowCallback` when ``tracking.enabled``) and runs
+:class:`~slimnas.platform.tracking.store.MLflowCallback` when ``tracking.enabled``) and runs
 :func:`slimnas.trainers.train_supernet` / :func:`~slimnas.trainers.train_arch` in this process, or
 :func:`slimnas.trainers.ray_train.fit_on_ray` when ``distributed.enabled``.
 """
@@ -95,7 +95,7 @@ def run_training(cfg: SupernetTrainConfig | ArchTrainConfig, progress: bool = Tr
     if progress:
         factories.append(functools.partial(TrainProgress, f"train-{kind}"))
     if cfg.tracking.enabled:
-        from slimnas.platform.tracking import MLflowCallback, default_tracking_uri
+        from slimnas.platform.tracking.store import MLflowCallback, default_tracking_uri
 
         tracking: dict[str, Any] = cfg.tracking.model_dump(mode="json")
         tracking["tracking_uri"] = default_tracking_uri(tracking["tracking_uri"])  # the driver's, for workers
@@ -104,10 +104,9 @@ def run_training(cfg: SupernetTrainConfig | ArchTrainConfig, progress: bool = Tr
             tracking["artifact_location"] = (Path.cwd() / "mlruns").resolve().as_uri()
         factories.append(functools.partial(MLflowCallback, tracking))
     if cfg.distributed.enabled:
+        from slimnas.platform.runtime.ray_runtime import init_ray
+        from slimnas.platform.stages.search_config import RaySection
         from slimnas.trainers.ray_train import fit_on_ray
-
-        from .ray_runtime import init_ray
-        from .search_config import RaySection
 
         init_ray(RaySection(address=cfg.distributed.address), field="distributed.address")
         return fit_on_ray(cfg, kind, factories)

@@ -92,7 +92,7 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
     import matplotlib.pyplot as plt
     from mlflow.tracking import MlflowClient
 
-    from .tracking import default_tracking_uri
+    from slimnas.platform.tracking.store import default_tracking_uri
 
     client = MlflowClient(default_tracking_uri(cfg.tracking.tracking_uri))
     experiment = client.get_experiment_by_name(cfg.tracking.experiment)

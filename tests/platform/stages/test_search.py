@@ -14,8 +14,7 @@ from slimnas.latency import LatencyTable, build_table
 from slimnas.latency.backends import TorchCPUBackend
 from slimnas.latency.protocol import Protocol
 from slimnas.platform.cli import main
-from slimnas.platform.search_config import SearchJobConfig
-from slimnas.platform.search_job import (
+from slimnas.platform.stages.search import (
     MethodResult,
     SearchJobResult,
     _pending_line,
@@ -24,7 +23,8 @@ from slimnas.platform.search_job import (
     load_supernet,
     run_search_job,
 )
-from slimnas.platform.search_tracking import pareto_figure
+from slimnas.platform.stages.search_config import SearchJobConfig
+from slimnas.platform.tracking.search import pareto_figure
 from slimnas.search import RandomSearch, SlimmingSearch, start_arch
 from slimnas.search.slimming import Action, TrajectoryStep
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace

@@ -8,8 +8,7 @@ from mlflow.tracking import MlflowClient
 
 from slimnas.errors import InputError
 from slimnas.platform.cli import main
-from slimnas.platform.pipeline_tracking import artifact_location, ensure_experiment
-from slimnas.platform.preflight import (
+from slimnas.platform.runtime.preflight import (
     check_output_dir,
     check_output_file,
     check_port,
@@ -18,6 +17,7 @@ from slimnas.platform.preflight import (
     check_tracking_uri,
     split_url,
 )
+from slimnas.platform.tracking.pipeline import artifact_location, ensure_experiment
 from slimnas.testing import tiny_train_config
 
 from .conftest import free_port

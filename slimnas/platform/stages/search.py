@@ -27,21 +27,21 @@ the job says that verification is pending and how to time the winners on the dev
 
 Results: for each (method, target) the winning arch, its predicted latency (table), its measured latency and whether it
 meets the target, its top-1, the evaluations used (and how many the verification added) and the wall time; written to
-``<output>/<name>/results.{json,csv}`` (atomically) and to MLflow (:mod:`slimnas.platform.search_tracking`).
+``<output>/<name>/results.{json,csv}`` (atomically) and to MLflow (:mod:`slimnas.platform.tracking.search`).
 
-Staging and restore. A job runs in ``<output>/<name>.staging/`` (its Tune experiments, the searchers' state files,
-the device measurements, the MLflow run id, then the results, ``results.json`` last) and swaps that folder in for
-``<output>/<name>/`` only when it has finished (:class:`~slimnas.platform.staging.StagedFolder`): the previous job's
-folder stays whole until then. ``restore=True`` (``--restore``) continues a killed run's staged folder, in a new
+Staging and restore. A job runs in ``<output>/<name>.staging/`` (its Tune experiments, the searchers' state files, the
+device measurements, the MLflow run id, then the results, ``results.json`` last) and swaps that folder in for
+``<output>/<name>/`` only when it has finished (:class:`~slimnas.platform.runtime.staging.StagedFolder`): the previous
+job's folder stays whole until then. ``restore=True`` (``--restore``) continues a killed run's staged folder, in a new
 process: each method's experiment continues from its searcher's state (:mod:`slimnas.platform.tune.runner`; a method
-that had finished is not run again), device measurements already taken are reused, and the MLflow run is logged once.
-A restored run reaches the same results as an uninterrupted one: the same answer (arch, predicted latency, top-1,
+that had finished is not run again), device measurements already taken are reused, and the MLflow run is logged once. A
+restored run reaches the same results as an uninterrupted one: the same answer (arch, predicted latency, top-1,
 evaluations) per method and target and the same slimming trajectory. Not part of that promise: wall times, the
 early-stop counters (in-flight work is redone), which concurrent losers were stopped early (and so the bound recorded
 for them), measured latencies (timing noise; those the killed run took are reused), and decisions that are not
-reproducible anyway (early stopping's ``confident`` rule can, rarely, stop a candidate that would have won, depending
-on the order concurrent trials report in; ``rule: exact`` cannot). A restore of a finished job with the same
-settings does nothing; a staged run started with other settings is not continued (one line, exit 2).
+reproducible anyway (early stopping's ``confident`` rule can, rarely, stop a candidate that would have won, depending on
+the order concurrent trials report in; ``rule: exact`` cannot). A restore of a finished job with the same settings does
+nothing; a staged run started with other settings is not continued (one line, exit 2).
 """
 
 from __future__ import annotations
@@ -58,6 +58,9 @@ from typing import Any
 
 from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
+from slimnas.platform.runtime.ray_runtime import init_ray
+from slimnas.platform.runtime.staging import StagedFolder
+from slimnas.platform.stages.search_config import SearchJobConfig
 from slimnas.search import MethodRequest, MethodSpec, SearchAlgorithm, SlimmingSearch, method_spec
 from slimnas.search.methods import auto_budget_problem
 from slimnas.search.slimming import TrajectoryStep
@@ -72,10 +75,6 @@ from slimnas.search.verification import (
     verify_slimming,
 )
 from slimnas.search_spaces import Arch
-
-from .ray_runtime import init_ray
-from .search_config import SearchJobConfig
-from .staging import StagedFolder
 
 __all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet", "DeviceMeasure", "finished_job",
            "job_folder"]
@@ -255,7 +254,7 @@ def _settings(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def _difference(stored: dict[str, Any], wanted: dict[str, Any]) -> str:
-    from .tracking import flatten
+    from slimnas.platform.tracking.store import flatten
 
     a, b = flatten(stored), flatten(wanted)
     key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), None)
@@ -298,15 +297,14 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
 
     ``measure``: the device the winners are verified on (archs -> measured ms, or ``None``: cannot measure here);
     default: the table's backend, here (:func:`_measure_on_device`). ``watch``: told each run's label and algorithm
-    as it starts (:class:`~slimnas.platform.progress.SearchMonitor.watch`).
+    as it starts (:class:`~slimnas.platform.stages.progress.SearchMonitor.watch`).
     """
     from ray import tune
 
     from slimnas.latency import LatencyTable
+    from slimnas.platform.tune import run_tune
+    from slimnas.platform.tune.trainable import evaluate_candidate, evaluation_payload
     from slimnas.trainers import check_data
-
-    from .tune import run_tune
-    from .tune.trainable import evaluate_candidate, evaluation_payload
 
     if restore and (done := finished_job(cfg)) is not None:
         echo(f"[search] job '{cfg.name}' had finished: nothing to restore ({done.job_dir}/{_RESULTS} unchanged)")
@@ -393,7 +391,7 @@ def _log_tracking(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, tab
     """Log ``job`` to MLflow; its files (``pareto.png``) go to the staged folder ``work``."""
     from dataclasses import replace
 
-    from .search_tracking import log_search_job
+    from slimnas.platform.tracking.search import log_search_job
 
     return log_search_job(replace(job, job_dir=str(work)), cfg, supernet, table)
 

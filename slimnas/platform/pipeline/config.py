@@ -9,11 +9,11 @@ the field). Sections:
 - ``latency``: the lookup table of the supernet's space (``train.space``): backend and its settings, where the table
   goes (default ``<output>/latency/<backend>-b<batch>.parquet``), where it is measured (``resources``: in this process,
   or a Ray task placed on e.g. a V100 node) and its validation against measured whole networks.
-- ``search``: the fields of a search job (:class:`~slimnas.platform.search_config.SearchJobConfig`) except those the
-  pipeline fills in (the supernet checkpoint, the table, name, output, ray, tracking). Targets are milliseconds
+- ``search``: the fields of a search job (:class:`~slimnas.platform.stages.search_config.SearchJobConfig`) except those
+  the pipeline fills in (the supernet checkpoint, the table, name, output, ray, tracking). Targets are milliseconds
   (``targets``) or fractions of the space's max arch's predicted latency (``targets_relative``), which keeps a config
   portable across machines whose speeds differ.
-- ``ray`` (:class:`~slimnas.platform.search_config.RaySection`) and ``tracking``.
+- ``ray`` (:class:`~slimnas.platform.stages.search_config.RaySection`) and ``tracking``.
 """
 
 from __future__ import annotations
@@ -28,9 +28,7 @@ from pydantic_core import PydanticCustomError
 
 from slimnas.config import ConfigModel, DirName, load_config, load_yaml
 from slimnas.errors import ConfigError
-from slimnas.trainers import DataConfig, SupernetTrainConfig
-
-from .search_config import (
+from slimnas.platform.stages.search_config import (
     DEFAULT_METHODS,
     Budget,
     EarlyStopSection,
@@ -41,6 +39,7 @@ from .search_config import (
     SlimmingSection,
     TargetMs,
 )
+from slimnas.trainers import DataConfig, SupernetTrainConfig
 
 __all__ = ["PipelineConfig", "PipelineLatencySection", "PipelineSearchSection", "PipelineTrackingSection",
            "ValidateSection", "ProtocolSection", "load_pipeline", "STAGES"]
@@ -252,7 +251,7 @@ class PipelineConfig(ConfigModel):
         return self.table_path.with_name(self.table_path.stem + "-validation")
 
     def tracking_uri(self) -> str:
-        from .tracking import default_tracking_uri
+        from slimnas.platform.tracking.store import default_tracking_uri
 
         return default_tracking_uri(self.tracking.tracking_uri)
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from slimnas.platform.tracking import MLflowCallback, flatten
+from slimnas.platform.tracking.store import MLflowCallback, flatten
 from slimnas.testing import FailOnce, tiny_train_config
 from slimnas.trainers import train_supernet
 

@@ -11,9 +11,9 @@ from slimnas.config import load_yaml
 from slimnas.errors import ConfigError, InputError
 from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
-from slimnas.platform.pipeline_config import load_pipeline
+from slimnas.platform.pipeline.config import load_pipeline
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_the_embedded_quickstart_is_the_file_the_readme_names():

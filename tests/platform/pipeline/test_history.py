@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 
-from slimnas.platform import ray_runtime
 from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
-from slimnas.platform.pipeline import run_pipeline
-from slimnas.platform.pipeline_config import load_pipeline
+from slimnas.platform.pipeline.config import load_pipeline
+from slimnas.platform.pipeline.run import run_pipeline
+from slimnas.platform.runtime import ray_runtime
 
 
 def tree(root) -> dict[str, str]:

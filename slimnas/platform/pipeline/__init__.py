@@ -1,0 +1,1 @@
+"""The pipeline: its run, its config and its record (`pipeline.json`)."""
