@@ -186,8 +186,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _measurement_args(p: argparse.ArgumentParser, build: bool) -> None:
     """The protocol flags (see slimnas.latency.protocol); unset flags keep the defaults (build) or the table's."""
-    from slimnas.latency._timing import STATISTICS
-    from slimnas.latency.protocol import Protocol
+    from slimnas.latency.protocol import STATISTICS, Protocol
 
     d = Protocol()
     where = "default" if build else "default: the table's"
