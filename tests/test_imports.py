@@ -90,3 +90,26 @@ def test_only_the_ray_adapter_imports_ray_and_nothing_imports_platform():
             assert "ray" not in tops, rel
         if rel.startswith("search/"):
             assert not tops & {"torch", "timm", "ray"}, rel
+
+
+def test_no_package_imports_another_packages_private_modules():
+    """``slimnas.<a>`` imports only public modules of ``slimnas.<b>`` (the root's own helpers, ``slimnas._io`` and
+    ``slimnas._lazy``, serve every package)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "slimnas"
+    offenders = []
+    for path in root.rglob("*.py"):
+        parts = path.relative_to(root).parts
+        own = parts[0] if len(parts) > 1 else None
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            for module in modules:
+                names = module.split(".")
+                if names[0] != "slimnas" or len(names) < 3 or names[1] == own:
+                    continue
+                if any(n.startswith("_") for n in names[2:]):
+                    offenders.append(f"{path.relative_to(root)}: {module}")
+    assert not offenders, offenders
