@@ -14,7 +14,7 @@ from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
 from slimnas.platform.runtime.jobs import auth_token, connect, job_logs, job_status, wait
 
-from .conftest import free_port
+from ..conftest import free_port
 
 #: A very small pipeline: 1 short epoch, a one-pass table measured in a Ray task, slimming and random at 1 target.
 TINY = [

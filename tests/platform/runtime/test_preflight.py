@@ -20,7 +20,7 @@ from slimnas.platform.runtime.preflight import (
 from slimnas.platform.tracking.pipeline import artifact_location, ensure_experiment
 from slimnas.testing import tiny_train_config
 
-from .conftest import free_port
+from ..conftest import free_port
 
 
 def test_unreachable_addresses_are_named():
