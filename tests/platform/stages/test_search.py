@@ -246,7 +246,7 @@ def test_verification_pending_or_off_leaves_meets_target_empty(inputs):
     never = lambda archs: pytest.fail("measure_final: false measures nothing")  # noqa: E731
     out = _verify_winners(_toy_runs(), off, never, no_rounds, lines.append, lambda: "")
     assert {v.state for v in out.values()} == {"off"} and "measure_final: false" in lines[-1]
-    coreml = table.with_meta(backend="coreml", options={"compute_units": "all"})
+    coreml = table.with_meta(backend="coreml", threads=None, options={"compute_units": "all"})
     line = _pending_line(coreml, root / "job")
     assert line.startswith("[search] verification pending") and "arch.json" in line
     assert "slimnas lut build --backend coreml --bundle DIR" in line and "slimnas lut import-measurements" in line
