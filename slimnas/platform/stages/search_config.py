@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from slimnas.config import ConfigModel
 from slimnas.trainers import DataConfig
@@ -138,9 +139,11 @@ class SearchJobConfig(ConfigModel):
     @model_validator(mode="after")
     def _targets_from_reference(self) -> SearchJobConfig:
         ref = self.targets_reference
-        if ref is not None and ref.targets_ms() != self.targets:
-            raise ValueError(f"targets: {self.targets} are not the fractions {ref.fractions} of targets_reference's "
-                             f"{ref.predicted_ms:g} ms")
+        if ref is not None and ref.targets_ms() != self.targets:  # an error naming targets, not the whole config
+            error = PydanticCustomError("targets_reference", "not the fractions {fractions} of targets_reference's "
+                                        "{ms} ms", {"fractions": ref.fractions, "ms": f"{ref.predicted_ms:g}"})
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                {"type": error, "loc": ("targets",), "input": self.targets}])
         return self
 
     @field_validator("methods")
