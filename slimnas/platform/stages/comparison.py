@@ -95,7 +95,7 @@ def comparison_text(results: Sequence[Any], arch_text: Any, notes: Sequence[str]
     header = (f"{'method':18s} {'target':>7s} {'pred ms':>8s} {'meas ms':>8s} {'meets':>7s} {'top-1':>7s} "
               f"{'95% CI':>15s} {'best':>4s} {'evals':>6s} {'extra':>5s} {'wall s':>7s}  arch")
     lines = [header]
-    fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
+    fmt = lambda v, spec: "-".rjust(int(spec.split(".")[0])) if v is None else format(v, spec)  # noqa: E731
     previous = None
     for i in order:
         r = results[i]
