@@ -11,8 +11,11 @@ the field). Sections:
   or a Ray task placed on e.g. a V100 node) and its validation against measured whole networks.
 - ``search``: the fields of a search job (:class:`~slimnas.platform.stages.search_config.SearchJobConfig`) except those
   the pipeline fills in (the supernet checkpoint, the table, name, output, ray, tracking). Targets are milliseconds
-  (``targets``) or fractions of the space's max arch's predicted latency (``targets_relative``), which keeps a config
-  portable across machines whose speeds differ.
+  (``targets``) or fractions of the predicted latency of the arch slimming starts from (``targets_relative``; read
+  from the trained supernet's alpha, whether or not slimming is among the methods: see
+  :mod:`slimnas.platform.stages.targets`), which keeps a config portable across machines whose speeds differ; every
+  fraction below 1 is a target that needs slimming steps. The resolved milliseconds and the reference arch are recorded
+  (``targets_reference`` in the search job's config, ``results.json``, ``pipeline.json`` and MLflow) and printed.
 - ``ray`` (:class:`~slimnas.platform.stages.search_config.RaySection`) and ``tracking``.
 """
 
@@ -38,6 +41,7 @@ from slimnas.platform.stages.search_config import (
     Seed,
     SlimmingSection,
     TargetMs,
+    TargetsReference,
 )
 from slimnas.trainers import DataConfig, SupernetTrainConfig
 
@@ -165,7 +169,7 @@ class PipelineSearchSection(ConfigModel):
     eval_images: int | None = Field(None, ge=1, le=100_000_000)
     methods: list[MethodName] = Field(list(DEFAULT_METHODS), min_length=1)
     targets: list[TargetMs] | None = Field(None, min_length=1, max_length=1000)  # milliseconds
-    # fractions of the max arch's predicted latency, e.g. [0.8, 0.6]
+    # fractions of the predicted latency of slimming's start arch (the supernet's alpha), e.g. [0.9, 0.75, 0.6]
     targets_relative: list[float] | None = Field(None, min_length=1, max_length=1000)
     predictor: Literal["table", "calibrated"] = "table"  # calibrated: the validation's fitted predictor
     budget: Budget = "auto"
@@ -180,13 +184,14 @@ class PipelineSearchSection(ConfigModel):
     @classmethod
     def _fractions(cls, value: list[float] | None) -> list[float] | None:
         if value is not None and any(not 0 < t <= 1 for t in value):
-            raise ValueError("fractions of the max arch's latency must lie in (0, 1]")
+            raise ValueError("fractions of the slimming start arch's predicted latency must lie in (0, 1]")
         return value
 
     @model_validator(mode="after")
     def _consistent(self) -> PipelineSearchSection:
         if (self.targets is None) == (self.targets_relative is None):
-            raise ValueError("give targets (ms) or targets_relative (fractions of the max arch's latency)")
+            raise ValueError("give targets (ms) or targets_relative (fractions of the slimming start arch's predicted "
+                             "latency)")
         if self.budget == "auto":
             from slimnas.search.methods import auto_budget_problem
 
@@ -263,9 +268,10 @@ class PipelineConfig(ConfigModel):
                                                          "experiment": self.tracking.experiment})
         return self.train.model_copy(update={"tracking": tracking})
 
-    def search_job(self, supernet: str, table: str, targets: list[float],
-                   calibration: str | None = None) -> SearchJobConfig:
-        """The search job of this pipeline, given the earlier stages' outputs."""
+    def search_job(self, supernet: str, table: str, targets: list[float], calibration: str | None = None,
+                   reference: TargetsReference | None = None) -> SearchJobConfig:
+        """The search job of this pipeline, given the earlier stages' outputs; ``reference``: what relative targets
+        were resolved from (recorded in the job's config)."""
         s = self.search
         data = {
             "name": "search", "output": str(self.output_dir), "supernet": supernet,
@@ -274,6 +280,7 @@ class PipelineConfig(ConfigModel):
                         "tolerance_pct": s.tolerance_pct,
                         "max_extra_steps": s.max_extra_steps},
             "methods": list(s.methods), "targets": targets, "budget": s.budget,
+            "targets_reference": None if reference is None else reference.model_dump(mode="json"),
             "slimming": s.slimming.model_dump(), "early_stop": s.early_stop.model_dump(), "seed": s.seed,
             "ray": self.ray.model_dump(),
             "tracking": {"enabled": self.tracking.enabled, "tracking_uri": self.tracking_uri(),

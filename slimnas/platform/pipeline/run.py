@@ -55,6 +55,7 @@ from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 if TYPE_CHECKING:
     from slimnas.latency import LatencyTable
     from slimnas.platform.stages.search import SearchJobResult
+    from slimnas.platform.stages.search_config import TargetsReference
 
 __all__ = ["run_pipeline", "PipelineResult", "TableStageResult", "SearchStageResult", "init_ray"]
 
@@ -270,20 +271,29 @@ def _validation_text(summary: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------------------------------------------- search
-def _targets(cfg: PipelineConfig, table: Any, calibration: str | None) -> list[float]:
+def _targets(cfg: PipelineConfig, table: Any, calibration: str | None,
+             checkpoint: str) -> tuple[list[float], TargetsReference | None]:
+    """The search job's targets (ms) and, for ``targets_relative``, what they were resolved from: fractions of the
+    predicted latency of the arch slimming starts from, read from the trained supernet's alpha (whether or not
+    slimming is among the methods: see :mod:`slimnas.platform.stages.targets`), predicted by the job's predictor."""
     if cfg.search.targets is not None:
-        return list(cfg.search.targets)
+        return list(cfg.search.targets), None
     from slimnas.latency import CalibratedPredictor
+    from slimnas.platform.stages.search import load_supernet
+    from slimnas.platform.stages.targets import resolve_relative_targets
 
     predictor = CalibratedPredictor.load(calibration, table) if calibration else table
-    full = float(predictor.predict_many([table.space.max_arch()])[0])
-    return [round(f * full, 4) for f in cfg.search.targets_relative or []]
+    supernet, _ = load_supernet(checkpoint)
+    reference = resolve_relative_targets(cfg.search.targets_relative or [], supernet.space, supernet.importance(),
+                                         predictor.predict_many, predictor=cfg.search.predictor)
+    return reference.targets_ms(), reference
 
 
 def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: StageLog, echo: Echo,
                   recorded: SearchRecord | None, runtime: dict[str, Any], trained: TrainRecord,
                   table: LatencyTable) -> SearchStageResult:
     from slimnas.platform.stages.search import SearchJobResult, job_folder, run_search_job
+    from slimnas.platform.stages.targets import reference_text
 
     calibration = None
     if cfg.search.predictor == "calibrated":
@@ -291,8 +301,8 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
         if not Path(calibration).is_file():
             raise InputError(f"search.predictor: no calibrated predictor at {calibration} (the validation fits one "
                              f"when latency.validate.num_archs gives at least 6 random networks)")
-    targets = _targets(cfg, table, calibration)
-    job_cfg = cfg.search_job(trained.checkpoint, str(cfg.table_path), targets, calibration)
+    targets, reference = _targets(cfg, table, calibration, trained.checkpoint)
+    job_cfg = cfg.search_job(trained.checkpoint, str(cfg.table_path), targets, calibration, reference)
     inputs = SearchInputs(job_cfg.model_dump(mode="json", exclude={"ray", "tracking"}), trained.sha256,
                           table.meta.created)
     job_folder(job_cfg).settle()  # a swap a killed run left half done: finish or undo it before deciding on reuse
@@ -303,8 +313,10 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
         job.mlflow_run_id = recorded.mlflow_run_id
         return SearchStageResult(job, SearchRecord("reused", log.end("search", "reused"), inputs, tuple(targets),
                                                    job.job_dir, job.mlflow_run_id))
-    log.start("search", f"{', '.join(job_cfg.methods)} at {len(targets)} target(s) "
-                        f"({', '.join(f'{t:g}' for t in job_cfg.targets)} ms) on Ray Tune -> {job_cfg.job_dir()}")
+    where = (reference_text(reference) if reference is not None
+             else f"targets {', '.join(f'{t:g}' for t in job_cfg.targets)} ms")
+    log.start("search", f"{', '.join(job_cfg.methods)} at {len(targets)} target(s) on Ray Tune -> "
+                        f"{job_cfg.job_dir()}; {where}")
     _ensure_tracking(cfg, runtime)
     runtime["ray_started"] = init_ray(cfg) or runtime.get("ray_started", False)
     monitor = SearchMonitor(min(targets), echo).start()

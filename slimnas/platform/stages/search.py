@@ -60,7 +60,8 @@ from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
 from slimnas.platform.runtime.ray_runtime import init_ray
 from slimnas.platform.runtime.staging import StagedFolder
-from slimnas.platform.stages.search_config import SearchJobConfig
+from slimnas.platform.stages.comparison import Interval, comparison_text, wilson_interval
+from slimnas.platform.stages.search_config import SearchJobConfig, TargetsReference
 from slimnas.search import MethodRequest, MethodSpec, SearchAlgorithm, SlimmingSearch, method_spec
 from slimnas.search.methods import auto_budget_problem
 from slimnas.search.slimming import TrajectoryStep
@@ -77,7 +78,7 @@ from slimnas.search.verification import (
 from slimnas.search_spaces import Arch
 
 __all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet", "DeviceMeasure", "finished_job",
-           "job_folder"]
+           "job_folder", "evaluation_images"]
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +110,11 @@ class MethodResult:
     extra_evaluations: int = 0
     verification: str = ""
     verify_note: str = ""
+    images: int | None = None  # the validation images top-1 was measured on (its confidence interval's n)
+
+    def top1_interval(self) -> Interval | None:
+        """The 95% Wilson interval of ``top1`` over ``images`` (``None`` without either)."""
+        return None if self.top1 is None or not self.images else wilson_interval(self.top1, self.images)
 
     def meets_text(self) -> str:
         """``yes``, ``NO``, ``pending`` or ``-`` (not measured)."""
@@ -126,17 +132,22 @@ class SearchJobResult:
     job_dir: str
     mlflow_run_id: str | None = None
 
+    @property
+    def targets_reference(self) -> TargetsReference | None:
+        """What relative targets were resolved from (the job config's ``targets_reference``), if they were."""
+        ref = self.config.get("targets_reference")
+        return None if ref is None else TargetsReference.model_validate(ref)
+
     def table_text(self) -> str:
-        """The comparison table: ``meets`` is yes / NO / pending / - ; ``extra`` the evaluations verification added."""
-        lines = [f"{'method':18s} {'target':>7s} {'pred ms':>8s} {'meas ms':>8s} {'meets':>7s} {'top-1':>7s} "
-                 f"{'evals':>6s} {'extra':>5s} {'wall s':>7s}  arch"]
-        for r in self.results:
-            fmt = lambda v, spec: "-" if v is None else format(v, spec)  # noqa: E731
-            arch = "-" if r.arch is None else str(Arch.from_dict(r.arch))
-            lines.append(f"{r.method:18s} {r.target_ms:7.2f} {fmt(r.predicted_ms, '8.3f')} "
-                         f"{fmt(r.measured_ms, '8.3f')} {r.meets_text():>7s} {fmt(r.top1, '7.4f')} "
-                         f"{r.evaluations:6d} {r.extra_evaluations:5d} {r.wall_s:7.1f}  {arch}")
-        return "\n".join(lines)
+        """The comparison (:func:`~slimnas.platform.stages.comparison.comparison_text`), one block per target:
+        ``meets`` is yes / NO / pending / - ; ``95% CI`` top-1's Wilson interval over the validation images;
+        ``best`` ``*`` the best answer meeting the target, ``~`` within noise of it; ``extra`` the evaluations
+        verification added. Then where relative targets came from, and the legend."""
+        from slimnas.platform.stages.targets import reference_text
+
+        ref = self.targets_reference
+        return comparison_text(self.results, lambda r: "-" if r.arch is None else str(Arch.from_dict(r.arch)),
+                               notes=[] if ref is None else [reference_text(ref)])
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (``results.json``)."""
@@ -159,12 +170,16 @@ class SearchJobResult:
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(["method", "target_ms", "predicted_ms", "measured_ms", "meets_target", "verification",
-                         "verify_steps", "top1", "evaluations", "extra_evaluations", "wall_s", "trials_stopped",
+                         "verify_steps", "top1", "top1_low95", "top1_high95", "images", "evaluations",
+                         "extra_evaluations", "wall_s", "trials_stopped",
                          "batches_saved", "stop_reason", "arch"])
         for r in self.results:
+            band = r.top1_interval()
             writer.writerow([r.method, r.target_ms, r.predicted_ms, r.measured_ms,
                              "" if r.meets_target is None else r.meets_target, r.verification, r.verify_steps,
-                             r.top1, r.evaluations, r.extra_evaluations, round(r.wall_s, 2),
+                             r.top1, "" if band is None else round(band.low, 5),
+                             "" if band is None else round(band.high, 5), r.images or "", r.evaluations,
+                             r.extra_evaluations, round(r.wall_s, 2),
                              r.early_stop.get("trials_stopped", ""), r.early_stop.get("batches_saved", ""),
                              r.stop_reason, "" if r.arch is None else json.dumps(r.arch)])
         return buffer.getvalue()
@@ -188,6 +203,21 @@ def load_supernet(path: str):
     if not hasattr(model, "extract") or not hasattr(model, "importance"):
         raise InputError(f"supernet: {source} holds a standalone model, not a supernet")
     return model, str(source)
+
+
+def evaluation_images(cfg: SearchJobConfig, img_size: int) -> int:
+    """How many validation images each evaluation measures top-1 on: the evaluation trainable's choice
+    (:mod:`slimnas.platform.tune.trainable`: whole batches of ``data.eval_batch_size`` until ``eval_images`` are
+    reached, or the whole validation set). The ``n`` of top-1's confidence interval. Opens the data set's index only
+    (no image is decoded)."""
+    from slimnas.trainers import AugmentConfig, build_data
+
+    bundle = build_data(cfg.data, AugmentConfig().resolve(cfg.data.kind), img_size)
+    total = len(bundle.val.sampler)
+    if cfg.eval_images is None:
+        return total
+    batch = bundle.val.batch_size
+    return min(total, -(-cfg.eval_images // batch) * batch)
 
 
 def _latency_fn(cfg: SearchJobConfig, table):
@@ -317,6 +347,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     if table.space.to_dict() | {"name": ""} != space.to_dict() | {"name": ""}:
         raise InputError(f"latency.table: measured for space {table.space.name!r}, the supernet's is {space.name!r}")
     check_data(cfg.data)
+    images = evaluation_images(cfg, space.img_size)
     folder.begin(_settings(cfg.model_dump(mode="json")), continuing, echo=lambda line: echo(f"[search] {line}"))
     job_dir, work = folder.final, folder.staging
     init_ray(cfg.ray, log_to_driver=False)
@@ -377,7 +408,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
 
     verified = _verify_winners(runs, cfg, _remembered(measure or on_device, work / "measurements.json"),
                                continue_round, echo, pending_line=lambda: _pending_line(table, job_dir))
-    results, histories, trajectories = _results(runs, verified)
+    results, histories, trajectories = _results(runs, verified, images)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
     if cfg.tracking.enabled:
         job.mlflow_run_id = _log_once(work / "mlflow-run.json", lambda: _log_tracking(job, cfg, supernet, table, work))
@@ -422,9 +453,10 @@ def _remembered(measure: DeviceMeasure, path: Path) -> DeviceMeasure:
     return go
 
 
-def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification]
+def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification], images: int | None = None
              ) -> tuple[list[MethodResult], dict[str, list[dict[str, Any]]], dict[str, list[TrajectoryStep]]]:
-    """Each (method, target)'s result, and each run's evaluations and (slimming) trajectory, after verification."""
+    """Each (method, target)'s result, and each run's evaluations and (slimming) trajectory, after verification;
+    ``images``: the validation images each top-1 was measured on."""
     results, histories, trajectories = [], {}, {}
     for run in runs:
         algorithm = run.algorithm
@@ -440,7 +472,7 @@ def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification]
                 None if best is None else best.latency_ms, None if best is None else best.accuracy, v.evaluations,
                 run.wall_s, v.measured_ms, early_stop=dict(run.early_stop), stop_reason=algorithm.stop_reason,
                 meets_target=v.meets_target, verify_steps=v.verify_steps, extra_evaluations=v.extra_evaluations,
-                verification=v.state, verify_note=v.note))
+                verification=v.state, verify_note=v.note, images=None if best is None else images))
     return results, histories, trajectories
 
 

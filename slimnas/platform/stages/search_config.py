@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from slimnas.config import ConfigModel
 from slimnas.trainers import DataConfig
 
-__all__ = ["SearchJobConfig", "MethodName", "DEFAULT_METHODS", "LatencySection", "SlimmingSection",
+__all__ = ["SearchJobConfig", "TargetsReference", "MethodName", "DEFAULT_METHODS", "LatencySection", "SlimmingSection",
            "EarlyStopSection", "RaySection", "TrackingSection", "TargetMs", "Seed", "Budget", "MAX_TARGET_MS",
            "MAX_BUDGET"]
 
@@ -90,6 +91,23 @@ class TrackingSection(ConfigModel):
     experiment: str = Field("slimnas-search", min_length=1, max_length=500)
 
 
+class TargetsReference(ConfigModel):
+    """Where a job's targets came from when they were given relative (``targets_relative``): the arch slimming
+    starts from, its predicted latency, and the fractions of it. Written by whoever resolved them
+    (:func:`slimnas.platform.stages.targets.resolve_relative_targets`); the job records it (``results.json``'s
+    ``config``, MLflow params, the printed comparison) and checks that ``targets`` are those fractions of it."""
+
+    fractions: list[Annotated[float, Field(gt=0, le=1)]] = Field(..., min_length=1, max_length=1000)
+    start: Literal["alpha", "max"] = "alpha"  # how the reference arch was chosen (slimnas.search.start)
+    arch: dict[str, Any]  # the reference arch (Arch.to_dict)
+    predicted_ms: float = Field(..., gt=0, le=MAX_TARGET_MS)  # its predicted latency
+    predictor: Literal["table", "calibrated"] = "table"  # what predicted it
+
+    def targets_ms(self) -> list[float]:
+        """The targets in milliseconds, loosest first (each fraction of ``predicted_ms``, rounded to 0.1 us)."""
+        return sorted({round(f * self.predicted_ms, 4) for f in self.fractions}, reverse=True)
+
+
 class SearchJobConfig(ConfigModel):
     """One search job: the methods compared at each latency target, on one supernet and one latency table."""
 
@@ -100,6 +118,9 @@ class SearchJobConfig(ConfigModel):
     latency: LatencySection
     methods: list[MethodName] = list(DEFAULT_METHODS)  # names in slimnas.registry.METHODS
     targets: list[TargetMs] = Field(..., min_length=1, max_length=1000)  # latency targets (ms), a sweep when several
+    # set when the targets were given as fractions of the slimming start arch's latency (the pipeline's
+    # search.targets_relative): the reference they were resolved from, recorded with the results
+    targets_reference: TargetsReference | None = None
     budget: Budget = "auto"  # evaluations per baseline and target; auto: what slimming used
     slimming: SlimmingSection = SlimmingSection()
     early_stop: EarlyStopSection = EarlyStopSection()
@@ -114,6 +135,16 @@ class SearchJobConfig(ConfigModel):
         if any(t <= 0 for t in value):
             raise ValueError("targets must be positive latencies in ms")
         return sorted(set(value), reverse=True)
+
+    @model_validator(mode="after")
+    def _targets_from_reference(self) -> SearchJobConfig:
+        ref = self.targets_reference
+        if ref is not None and ref.targets_ms() != self.targets:  # an error naming targets, not the whole config
+            error = PydanticCustomError("targets_reference", "not the fractions {fractions} of targets_reference's "
+                                        "{ms} ms", {"fractions": ref.fractions, "ms": f"{ref.predicted_ms:g}"})
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                {"type": error, "loc": ("targets",), "input": self.targets}])
+        return self
 
     @field_validator("methods")
     @classmethod

@@ -1,7 +1,10 @@
 """MLflow records of a search job: one parent run, one child run per (method, target).
 
-Parent run (tag ``slimnas.kind = search-job``): the job's params, ``results.csv``/``results.json``, the Pareto plot
-``pareto.png`` (:func:`pareto_figure`) and each slimming run's trajectory as an MLflow table.
+Parent run (tag ``slimnas.kind = search-job``): the job's params (for relative targets also ``targets_relative``
+and the reference they are fractions of: ``targets_reference_ms``, ``targets_reference_arch``, ``..._start``,
+``..._predictor``; ``eval_images_measured``: the validation images behind each top-1), ``results.csv``/
+``results.json``, the Pareto plot ``pareto.png`` (:func:`pareto_figure`) and each slimming run's trajectory as an
+MLflow table.
 
 Child runs (tags ``mlflow.parentRunId``, ``slimnas.method``, ``slimnas.target_ms``, ``slimnas.meets_target``:
 ``true``, ``false``, or why it is unknown: ``pending``, ``off``, ``no answer``): params ``method``, ``target_ms``,
@@ -105,6 +108,15 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
               "early_stop_rule": cfg.early_stop.rule, "supernet": cfg.supernet[:500],
               "measure_final": str(cfg.latency.measure_final), "tolerance_pct": f"{cfg.latency.tolerance_pct:g}",
               "max_extra_steps": str(cfg.latency.max_extra_steps)}
+    ref = cfg.targets_reference
+    if ref is not None:  # relative targets: the fractions and what they are fractions of
+        params.update(targets_relative=",".join(f"{f:g}" for f in sorted(set(ref.fractions), reverse=True)),
+                      targets_reference_ms=f"{ref.predicted_ms:.6g}", targets_reference_start=ref.start,
+                      targets_reference_predictor=ref.predictor,
+                      targets_reference_arch=str(Arch.from_dict(ref.arch))[:500])
+    images = next((r.images for r in job.results if getattr(r, "images", None)), None)
+    if images:
+        params["eval_images_measured"] = str(images)
     for key, value in params.items():
         client.log_param(pid, key, value)
     with tempfile.TemporaryDirectory() as tmp:

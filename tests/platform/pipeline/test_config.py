@@ -25,6 +25,7 @@ def test_the_embedded_quickstart_is_the_file_the_readme_names():
     assert cfg.train.run.name == "supernet" and cfg.train.space == "tiny" and cfg.train.data.kind == "digits"
     assert cfg.latency.backend == "torch-cpu" and cfg.latency.validate_.num_archs >= 10
     assert len(cfg.search.targets_relative) >= 3 and {"slimming", "random", "tpe", "nsga2"} <= set(cfg.search.methods)
+    assert all(f < 1 for f in cfg.search.targets_relative)  # of slimming's start latency: each needs slimming steps
     assert cfg.table_path == Path("runs/quickstart/latency/torch-cpu-b1.parquet")
 
 

@@ -12,7 +12,9 @@ from slimnas.platform.cli import main
 from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
 from slimnas.platform.pipeline.config import load_pipeline
 from slimnas.platform.pipeline.run import run_pipeline
-from slimnas.search_spaces.efficientformer import Arch, SearchSpace
+from slimnas.platform.stages.search import load_supernet
+from slimnas.search import start_arch
+from slimnas.search_spaces.efficientformer import Arch
 
 #: The quickstart, shrunk to well under a minute: 2 short epochs, a one-pass table, 2 methods at 2 targets.
 REDUCED = [
@@ -57,18 +59,26 @@ def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
     state = json.loads((root / "pipeline.json").read_text())
     assert [state["stages"][s]["status"] for s in ("train", "table", "search")] == ["ran", "built", "ran"]
     table = LatencyTable.load(root / "latency" / "torch-cpu-b1.parquet")
-    full = table.predict(SearchSpace.preset("tiny").max_arch())
+    # relative targets: fractions of the predicted latency of the arch slimming starts from, recorded and printed
+    supernet, _ = load_supernet(state["stages"]["train"]["checkpoint"])
+    start = start_arch(supernet.space, supernet.importance())
+    reference = table.predict(start)
     targets = state["stages"]["search"]["targets"]
-    assert targets == [pytest.approx(0.9 * full, abs=1e-4), pytest.approx(0.75 * full, abs=1e-4)]
+    assert targets == [pytest.approx(0.9 * reference, abs=1e-4), pytest.approx(0.75 * reference, abs=1e-4)]
+    recorded = state["stages"]["search"]["inputs"]["config"]["targets_reference"]
+    assert recorded["arch"] == start.to_dict() and recorded["predicted_ms"] == pytest.approx(reference)
+    assert f"= 0.9, 0.75 x {reference:.4g} ms, the table-predicted latency of slimming's start arch" in out
+    assert "within noise" in out and "95% CI" in out.splitlines()[0]
     assert table.meta.num_classes == 10 and table.meta.protocol["samples"] == 2
     assert (root / "latency" / "torch-cpu-b1-validation" / "validation.json").is_file()
     saved = json.loads((root / "search" / "results.json").read_text())
     assert saved["config"]["latency"]["max_extra_steps"] == 1 and saved["config"]["latency"]["tolerance_pct"] == 3
+    assert saved["config"]["targets_reference"] == recorded
     results = saved["results"]
     assert {(r["method"], r["target_ms"]) for r in results} == {(m, t) for m in ("slimming", "random")
                                                                 for t in targets}
     for r in results:
-        assert r["predicted_ms"] <= r["target_ms"]
+        assert r["predicted_ms"] <= r["target_ms"] and r["images"] == 64  # top-1's interval: 64 images (eval_images)
         assert r["predicted_ms"] == pytest.approx(table.predict(Arch.from_dict(r["arch"])))
         assert r["meets_target"] in (True, False) and r["measured_ms"] > 0  # verified on this machine's CPU
 
@@ -80,6 +90,9 @@ def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
     pipeline = next(r for r in runs if r.data.tags.get("slimnas.kind") == "pipeline")
     assert pipeline.data.tags["slimnas.search_run"] == state["stages"]["search"]["mlflow_run_id"]
     assert {"train_wall_s", "table_wall_s", "search_wall_s", "lut_mape_pct"} <= set(pipeline.data.metrics)
+    search = client.get_run(state["stages"]["search"]["mlflow_run_id"]).data.params
+    assert search["targets_relative"] == "0.9,0.75" and float(search["targets_reference_ms"]) == \
+        pytest.approx(reference, rel=1e-5) and search["targets_reference_arch"] == str(start)
     assert (cwd / "mlruns").is_dir()  # artifacts next to the store
     assert not ray.is_initialized()
 

@@ -155,6 +155,42 @@ def test_bad_configs_and_inputs_are_named(inputs, tmp_path):
             ray.shutdown()
 
 
+def test_relative_targets_are_fractions_of_slimmings_start_arch(inputs, tmp_path):
+    """The pipeline's ``search.targets_relative`` against the trained supernet and a real table: the reference is the
+    arch slimming starts from (the supernet's alpha), not the space's largest network; every target below it; the
+    reference travels in the job's config (recorded in results.json) and is printed with the comparison."""
+    from slimnas.platform.commands.pipeline import apply_overrides, quickstart_source
+    from slimnas.platform.pipeline.config import load_pipeline
+    from slimnas.platform.pipeline.run import _targets
+
+    root, checkpoint, table, full = inputs
+    supernet, _ = load_supernet(str(checkpoint))
+    start = start_arch(supernet.space, supernet.importance())
+    predicted = table.predict(start)
+    pipeline = load_pipeline(apply_overrides(quickstart_source(), [f"output={tmp_path}"]))
+    fractions = pipeline.search.targets_relative
+    targets, ref = _targets(pipeline, table, None, str(checkpoint))
+    assert ref.arch == start.to_dict() and ref.predicted_ms == pytest.approx(predicted) and ref.start == "alpha"
+    assert targets == [round(f * predicted, 4) for f in sorted(fractions, reverse=True)] == ref.targets_ms()
+    assert all(t < predicted for t in targets)  # the quickstart's targets all need slimming steps
+    if start != supernet.space.max_arch():  # (the max arch is the old reference: not what the targets follow)
+        assert targets != [round(f * full, 4) for f in sorted(fractions, reverse=True)]
+    # a job that does not run slimming gets the same reference: the start arch is the supernet's, not the method's
+    baselines = load_pipeline(apply_overrides(quickstart_source(), ["search.methods=[random]", "search.budget=3"]))
+    assert _targets(baselines, table, None, str(checkpoint)) == (targets, ref)
+
+    job_cfg = pipeline.search_job(str(checkpoint), str(root / "tiny.parquet"), targets, None, ref)
+    assert job_cfg.targets_reference == ref and job_cfg.targets == targets
+    with pytest.raises(ConfigError, match="^targets: not the fractions"):
+        _config(root, checkpoint, root / "tiny.parquet", [t * 1.1 for t in targets],
+                targets_reference=ref.model_dump())
+    job = SearchJobResult(job_cfg.model_dump(), [], {}, {}, str(tmp_path))
+    again = SearchJobResult.from_dict(json.loads(json.dumps(job.to_dict())))  # results.json's round trip
+    assert again.targets_reference == ref
+    note = again.table_text().splitlines()[-2]
+    assert note.startswith(f"targets {targets[0]:g}, ") and f"x {predicted:.4g} ms" in note and str(start) in note
+
+
 class FakeDevice:
     """A device on which the predicted winners (the archs of the job's first call) are too slow: 1.25 x the table, or
     1.25 x the target where that would still meet it; every later arch measures what the table predicts."""
