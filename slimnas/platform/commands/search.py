@@ -28,6 +28,7 @@ def _load(args: argparse.Namespace):
                 from None
         if not data["targets"]:
             raise InputError("--targets: give at least one latency target in ms")
+        data.pop("targets_reference", None)  # the command line's milliseconds replace the relative ones
     if getattr(args, "methods", None):
         data["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
     return load_config(SearchJobConfig, data, section=None)
