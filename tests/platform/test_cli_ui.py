@@ -140,6 +140,21 @@ def test_serve_stops_the_servers_session_on_a_signal_or_when_the_server_exits(st
         proc.wait()
 
 
+def test_a_port_left_in_time_wait_is_free_to_the_next_ui():
+    with socket.socket() as server:  # a stopped server whose last connection it closed itself
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        server.bind(("127.0.0.1", 0))
+        server.listen(1)
+        port = server.getsockname()[1]
+        with socket.create_connection(("127.0.0.1", port)) as client:
+            accepted, _ = server.accept()
+            accepted.close()  # the server's side closes first: it stays in TIME_WAIT
+            client.recv(1)
+    with socket.socket() as plain, pytest.raises(OSError):
+        plain.bind(("127.0.0.1", port))  # the port is held, for a bind without SO_REUSEADDR
+    check_port("127.0.0.1", port)  # but a server can listen there, and the check says so
+
+
 def test_ui_refuses_a_bad_worker_count(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["ui", "--workers", "0"])

@@ -7,8 +7,12 @@ with the port still bound. :func:`serve` starts the server in a session of its o
 SIGTERMs every process of that session, SIGKILLs those left after :data:`GRACE_S` (at once on a second signal), waits
 until none is left and returns: 0 when stopped by a signal, the server's exit status when it exited on its own.
 A SIGKILL of ``slimnas ui`` itself cannot be forwarded (stop the server's session by hand then).
-The UI binds 127.0.0.1 unless ``--host`` says otherwise. A tracking store that is an MLflow server has its own UI: the
-command names it and starts nothing.
+MLflow's job subprocesses (started only for jobs submitted to the server) run in sessions of their own and end
+themselves once orphaned.
+
+The UI binds 127.0.0.1 unless ``--host`` says otherwise, with one uvicorn worker unless ``--workers`` says otherwise.
+A tracking store that is an MLflow server has its own UI: the command names it and starts nothing. In the UI, child
+runs are named ``<method>@<target>ms``; the methods at one target are one filter: ``tags.`slimnas.target_ms` = '1.5'``.
 """
 
 from __future__ import annotations
@@ -98,7 +102,8 @@ def serve(cmd: Sequence[str], grace_s: float = GRACE_S, env: dict[str, str] | No
     def on_signal(signum: int, _frame: object) -> None:
         received.append(signum)
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
+    # a signal this process ignores (``nohup``, ``cmd &`` in a script) stays ignored, and so does it for the server
+    previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS if signal.getsignal(sig) != signal.SIG_IGN}
     try:
         proc = subprocess.Popen(list(cmd), start_new_session=True, env=env)
         try:
