@@ -7,8 +7,9 @@ with the port still bound. :func:`serve` starts the server in a session of its o
 SIGTERMs every process of that session, SIGKILLs those left after :data:`GRACE_S` (at once on a second signal), waits
 until none is left and returns: 0 when stopped by a signal, the server's exit status when it exited on its own.
 A SIGKILL of ``slimnas ui`` itself cannot be forwarded (stop the server's session by hand then).
-MLflow's job subprocesses (started only for jobs submitted to the server) run in sessions of their own and end
-themselves once orphaned.
+The server runs without MLflow's job execution (a job runner and eight huey consumers that serve GenAI evaluation
+jobs, none of slimnas's: nine processes less on a small machine) unless ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION`` is set;
+its job subprocesses run in sessions of their own and end themselves once orphaned.
 
 The UI binds 127.0.0.1 unless ``--host`` says otherwise, with one uvicorn worker unless ``--workers`` says otherwise.
 A tracking store that is an MLflow server has its own UI: the command names it and starts nothing. In the UI, child
@@ -35,6 +36,8 @@ GRACE_S = 5.0
 #: The signals that stop ``slimnas ui`` (and so the server).
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 _POLL_S = 0.1
+#: MLflow's job execution (a job runner and eight huey consumers, for GenAI evaluation jobs): off unless set.
+JOBS_VAR = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"
 
 
 def session_members(sid: int) -> list[int]:
@@ -126,7 +129,7 @@ def serve(cmd: Sequence[str], grace_s: float = GRACE_S, env: dict[str, str] | No
 
 def _ui(args: argparse.Namespace) -> int:
     from slimnas.platform.runtime.preflight import check_port, check_tracking_uri, split_url
-    from slimnas.platform.tracking.store import default_tracking_uri as tracking_uri
+    from slimnas.platform.tracking.uri import default_tracking_uri as tracking_uri
 
     uri = tracking_uri(args.backend_store_uri)
     what = "--backend-store-uri" if args.backend_store_uri else \
@@ -139,8 +142,10 @@ def _ui(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
            str(args.port), "--workers", str(args.workers)]
+    env = dict(os.environ)
+    env.setdefault(JOBS_VAR, "false")
     print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr, flush=True)
-    code = serve(cmd)
+    code = serve(cmd, env=env)
     if code:
         print(f"slimnas ui: the MLflow server exited with status {code}", file=sys.stderr)
     return code

@@ -19,13 +19,13 @@ tracking URI (no global MLflow state). Default store: ``$MLFLOW_TRACKING_URI``, 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from slimnas.platform.tracking.uri import default_tracking_uri
 from slimnas.trainers import Callback, Result, TrackingConfig, TrainState
 
 __all__ = ["MLflowCallback", "default_tracking_uri", "ensure_experiment", "flatten", "alpha_heatmap"]
@@ -36,12 +36,6 @@ RUN_KEY_TAG = "slimnas.run_key"
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
 _PARAM_LIMIT = 6000
-
-
-def default_tracking_uri(configured: str | None = None) -> str:
-    """The one resolution of an MLflow tracking URI: ``configured`` (a config's ``tracking_uri``) when given, else
-    ``$MLFLOW_TRACKING_URI`` when set (a team's server), else ``sqlite:///<working dir>/mlflow.db``."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
 
 
 def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
