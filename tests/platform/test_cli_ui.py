@@ -62,14 +62,13 @@ def _marked_env(marker: str) -> dict[str, str]:
 def test_slimnas_ui_stops_the_whole_server_on_sigterm(tmp_path):
     port, store, marker = free_port(), tmp_path / "mlflow.db", uuid.uuid4().hex
     log = open(tmp_path / "ui.log", "w")
-    cmd = [str(BIN / "slimnas"), "ui", "--port", str(port), "--backend-store-uri", f"sqlite:///{store}",
-           "--workers", "2"]
+    cmd = [str(BIN / "slimnas"), "ui", "--port", str(port), "--backend-store-uri", f"sqlite:///{store}"]
     proc = subprocess.Popen(cmd, env=_marked_env(marker), cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)
     try:
         _wait_http(f"http://127.0.0.1:{port}/health", 90, proc=proc)
-        started = {pid: _cmdline(pid) for pid in _pids_marked(marker)}  # mlflow, uvicorn and its two workers, ...
-        assert sum("uvicorn" in c or "spawn_main" in c for c in started.values()) == 3, started
+        started = {pid: _cmdline(pid) for pid in _pids_marked(marker)}  # slimnas, mlflow, uvicorn (one worker)
+        assert any("uvicorn" in c for c in started.values()) and len(started) >= 3, started
         assert not any("huey" in c for c in started.values()), started  # MLflow's job execution is off
 
         begin = time.monotonic()
