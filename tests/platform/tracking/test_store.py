@@ -54,17 +54,11 @@ def test_a_run_is_tracked_and_a_resumed_run_continues_it(tmp_path):
     png = (tmp_path / "artifacts").rglob("epoch_0002.png")
     assert next(png).read_bytes()[:4] == b"\x89PNG"
 
-
-def test_experiments_are_model_training_experiments(tmp_path):
-    from mlflow.tracking import MlflowClient
-
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    client = MlflowClient(uri)
+    # experiments are model-training experiments (in the same store: a fresh one costs seconds to create)
+    assert ensure_experiment(uri, "test") == experiment.experiment_id
     created = ensure_experiment(uri, "new", (tmp_path / "art").as_uri())
-    assert ensure_experiment(uri, "new") == created
-    experiment = client.get_experiment(created)
-    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
-    assert experiment.artifact_location == (tmp_path / "art").as_uri()
+    assert client.get_experiment(created).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    assert client.get_experiment(created).artifact_location == (tmp_path / "art").as_uri()
     older = client.create_experiment("made-before")  # by an older slimnas: no kind yet
     assert ensure_experiment(uri, "made-before") == older
     assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
