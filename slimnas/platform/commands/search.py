@@ -1,14 +1,11 @@
-"""``slimnas search``, ``slimnas sweep`` and ``slimnas ui``."""
+"""``slimnas search`` and ``slimnas sweep``."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 
 from slimnas.errors import ConfigError, InputError, shorten
-from slimnas.platform.commands._args import port
 
 
 def _load(args: argparse.Namespace):
@@ -51,28 +48,6 @@ def _search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _ui(args: argparse.Namespace) -> int:
-    from slimnas.platform.runtime.preflight import check_port, check_tracking_uri, split_url
-    from slimnas.platform.tracking.store import default_tracking_uri as tracking_uri
-
-    uri = tracking_uri(args.backend_store_uri)
-    what = "--backend-store-uri" if args.backend_store_uri else \
-        "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "the default tracking store"
-    if uri.startswith(("http://", "https://")):  # a team's MLflow server has its own UI
-        split_url(uri, what)
-        print(f"the tracking store is the MLflow server {uri}: open {uri} in a browser")
-        return 0
-    check_tracking_uri(uri, what)
-    check_port(args.host, args.port)
-    cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host, "--port",
-           str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr)
-    try:
-        return subprocess.call(cmd)
-    except KeyboardInterrupt:
-        return 0
-
-
 def register(sub) -> None:
     for name, helptext in (("search", "run slimming and baselines on a supernet at latency targets"),
                            ("sweep", "the same, at the latency targets given on the command line")):
@@ -84,8 +59,3 @@ def register(sub) -> None:
         p.add_argument("--restore", action="store_true",
                        help="continue a killed run of this job in a new process (a finished job: nothing to do)")
         p.set_defaults(func=_search)
-    p = sub.add_parser("ui", help="the MLflow UI for comparing candidates (127.0.0.1 by default)")
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=port, default=5000)
-    p.add_argument("--backend-store-uri", default=None, help="default: $MLFLOW_TRACKING_URI or sqlite:///mlflow.db")
-    p.set_defaults(func=_ui)

@@ -125,6 +125,8 @@ def check_port(host: str, port: int, what: str = "--port") -> None:
         raise InputError(f"--host: unknown host {shorten(repr(host))}") from None
     family, kind, proto, _, addr = infos[0]
     with socket.socket(family, kind, proto) as sock:
+        if os.name == "posix":  # as servers bind: a port whose last connections linger in TIME_WAIT is free
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(addr)
         except OSError as exc:

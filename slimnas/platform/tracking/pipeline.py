@@ -27,21 +27,11 @@ def artifact_location(uri: str) -> str | None:
 
 
 def ensure_experiment(uri: str, name: str) -> str:
-    """The id of experiment ``name`` at ``uri``, created if needed."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    """The id of experiment ``name`` at ``uri``, created if needed (a model-training experiment; artifacts at
+    :func:`artifact_location`): :func:`slimnas.platform.tracking.store.ensure_experiment`."""
+    from slimnas.platform.tracking.store import ensure_experiment as ensure
 
-    client = MlflowClient(uri)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(uri))
-    except MlflowException:  # created by a concurrent job in the meantime
-        found = client.get_experiment_by_name(name)
-        if found is None:
-            raise
-        return found.experiment_id
+    return ensure(uri, name, artifact_location(uri))
 
 
 def _training_run(client: Any, experiment_id: str, run_dir: str) -> str | None:

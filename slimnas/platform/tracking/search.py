@@ -95,11 +95,11 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
     import matplotlib.pyplot as plt
     from mlflow.tracking import MlflowClient
 
-    from slimnas.platform.tracking.store import default_tracking_uri
+    from slimnas.platform.tracking.store import default_tracking_uri, ensure_experiment
 
-    client = MlflowClient(default_tracking_uri(cfg.tracking.tracking_uri))
-    experiment = client.get_experiment_by_name(cfg.tracking.experiment)
-    experiment_id = experiment.experiment_id if experiment else client.create_experiment(cfg.tracking.experiment)
+    uri = default_tracking_uri(cfg.tracking.tracking_uri)
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(uri, cfg.tracking.experiment)
     parent = client.create_run(experiment_id, run_name=cfg.name, tags={"slimnas.kind": "search-job"})
     pid = parent.info.run_id
     params = {"name": cfg.name, "space": supernet.space.name, "latency_table": table.meta.describe()[:500],

@@ -5,6 +5,10 @@
 MetaPath every ``tracking.figure_every`` epochs and after the last, and at the end the final checkpoint, the search
 space (``space.json``), the arch (``arch.json``, arch runs) and the config (``config.yaml``) as artifacts.
 
+Every experiment slimnas creates is a model-training experiment (:func:`ensure_experiment`: tag
+``mlflow.experimentKind = custom_model_development``), so MLflow 3's UI opens it on its runs, not on the GenAI
+overview it shows for an experiment without that tag.
+
 A run is tagged with its run folder (``slimnas.run_key``); a process that resumes a run (a restarted Ray worker
 group, a restarted job) continues logging into the same MLflow run. MLflow is imported only when the callback starts,
 so the trainers and Ray workers never import it unless tracking is on. It uses ``MlflowClient`` with an explicit
@@ -15,25 +19,45 @@ tracking URI (no global MLflow state). Default store: ``$MLFLOW_TRACKING_URI``, 
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from slimnas.platform.tracking.uri import default_tracking_uri
 from slimnas.trainers import Callback, Result, TrackingConfig, TrainState
 
-__all__ = ["MLflowCallback", "default_tracking_uri", "flatten", "alpha_heatmap"]
+__all__ = ["MLflowCallback", "default_tracking_uri", "ensure_experiment", "flatten", "alpha_heatmap"]
 
 RUN_KEY_TAG = "slimnas.run_key"
+#: The experiment tag MLflow 3's UI reads to choose an experiment's pages, and its value for model training (the
+#: UI's ``custom_model_development``: runs, metrics, models; without the tag it opens on the GenAI overview).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
 _PARAM_LIMIT = 6000
 
 
-def default_tracking_uri(configured: str | None = None) -> str:
-    """The one resolution of an MLflow tracking URI: ``configured`` (a config's ``tracking_uri``) when given, else
-    ``$MLFLOW_TRACKING_URI`` when set (a team's server), else ``sqlite:///<working dir>/mlflow.db``."""
-    return configured or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd().resolve() / 'mlflow.db'}"
+def ensure_experiment(uri: str, name: str, artifact_location: str | None = None) -> str:
+    """The id of experiment ``name`` at ``uri``, created if needed (with ``artifact_location``, ``None``: the
+    store's default) as a model-training experiment; an existing one without an experiment kind gets that kind (a
+    kind set by someone else is kept). Safe against a concurrent creation of the same experiment."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(name)
+    if found is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
+        except MlflowException:  # created by a concurrent job in the meantime
+            found = client.get_experiment_by_name(name)
+            if found is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in found.tags:
+        client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return found.experiment_id
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -93,10 +117,9 @@ class MLflowCallback(Callback):
     def on_train_start(self, state: TrainState) -> None:
         from mlflow.tracking import MlflowClient
 
-        self.client = MlflowClient(tracking_uri=self.cfg.tracking_uri or default_tracking_uri())
-        experiment = self.client.get_experiment_by_name(self.cfg.experiment)
-        exp_id = (experiment.experiment_id if experiment is not None else
-                  self.client.create_experiment(self.cfg.experiment, artifact_location=self.cfg.artifact_location))
+        uri = self.cfg.tracking_uri or default_tracking_uri()
+        self.client = MlflowClient(tracking_uri=uri)
+        exp_id = ensure_experiment(uri, self.cfg.experiment, self.cfg.artifact_location)
         key = str(state.config.run.run_dir)
         if state.start_epoch > 0:
             found = self.client.search_runs([exp_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",

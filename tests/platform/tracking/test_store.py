@@ -1,8 +1,16 @@
 """MLflow tracking of a training run, in a real sqlite tracking store."""
 
+import shutil
+
 import pytest
 
-from slimnas.platform.tracking.store import MLflowCallback, flatten
+from slimnas.platform.tracking.store import (
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    MLflowCallback,
+    ensure_experiment,
+    flatten,
+)
 from slimnas.testing import FailOnce, tiny_train_config
 from slimnas.trainers import train_supernet
 
@@ -27,6 +35,7 @@ def test_a_run_is_tracked_and_a_resumed_run_continues_it(tmp_path):
 
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("test")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND  # the UI opens it on its runs
     (run,) = client.search_runs([experiment.experiment_id])  # the resumed process logged into the same run
     assert run.info.status == "FINISHED" and run.info.run_name == "tracked"
     assert run.data.params["optim.lr"] == "0.05" and run.data.params["gumbel.mode"] == "soft"
@@ -44,3 +53,31 @@ def test_a_run_is_tracked_and_a_resumed_run_continues_it(tmp_path):
     assert ckpt.path == "checkpoint/checkpoint.pt" and ckpt.file_size > 100_000
     png = (tmp_path / "artifacts").rglob("epoch_0002.png")
     assert next(png).read_bytes()[:4] == b"\x89PNG"
+
+    # experiments are model-training experiments (in the same store: a fresh one costs seconds to create)
+    assert ensure_experiment(uri, "test") == experiment.experiment_id
+    created = ensure_experiment(uri, "new", (tmp_path / "art").as_uri())
+    assert client.get_experiment(created).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    assert client.get_experiment(created).artifact_location == (tmp_path / "art").as_uri()
+    older = client.create_experiment("made-before")  # by an older slimnas: no kind yet
+    assert ensure_experiment(uri, "made-before") == older
+    assert client.get_experiment(older).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    chosen = client.create_experiment("chosen", tags={EXPERIMENT_KIND_TAG: "genai_development"})
+    assert ensure_experiment(uri, "chosen") == chosen  # a kind someone set is kept
+    assert client.get_experiment(chosen).tags[EXPERIMENT_KIND_TAG] == "genai_development"
+
+
+def test_a_pipeline_jobs_experiment_and_its_runs_at_a_target_are_one_filter(finished_run, tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    shutil.copy(finished_run.cwd / "mlflow.db", tmp_path / "mlflow.db")  # read a copy, never the shared run
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("slimnas-quickstart")
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    children = client.search_runs([experiment.experiment_id], filter_string="tags.`slimnas.method` != ''")
+    assert children
+    for target in {c.data.tags["slimnas.target_ms"] for c in children}:
+        at_target = client.search_runs([experiment.experiment_id], f"tags.`slimnas.target_ms` = '{target}'")
+        expected = [f"{c.data.tags['slimnas.method']}@{target}ms" for c in children
+                    if c.data.tags["slimnas.target_ms"] == target]
+        assert sorted(r.info.run_name for r in at_target) == sorted(expected)
