@@ -1,5 +1,5 @@
 """Atomic file writes: the one writer every slimnas output goes through (configs' JSON, tables, checkpoints, plots,
-``pipeline.json``, search results).
+``pipeline.json``, search results), and the one file digest (:func:`file_sha256`: checkpoints' identities).
 
 A file is written under a unique temporary name in its own folder and renamed over the target (``os.replace``), so a
 reader sees the old file or the new one, never a part of one, and a process killed mid-write leaves the old file as
@@ -10,12 +10,13 @@ which breaks sharing outputs on a team's file system). Standard library only.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_text", "file_sha256"]
 
 #: Room left in a file name for the temporary name's dot, hex token and suffix (names are limited to 255 bytes).
 _NAME_ROOM = 200
@@ -61,3 +62,12 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically (:func:`atomic_write`)."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes (hex), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

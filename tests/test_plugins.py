@@ -20,6 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from slimnas.latency import LatencyTable
 from slimnas.search_spaces import Arch
+from slimnas.winners import load_winner
 
 CONFIG = """\
 name: toy
@@ -72,6 +73,10 @@ def test_a_pipeline_runs_a_plugin_space_backend_and_method_end_to_end(tmp_path, 
         arch = Arch.from_dict(row["arch"])
         assert arch.family == "toynet" and table.space.contains(arch)
         assert row["meets_target"] is True and 0 < row["top1"] <= 1
+        # the winner saved as evaluated, rebuilt from its card by the plug-in family
+        model, card = load_winner(out / "search" / "winners" / f"{row['method']}@{row['target_ms']:g}ms")
+        assert card.family == "toynet" and card.arch == arch and card.top1 == row["top1"]
+        assert type(model).__name__ == "ToyNet"
     # MLflow: the pipeline's parent run with the search's child runs, one per (method, target)
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("toy-plugins")

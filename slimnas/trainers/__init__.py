@@ -4,7 +4,8 @@ Public surface (torch-based; ``ray`` is imported only by :mod:`slimnas.trainers.
 
 - configs: :class:`SupernetTrainConfig`, :class:`ArchTrainConfig` and their sections;
 - :func:`train_supernet`, :func:`train_arch` -> :class:`Result`; :class:`Callback`, :class:`TrainState`;
-- :func:`evaluate_arch`, :func:`evaluate_archs`, :class:`Evaluator`, :func:`recalibrate_bn`;
+- :func:`evaluate_arch`, :func:`evaluate_archs`, :class:`Evaluator`, :func:`recalibrate_bn`, :func:`count_correct`,
+  :func:`evaluation_data` -> :class:`EvaluationData` (a search job's validation and calibration batches);
 - :func:`build_data`, :func:`check_data`, :class:`DataBundle`, :class:`ParquetImageDataset`,
   :func:`write_parquet_shards`;
 - checkpoints: :func:`load_checkpoint`, :func:`latest_checkpoint`, :data:`CHECKPOINT_FILE`;
@@ -19,8 +20,8 @@ __all__ = [
     "SupernetTrainConfig", "ArchTrainConfig", "DataConfig", "AugmentConfig", "OptimConfig", "AlphaConfig",
     "GumbelConfig", "DistillConfig", "ModelConfig", "RunSettings", "DistributedConfig", "TrackingConfig",
     "train_supernet", "train_arch", "checkpoint_dir", "model_from_checkpoint", "Result", "Callback", "TrainState",
-    "evaluate_arch", "evaluate_archs", "Evaluator", "recalibrate_bn",
-    "build_data", "check_data", "DataBundle", "ParquetImageDataset", "write_parquet_shards",
+    "evaluate_arch", "evaluate_archs", "Evaluator", "recalibrate_bn", "count_correct", "EvaluationData",
+    "evaluation_data", "build_data", "check_data", "DataBundle", "ParquetImageDataset", "write_parquet_shards",
     "load_checkpoint", "latest_checkpoint", "CHECKPOINT_FILE", "DistContext", "gumbel_tau", "local_pretrained_file",
 ]
 
@@ -32,7 +33,8 @@ _LAZY = {
     "model_from_checkpoint": "._train",
     "Result": "._callbacks", "Callback": "._callbacks", "TrainState": "._callbacks",
     "evaluate_arch": "._evaluate", "evaluate_archs": "._evaluate", "Evaluator": "._evaluate",
-    "recalibrate_bn": "._evaluate",
+    "recalibrate_bn": "._evaluate", "count_correct": "._evaluate", "EvaluationData": "._evaluate",
+    "evaluation_data": "._evaluate",
     "build_data": "._data", "check_data": "._data", "DataBundle": "._data",
     "ParquetImageDataset": "._parquet", "write_parquet_shards": "._parquet",
     "load_checkpoint": "._checkpoint", "latest_checkpoint": "._checkpoint", "CHECKPOINT_FILE": "._checkpoint",

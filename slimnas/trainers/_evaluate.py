@@ -6,7 +6,9 @@ is not its accuracy. :func:`evaluate_arch` therefore (1) extracts the subnet as 
 (``supernet.extract(arch)``), so the supernet itself is never modified; (2) resets that copy's BN running statistics
 and re-estimates them as a cumulative average (``momentum=None``) over calibration batches, with everything else in
 eval mode (no dropout, no drop-path); (3) reports top-1 on the validation data. Once-for-All calibrates on 2000
-images. :class:`Evaluator` holds the data for many calls (the search's accuracy function).
+images. :class:`Evaluator` holds the data for many calls (the search's accuracy function);
+:meth:`Evaluator.calibrated` returns the very network it scores (a search job saves its winners from it), and
+:func:`evaluation_data` builds the batches a search job evaluates on (the same in every worker and in the driver).
 
 Extraction builds a fresh model, whose initialisation draws from torch's global generator, and iterating a
 DataLoader draws a seed from it; evaluation runs under ``torch.random.fork_rng`` so it never changes the caller's
@@ -17,12 +19,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["recalibrate_bn", "count_correct", "evaluate_arch", "evaluate_archs", "Evaluator"]
+__all__ = ["recalibrate_bn", "count_correct", "evaluate_arch", "evaluate_archs", "Evaluator", "EvaluationData",
+           "evaluation_data"]
 
 
 def _images(batch: Any) -> torch.Tensor:
@@ -143,6 +147,12 @@ class Evaluator:
             raise ValueError("data: no validation images")
         return correct / total
 
+    def calibrated(self, arch) -> nn.Module:
+        """The network :meth:`evaluate` scores for ``arch``: the extracted subnet with its BatchNorm statistics
+        re-estimated on the calibration batches, in eval mode (the caller's random stream is left unchanged)."""
+        with torch.random.fork_rng(devices=[]):
+            return self._calibrated(arch)
+
     def _calibrated(self, arch) -> nn.Module:
         model = self.supernet.extract(arch).eval()
         calib = self._batches("_calib")
@@ -170,3 +180,32 @@ class Evaluator:
 
     def evaluate_many(self, archs: Sequence[Any]) -> list[float]:
         return [self.evaluate(arch) for arch in archs]
+
+
+@dataclass
+class EvaluationData:
+    """The batches a search job evaluates every candidate on: ``val`` (``(images, labels)``, whole batches up to the
+    requested image count), ``calib`` (the calibration batches) and ``images`` (validation images in ``val``)."""
+
+    val: list[Any]
+    calib: list[Any]
+    images: int
+
+
+def evaluation_data(data: Any, img_size: int, eval_images: int | None) -> EvaluationData:
+    """The validation and calibration batches of a search job (``data``: a :class:`~slimnas.trainers.DataConfig`
+    or its dict): the first batches of the validation loader until ``eval_images`` images (``None``: all), every
+    calibration batch, evaluation transforms. Deterministic: every process that builds them gets the same images in
+    the same order (the Tune workers that score candidates, the driver that saves the winners)."""
+    from ._config import AugmentConfig, DataConfig
+    from ._data import build_data
+
+    cfg = data if isinstance(data, DataConfig) else DataConfig(**data)
+    bundle = build_data(cfg, AugmentConfig().resolve(cfg.kind), img_size)
+    val, images = [], 0
+    for x, y in bundle.val:
+        if eval_images is not None and images >= eval_images:
+            break
+        val.append((x, y))
+        images += int(y.shape[0])
+    return EvaluationData(val, list(bundle.calib), images)

@@ -27,7 +27,6 @@ runs.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import shutil
 import time
@@ -36,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from slimnas._io import file_sha256 as _sha256
 from slimnas.errors import InputError
 from slimnas.platform.pipeline.config import STAGES, PipelineConfig
 from slimnas.platform.pipeline.record import (
@@ -132,14 +132,6 @@ def _ensure_tracking(cfg: PipelineConfig, runtime: dict[str, Any]) -> None:
         from slimnas.platform.tracking.pipeline import ensure_experiment
 
         runtime["experiment"] = ensure_experiment(cfg.tracking_uri(), cfg.tracking.experiment)
-
-
-def _sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------- train

@@ -27,7 +27,10 @@ the job says that verification is pending and how to time the winners on the dev
 
 Results: for each (method, target) the winning arch, its predicted latency (table), its measured latency and whether it
 meets the target, its top-1, the evaluations used (and how many the verification added) and the wall time; written to
-``<output>/<name>/results.{json,csv}`` (atomically) and to MLflow (:mod:`slimnas.platform.tracking.search`).
+``<output>/<name>/results.{json,csv}`` (atomically) and to MLflow (:mod:`slimnas.platform.tracking.search`). Each
+answer's network is saved as it was evaluated (BatchNorm statistics recalibrated), with its model card, in
+``<output>/<name>/winners/<method>@<target>ms/`` (:mod:`slimnas.platform.stages.winners`; load one with
+:func:`slimnas.load_winner`).
 
 Staging and restore. A job runs in ``<output>/<name>.staging/`` (its Tune experiments, the searchers' state files, the
 device measurements, the MLflow run id, then the results, ``results.json`` last) and swaps that folder in for
@@ -410,12 +413,22 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
                                continue_round, echo, pending_line=lambda: _pending_line(table, job_dir))
     results, histories, trajectories = _results(runs, verified, images)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
+    _save_winners(job, cfg, supernet, checkpoint, table, work, echo)
     if cfg.tracking.enabled:
         job.mlflow_run_id = _log_once(work / "mlflow-run.json", lambda: _log_tracking(job, cfg, supernet, table, work))
     atomic_write_text(work / "results.csv", job.to_csv())
     atomic_write_text(work / _RESULTS, json.dumps({**job.to_dict(), "supernet_checkpoint": checkpoint}, indent=1))
     folder.commit()  # results.json (written last) completes the staged folder: swap it in
     return job
+
+
+def _save_winners(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, checkpoint: str, table: Any,
+                  work: Path, echo: Callable[[str], None]) -> None:
+    """Every winner saved as the network that was evaluated, with its model card, in ``work/winners/``."""
+    from slimnas.platform.stages.winners import save_winners
+
+    save_winners(job.results, work, supernet=supernet, checkpoint=checkpoint, data=cfg.data,
+                 eval_images=cfg.eval_images, table=table, table_path=cfg.latency.table, echo=echo)
 
 
 def _log_tracking(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, table: Any, work: Path) -> str:

@@ -10,9 +10,10 @@ Child runs (tags ``mlflow.parentRunId``, ``slimnas.method``, ``slimnas.target_ms
 ``true``, ``false``, or why it is unknown: ``pending``, ``off``, ``no answer``): params ``method``, ``target_ms``,
 ``widths``, ``depths``, ``mb3d`` (per stage), ``mb3d_total``; metrics ``top1``, ``predicted_ms``, ``measured_ms`` and
 ``meets_target`` (1/0; both only when measured), ``evaluations`` (verification's extra ones included),
-``extra_evaluations``, ``verify_steps``, ``wall_s``, ``trials_stopped``, ``batches_saved``; artifacts ``arch.json`` and
-``weights.pt`` (the subnet's state_dict with the supernet's weights; load it into ``build_model(arch)`` with
-``torch.load(..., weights_only=True)``). Compare candidates in the MLflow UI (``slimnas ui``) or with
+``extra_evaluations``, ``verify_steps``, ``wall_s``, ``trials_stopped``, ``batches_saved``; artifacts: the files of the
+winner's folder (:mod:`slimnas.winners`: ``weights.pt``, the network as evaluated, BN statistics recalibrated;
+``arch.json``; the model card ``model.json``), which :func:`slimnas.load_winner` loads from a downloaded copy too.
+Compare candidates in the MLflow UI (``slimnas ui``) or with
 ``mlflow.search_runs(filter_string="tags.mlflow.parentRunId = '<id>' and metrics.predicted_ms < 1.5")``.
 """
 
@@ -133,13 +134,13 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
                      "arch": str(s.arch)} for s in trajectory]
             client.log_table(pid, {k: [r[k] for r in rows] for k in rows[0]}, f"{method}_trajectory.json")
         for result in job.results:
-            _log_child(client, experiment_id, pid, result, supernet, folder)
+            _log_child(client, experiment_id, pid, result, Path(job.job_dir))
     client.set_terminated(pid)
     return pid
 
 
-def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, supernet: Any, folder: Path) -> None:
-    import torch
+def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, job_dir: Path) -> None:
+    from slimnas.winners import winner_folder
 
     meets = {True: "true", False: "false"}.get(result.meets_target, result.verification or "unknown")
     run = client.create_run(experiment_id, run_name=f"{result.method}@{result.target_ms:g}ms",
@@ -161,10 +162,7 @@ def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, sup
             metrics["measured_ms"] = result.measured_ms
         if result.meets_target is not None:
             metrics["meets_target"] = int(result.meets_target)
-        client.log_dict(rid, arch.to_dict(), "arch.json")
-        weights = folder / "weights.pt"
-        torch.save(supernet.extract(arch).state_dict(), weights)
-        client.log_artifact(rid, str(weights))
+        client.log_artifacts(rid, str(winner_folder(job_dir, result.method, result.target_ms)))
     for key, value in metrics.items():
         client.log_metric(rid, key, float(value))
     client.set_terminated(rid, "FINISHED" if result.arch is not None else "FAILED")

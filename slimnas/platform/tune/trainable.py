@@ -31,7 +31,7 @@ def _evaluator(payload: dict[str, Any]):
     import torch
 
     from slimnas.search_spaces import SearchSpace
-    from slimnas.trainers import AugmentConfig, DataConfig, Evaluator, build_data
+    from slimnas.trainers import Evaluator, evaluation_data
 
     torch.set_num_threads(1)
     space = SearchSpace.from_dict(payload["space"])
@@ -39,18 +39,11 @@ def _evaluator(payload: dict[str, Any]):
         supernet = space.space_family.supernet(space, num_classes=payload["num_classes"])
     supernet.load_state_dict(payload["state_dict"])
     supernet.eval()
-    cfg = DataConfig(**payload["data"])
-    bundle = build_data(cfg, AugmentConfig().resolve(cfg.kind), space.img_size)
-    batches, images = [], 0
-    for x, y in bundle.val:
-        if payload["eval_images"] is not None and images >= payload["eval_images"]:
-            break
-        batches.append((x, y))
-        images += int(y.shape[0])
-    evaluator = Evaluator(supernet, batches, list(bundle.calib), cache=True)
+    data = evaluation_data(payload["data"], space.img_size, payload["eval_images"])
+    evaluator = Evaluator(supernet, data.val, data.calib, cache=True)
     _WORKER.clear()
-    _WORKER.update(key=payload["key"], evaluator=evaluator, images=images, batches=len(batches))
-    return evaluator, images
+    _WORKER.update(key=payload["key"], evaluator=evaluator, images=data.images, batches=len(data.val))
+    return evaluator, data.images
 
 
 def evaluate_candidate(config: dict[str, Any], payload: dict[str, Any]) -> None:

@@ -1,9 +1,11 @@
 """The quickstart pipeline at reduced size: real training, a real table, real Ray Tune, a real MLflow SQLite store."""
 
 import json
+from pathlib import Path
 
 import pytest
 import ray
+import torch
 from mlflow.tracking import MlflowClient
 
 from slimnas.errors import InputError
@@ -15,6 +17,8 @@ from slimnas.platform.pipeline.run import run_pipeline
 from slimnas.platform.stages.search import load_supernet
 from slimnas.search import start_arch
 from slimnas.search_spaces.efficientformer import Arch
+from slimnas.trainers import count_correct, evaluation_data
+from slimnas.winners import load_winner
 
 #: The quickstart, shrunk to well under a minute: 2 short epochs, a one-pass table, 2 methods at 2 targets.
 REDUCED = [
@@ -95,6 +99,40 @@ def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
         pytest.approx(reference, rel=1e-5) and search["targets_reference_arch"] == str(start)
     assert (cwd / "mlruns").is_dir()  # artifacts next to the store
     assert not ray.is_initialized()
+
+
+def _readme_snippet(section: str) -> str:
+    """The first Python block under the README's heading ``section``, as written."""
+    text = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return body.split("```python\n", 1)[1].split("```", 1)[0]
+
+
+def test_a_winner_loaded_as_the_readme_says_scores_its_reported_top1(quickstart):
+    """Delivered = evaluated: every winner's saved network (BN statistics recalibrated) scores exactly the top-1 the
+    job reports, on the job's evaluation images; the README's snippet loads one as written."""
+    cwd, _, _ = quickstart
+    root = cwd / "runs" / "quickstart"
+    saved = json.loads((root / "search" / "results.json").read_text())
+    namespace: dict = {}
+    exec(compile(_readme_snippet("Using a winner"), "README.md", "exec"), namespace)
+    model, card = namespace["model"], namespace["card"]
+    assert namespace["logits"].shape == (1, 10) and card.method == "slimming" and card.num_classes == 10
+
+    data = evaluation_data(saved["config"]["data"], card.img_size, saved["config"]["eval_images"])
+    supernet, _ = load_supernet(saved["supernet_checkpoint"])
+    train = json.loads((root / "pipeline.json").read_text())["stages"]["train"]
+    for result in saved["results"]:
+        model, card = load_winner(root / "search" / "winners" / f"{result['method']}@{result['target_ms']:g}ms")
+        correct, total = count_correct(model, data.val)
+        assert correct / total == result["top1"] == card.top1 and total == card.eval_images == 64
+        assert card.arch == Arch.from_dict(result["arch"]) and card.predicted_ms == result["predicted_ms"]
+        assert card.measured_ms == result["measured_ms"] and card.meets_target == result["meets_target"]
+        assert card.supernet_sha256 == train["sha256"] and card.latency_backend == "torch-cpu"
+        # the saved statistics are the recalibrated ones, not the supernet's
+        plain = supernet.extract(card.arch).state_dict()
+        means = [k for k in plain if k.endswith("running_mean")]
+        assert means and not all(torch.equal(plain[k], model.state_dict()[k]) for k in means)
 
 
 def test_a_second_run_reuses_everything(quickstart, capsys):

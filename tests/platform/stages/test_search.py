@@ -30,6 +30,7 @@ from slimnas.search.slimming import Action, TrajectoryStep
 from slimnas.search_spaces.efficientformer import Arch, SearchSpace
 from slimnas.testing import TOY_SPACE, run_search, tiny_train_config, toy_latency
 from slimnas.trainers import train_supernet
+from slimnas.winners import load_winner
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +125,11 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs, cheapest_
     child = next(c for c in children if c.data.tags["slimnas.method"] == "slimming")
     assert {"top1", "predicted_ms", "measured_ms", "evaluations", "wall_s"} <= set(child.data.metrics)
     assert {"widths", "depths", "mb3d", "method", "target_ms"} <= set(child.data.params)
-    assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"arch.json", "weights.pt"}
+    assert {a.path for a in client.list_artifacts(child.info.run_id)} == {"arch.json", "weights.pt", "model.json"}
+    for r in job.results:  # every answer saved as evaluated, with its card
+        if r.arch is not None:
+            _, card = load_winner(root / "out" / "job" / "winners" / f"{r.method}@{r.target_ms:g}ms")
+            assert (card.method, card.target_ms, card.top1) == (r.method, r.target_ms, r.top1)
     parent_files = {a.path for a in client.list_artifacts(job.mlflow_run_id)}
     assert {"results.csv", "pareto.png", "slimming_trajectory.json"} <= parent_files
     fast = client.search_runs([experiment.experiment_id], filter_string=(
