@@ -77,17 +77,10 @@ class ModelCard:
     latency_table_created: str
     slimnas_version: str
 
-    @property
-    def family(self) -> str:
-        return self.arch.family
-
-    @property
-    def img_size(self) -> int:
-        return self.arch.img_size
-
-    @property
-    def widths(self) -> tuple[int, ...]:
-        return tuple(self.arch.widths)
+    #: What the arch says, read through the card: the family's name, the input size, each stage's channels.
+    family = property(lambda self: self.arch.family)
+    img_size = property(lambda self: self.arch.img_size)
+    widths = property(lambda self: tuple(self.arch.widths))
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON form: the fields, with the arch as :meth:`Arch.to_dict` and the family, input size and widths
