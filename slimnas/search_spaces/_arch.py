@@ -30,6 +30,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from slimnas.errors import shorten
+
 from ._family import DEFAULT_FAMILY, IDENTITY, SpaceFamily, get_family
 
 __all__ = ["Arch", "BlockRef"]
@@ -252,7 +254,7 @@ class Arch:
             raise ValueError("blocks: expected a list of per-stage lists of kinds")
         family = data.get("family", DEFAULT_FAMILY)
         if not isinstance(family, str):
-            raise ValueError(f"family: expected a name, got {shorten_repr(family)}")
+            raise ValueError(f"family: expected a name, got {shorten(repr(family))}")
         return cls(img_size=data["img_size"], widths=tuple(widths), blocks=tuple(tuple(b) for b in blocks),
                    family=family)
 
@@ -272,12 +274,6 @@ class Arch:
         stages = " | ".join(f"{w}:{''.join(code[k] for k in b)}" for w, b in zip(self.widths, self.blocks))
         label = "" if self.family == DEFAULT_FAMILY else f"{self.family} "
         return f"Arch({label}{self.img_size}px  {stages})"
-
-
-def shorten_repr(value: Any) -> str:
-    from slimnas.errors import shorten
-
-    return shorten(repr(value))
 
 
 def stage_problem(fam: SpaceFamily, stage: Sequence[str]) -> str | None:
