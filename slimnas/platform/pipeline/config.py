@@ -36,6 +36,7 @@ from slimnas.platform.stages.search_config import (
     Budget,
     EarlyStopSection,
     MethodName,
+    ModelTracking,
     RaySection,
     SearchJobConfig,
     Seed,
@@ -201,7 +202,7 @@ class PipelineSearchSection(ConfigModel):
         return self
 
 
-class PipelineTrackingSection(ConfigModel):
+class PipelineTrackingSection(ModelTracking):  # models, registered_model: the search job's winners as MLflow models
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db
     experiment: str = Field("slimnas", min_length=1, max_length=500)
@@ -284,7 +285,8 @@ class PipelineConfig(ConfigModel):
             "slimming": s.slimming.model_dump(), "early_stop": s.early_stop.model_dump(), "seed": s.seed,
             "ray": self.ray.model_dump(),
             "tracking": {"enabled": self.tracking.enabled, "tracking_uri": self.tracking_uri(),
-                         "experiment": self.tracking.experiment},
+                         "experiment": self.tracking.experiment, "models": self.tracking.models,
+                         "registered_model": self.tracking.registered_model, "job": self.name},
         }
         return load_config(SearchJobConfig, data, section=None)
 

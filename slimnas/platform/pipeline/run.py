@@ -15,6 +15,7 @@ is reused:
   (``--restore`` continues a killed search job, see :mod:`slimnas.platform.stages.search`; the job runs in a staged
   folder, so the earlier results stay whole until the new ones replace them).
 
+``<output>/report.md`` (:mod:`slimnas.platform.stages.report`) sums the job up after every run, its figures beside it.
 ``<output>/pipeline.json`` is the job's history (:mod:`slimnas.platform.pipeline.record`): one attempt per run that
 did something, with, per stage, what ran or was reused, its wall time and its outputs. It is written atomically after
 each stage that made an output and at the end; a run rejected before any work (bad input) leaves it untouched, a
@@ -50,6 +51,7 @@ from slimnas.platform.pipeline.record import (
     now,
 )
 from slimnas.platform.stages.progress import SearchMonitor, StageLog
+from slimnas.platform.stages.report import write_pipeline_report
 from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
 if TYPE_CHECKING:
@@ -393,6 +395,8 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
             attempts.save()  # (``started`` None: a record of an earlier slimnas, migrated on this first save)
         elif restore:  # a finished job restored: a no-op, and the record says nothing new
             echo(f"[{cfg.name}] every stage had finished: nothing to restore ({state_path} unchanged)")
+        write_pipeline_report(cfg.output_dir, cfg.name, searched.job, table=measured.record,
+                              validation_dir=cfg.validation_dir, times=dict(log.times))
         if cfg.tracking.enabled and attempt.did_work():
             from slimnas.platform.tracking.pipeline import log_pipeline_run
 

@@ -30,7 +30,8 @@ meets the target, its top-1, the evaluations used (and how many the verification
 ``<output>/<name>/results.{json,csv}`` (atomically) and to MLflow (:mod:`slimnas.platform.tracking.search`). Each
 answer's network is saved as it was evaluated (BatchNorm statistics recalibrated), with its model card, in
 ``<output>/<name>/winners/<method>@<target>ms/`` (:mod:`slimnas.platform.stages.winners`; load one with
-:func:`slimnas.load_winner`).
+:func:`slimnas.load_winner`). The job's ``report.md``, with ``pareto.png`` beside it, sums it up
+(:mod:`slimnas.platform.stages.report`).
 
 Staging and restore. A job runs in ``<output>/<name>.staging/`` (its Tune experiments, the searchers' state files, the
 device measurements, the MLflow run id, then the results, ``results.json`` last) and swaps that folder in for
@@ -414,8 +415,10 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     results, histories, trajectories = _results(runs, verified, images)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
     _save_winners(job, cfg, supernet, checkpoint, table, work, echo)
+    _write_report(job, work)
     if cfg.tracking.enabled:
-        job.mlflow_run_id = _log_once(work / "mlflow-run.json", lambda: _log_tracking(job, cfg, supernet, table, work))
+        job.mlflow_run_id = _log_once(work / "mlflow-run.json",
+                                      lambda: _log_tracking(job, cfg, supernet, table, work, echo))
     atomic_write_text(work / "results.csv", job.to_csv())
     atomic_write_text(work / _RESULTS, json.dumps({**job.to_dict(), "supernet_checkpoint": checkpoint}, indent=1))
     folder.commit()  # results.json (written last) completes the staged folder: swap it in
@@ -431,13 +434,21 @@ def _save_winners(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, che
                  eval_images=cfg.eval_images, table=table, table_path=cfg.latency.table, echo=echo)
 
 
-def _log_tracking(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, table: Any, work: Path) -> str:
-    """Log ``job`` to MLflow; its files (``pareto.png``) go to the staged folder ``work``."""
+def _write_report(job: SearchJobResult, work: Path) -> None:
+    """The job's ``report.md`` and ``pareto.png`` (:mod:`slimnas.platform.stages.report`) in the staged folder."""
+    from slimnas.platform.stages.report import write_search_report
+
+    write_search_report(job, work)
+
+
+def _log_tracking(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, table: Any, work: Path,
+                  echo: Callable[[str], None]) -> str:
+    """Log ``job`` to MLflow from the staged folder ``work`` (its winners, ``pareto.png``, ``report.md``)."""
     from dataclasses import replace
 
     from slimnas.platform.tracking.search import log_search_job
 
-    return log_search_job(replace(job, job_dir=str(work)), cfg, supernet, table)
+    return log_search_job(replace(job, job_dir=str(work)), cfg, supernet, table, echo=echo)
 
 
 def _log_once(path: Path, log_run: Callable[[], str]) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from string import Formatter
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
@@ -12,9 +13,8 @@ from slimnas.config import ConfigModel
 from slimnas.trainers import DataConfig
 
 __all__ = ["SearchJobConfig", "TargetsReference", "MethodName", "DEFAULT_METHODS", "LatencySection", "SlimmingSection",
-           "EarlyStopSection", "RaySection", "TrackingSection", "TargetMs", "Seed", "Budget", "MAX_TARGET_MS",
-           "MAX_BUDGET"]
-
+           "EarlyStopSection", "RaySection", "TrackingSection", "ModelTracking", "RegisterTemplate", "registered_name",
+           "TargetMs", "Seed", "Budget", "MAX_TARGET_MS", "MAX_BUDGET"]
 
 
 def _known_method(value: str) -> str:
@@ -85,10 +85,76 @@ class RaySection(ConfigModel):
     latency_resources: dict[str, Amount] | None = None
 
 
-class TrackingSection(ConfigModel):
+#: The fields a ``tracking.registered_model`` template may name.
+REGISTER_FIELDS = ("job", "experiment", "target", "method")
+
+
+def registered_name(template: str, *, job: str, experiment: str, target: float, method: str) -> str:
+    """The model-registry name ``template`` gives a winner: its ``{job}``, ``{experiment}``, ``{target}`` (the target
+    in ms, a float: ``{target}`` writes ``1.64``, format specs such as ``{target:.1f}`` apply) and ``{method}``
+    filled in. ``ValueError`` naming the problem when the template names another field or the name is not one the
+    registry takes (empty, ``/`` or ``:``, over 200 characters)."""
+    try:
+        fields = [f for _, f, _, _ in Formatter().parse(template) if f is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a name template ({exc})") from None
+    unknown = next((f for f in fields if f not in REGISTER_FIELDS), None)
+    if unknown is not None:
+        raise ValueError(f"unknown field {{{unknown}}} (known: {', '.join('{' + f + '}' for f in REGISTER_FIELDS)})")
+    try:
+        name = template.format(job=job, experiment=experiment, target=_Ms(target), method=method)
+    except (ValueError, TypeError, IndexError, KeyError) as exc:
+        raise ValueError(f"not a name template ({exc})") from None
+    if not name.strip() or "/" in name or ":" in name or len(name) > 200 or name != name.strip():
+        raise ValueError(f"gives the name {name!r}: a registered model's name is 1 to 200 characters, without '/' "
+                         "or ':' or surrounding spaces")
+    return name
+
+
+class _Ms(float):
+    """A target in ms: ``{target}`` writes it as ``%g`` does (1.64, not 1.6400000000000001)."""
+
+    def __format__(self, spec: str) -> str:
+        return format(float(self), spec or "g")
+
+
+def _register_template(value: str | None) -> str | None:
+    if value is not None:
+        registered_name(value, job="job", experiment="experiment", target=1.5, method="slimming")
+    return value
+
+
+#: A ``tracking.registered_model`` name template (:func:`registered_name`), checked when the config is read.
+RegisterTemplate = Annotated[str | None, AfterValidator(_register_template)]
+
+
+class ModelTracking(ConfigModel):
+    """The tracking fields about MLflow models (:mod:`slimnas.platform.tracking.model`), shared by a search job's
+    and a pipeline's ``tracking`` sections."""
+
+    # which winners are logged as MLflow models on their child runs (pytorch flavour: a torch.export program, with
+    # a signature and an input example; about 2-3 s each on 2 cores): all of them, the best per target (the
+    # comparison's *), or none
+    models: Literal["all", "best", "none"] = "all"
+    # the logged winners registered in the model registry under this name template (registered_name: {job},
+    # {experiment}, {target}, {method}); without {method} only the best winner per target is registered. Winners
+    # whose names coincide are versions of one registered model (loosest target first). None: nothing registered
+    registered_model: RegisterTemplate = None
+
+    @model_validator(mode="after")
+    def _registering_needs_models(self) -> ModelTracking:
+        if self.registered_model is not None and self.models == "none":
+            error = PydanticCustomError("registered_model", "registers logged models, and tracking.models is 'none'")
+            raise ValidationError.from_exception_data(type(self).__name__, [
+                {"type": error, "loc": ("registered_model",), "input": self.registered_model}])
+        return self
+
+
+class TrackingSection(ModelTracking):
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<output>/../mlflow.db
     experiment: str = Field("slimnas-search", min_length=1, max_length=500)
+    job: str | None = Field(None, min_length=1, max_length=200)  # the {job} of registered_model (None: the job name)
 
 
 class TargetsReference(ConfigModel):

@@ -4,7 +4,8 @@
 its artifacts go to ``mlruns/`` next to the database (not into whatever folder a process happens to run in).
 :func:`log_pipeline_run` adds one run (tag ``slimnas.kind = pipeline``) per pipeline job: the stage wall times and the
 table validation's errors as metrics, links to the training run and the search job's parent run as tags, and the
-validation plot/CSV, the calibration (when fitted), ``pipeline.json`` and the config as artifacts.
+validation plot/CSV, the calibration (when fitted), ``pipeline.json``, the config and, under ``report/``, the job's
+``report.md`` with its figures (:mod:`slimnas.platform.stages.report`) as artifacts.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 import yaml
 
 from slimnas.platform.pipeline.record import SearchRecord, StageRecord, TableRecord
+from slimnas.platform.stages.pareto import PARETO_FILE
+from slimnas.platform.stages.report import REPORT_FILE, VALIDATION_FILE
 
 __all__ = ["ensure_experiment", "log_pipeline_run", "artifact_location"]
 
@@ -73,6 +76,9 @@ def log_pipeline_run(cfg: Any, stages: dict[str, StageRecord], state_path: Path,
     for name in ("validation.png", "validation.csv", "calibration.json"):
         if (validation_dir / name).is_file():
             client.log_artifact(rid, str(validation_dir / name), "latency")
+    for name in (REPORT_FILE, PARETO_FILE, VALIDATION_FILE):  # the report and the figures beside it
+        if (state_path.parent / name).is_file():
+            client.log_artifact(rid, str(state_path.parent / name), "report")
     client.log_artifact(rid, str(state_path))
     client.log_text(rid, yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False), "config.yaml")
     client.set_terminated(rid)

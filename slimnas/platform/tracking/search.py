@@ -2,9 +2,9 @@
 
 Parent run (tag ``slimnas.kind = search-job``): the job's params (for relative targets also ``targets_relative``
 and the reference they are fractions of: ``targets_reference_ms``, ``targets_reference_arch``, ``..._start``,
-``..._predictor``; ``eval_images_measured``: the validation images behind each top-1), ``results.csv``/
-``results.json``, the Pareto plot ``pareto.png`` (:func:`pareto_figure`) and each slimming run's trajectory as an
-MLflow table.
+``..._predictor``; ``eval_images_measured``: the validation images behind each top-1), ``results.csv``,
+the Pareto plot ``pareto.png`` (:mod:`slimnas.platform.stages.pareto`), the job's ``report.md``
+(:mod:`slimnas.platform.stages.report`, when the job wrote one) and each slimming run's trajectory as an MLflow table.
 
 Child runs (tags ``mlflow.parentRunId``, ``slimnas.method``, ``slimnas.target_ms``, ``slimnas.meets_target``:
 ``true``, ``false``, or why it is unknown: ``pending``, ``off``, ``no answer``): params ``method``, ``target_ms``,
@@ -12,7 +12,9 @@ Child runs (tags ``mlflow.parentRunId``, ``slimnas.method``, ``slimnas.target_ms
 ``meets_target`` (1/0; both only when measured), ``evaluations`` (verification's extra ones included),
 ``extra_evaluations``, ``verify_steps``, ``wall_s``, ``trials_stopped``, ``batches_saved``; artifacts: the files of the
 winner's folder (:mod:`slimnas.winners`: ``weights.pt``, the network as evaluated, BN statistics recalibrated;
-``arch.json``; the model card ``model.json``), which :func:`slimnas.load_winner` loads from a downloaded copy too.
+``arch.json``; the model card ``model.json``), which :func:`slimnas.load_winner` loads from a downloaded copy too;
+the winner as an MLflow model (``tracking.models``, registered per ``tracking.registered_model``:
+:mod:`slimnas.platform.tracking.model`; tag ``slimnas.model_uri``), logged after the metrics so it carries them too.
 Compare candidates in the MLflow UI (``slimnas ui``) or with
 ``mlflow.search_runs(filter_string="tags.mlflow.parentRunId = '<id>' and metrics.predicted_ms < 1.5")``.
 """
@@ -20,70 +22,19 @@ Compare candidates in the MLflow UI (``slimnas ui``) or with
 from __future__ import annotations
 
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from slimnas._io import atomic_write
+from slimnas.platform.stages.pareto import PARETO_FILE, pareto_figure, save_pareto
 from slimnas.search_spaces import Arch
+from slimnas.winners import winner_name
 
 __all__ = ["log_search_job", "pareto_figure"]
 
-
-def pareto_figure(job: Any):
-    """Top-1 against latency for every method, one colour per method.
-
-    Each method's answers are bold at their *measured* latency (their predicted one where they were not measured),
-    with the predicted position as a faint hollow marker joined by a thin line, and a label ``@<target>`` naming the
-    target each answers; an answer that does not meet its target is an X with a red edge. Every evaluated subnet
-    (faint dots) and slimming's trajectory (a thin line) stay at their *predicted* latency. Each target is a dashed
-    line labelled with its value.
-    """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    methods = list(dict.fromkeys(r.method for r in job.results))
-    for i, method in enumerate(methods):
-        color = colors[i % len(colors)]
-        points = [h for label, hist in job.histories.items() if label.split("@")[0] == method for h in hist
-                  if not h.get("early_stopped")]
-        if points:
-            ax.scatter([p["latency_ms"] for p in points], [p["accuracy"] for p in points], s=10, alpha=0.25,
-                       color=color)
-        for method_name, trajectory in job.trajectories.items():
-            if method_name == method:
-                ax.plot([s.latency_ms for s in trajectory], [s.accuracy for s in trajectory], color=color,
-                        lw=1, alpha=0.5)
-        answers = [r for r in job.results if r.method == method and r.top1 is not None]
-        shown = [r.predicted_ms if r.measured_ms is None else r.measured_ms for r in answers]
-        labels: dict[tuple[float, float], list[str]] = {}  # one label per point: an arch may answer several targets
-        for r, x in zip(answers, shown):
-            if r.measured_ms is not None:
-                ax.plot([r.predicted_ms, x], [r.top1, r.top1], color=color, lw=0.6, alpha=0.5, zorder=2)
-                ax.scatter([r.predicted_ms], [r.top1], s=40, facecolors="none", edgecolors=color, alpha=0.5, zorder=2)
-            labels.setdefault((x, r.top1), []).append(f"@{r.target_ms:g}")
-        for (x, y), names in labels.items():
-            ax.annotate(" ".join(names), (x, y), xytext=(4, 4), textcoords="offset points", fontsize=7, color=color)
-        met = [(x, r.top1) for r, x in zip(answers, shown) if r.meets_target is not False]
-        missed = [(x, r.top1) for r, x in zip(answers, shown) if r.meets_target is False]
-        ax.scatter([p[0] for p in met], [p[1] for p in met], s=60, color=color, edgecolors="black", label=method,
-                   zorder=3)
-        if missed:
-            ax.scatter([p[0] for p in missed], [p[1] for p in missed], s=90, marker="X", color=color,
-                       edgecolors="red", linewidths=1.5, zorder=4, label=None if met else method)
-    for target in sorted({r.target_ms for r in job.results}):
-        ax.axvline(target, color="grey", ls="--", lw=0.8)
-        ax.text(target, 1.005, f"{target:g} ms", transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                fontsize=7, color="grey")
-    ax.set_xlabel("latency (ms): answers measured on the device (hollow: predicted); all evaluations predicted")
-    ax.set_ylabel("top-1 (supernet weights, BN recalibrated)")
-    ax.set_title("slimnas: slimming against enumeration baselines (red X: target not met)", fontsize=10, pad=14)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+#: The job's report (:mod:`slimnas.platform.stages.report`), logged on the parent run when the job wrote one.
+REPORT_FILE = "report.md"
 
 
 def _arch_params(arch: Arch) -> dict[str, str]:
@@ -91,11 +42,13 @@ def _arch_params(arch: Arch) -> dict[str, str]:
             "mb3d": ",".join(map(str, arch.num_3d)), "mb3d_total": str(sum(arch.num_3d))}
 
 
-def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
-    """Log ``job`` to MLflow; returns the parent run's id."""
-    import matplotlib.pyplot as plt
+def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any,
+                   echo: Callable[[str], None] | None = None) -> str:
+    """Log ``job`` to MLflow; returns the parent run's id. ``echo`` is told what was logged as models and
+    registered."""
     from mlflow.tracking import MlflowClient
 
+    from slimnas.platform.tracking.model import log_winner_models
     from slimnas.platform.tracking.store import default_tracking_uri, ensure_experiment
 
     uri = default_tracking_uri(cfg.tracking.tracking_uri)
@@ -120,30 +73,45 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any) -> str:
         params["eval_images_measured"] = str(images)
     for key, value in params.items():
         client.log_param(pid, key, value)
+    job_dir = Path(job.job_dir)
+    figure = job_dir / PARETO_FILE
+    if not figure.is_file():  # the job draws it with its report; drawn here for a job that did not
+        save_pareto(job, figure)
+    client.log_artifact(pid, str(figure))
+    if (job_dir / REPORT_FILE).is_file():
+        client.log_artifact(pid, str(job_dir / REPORT_FILE))
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "results.csv").write_text(job.to_csv())
         client.log_artifact(pid, str(folder / "results.csv"))
-        fig = pareto_figure(job)
-        client.log_figure(pid, fig, "pareto.png")
-        atomic_write(Path(job.job_dir) / "pareto.png", lambda tmp: fig.savefig(tmp, format="png"))
-        plt.close(fig)
-        for method, trajectory in job.trajectories.items():
-            rows = [{"round": s.round, "action": "start" if s.action is None else str(s.action),
-                     "latency_ms": s.latency_ms, "top1": s.accuracy, "evaluations": s.evaluations,
-                     "arch": str(s.arch)} for s in trajectory]
-            client.log_table(pid, {k: [r[k] for r in rows] for k in rows[0]}, f"{method}_trajectory.json")
-        for result in job.results:
-            _log_child(client, experiment_id, pid, result, Path(job.job_dir))
+    for method, trajectory in job.trajectories.items():
+        rows = [{"round": s.round, "action": "start" if s.action is None else str(s.action),
+                 "latency_ms": s.latency_ms, "top1": s.accuracy, "evaluations": s.evaluations,
+                 "arch": str(s.arch)} for s in trajectory]
+        client.log_table(pid, {k: [r[k] for r in rows] for k in rows[0]}, f"{method}_trajectory.json")
+    children = {winner_name(r.method, r.target_ms): _log_child(client, experiment_id, pid, r, job_dir)
+                for r in job.results}
+    started = time.perf_counter()
+    logged = log_winner_models(uri, job.results, children, job_dir, cfg.tracking, cfg.name)
+    if logged and echo is not None:
+        registered = ", ".join(f"{w.registered[0]} v{w.registered[1]}" for w in logged if w.registered)
+        echo(f"[search] MLflow: {len(logged)} winner(s) logged as models ({len({w.model_id for w in logged})} "
+             f"exported) in {time.perf_counter() - started:.1f} s"
+             + (f"; registered: {registered}" if registered else ""))
+    for result in job.results:
+        client.set_terminated(children[winner_name(result.method, result.target_ms)],
+                              "FINISHED" if result.arch is not None else "FAILED")
     client.set_terminated(pid)
     return pid
 
 
-def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, job_dir: Path) -> None:
+def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, job_dir: Path) -> str:
+    """The child run of ``result`` with its params, metrics and winner files (left running: its model comes next);
+    returns its id."""
     from slimnas.winners import winner_folder
 
     meets = {True: "true", False: "false"}.get(result.meets_target, result.verification or "unknown")
-    run = client.create_run(experiment_id, run_name=f"{result.method}@{result.target_ms:g}ms",
+    run = client.create_run(experiment_id, run_name=winner_name(result.method, result.target_ms),
                             tags={"mlflow.parentRunId": parent_id, "slimnas.method": result.method,
                                   "slimnas.target_ms": f"{result.target_ms:g}", "slimnas.meets_target": meets})
     rid = run.info.run_id
@@ -165,4 +133,4 @@ def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, job
         client.log_artifacts(rid, str(winner_folder(job_dir, result.method, result.target_ms)))
     for key, value in metrics.items():
         client.log_metric(rid, key, float(value))
-    client.set_terminated(rid, "FINISHED" if result.arch is not None else "FAILED")
+    return rid

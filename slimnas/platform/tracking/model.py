@@ -1,0 +1,167 @@
+"""A search job's winners as MLflow models, and their names in the model registry.
+
+Each winner chosen by ``tracking.models`` (``all``, ``best``: the comparison's ``*`` per target, ``none``) is logged
+on its child run as an MLflow model of the pytorch flavour, format ``pt2``: a ``torch.export`` program of the saved
+network (:func:`slimnas.load_winner`'s model, BatchNorm statistics recalibrated), so loading it runs no pickle and
+needs neither slimnas nor its code; with a tensor signature (``float32 [-1, C, H, W] -> [-1, classes]``, the batch
+dynamic), an input example, the model card (``model.json``) as an extra file and in the metadata. Loading:
+``mlflow.pyfunc.load_model(uri).predict(images)`` (a float32 array ``N x C x H x W``) returns the logits that
+``slimnas.load_winner(folder)[0](images)`` returns; ``mlflow.pytorch.load_model(uri)`` returns the network.
+The child run's metrics (top-1, latencies, ``meets_target``) are logged before the model, so the model carries them
+too (the experiment's *Models* tab lists them). Winners that share an arch (the same network) are exported once: the
+later child runs link the same model as their output. Each child run is tagged ``slimnas.model_uri``.
+
+Logging needs no network: the requirements are given (``torch``, ``numpy``, ``mlflow`` at the installed versions),
+never inferred, and the input example is not re-served at logging time. Cost: torch.export traces each network,
+about 2-3 s per winner of the ``tiny`` space on 2 shared cores, plus ~5 s once per process (the exporter's warm-up).
+
+``tracking.registered_model`` (a name template, :func:`~slimnas.platform.stages.search_config.registered_name`)
+registers logged winners: every one when the template names ``{method}``, else the best per target. Each is a new
+version of the registered model of that name (created if needed), tagged with its method, target and top-1.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from string import Formatter
+from typing import Any
+
+from slimnas.platform.stages.comparison import BEST, best_marks
+from slimnas.platform.stages.search_config import registered_name
+from slimnas.winners import CARD_FILE, load_winner, winner_folder, winner_name
+
+__all__ = ["LoggedWinner", "log_winner_models", "chosen_for_models", "MODEL_NAME", "MODEL_URI_TAG"]
+
+#: The logged model's name on its run (``runs:/<child run>/model``).
+MODEL_NAME = "model"
+#: The child run's tag holding its model's URI (``models:/<model id>``).
+MODEL_URI_TAG = "slimnas.model_uri"
+
+
+@dataclass(frozen=True)
+class LoggedWinner:
+    """One winner logged as an MLflow model: its child run, the model's id and URI, and its registry version
+    (``registered``: ``(name, version)``, ``None`` when it was not registered)."""
+
+    label: str  # method@target ms
+    run_id: str
+    model_id: str
+    model_uri: str
+    registered: tuple[str, int] | None = None
+
+
+def chosen_for_models(results: Sequence[Any], which: str) -> list[Any]:
+    """The results (:class:`~slimnas.platform.stages.search.MethodResult`) whose winners ``which`` (``all``,
+    ``best``, ``none``) logs: answered ones; for ``best`` the first marked best at each target. Loosest target
+    first, methods in the job's order."""
+    if which == "none":
+        return []
+    marks = best_marks(results)
+    chosen, targets_done = [], set()
+    for i in sorted(range(len(results)), key=lambda i: -results[i].target_ms):
+        r = results[i]
+        if r.arch is None:
+            continue
+        if which == "all":
+            chosen.append(r)
+        elif marks[i] == BEST and r.target_ms not in targets_done:
+            chosen.append(r)
+            targets_done.add(r.target_ms)
+    return chosen
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """MLflow's fluent API (``log_model``, ``register_model``) on ``uri`` for the block, the process's own tracking
+    URI restored after it."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # the one scoped switch MLflow has
+
+    with _use_tracking_uri(uri):
+        yield
+
+
+def _requirements() -> list[str]:
+    """What serving a ``pt2`` model needs, pinned to what is installed (no inference: no subprocess, no network)."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "numpy", "mlflow")]
+
+
+def _signature_and_example(card: Any) -> tuple[Any, Any]:
+    import numpy as np
+    from mlflow.models.signature import ModelSignature
+    from mlflow.types.schema import Schema, TensorSpec
+
+    size, chans = card.img_size, card.in_chans
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, chans, size, size), "images")]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, card.num_classes), "logits")]))
+    # a batch of 2: torch.export keeps a dimension of size 1 static, and the batch must stay dynamic
+    example = np.random.default_rng(0).standard_normal((2, chans, size, size)).astype(np.float32)
+    return signature, example
+
+
+def _log_model(uri: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> Any:
+    """Log the winner saved in ``folder`` as a ``pt2`` model on ``run_id``; MLflow's ``ModelInfo``."""
+    import mlflow.pytorch
+
+    model, card = load_winner(folder)
+    signature, example = _signature_and_example(card)
+    with _tracking_uri(uri), warnings.catch_warnings():
+        # the attention blocks fill a bias cache on their first call: harmless in an exported program
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
+        return mlflow.pytorch.log_model(
+            model, name=MODEL_NAME, run_id=run_id, signature=signature, input_example=example,
+            serialization_format="pt2", pip_requirements=_requirements(), extra_files=[str(folder / CARD_FILE)],
+            metadata={"slimnas_model_card": card.to_dict()}, tags=dict(tags), validate_serving_input=False)
+
+
+def _registers_each_method(template: str) -> bool:
+    return any(f == "method" for _, f, _, _ in Formatter().parse(template))
+
+
+def log_winner_models(uri: str, results: Sequence[Any], run_ids: Mapping[str, str], job_dir: Path,
+                      tracking: Any, job_name: str) -> list[LoggedWinner]:
+    """Log the winners ``tracking.models`` chooses (see the module docstring) from ``job_dir/winners/`` on their
+    child runs (``run_ids``: :func:`~slimnas.winners.winner_name` -> run id), and register them under
+    ``tracking.registered_model``; returns what was logged, in logging order."""
+    import mlflow
+    from mlflow.entities import LoggedModelOutput
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    template = tracking.registered_model
+    chosen = chosen_for_models(results, tracking.models)
+    to_register = set()
+    if template is not None:
+        picked = chosen if _registers_each_method(template) else chosen_for_models(results, "best")
+        to_register = {winner_name(r.method, r.target_ms) for r in picked}
+    by_arch: dict[str, Any] = {}  # arch JSON -> the model logged for it
+    logged = []
+    for r in chosen:
+        label = winner_name(r.method, r.target_ms)
+        rid = run_ids[label]
+        folder = winner_folder(job_dir, r.method, r.target_ms)
+        key = (folder / "arch.json").read_text()
+        info = by_arch.get(key)
+        if info is None:
+            info = by_arch[key] = _log_model(uri, rid, folder, {"slimnas.method": r.method,
+                                                                "slimnas.target_ms": f"{r.target_ms:g}"})
+        else:  # the same network: this run's output is the model already logged
+            client.log_outputs(rid, [LoggedModelOutput(info.model_id, step=0)])
+        model_uri = f"models:/{info.model_id}"
+        client.set_tag(rid, MODEL_URI_TAG, model_uri)
+        registered = None
+        if label in to_register:
+            name = registered_name(template, job=tracking.job or job_name, experiment=tracking.experiment,
+                                   target=r.target_ms, method=r.method)
+            with _tracking_uri(uri):
+                version = mlflow.register_model(model_uri, name, await_registration_for=0, tags={
+                    "slimnas.method": r.method, "slimnas.target_ms": f"{r.target_ms:g}",
+                    "slimnas.top1": f"{r.top1:.6g}", "slimnas.run_id": rid})
+            registered = (name, int(version.version))
+        logged.append(LoggedWinner(label, rid, info.model_id, model_uri, registered))
+    return logged
