@@ -42,7 +42,8 @@ def _search(args: argparse.Namespace) -> int:
         return 0
     job = run_search_job(cfg, restore=args.restore, echo=lambda line: print(line, file=sys.stderr, flush=True))
     print(job.table_text())
-    print(f"\nresults: {job.job_dir}/results.csv   Pareto plot: {job.job_dir}/pareto.png")
+    print(f"\nresults: {job.job_dir}/results.csv   Pareto plot: {job.job_dir}/pareto.png   "
+          f"report: {job.job_dir}/report.md")
     if job.mlflow_run_id:
         print(f"MLflow parent run {job.mlflow_run_id}; compare candidates with `slimnas ui`")
     return 0

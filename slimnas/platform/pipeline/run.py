@@ -51,7 +51,7 @@ from slimnas.platform.pipeline.record import (
     now,
 )
 from slimnas.platform.stages.progress import SearchMonitor, StageLog
-from slimnas.platform.stages.report import write_pipeline_report
+from slimnas.platform.stages.report import REPORT_FILE, write_pipeline_report
 from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
 if TYPE_CHECKING:
@@ -99,7 +99,8 @@ class PipelineResult:
         """The comparison table, where the results are, and how to look at them in MLflow."""
         job, cfg = self.job, self.config
         lines = [job.table_text(), "", f"Pareto plot:   {Path(job.job_dir) / 'pareto.png'}",
-                 f"results:       {Path(job.job_dir) / 'results.csv'}"]
+                 f"results:       {Path(job.job_dir) / 'results.csv'}",
+                 f"report:        {cfg.output_dir / REPORT_FILE}"]
         table, search = self.stages.get("table"), self.stages.get("search")
         summary = (table.validation or {}).get("plain_all") if isinstance(table, TableRecord) else None
         if summary:
@@ -395,8 +396,9 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
             attempts.save()  # (``started`` None: a record of an earlier slimnas, migrated on this first save)
         elif restore:  # a finished job restored: a no-op, and the record says nothing new
             echo(f"[{cfg.name}] every stage had finished: nothing to restore ({state_path} unchanged)")
-        write_pipeline_report(cfg.output_dir, cfg.name, searched.job, table=measured.record,
-                              validation_dir=cfg.validation_dir, times=dict(log.times))
+        if attempt.did_work() or not (cfg.output_dir / REPORT_FILE).is_file():  # a no-op run changes no file
+            write_pipeline_report(cfg.output_dir, cfg.name, searched.job, table=measured.record,
+                                  validation_dir=cfg.validation_dir, times=dict(log.times))
         if cfg.tracking.enabled and attempt.did_work():
             from slimnas.platform.tracking.pipeline import log_pipeline_run
 

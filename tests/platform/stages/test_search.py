@@ -53,7 +53,8 @@ def _config(root, checkpoint, table_path, targets, **extra):
         "methods": ["slimming", "random", "tpe", "nsga2"],
         "targets": targets,
         "ray": {"num_cpus": 2, "object_store_mb": 128},
-        "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "test-search"},
+        "tracking": {"tracking_uri": f"sqlite:///{root / 'mlflow.db'}", "experiment": "test-search",
+                     "models": "none"},  # MLflow models: tests/platform/tracking/test_model.py (~3 s each)
     }
     data.update(extra)
     return load_config(SearchJobConfig, data)
