@@ -1,7 +1,6 @@
 """``report.md`` (slimnas.platform.stages.report): a search job's and a pipeline's, their sections and numbers, the
 figures beside them, written atomically; and the quickstart's, in its folders and in MLflow."""
 
-import os
 import shutil
 from importlib.metadata import version
 
@@ -107,4 +106,4 @@ def test_the_quickstart_writes_both_reports_and_logs_them(finished_run, tmp_path
     assert {"report.md", "pareto.png"} <= {a.path for a in client.list_artifacts(search)}
     local = client.download_artifacts(search, "report.md", str(tmp_path))
     assert open(local).read() == (root / "search" / "report.md").read_text()
-    assert not any(name.endswith(".tmp") for _, _, files in os.walk(root) for name in files)
+    assert not list(root.glob(".*.tmp")) and not list((root / "search").glob(".*.tmp"))  # no temporary file left
