@@ -97,8 +97,8 @@ def _signature_and_example(card: Any) -> tuple[Any, Any]:
     from mlflow.types.schema import Schema, TensorSpec
 
     size, chans = card.img_size, card.in_chans
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, chans, size, size), "images")]),
-                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, card.num_classes), "logits")]))
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, chans, size, size))]),
+                               outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, card.num_classes))]))
     # a batch of 2: torch.export keeps a dimension of size 1 static, and the batch must stay dynamic
     example = np.random.default_rng(0).standard_normal((2, chans, size, size)).astype(np.float32)
     return signature, example
