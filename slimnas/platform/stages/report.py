@@ -157,7 +157,7 @@ def decisions_section(job: SearchJobResult) -> ReportSection:
     config = job.config
     ref = job.targets_reference
     targets = ", ".join(f"{t:g}" for t in config.get("targets", []))
-    lines = [f"- **targets**: {targets} ms" + (f"; {reference_text(ref)}" if ref is not None else " (given in ms)")]
+    lines = [f"- **targets**: {reference_text(ref) if ref is not None else f'{targets} ms (given in ms)'}"]
     budget = config.get("budget")
     if budget == "auto":
         lines.append("- **budgets**: auto: at each target every budgeted baseline gets the evaluations slimming had "

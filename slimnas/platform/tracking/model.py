@@ -22,6 +22,7 @@ version of the registered model of that name (created if needed), tagged with it
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -75,13 +76,24 @@ def chosen_for_models(results: Sequence[Any], which: str) -> list[Any]:
 
 
 @contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow's fluent API (``log_model``, ``register_model``) on ``uri`` for the block, the process's own tracking
-    URI restored after it."""
+def _fluent(uri: str, experiment_id: str) -> Iterator[None]:
+    """MLflow's fluent API (``log_model``, ``register_model``) on ``uri`` and in experiment ``experiment_id`` for the
+    block (``log_model`` puts a model in the fluent API's experiment, not its run's: ``Default`` unless told), without
+    its artifact progress bars (one per model, in the job's output); the process's own settings restored after."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri  # the one scoped switch MLflow has
 
-    with _use_tracking_uri(uri):
-        yield
+    settings = {"MLFLOW_EXPERIMENT_ID": experiment_id, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+    previous = {name: os.environ.get(name) for name in settings}
+    os.environ.update(settings)
+    try:
+        with _use_tracking_uri(uri):
+            yield
+    finally:
+        for name, value in previous.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _requirements() -> list[str]:
@@ -104,13 +116,14 @@ def _signature_and_example(card: Any) -> tuple[Any, Any]:
     return signature, example
 
 
-def _log_model(uri: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> Any:
-    """Log the winner saved in ``folder`` as a ``pt2`` model on ``run_id``; MLflow's ``ModelInfo``."""
+def _log_model(uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> Any:
+    """Log the winner saved in ``folder`` as a ``pt2`` model on ``run_id`` (of ``experiment_id``); MLflow's
+    ``ModelInfo``."""
     import mlflow.pytorch
 
     model, card = load_winner(folder)
     signature, example = _signature_and_example(card)
-    with _tracking_uri(uri), warnings.catch_warnings():
+    with _fluent(uri, experiment_id), warnings.catch_warnings():
         # the attention blocks fill a bias cache on their first call: harmless in an exported program
         warnings.filterwarnings("ignore", message=r"The tensor attributes .* were assigned during export")
         return mlflow.pytorch.log_model(
@@ -148,7 +161,8 @@ def log_winner_models(uri: str, results: Sequence[Any], run_ids: Mapping[str, st
         key = (folder / "arch.json").read_text()
         info = by_arch.get(key)
         if info is None:
-            info = by_arch[key] = _log_model(uri, rid, folder, {"slimnas.method": r.method,
+            experiment_id = client.get_run(rid).info.experiment_id
+            info = by_arch[key] = _log_model(uri, experiment_id, rid, folder, {"slimnas.method": r.method,
                                                                 "slimnas.target_ms": f"{r.target_ms:g}"})
         else:  # the same network: this run's output is the model already logged
             client.log_outputs(rid, [LoggedModelOutput(info.model_id, step=0)])
@@ -158,7 +172,7 @@ def log_winner_models(uri: str, results: Sequence[Any], run_ids: Mapping[str, st
         if label in to_register:
             name = registered_name(template, job=tracking.job or job_name, experiment=tracking.experiment,
                                    target=r.target_ms, method=r.method)
-            with _tracking_uri(uri):
+            with _fluent(uri, client.get_run(rid).info.experiment_id):
                 version = mlflow.register_model(model_uri, name, await_registration_for=0, tags={
                     "slimnas.method": r.method, "slimnas.target_ms": f"{r.target_ms:g}",
                     "slimnas.top1": f"{r.top1:.6g}", "slimnas.run_id": rid})

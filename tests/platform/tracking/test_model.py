@@ -48,6 +48,7 @@ def test_a_quickstart_winner_loads_with_pyfunc_and_predicts_the_same_logits(fini
     assert [tuple(s.shape) for s in info.signature.inputs.inputs] == [(-1, 3, card.img_size, card.img_size)]
     assert ModelCard.from_dict(info.metadata["slimnas_model_card"]) == card
     logged = client.get_logged_model(model_uri.split("/")[-1])
+    assert logged.experiment_id == experiment.experiment_id and logged.source_run_id == child.info.run_id
     assert {m.key: m.value for m in logged.metrics}["top1"] == result.top1  # the run's metrics, on the model
     assert child.data.metrics["top1"] == result.top1 and "predicted_ms" in child.data.metrics
 
@@ -87,6 +88,8 @@ def test_winners_are_logged_once_per_network_and_the_best_registered_per_target(
     assert [w.registered for w in logged] == [("demo-1.5ms", 1), None, ("demo-1.2ms", 1)]  # the best per target
     for w in logged:
         assert client.get_run(w.run_id).data.tags[MODEL_URI_TAG] == w.model_uri
+    listed = client.search_logged_models(experiment_ids=[experiment])  # the experiment's Models tab
+    assert sorted(m.model_id for m in listed) == sorted({w.model_id for w in logged})
     version = client.get_model_version("demo-1.2ms", "1")
     assert version.tags["slimnas.method"] == "slimming" and version.tags["slimnas.target_ms"] == "1.2"
     assert version.tags["slimnas.run_id"] == runs["slimming@1.2ms"]  # the answer's child run
