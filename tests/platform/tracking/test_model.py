@@ -2,6 +2,7 @@
 loaded back with ``mlflow.pyfunc``, registered under the configured names; bad name templates refused up front."""
 
 import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -35,7 +36,7 @@ def test_a_quickstart_winner_loads_with_pyfunc_and_predicts_the_same_logits(fini
     (child,) = client.search_runs([experiment.experiment_id], filter_string="tags.`slimnas.method` = 'slimming'")
     job = SearchJobResult.load(finished_run.cwd / "runs" / "quickstart" / "search" / "results.json")
     (result,) = job.results
-    network, card = slimnas.load_winner(winner_folder(job.job_dir, result.method, result.target_ms))
+    network, card = slimnas.load_winner(winner_folder(finished_run.cwd / job.job_dir, result.method, result.target_ms))
     images = _images(card)
     with torch.no_grad():
         expected = network(torch.from_numpy(images)).numpy()
@@ -44,11 +45,14 @@ def test_a_quickstart_winner_loads_with_pyfunc_and_predicts_the_same_logits(fini
         logits = loaded.predict(images)
         assert logits.shape == (3, 10) and np.array_equal(logits, expected)
     info = mlflow.models.get_model_info(model_uri)
-    assert info.flavors["pytorch"]["model_data"] == "data" and "pyfunc" in info.flavors  # pt2: no pickle
+    assert info.flavors["pytorch"]["extra_files"] == [{"path": "extra_files/model.json"}]
+    assert "python_function" in info.flavors
     assert [tuple(s.shape) for s in info.signature.inputs.inputs] == [(-1, 3, card.img_size, card.img_size)]
     assert ModelCard.from_dict(info.metadata["slimnas_model_card"]) == card
     logged = client.get_logged_model(model_uri.split("/")[-1])
     assert logged.experiment_id == experiment.experiment_id and logged.source_run_id == child.info.run_id
+    files = Path(logged.artifact_location.removeprefix("file://")) / "data"
+    assert [p.name for p in files.iterdir()] == ["model.pt2"]  # a torch.export program: no pickle
     assert {m.key: m.value for m in logged.metrics}["top1"] == result.top1  # the run's metrics, on the model
     assert child.data.metrics["top1"] == result.top1 and "predicted_ms" in child.data.metrics
 
