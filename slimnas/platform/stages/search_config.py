@@ -133,7 +133,7 @@ class ModelTracking(ConfigModel):
     and a pipeline's ``tracking`` sections."""
 
     # which winners are logged as MLflow models on their child runs (pytorch flavour: a torch.export program, with
-    # a signature and an input example; about 2-3 s each on 2 cores): all of them, the best per target (the
+    # a signature and an input example; about 2-4 s each on 2 cores): all of them, the best per target (the
     # comparison's *), or none
     models: Literal["all", "best", "none"] = "all"
     # the logged winners registered in the model registry under this name template (registered_name: {job},

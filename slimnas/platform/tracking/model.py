@@ -13,7 +13,8 @@ later child runs link the same model as their output. Each child run is tagged `
 
 Logging needs no network: the requirements are given (``torch``, ``numpy``, ``mlflow`` at the installed versions),
 never inferred, and the input example is not re-served at logging time. Cost: torch.export traces each network,
-about 2-3 s per winner of the ``tiny`` space on 2 shared cores, plus ~5 s once per process (the exporter's warm-up).
+about 2-4 s per network of the ``tiny`` space on 2 shared cores, plus 5-12 s once per process (the exporter's first
+use; measured 2026-11-30: 4 winners, 3 networks, 16-24 s with the machine under a load of 5).
 
 ``tracking.registered_model`` (a name template, :func:`~slimnas.platform.stages.search_config.registered_name`)
 registers logged winners: every one when the template names ``{method}``, else the best per target. Each is a new
