@@ -1,5 +1,5 @@
 """The pipeline job (``slimnas run`` and ``slimnas quickstart``): train the supernet, build and validate the latency
-table, then run the search job (slimming against the baselines at the latency targets).
+table, run the search job (slimming against the baselines at the latency targets), then retrain the chosen winners.
 
 Every input is checked first (:func:`~slimnas.platform.runtime.preflight.check_pipeline`), then each stage runs or
 is reused:
@@ -14,6 +14,9 @@ is reused:
   checkpoint's SHA-256, the table's creation time) are those recorded in ``pipeline.json``; otherwise it runs again
   (``--restore`` continues a killed search job, see :mod:`slimnas.platform.stages.search`; the job runs in a staged
   folder, so the earlier results stay whole until the new ones replace them).
+- **retrain** (when ``retrain.enabled``): the chosen winners trained again, each reused when its retrained folder was
+  made from the same winner with the same settings, a killed training resumed from its last epoch; ``--force
+  retrain`` trains every one again. See :mod:`slimnas.platform.stages.retrain`.
 
 ``<output>/pipeline.json`` is the job's history (:mod:`slimnas.platform.pipeline.record`): one attempt per run that
 did something, with, per stage, what ran or was reused, its wall time and its outputs. It is written atomically after
@@ -42,6 +45,7 @@ from slimnas.platform.pipeline.record import (
     STATE_FILE,
     Attempt,
     PipelineRecord,
+    RetrainRecord,
     SearchInputs,
     SearchRecord,
     StageRecord,
@@ -112,6 +116,11 @@ class PipelineResult:
                              "   (then open http://127.0.0.1:5000)")
             else:
                 lines.append(f"  compare the candidates in the MLflow UI: open {uri}")
+        retrain = self.stages.get("retrain")
+        if cfg.retrain.enabled and isinstance(retrain, RetrainRecord):
+            from slimnas.platform.stages.retrain import retrain_text
+
+            lines.append(retrain_text(retrain))
         times = ", ".join(f"{stage} {self.times[stage]:.0f} s" for stage in STAGES if stage in self.times)
         lines.append(f"stage times:   {times}; total {clock(self.total_s)}")
         return "\n".join(lines)
@@ -321,13 +330,53 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
     return SearchStageResult(job, SearchRecord("ran", wall, inputs, tuple(targets), job.job_dir, job.mlflow_run_id))
 
 
+# ---------------------------------------------------------------------------------------------------- retrain
+def _retrain_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo, runtime: dict[str, Any],
+                   searched: SearchStageResult) -> RetrainRecord:
+    from dataclasses import replace
+
+    from slimnas.platform.stages.retrain import retrain_winners
+
+    r = cfg.retrain
+    which = "the best answer per target" if r.methods() is None else f"the winners of {', '.join(r.methods())}"
+    how = "fine-tuned from the search's networks" if r.init == "supernet" else "trained from scratch"
+    log.start("retrain", f"{which}, {how}, {cfg.retrain_epochs} epoch(s) each"
+                         f"{' on Ray Train' if r.ray else ''} -> {cfg.search_dir / 'retrained'}")
+    if r.ray:
+        from slimnas.platform.runtime.ray_runtime import init_ray as start
+
+        address = cfg.train.distributed.address or cfg.ray.address
+        ray_cfg = cfg.ray.model_copy(update={"address": address})
+        runtime["ray_started"] = start(ray_cfg, field="ray.address") or runtime.get("ray_started", False)
+    import torch
+
+    previous_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        record = retrain_winners(cfg, searched.job, cfg.search_dir, "retrain" in force, echo)
+    finally:
+        torch.set_num_threads(previous_threads)
+    ran = sum(m.status == "ran" for m in record.models)
+    wall = log.end("retrain", "reused" if record.status == "reused" else
+                   f"done, {ran} winner(s) retrained, {len(record.models) - ran} reused")
+    return replace(record, wall_s=wall)
+
+
 # ---------------------------------------------------------------------------------------------------- the job
-def _stages(force: Iterable[str]) -> set[str]:
+def _stages(force: Iterable[str], cfg: PipelineConfig) -> set[str]:
     chosen = set(force)
     unknown = chosen - set(STAGES) - {"all"}
     if unknown:
         raise InputError(f"--force: unknown stage(s) {sorted(unknown)} (expected {', '.join(STAGES)} or all)")
+    if "retrain" in chosen and not cfg.retrain.enabled:
+        raise InputError("--force retrain: retrain.enabled is false (set it to retrain the winners)")
     return set(STAGES) if "all" in chosen else chosen
+
+
+def _stage_names(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The stages this job runs (``retrain`` only when enabled)."""
+    return tuple(s for s in STAGES if s != "retrain" or cfg.retrain.enabled)
 
 
 class _Attempts:
@@ -363,10 +412,10 @@ class _Attempts:
 
 def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool = False,
                  echo: Echo = stderr_echo) -> PipelineResult:
-    """Run (or reuse) train -> table -> search; see the module docstring."""
+    """Run (or reuse) train -> table -> search (-> retrain); see the module docstring."""
     from slimnas.platform.runtime.preflight import check_pipeline
 
-    forced = _stages(force)
+    forced = _stages(force, cfg)
     started = time.perf_counter()
     num_classes = check_pipeline(cfg, forced)
     state_path = cfg.output_dir / STATE_FILE
@@ -375,7 +424,7 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
     attempts = _Attempts(state_path, record, Attempt(now(), cfg.model_dump(mode="json", by_alias=True),
                                                      sorted(forced), restore))
     runtime: dict[str, Any] = {}
-    log = StageLog(cfg.name, STAGES, echo)
+    log = StageLog(cfg.name, _stage_names(cfg), echo)
     try:
         trained = _train_stage(cfg, forced, log, echo, runtime)
         attempts.stage("train", trained)
@@ -386,6 +435,8 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
                                  recorded if isinstance(recorded, SearchRecord) else None, runtime, trained,
                                  measured.table)
         attempts.stage("search", searched.record)
+        if cfg.retrain.enabled:
+            attempts.stage("retrain", _retrain_stage(cfg, forced, log, echo, runtime, searched))
         attempt = attempts.attempt
         attempt.status, attempt.ended = "finished", now()
         last = record.last_finished()
