@@ -167,7 +167,7 @@ def test_an_older_record_is_read_kept_and_continued(finished_run, run_copy, caps
     assert path.read_bytes() == saved
     capsys.readouterr()
     assert main(finished_run.argv) == 0
-    assert capsys.readouterr().err.count(": reused (") == 3
+    assert capsys.readouterr().err.count(": reused (") == 4  # train, table, search, retrain
     state = _record(run_copy)
     migrated, reused = state["attempts"]
     assert migrated["status"] == "finished" and migrated["stages"] == old["stages"] and migrated["started"] is None
