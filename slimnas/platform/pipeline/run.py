@@ -345,9 +345,9 @@ def _retrain_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Ec
     if r.ray:
         from slimnas.platform.runtime.ray_runtime import init_ray as start
 
-        address = cfg.train.distributed.address or cfg.ray.address
-        ray_cfg = cfg.ray.model_copy(update={"address": address})
-        runtime["ray_started"] = start(ray_cfg, field="ray.address") or runtime.get("ray_started", False)
+        field = "train.distributed.address" if cfg.train.distributed.address else "ray.address"
+        ray_cfg = cfg.ray.model_copy(update={"address": cfg.train.distributed.address or cfg.ray.address})
+        runtime["ray_started"] = start(ray_cfg, field=field) or runtime.get("ray_started", False)
     import torch
 
     previous_threads = torch.get_num_threads()
@@ -417,6 +417,10 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
 
     forced = _stages(force, cfg)
     started = time.perf_counter()
+    if cfg.retrain.enabled and cfg.retrain.ray and not cfg.train.distributed.enabled:
+        from slimnas.platform.runtime.preflight import check_ray_address
+
+        check_ray_address(cfg.train.distributed.address, "train.distributed.address")  # retrain's Ray Train workers
     num_classes = check_pipeline(cfg, forced)
     state_path = cfg.output_dir / STATE_FILE
     record = PipelineRecord.load(state_path, cfg.name)
