@@ -1,4 +1,5 @@
-"""The pipeline config (``slimnas run`` / ``slimnas quickstart`` / ``slimnas submit``): train -> table -> search.
+"""The pipeline config (``slimnas run`` / ``slimnas quickstart`` / ``slimnas submit``): train -> table -> search
+(-> retrain).
 
 One YAML file holds the whole job, validated before anything runs (unknown keys and wrong types are errors naming
 the field). Sections:

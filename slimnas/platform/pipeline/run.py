@@ -33,7 +33,8 @@ import functools
 import logging
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -143,6 +144,20 @@ def _ensure_tracking(cfg: PipelineConfig, runtime: dict[str, Any]) -> None:
         runtime["experiment"] = ensure_experiment(cfg.tracking_uri(), cfg.tracking.experiment)
 
 
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to the pipeline's ``threads`` for the block (``None``: left as they are)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 # ---------------------------------------------------------------------------------------------------- train
 def _checkpoint_folder(tcfg: Any) -> Path:
     from slimnas.trainers import checkpoint_dir
@@ -202,21 +217,15 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
             shutil.rmtree(run_dir)
         else:
             run_dir.rename(previous)
-    import torch
-
-    previous_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     try:
-        result = run_training(tcfg, progress=False,
-                              callback_factories=[functools.partial(TrainProgress, "train", echo)])
+        with _torch_threads(cfg.threads):
+            result = run_training(tcfg, progress=False,
+                                  callback_factories=[functools.partial(TrainProgress, "train", echo)])
     except BaseException:
         if moved is not None and latest_checkpoint(folder) is None:  # nothing new to resume: put the old run back
             shutil.rmtree(run_dir, ignore_errors=True)
             moved.rename(run_dir)
         raise
-    finally:
-        torch.set_num_threads(previous_threads)
     if moved is not None:
         shutil.rmtree(moved, ignore_errors=True)
     final = result.metrics.get("val_top1")
@@ -348,15 +357,8 @@ def _retrain_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Ec
         field = "train.distributed.address" if cfg.train.distributed.address else "ray.address"
         ray_cfg = cfg.ray.model_copy(update={"address": cfg.train.distributed.address or cfg.ray.address})
         runtime["ray_started"] = start(ray_cfg, field=field) or runtime.get("ray_started", False)
-    import torch
-
-    previous_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
+    with _torch_threads(cfg.threads):
         record = retrain_winners(cfg, searched.job, cfg.search_dir, "retrain" in force, echo)
-    finally:
-        torch.set_num_threads(previous_threads)
     ran = sum(m.status == "ran" for m in record.models)
     wall = log.end("retrain", "reused" if record.status == "reused" else
                    f"done, {ran} winner(s) retrained, {len(record.models) - ran} reused")
