@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 from slimnas._io import atomic_write_text, file_sha256
 from slimnas.errors import InputError
 from slimnas.platform.pipeline.record import RetrainedModel, RetrainRecord
-from slimnas.platform.runtime.staging import StagedFolder
+from slimnas.platform.runtime.staging import SETTINGS_FILE, StagedFolder
 from slimnas.progress import Echo
 from slimnas.winners import CARD_FILE, WEIGHTS_FILE, ModelCard, save_winner, winner_folder, winner_name
 
@@ -159,10 +159,14 @@ def retrain_winners(cfg: PipelineConfig, job: SearchJobResult, job_dir: Path, fo
     for result in chosen:
         name = winner_name(result.method, result.target_ms)
         source = winner_folder(job_dir, result.method, result.target_ms)
-        card = ModelCard.load(source / CARD_FILE)
         weights = source / WEIGHTS_FILE
-        if not weights.is_file():
-            raise InputError(f"retrain: {weights}: no such file (the search job saves every winner's network)")
+        try:
+            card = ModelCard.load(source / CARD_FILE)
+            if not weights.is_file():
+                raise InputError(f"{weights}: no such file")
+        except InputError as exc:  # e.g. a search job of an earlier slimnas, which saved no winners
+            raise InputError(f"retrain: {exc} (a search job saves every winner there; --force search makes them "
+                             f"again)") from None
         final = retrained_folder(job_dir, result.method, result.target_ms)
         folder = StagedFolder(final, CARD_FILE)
         folder.settle()
@@ -193,6 +197,7 @@ def retrain_winners(cfg: PipelineConfig, job: SearchJobResult, job_dir: Path, fo
                 "history": done.history}
         atomic_write_text(folder.staging / RETRAIN_FILE, json.dumps(info, indent=1) + "\n")
         shutil.rmtree(folder.staging / name, ignore_errors=True)  # the epoch checkpoints: not part of the model
+        (folder.staging / SETTINGS_FILE).unlink(missing_ok=True)  # in retrain.json (without it: a restart redoes)
         save_winner(folder.staging, done.state, new_card)  # the card last: the staged folder is complete
         folder.commit()
         echo(f"[retrain] {name}: top-1 {card.top1:.4f} (supernet weights) -> {done.top1:.4f} (retrained) on "

@@ -86,51 +86,44 @@ def test_the_quickstart_fine_tunes_slimmings_winner_and_records_its_top1(finishe
     assert metrics[f"supernet_top1/slimming/{target:g}ms"] == card.top1 and metrics["retrain_wall_s"] > 0
 
 
-def test_a_second_run_reuses_the_retrained_winner_and_force_retrains_it(finished_run, run_copy, capsys):
-    retrained = run_copy / ROOT / "search" / "retrained"
-    [folder] = retrained.iterdir()
-    card_bytes, first = (folder / "model.json").read_bytes(), _weights(folder)
-    assert main(finished_run.argv) == 0
+def test_a_second_run_reuses_a_killed_one_resumes_and_force_retrains(finished_run, run_copy, capsys):
+    [folder] = (run_copy / ROOT / "search" / "retrained").iterdir()
+    card_bytes = (folder / "model.json").read_bytes()
+    assert main(finished_run.argv) == 0  # the same inputs: reused, nothing written
     out, err = capsys.readouterr()
     assert "[quickstart 4/4] retrain: reused" in err and (folder / "model.json").read_bytes() == card_bytes
-    assert "retrained (fine-tuned from the winners' networks; top-1 on" in out and folder.name.split("@")[0] in out
+    assert "retrained (fine-tuned from the winners' networks; top-1 on" in out and folder.name in out
 
-    assert main(finished_run.argv + ["--force", "retrain"]) == 0
-    err = capsys.readouterr().err
-    assert "[quickstart 4/4] retrain: done, 1 winner(s) retrained, 0 reused" in err
-    last = _state(run_copy)["attempts"][-1]
-    assert last["force"] == ["retrain"] and last["status"] == "finished"
-    assert [last["stages"][s]["status"] for s in ("train", "table", "search", "retrain")] == [
-        "reused", "reused", "reused", "ran"]
-    again = _weights(folder)  # the same training, the same network
-    assert all(torch.equal(first[k], again[k]) for k in first)
+    # two epochs now (other inputs): Ctrl-C once epoch 1's checkpoint is written, then the same run again
+    pairs = _pairs(finished_run.argv) + ["retrain.epochs=2", "tracking.enabled=false"]
+    cfg = load_pipeline(apply_overrides(quickstart_source(), pairs))
 
-
-def test_a_killed_retraining_resumes_from_its_last_epoch(finished_run, run_copy):
-    cfg = load_pipeline(apply_overrides(quickstart_source(), _pairs(finished_run.argv) + ["retrain.epochs=2"]))
-
-    def interrupt(line: str) -> None:  # Ctrl-C once epoch 1's checkpoint is written
+    def interrupt(line: str) -> None:
         if line.startswith("[retrain] epoch 1/2 done"):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(cfg, echo=interrupt)
-    [folder] = (run_copy / ROOT / "search" / "retrained").glob("*ms")
     staging = folder.with_name(folder.name + ".staging")
-    assert ModelCard.load(folder / "model.json").retrain_epochs == 1  # the earlier retrained winner, whole
+    assert (folder / "model.json").read_bytes() == card_bytes  # the earlier retrained winner stays whole
     assert (staging / folder.name / "checkpoints" / "epoch_0001" / "checkpoint.pt").is_file()
     assert _state(run_copy)["attempts"][-1]["status"] == "failed"
-
     lines: list[str] = []
     run_pipeline(cfg, echo=lines.append)
     assert any("resuming after epoch 1" in line for line in lines), lines
-    card = ModelCard.load(folder / "model.json")
-    assert card.retrain_epochs == 2 and not staging.exists()
+    assert ModelCard.load(folder / "model.json").retrain_epochs == 2 and not staging.exists()
     assert len(json.loads((folder / "retrain.json").read_text())["history"]) == 2
     resumed = _weights(folder)
-    run_pipeline(cfg, force=["retrain"], echo=lambda line: None)  # the same two epochs, uninterrupted
-    uninterrupted = _weights(folder)
-    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in resumed)
+
+    # --force retrain: the same two epochs uninterrupted give the same network
+    assert main(finished_run.argv + [a for pair in pairs[-2:] for a in ("--set", pair)] + ["--force", "retrain"]) == 0
+    assert "[quickstart 4/4] retrain: done, 1 winner(s) retrained, 0 reused" in capsys.readouterr().err
+    last = _state(run_copy)["attempts"][-1]
+    assert last["force"] == ["retrain"] and last["status"] == "finished"
+    assert [last["stages"][s]["status"] for s in ("train", "table", "search", "retrain")] == [
+        "reused", "reused", "reused", "ran"]
+    again = _weights(folder)
+    assert all(torch.equal(resumed[k], again[k]) for k in resumed)
 
 
 def _result(method: str, target: float, top1: float | None, meets: bool | None = True) -> MethodResult:
