@@ -86,14 +86,11 @@ def test_the_quickstart_fine_tunes_slimmings_winner_and_records_its_top1(finishe
     assert metrics[f"supernet_top1/slimming/{target:g}ms"] == card.top1 and metrics["retrain_wall_s"] > 0
 
 
-def test_a_second_run_reuses_a_killed_one_resumes_and_force_retrains(finished_run, run_copy, capsys):
+def test_a_killed_retraining_resumes_and_force_retrains(finished_run, run_copy, capsys):
+    """(A second run with the same inputs reuses the retrained winners and writes nothing: test_history.py's
+    ``test_a_finished_job_run_again_or_restored_is_a_no_op_that_says_so``.)"""
     [folder] = (run_copy / ROOT / "search" / "retrained").iterdir()
     card_bytes = (folder / "model.json").read_bytes()
-    assert main(finished_run.argv) == 0  # the same inputs: reused, nothing written
-    out, err = capsys.readouterr()
-    assert "[quickstart 4/4] retrain: reused" in err and (folder / "model.json").read_bytes() == card_bytes
-    assert "retrained (fine-tuned from the winners' networks; top-1 on" in out and folder.name in out
-
     # two epochs now (other inputs): Ctrl-C once epoch 1's checkpoint is written, then the same run again
     pairs = _pairs(finished_run.argv) + ["retrain.epochs=2", "tracking.enabled=false"]
     cfg = load_pipeline(apply_overrides(quickstart_source(), pairs))
@@ -117,7 +114,9 @@ def test_a_second_run_reuses_a_killed_one_resumes_and_force_retrains(finished_ru
 
     # --force retrain: the same two epochs uninterrupted give the same network
     assert main(finished_run.argv + [a for pair in pairs[-2:] for a in ("--set", pair)] + ["--force", "retrain"]) == 0
-    assert "[quickstart 4/4] retrain: done, 1 winner(s) retrained, 0 reused" in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert "[quickstart 4/4] retrain: done, 1 winner(s) retrained, 0 reused" in err
+    assert "retrained (fine-tuned from the winners' networks; top-1 on" in out and folder.name in out
     last = _state(run_copy)["attempts"][-1]
     assert last["force"] == ["retrain"] and last["status"] == "finished"
     assert [last["stages"][s]["status"] for s in ("train", "table", "search", "retrain")] == [
