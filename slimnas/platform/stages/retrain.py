@@ -133,64 +133,50 @@ class _Trained:
     history: list[dict[str, float]]
 
 
-def _train(tcfg: ArchTrainConfig, label: str, echo: Echo, evaluation: EvaluationData) -> _Trained:
-    """Train (resuming a killed run in ``tcfg``'s run folder) and measure top-1 on the search's images."""
-    from slimnas.platform.stages.training import TrainProgress, run_training
-    from slimnas.trainers import count_correct
+def _winner(job_dir: Path, result: MethodResult) -> tuple[Path, ModelCard]:
+    """A chosen winner's saved folder and card (one line naming the missing file otherwise)."""
+    source = winner_folder(job_dir, result.method, result.target_ms)
+    try:
+        card = ModelCard.load(source / CARD_FILE)
+        if not (source / WEIGHTS_FILE).is_file():
+            raise InputError(f"{source / WEIGHTS_FILE}: no such file")
+    except InputError as exc:  # e.g. a search job of an earlier slimnas, which saved no winners
+        raise InputError(f"retrain: {exc} (a search job saves every winner there; --force search makes them "
+                         f"again)") from None
+    return source, card
 
-    result = run_training(tcfg, progress=False, callback_factories=[functools.partial(TrainProgress, label, echo)])
-    model = result.model.eval()
-    correct, total = count_correct(model, evaluation.val)
-    return _Trained(model.state_dict(), correct / max(total, 1), total, list(result.history))
 
+class _Retrainer:
+    """Retrains the chosen winners of one search job, one after another (see :func:`retrain_winners`); the
+    evaluation images are built once, and a network is trained once for winners whose inputs are identical."""
 
-def retrain_winners(cfg: PipelineConfig, job: SearchJobResult, job_dir: Path, force: bool,
-                    echo: Echo) -> RetrainRecord:
-    """Retrain (or reuse) the winners ``cfg.retrain`` chooses among ``job``'s (see the module docstring); returns
-    the stage's record (``wall_s`` 0: the caller times the stage). ``force``: train every one again."""
-    from slimnas.trainers import evaluation_data
+    def __init__(self, cfg: PipelineConfig, job: SearchJobResult, job_dir: Path, force: bool, echo: Echo) -> None:
+        self.cfg, self.job, self.job_dir, self.force, self.echo = cfg, job, job_dir, force, echo
+        self.evaluation: EvaluationData | None = None
+        self.trained: dict[str, _Trained] = {}
 
-    chosen, notes = choose_winners(job.results, cfg.retrain.methods())
-    for line in notes:
-        echo(f"[retrain] {line}: nothing to retrain")
-    evaluation: EvaluationData | None = None
-    trained: dict[str, _Trained] = {}
-    models: list[RetrainedModel] = []
-    for result in chosen:
+    def __call__(self, result: MethodResult) -> RetrainedModel:
         name = winner_name(result.method, result.target_ms)
-        source = winner_folder(job_dir, result.method, result.target_ms)
+        source, card = _winner(self.job_dir, result)
         weights = source / WEIGHTS_FILE
-        try:
-            card = ModelCard.load(source / CARD_FILE)
-            if not weights.is_file():
-                raise InputError(f"{weights}: no such file")
-        except InputError as exc:  # e.g. a search job of an earlier slimnas, which saved no winners
-            raise InputError(f"retrain: {exc} (a search job saves every winner there; --force search makes them "
-                             f"again)") from None
-        final = retrained_folder(job_dir, result.method, result.target_ms)
+        final = retrained_folder(self.job_dir, result.method, result.target_ms)
         folder = StagedFolder(final, CARD_FILE)
         folder.settle()
-        tcfg = cfg.retrain_config(card.arch.to_dict(), str(weights.resolve()), folder.staging.resolve() / name)
-        settings = _settings(tcfg, file_sha256(weights), job.config)
+        tcfg = self.cfg.retrain_config(card.arch.to_dict(), str(weights.resolve()), folder.staging.resolve() / name)
+        settings = _settings(tcfg, file_sha256(weights), self.job.config)
         key = _key(settings)
-        stored = _stored(final) if not force else None
+        stored = None if self.force else _stored(final)
         if stored is not None and stored[0].get("key") == key:
-            echo(f"[retrain] {name}: reusing {final} (top-1 {card.top1:.4f} -> {stored[1].retrained_top1:.4f})")
-            models.append(_record(result, "reused", final, stored[1], float(stored[0].get("wall_s", 0.0)), key))
-            continue
+            self.echo(f"[retrain] {name}: reusing {final} (top-1 {card.top1:.4f} -> {stored[1].retrained_top1:.4f})")
+            return _record(result, "reused", final, stored[1], float(stored[0].get("wall_s", 0.0)), key)
         start = time.perf_counter()
-        if folder.has_staged_run() and (force or folder.staged_settings() != settings):
-            echo(f"[retrain] {name}: discarding the unfinished retraining in {folder.staging} (other inputs)")
+        if folder.has_staged_run() and (self.force or folder.staged_settings() != settings):
+            self.echo(f"[retrain] {name}: discarding the unfinished retraining in {folder.staging} (other inputs)")
             shutil.rmtree(folder.staging)
-        folder.begin(settings, restore=True, echo=echo)  # continues a killed run of the same inputs
-        if key not in trained:
-            if evaluation is None:
-                evaluation = evaluation_data(job.config["data"], card.arch.img_size, job.config.get("eval_images"))
-            how = "fine-tuning the winner's network" if cfg.retrain.init == "supernet" else "training from scratch"
-            echo(f"[retrain] {name}: {how}, {tcfg.run.epochs} epoch(s) -> {final}")
-            trained[key] = _train(tcfg, "retrain", echo, evaluation)
-        done = trained[key]
-        new_card = replace(card, retrained_top1=done.top1, retrain_init=cfg.retrain.init,
+        folder.begin(settings, restore=True, echo=self.echo)  # continues a killed run of the same inputs
+        done = self.trained.get(key) or self._train(tcfg, name, final, card.img_size)
+        self.trained[key] = done
+        new_card = replace(card, retrained_top1=done.top1, retrain_init=self.cfg.retrain.init,
                            retrain_epochs=tcfg.run.epochs)
         wall = time.perf_counter() - start
         info = {"format": _FORMAT, "key": key, "settings": settings, "winner": str(source), "wall_s": round(wall, 3),
@@ -200,9 +186,36 @@ def retrain_winners(cfg: PipelineConfig, job: SearchJobResult, job_dir: Path, fo
         (folder.staging / SETTINGS_FILE).unlink(missing_ok=True)  # in retrain.json (without it: a restart redoes)
         save_winner(folder.staging, done.state, new_card)  # the card last: the staged folder is complete
         folder.commit()
-        echo(f"[retrain] {name}: top-1 {card.top1:.4f} (supernet weights) -> {done.top1:.4f} (retrained) on "
-             f"{done.images} validation images")
-        models.append(_record(result, "ran", final, new_card, wall, key))
+        self.echo(f"[retrain] {name}: top-1 {card.top1:.4f} (supernet weights) -> {done.top1:.4f} (retrained) on "
+                  f"{done.images} validation images")
+        return _record(result, "ran", final, new_card, wall, key)
+
+    def _train(self, tcfg: ArchTrainConfig, name: str, final: Path, img_size: int) -> _Trained:
+        """Train (resuming a killed run in ``tcfg``'s run folder), then top-1 on the search's validation images."""
+        from slimnas.platform.stages.training import TrainProgress, run_training
+        from slimnas.trainers import count_correct, evaluation_data
+
+        how = "fine-tuning the winner's network" if self.cfg.retrain.init == "supernet" else "training from scratch"
+        self.echo(f"[retrain] {name}: {how}, {tcfg.run.epochs} epoch(s) -> {final}")
+        result = run_training(tcfg, progress=False,
+                              callback_factories=[functools.partial(TrainProgress, "retrain", self.echo)])
+        if self.evaluation is None:
+            config = self.job.config
+            self.evaluation = evaluation_data(config["data"], img_size, config.get("eval_images"))
+        model = result.model.eval()
+        correct, total = count_correct(model, self.evaluation.val)
+        return _Trained(model.state_dict(), correct / max(total, 1), total, list(result.history))
+
+
+def retrain_winners(cfg: PipelineConfig, job: SearchJobResult, job_dir: Path, force: bool,
+                    echo: Echo) -> RetrainRecord:
+    """Retrain (or reuse) the winners ``cfg.retrain`` chooses among ``job``'s (see the module docstring); returns
+    the stage's record (``wall_s`` 0: the caller times the stage). ``force``: train every one again."""
+    chosen, notes = choose_winners(job.results, cfg.retrain.methods())
+    for line in notes:
+        echo(f"[retrain] {line}: nothing to retrain")
+    retrain = _Retrainer(cfg, job, job_dir, force, echo)
+    models = [retrain(result) for result in chosen]
     status = "ran" if any(m.status == "ran" for m in models) else "reused"
     return RetrainRecord(status, 0.0, tuple(models), tuple(notes))
 
