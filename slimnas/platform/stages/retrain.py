@@ -167,6 +167,9 @@ class _Retrainer:
         key = _key(settings)
         stored = None if self.force else _stored(final)
         if stored is not None and stored[0].get("key") == key:
+            if folder.has_staged_run():  # a killed --force retrain: the current folder stands
+                self.echo(f"[retrain] {name}: discarding the unfinished retraining in {folder.staging}")
+                shutil.rmtree(folder.staging)
             self.echo(f"[retrain] {name}: reusing {final} (top-1 {card.top1:.4f} -> {stored[1].retrained_top1:.4f})")
             return _record(result, "reused", final, stored[1], float(stored[0].get("wall_s", 0.0)), key)
         start = time.perf_counter()
