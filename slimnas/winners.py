@@ -55,6 +55,12 @@ class ModelCard:
     ``top1`` is the saved network's top-1 on ``eval_images`` validation images, its BatchNorm statistics estimated on
     ``calib_images`` calibration images: what the job reports. ``predicted_ms`` is the latency table's prediction,
     ``measured_ms``/``meets_target`` the job's end-to-end measurement (``None`` where it was not measured).
+
+    A *retrained* winner (the pipeline's retrain stage, :mod:`slimnas.platform.stages.retrain`) has the same files
+    and card, its ``weights.pt`` the retrained network's, plus ``retrained_top1`` (what those weights score on the
+    same ``eval_images`` validation images, with their own BatchNorm statistics), ``retrain_init`` (``supernet``:
+    fine-tuned from the winner's saved weights; ``scratch``) and ``retrain_epochs``; ``top1`` stays the winner's
+    supernet-weight top-1. The three are ``None`` (and absent from ``model.json``) for a search job's winner.
     """
 
     arch: Arch
@@ -76,6 +82,9 @@ class ModelCard:
     latency_device: str
     latency_table_created: str
     slimnas_version: str
+    retrained_top1: float | None = None
+    retrain_init: str | None = None
+    retrain_epochs: int | None = None
 
     #: What the arch says, read through the card: the family's name, the input size, each stage's channels.
     family = property(lambda self: self.arch.family)
@@ -90,6 +99,9 @@ class ModelCard:
                                "img_size": self.img_size, "widths": list(self.widths), "arch": self.arch.to_dict()}
         for name in _FIELDS:
             if name not in out:
+                out[name] = getattr(self, name)
+        for name in _RETRAIN_FIELDS:
+            if getattr(self, name) is not None:
                 out[name] = getattr(self, name)
         return out
 
@@ -109,13 +121,13 @@ class ModelCard:
         except (ValueError, TypeError, InputError) as exc:
             raise InputError(f"{source}: arch: {exc}") from None
         values: dict[str, Any] = {"arch": arch}
-        for name, kind in _FIELDS.items():
+        for name, kind in {**_FIELDS, **_RETRAIN_FIELDS}.items():
             if name == "arch":
                 continue
-            value = data[name]
+            value = data.get(name)
             if kind is float and isinstance(value, int) and not isinstance(value, bool):
                 value = float(value)
-            optional = name in _OPTIONAL
+            optional = name in _OPTIONAL or name in _RETRAIN_FIELDS
             if not (isinstance(value, kind) and not (kind is int and isinstance(value, bool))) and not (
                     optional and value is None):
                 raise InputError(f"{source}: {name}: expected {kind.__name__}{' or null' if optional else ''}, "
@@ -148,6 +160,8 @@ _FIELDS: dict[str, type] = {"arch": dict, "space": str, "num_classes": int, "in_
                             "latency_backend": str, "latency_device": str, "latency_table_created": str,
                             "slimnas_version": str}
 _OPTIONAL = {"predicted_ms", "measured_ms", "meets_target"}
+#: A retrained winner's fields (optional: written only when set).
+_RETRAIN_FIELDS: dict[str, type] = {"retrained_top1": float, "retrain_init": str, "retrain_epochs": int}
 
 
 def save_winner(folder: str | os.PathLike, state_dict: dict[str, Any], card: ModelCard) -> Path:

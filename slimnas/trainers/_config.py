@@ -263,12 +263,16 @@ class ArchTrainConfig(_TrainConfig):
     """``slimnas train-arch``: retrain one arch, from scratch or fine-tuned from a supernet checkpoint.
 
     ``arch`` is a preset name (``l1``), an arch dict, or a path to an arch JSON file (read when the config loads, so
-    the stored config is self-contained).
+    the stored config is self-contained). ``init``: ``scratch`` (random weights), ``supernet`` (the subnet extracted
+    from ``supernet_checkpoint``, with the supernet's BatchNorm statistics) or ``weights`` (the state_dict file
+    ``weights`` of exactly this arch's network, read with ``weights_only=True``: e.g. a search job's winner, whose
+    BatchNorm statistics were recalibrated for the subnet; see :mod:`slimnas.winners`).
     """
 
     arch: str | dict[str, Any]
-    init: Literal["scratch", "supernet"] = "scratch"
+    init: Literal["scratch", "supernet", "weights"] = "scratch"
     supernet_checkpoint: str | None = Field(None, validate_default=True)
+    weights: str | None = Field(None, validate_default=True)
 
     @field_validator("arch")
     @classmethod
@@ -293,4 +297,11 @@ class ArchTrainConfig(_TrainConfig):
     def _checkpoint(cls, value: str | None, info: ValidationInfo) -> str | None:
         if info.data.get("init") == "supernet" and not value:
             raise ValueError("required when init is 'supernet'")
+        return value
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("init") == "weights" and not value:
+            raise ValueError("required when init is 'weights'")
         return value

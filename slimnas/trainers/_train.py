@@ -127,10 +127,31 @@ def _model_from_supernet(cfg: ArchTrainConfig, arch, num_classes: int):
     return model, space
 
 
+def _load_weights(model: torch.nn.Module, path: str) -> None:
+    """``init: weights``: the state_dict file ``path`` (``weights_only=True``) loaded into ``model``, every key; an
+    unreadable file or one of another network is an :class:`InputError` naming ``weights``."""
+    file = Path(path).expanduser()
+    try:
+        state = torch.load(file, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise InputError(f"weights: no such file {file}") from None
+    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
+        raise InputError(f"weights: {file} is not a state_dict torch loads with weights_only=True "
+                         f"({type(exc).__name__})") from None
+    if not isinstance(state, dict):
+        raise InputError(f"weights: {file} holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
+        raise InputError(f"weights: {file} does not fit the arch's network ({first})") from None
+
+
 def train_arch(cfg: ArchTrainConfig | ConfigSource, callbacks: Iterable[Callback] | None = None, *,
                dist: DistContext | None = None, resume_from: str | Path | dict[str, Any] | None = None,
                report: Report | None = None, checkpoint_to: str | Path | None = None) -> Result:
-    """Retrain one arch with the same recipe and loop, from scratch or from the supernet's weights (fine-tuning).
+    """Retrain one arch with the same recipe and loop, from scratch, from the supernet's weights or from a saved
+    network's (``init: weights``; both fine-tuning).
 
     Arguments as for :func:`train_supernet`; ``cfg`` is an :class:`ArchTrainConfig`.
     """
@@ -149,6 +170,8 @@ def train_arch(cfg: ArchTrainConfig | ConfigSource, callbacks: Iterable[Callback
     else:
         model = arch.space_family.build_model(arch, num_classes=data.num_classes, drop_rate=cfg.model.drop_rate,
                                               drop_path_rate=cfg.model.drop_path_rate)
+        if cfg.init == "weights":
+            _load_weights(model, cfg.weights)
     teacher = load_teacher(cfg.distill, data.num_classes, dist.device) if cfg.distill.enabled else None
     model.distilled_training = teacher is not None
     folder = Path(checkpoint_to) if checkpoint_to is not None else checkpoint_dir(cfg)

@@ -253,6 +253,20 @@ RUN_FIELDS = [
                                                                        "host:port"),
     ("distributed-address-unreachable", ["train.distributed.enabled=true", "train.distributed.address=127.0.0.1:1"],
      "train.distributed.address: cannot reach 127.0.0.1:1"),
+    # retrain.*
+    ("retrain-winners-unknown", ["retrain.winners=fastest"], "retrain.winners: Value error, 'fastest' is neither best "
+                                                              "nor a search method"),
+    ("retrain-winners-not-searched", ["search.methods=[slimming, random]", "retrain.winners=[slimming, tpe]"],
+     "retrain.winners: 'tpe' is not among search.methods (slimming, random)"),
+    ("retrain-winners-best-in-list", ["retrain.winners=[best, slimming]"], "retrain.winners: Value error, best stands "
+                                                                            "alone"),
+    ("retrain-winners-empty", ["retrain.winners=[]"], "retrain.winners: Value error, an empty list"),
+    ("retrain-init-unknown", ["retrain.init=imagenet"], "retrain.init: Input should be 'supernet' or 'scratch'"),
+    ("retrain-epochs-zero", ["retrain.epochs=0"], "retrain.epochs: Input should be greater than or equal to 1"),
+    ("retrain-lr-negative", ["retrain.optim.lr=-0.1"], "retrain.optim.lr: Input should be greater than 0"),
+    ("retrain-optim-unknown-key", ["retrain.optim.learning_rate=0.1"], "retrain.optim.learning_rate: unknown field"),
+    ("retrain-unknown-key", ["retrain.epoch=3"], "retrain.epoch: unknown field"),
+    ("retrain-ray-text", ["retrain.ray=cluster"], "retrain.ray: Input should be a valid boolean"),
     # tracking.*
     ("mlflow-unreachable", ["tracking.tracking_uri=http://127.0.0.1:1"],
      "tracking.tracking_uri: cannot reach the MLflow server at http://127.0.0.1:1"),
@@ -326,6 +340,8 @@ RUN_ARGS = [
     ("set-epochs-zero", ["quickstart", "--set", "train.run.epochs=0"], "train.run.epochs: Input should be greater"),
     ("set-huge-value-echo-capped", ["quickstart", "--set", "train.run.epochs=" + "9" * 100_000], "train.run.epochs"),
     ("force-unknown-stage", ["quickstart", "--force", "everything", "--check"], "--force: unknown stage(s)"),
+    ("force-retrain-disabled", ["quickstart", "--set", "retrain.enabled=false", "--force", "retrain"],
+     "--force retrain: retrain.enabled is false"),
     ("output-empty", ["quickstart", "--output", "", "--check"], "--output: empty"),
     ("output-is-file", ["quickstart", "--output", "{inp}/afile", "--check"], "output: {inp}/afile: it is a file"),
     ("output-too-long", ["quickstart", "--output", f"{{work}}/{LONG}"], "output: "),

@@ -1,4 +1,4 @@
-"""``slimnas run --config PATH`` and ``slimnas quickstart``: the pipeline job (train -> table -> search)."""
+"""``slimnas run --config PATH`` and ``slimnas quickstart``: the pipeline job (train -> table -> search -> retrain)."""
 
 from __future__ import annotations
 
@@ -75,7 +75,7 @@ def _run(args: argparse.Namespace, source: Any) -> int:
 
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--force", nargs="+", default=[], metavar="STAGE",
-                   help="redo these stages even when their outputs exist: train, table, search or all")
+                   help="redo these stages even when their outputs exist: train, table, search, retrain or all")
     p.add_argument("--restore", action="store_true", help="continue a killed search job in a new process")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set train.run.epochs=4 (repeatable; values are YAML)")

@@ -1,4 +1,5 @@
-"""The pipeline config (``slimnas run`` / ``slimnas quickstart`` / ``slimnas submit``): train -> table -> search.
+"""The pipeline config (``slimnas run`` / ``slimnas quickstart`` / ``slimnas submit``): train -> table -> search
+(-> retrain).
 
 One YAML file holds the whole job, validated before anything runs (unknown keys and wrong types are errors naming
 the field). Sections:
@@ -16,6 +17,9 @@ the field). Sections:
   :mod:`slimnas.platform.stages.targets`), which keeps a config portable across machines whose speeds differ; every
   fraction below 1 is a target that needs slimming steps. The resolved milliseconds and the reference arch are recorded
   (``targets_reference`` in the search job's config, ``results.json``, ``pipeline.json`` and MLflow) and printed.
+- ``retrain`` (:class:`RetrainSection`, off unless ``enabled``): the search job's winners chosen by ``winners``
+  trained again with :func:`slimnas.trainers.train_arch` (fine-tuned from the winner's saved weights, or from
+  scratch), here or on Ray Train; see :mod:`slimnas.platform.stages.retrain`.
 - ``ray`` (:class:`~slimnas.platform.stages.search_config.RaySection`) and ``tracking``.
 """
 
@@ -44,13 +48,16 @@ from slimnas.platform.stages.search_config import (
     TargetMs,
     TargetsReference,
 )
-from slimnas.trainers import DataConfig, SupernetTrainConfig
+from slimnas.trainers import ArchTrainConfig, DataConfig, OptimConfig, SupernetTrainConfig
 
 __all__ = ["PipelineConfig", "PipelineLatencySection", "PipelineSearchSection", "PipelineTrackingSection",
-           "ValidateSection", "ProtocolSection", "load_pipeline", "STAGES"]
+           "RetrainSection", "ValidateSection", "ProtocolSection", "load_pipeline", "STAGES", "FINE_TUNE_LR_FACTOR"]
 
-#: The stages, in order (``--force`` names them).
-STAGES = ("train", "table", "search")
+#: The stages, in order (``--force`` names them; ``retrain`` runs only when ``retrain.enabled``).
+STAGES = ("train", "table", "search", "retrain")
+
+#: The search job's name: its folder is ``<output>/search``.
+SEARCH_JOB = "search"
 
 #: Fields of ``train.tracking`` that the pipeline's ``tracking`` section owns.
 _OWNED_TRACKING = ("enabled", "tracking_uri", "experiment", "artifact_location")
@@ -202,6 +209,63 @@ class PipelineSearchSection(ConfigModel):
         return self
 
 
+#: ``retrain.init: supernet`` without ``retrain.optim.lr``: the train section's learning rate times this.
+FINE_TUNE_LR_FACTOR = 0.1
+
+
+class RetrainSection(ConfigModel):
+    """Retraining of the search job's winners (the stage :mod:`slimnas.platform.stages.retrain`), after the search.
+
+    - ``enabled`` (default ``false``: retraining costs training time, so a job asks for it);
+    - ``winners``: ``best`` (default: per target, the best answer that meets it, as the comparison marks it), a
+      method's name (its winners at every target, e.g. ``slimming``) or a list of methods; every method named must be
+      among ``search.methods``;
+    - ``init``: ``supernet`` (default: fine-tune the winner's saved network, i.e. the supernet's weights with the
+      BatchNorm statistics recalibrated for the subnet, exactly what the search evaluated) or ``scratch`` (random
+      weights, the paper's retraining);
+    - ``epochs``: default a tenth of ``train.run.epochs`` (at least 1) for ``supernet``, all of them for ``scratch``;
+      ``max_steps_per_epoch`` and ``seed``: default the train section's;
+    - ``optim``: the train section's ``optim`` with these keys replacing its own; for ``supernet`` the defaults are a
+      tenth of its learning rate (:data:`FINE_TUNE_LR_FACTOR`) and no warm-up (the weights are trained already);
+    - ``ray``: ``false`` (default) trains in this process, one winner after another; ``true`` on Ray Train with the
+      workers and placement of ``train.distributed`` (``num_workers``, ``use_gpu``, ``accelerator_type``...), on the
+      pipeline's Ray (``ray.address``); the job's output folder must then be on a file system the workers share.
+
+    The data, augmentation, distillation and model (drop rates) are the train section's.
+    """
+
+    enabled: bool = False
+    winners: str | list[str] = "best"
+    init: Literal["supernet", "scratch"] = "supernet"
+    epochs: int | None = Field(None, ge=1, le=1_000_000)
+    max_steps_per_epoch: int | None = Field(None, ge=1, le=10**12)
+    seed: Seed | None = None
+    optim: OptimConfig = OptimConfig()  # filled from the train section's (PipelineConfig._fill_retrain)
+    ray: bool = False
+
+    @field_validator("winners")
+    @classmethod
+    def _winners(cls, value: str | list[str]) -> str | list[str]:
+        from slimnas.registry import METHODS
+
+        names = [value] if isinstance(value, str) else value
+        if isinstance(value, list) and not value:
+            raise ValueError("an empty list; give best, a method or a list of methods")
+        for name in names:
+            if name == "best" and isinstance(value, list):
+                raise ValueError("best stands alone (the best answer per target), not in a list of methods")
+            if name != "best" and name not in METHODS:
+                raise ValueError(f"{name!r} is neither best nor a search method (known: "
+                                 f"{', '.join(METHODS.names())})")
+        return value
+
+    def methods(self) -> list[str] | None:
+        """The methods whose winners are retrained (``None``: the best per target)."""
+        if self.winners == "best":
+            return None
+        return [self.winners] if isinstance(self.winners, str) else list(dict.fromkeys(self.winners))
+
+
 class PipelineTrackingSection(ModelTracking):  # models, registered_model: the search job's winners as MLflow models
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db
@@ -219,8 +283,41 @@ class PipelineConfig(ConfigModel):
     train: SupernetTrainConfig
     latency: PipelineLatencySection = PipelineLatencySection()
     search: PipelineSearchSection
+    retrain: RetrainSection = RetrainSection()
     ray: RaySection = RaySection()
     tracking: PipelineTrackingSection = PipelineTrackingSection()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_retrain(cls, data: Any) -> Any:
+        """``retrain.optim``: the train section's optim, fine-tuning defaults (``init: supernet``: a tenth of the
+        learning rate, no warm-up), then the keys the retrain section gives."""
+        if not isinstance(data, dict) or not isinstance(data.get("retrain"), dict):
+            return data
+        retrain = dict(data["retrain"])
+        given = retrain.get("optim", {})
+        if not isinstance(given, dict):
+            return data  # validation names retrain.optim
+        train = data.get("train")
+        base = train.get("optim") if isinstance(train, dict) else None
+        optim = dict(base) if isinstance(base, dict) else {}
+        if retrain.get("init", "supernet") == "supernet":
+            lr = optim.get("lr", OptimConfig.model_fields["lr"].default)
+            if isinstance(lr, (int, float)) and not isinstance(lr, bool):
+                optim["lr"] = lr * FINE_TUNE_LR_FACTOR
+            optim["warmup_epochs"] = 0
+        retrain["optim"] = {**optim, **given}
+        return {**data, "retrain": retrain}
+
+    @model_validator(mode="after")
+    def _retrained_methods_searched(self) -> PipelineConfig:
+        for name in self.retrain.methods() or ():
+            if name not in self.search.methods:
+                problem = PydanticCustomError("not_searched", "{name} is not among search.methods ({methods})",
+                                              {"name": repr(name), "methods": ", ".join(self.search.methods)})
+                raise ValidationError.from_exception_data(type(self).__name__, [
+                    {"type": problem, "loc": ("retrain", "winners"), "input": self.retrain.winners}]) from None
+        return self
 
     @model_validator(mode="before")
     @classmethod
@@ -261,7 +358,42 @@ class PipelineConfig(ConfigModel):
 
         return default_tracking_uri(self.tracking.tracking_uri)
 
+    @property
+    def search_dir(self) -> Path:
+        """The search job's folder (``<output>/search``): its results, winners and retrained winners."""
+        return self.output_dir / SEARCH_JOB
+
+    @property
+    def retrain_epochs(self) -> int:
+        """``retrain.epochs``, or its default (see :class:`RetrainSection`)."""
+        r, epochs = self.retrain, self.train.run.epochs
+        return r.epochs or (max(1, epochs // 10) if r.init == "supernet" else epochs)
+
     # ------------------------------------------------------------------ the stages' own configs
+    def retrain_config(self, arch: dict[str, Any], weights: str, run_dir: Path) -> ArchTrainConfig:
+        """The :class:`~slimnas.trainers.ArchTrainConfig` that retrains ``arch`` (see :class:`RetrainSection`):
+        from the winner's saved network ``weights`` (``init: supernet``) or from scratch, the train section's data,
+        augmentation, distillation and drop rates, checkpoints under ``run_dir`` (resumed when a run was killed), no
+        MLflow run of its own (the pipeline's run records the result)."""
+        r, t = self.retrain, self.train
+        distributed = t.distributed.model_dump()
+        distributed.update(enabled=r.ray, address=t.distributed.address or self.ray.address,
+                           storage_path=str(run_dir.parent))
+        data = {
+            "arch": arch, "init": "weights" if r.init == "supernet" else "scratch",
+            "weights": weights if r.init == "supernet" else None,
+            "data": t.data.model_dump(), "augment": t.augment.model_dump(), "optim": r.optim.model_dump(),
+            "distill": t.distill.model_dump(),
+            "model": {"drop_rate": t.model.drop_rate, "drop_path_rate": t.model.drop_path_rate},
+            "run": {"name": run_dir.name, "out_dir": str(run_dir.parent), "epochs": self.retrain_epochs,
+                    "seed": t.run.seed if r.seed is None else r.seed,
+                    "max_steps_per_epoch": r.max_steps_per_epoch or t.run.max_steps_per_epoch, "resume": True,
+                    "keep_checkpoints": 1, "eval_every": t.run.eval_every, "device": t.run.device,
+                    "precision": t.run.precision, "channels_last": t.run.channels_last, "log_every": t.run.log_every},
+            "distributed": distributed,
+        }
+        return load_config(ArchTrainConfig, data)
+
     def train_config(self) -> SupernetTrainConfig:
         """The train section with the pipeline's tracking filled in."""
         tracking = self.train.tracking.model_copy(update={"enabled": self.tracking.enabled,
@@ -275,7 +407,7 @@ class PipelineConfig(ConfigModel):
         were resolved from (recorded in the job's config)."""
         s = self.search
         data = {
-            "name": "search", "output": str(self.output_dir), "supernet": supernet,
+            "name": SEARCH_JOB, "output": str(self.output_dir), "supernet": supernet,
             "data": (s.data or self.train.data).model_dump(), "eval_images": s.eval_images,
             "latency": {"table": table, "calibration": calibration, "measure_final": s.measure_final,
                         "tolerance_pct": s.tolerance_pct,

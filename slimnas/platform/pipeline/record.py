@@ -28,8 +28,8 @@ from typing import Any, Self, TypeVar
 from slimnas._io import atomic_write_text
 from slimnas.errors import InputError
 
-__all__ = ["Attempt", "PipelineRecord", "TrainRecord", "TableRecord", "SearchInputs", "SearchRecord", "StageRecord",
-           "STATE_FILE", "FORMAT_VERSION", "now"]
+__all__ = ["Attempt", "PipelineRecord", "TrainRecord", "TableRecord", "SearchInputs", "SearchRecord", "RetrainedModel",
+           "RetrainRecord", "StageRecord", "STATE_FILE", "FORMAT_VERSION", "now"]
 
 STATE_FILE = "pipeline.json"
 FORMAT = "slimnas-pipeline"
@@ -137,9 +137,52 @@ class SearchRecord(_Record):
         return _from_fields(cls, data, inputs=inputs, targets=tuple(float(t) for t in data.get("targets") or ()))
 
 
-StageRecord = TrainRecord | TableRecord | SearchRecord
+@dataclass(frozen=True)
+class RetrainedModel(_Record):
+    """One retrained winner: ``status`` ran or reused; its folder (``<job>/retrained/<method>@<target>ms``, loaded
+    with :func:`slimnas.load_winner`); how it was trained (``init``, ``epochs``); ``top1`` with the supernet's weights
+    (the search's) and ``retrained_top1``, both on the same ``images`` validation images; ``key``: the SHA-256 of
+    its inputs (the winner's weights and the training settings, see :mod:`slimnas.platform.stages.retrain`)."""
+
+    method: str
+    target_ms: float
+    status: str
+    folder: str
+    init: str
+    epochs: int
+    top1: float
+    retrained_top1: float
+    images: int
+    wall_s: float
+    key: str
+
+
+@dataclass(frozen=True)
+class RetrainRecord(_Record):
+    """The retrain stage: ``status`` ran (some winner was trained) or reused (none was); the retrained winners;
+    ``notes``: the chosen winners that were not retrained, and why (e.g. a target without an answer)."""
+
+    status: str
+    wall_s: float
+    models: tuple[RetrainedModel, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "models": [m.to_dict() for m in self.models], "notes": list(self.notes)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RetrainRecord:
+        models = data.get("models") if isinstance(data, dict) else None
+        if not isinstance(models, list):
+            raise ValueError("a retrain record whose models are not a list")
+        return _from_fields(cls, data, models=tuple(RetrainedModel.from_dict(m) for m in models),
+                            notes=tuple(str(n) for n in data.get("notes") or ()))
+
+
+StageRecord = TrainRecord | TableRecord | SearchRecord | RetrainRecord
 #: The record type of each stage.
-STAGE_RECORDS: dict[str, type[StageRecord]] = {"train": TrainRecord, "table": TableRecord, "search": SearchRecord}
+STAGE_RECORDS: dict[str, type[StageRecord]] = {"train": TrainRecord, "table": TableRecord, "search": SearchRecord,
+                                               "retrain": RetrainRecord}
 
 
 def stages_from_dict(data: Any) -> dict[str, StageRecord]:

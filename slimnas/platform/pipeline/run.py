@@ -1,5 +1,5 @@
 """The pipeline job (``slimnas run`` and ``slimnas quickstart``): train the supernet, build and validate the latency
-table, then run the search job (slimming against the baselines at the latency targets).
+table, run the search job (slimming against the baselines at the latency targets), then retrain the chosen winners.
 
 Every input is checked first (:func:`~slimnas.platform.runtime.preflight.check_pipeline`), then each stage runs or
 is reused:
@@ -14,6 +14,9 @@ is reused:
   checkpoint's SHA-256, the table's creation time) are those recorded in ``pipeline.json``; otherwise it runs again
   (``--restore`` continues a killed search job, see :mod:`slimnas.platform.stages.search`; the job runs in a staged
   folder, so the earlier results stay whole until the new ones replace them).
+- **retrain** (when ``retrain.enabled``): the chosen winners trained again, each reused when its retrained folder was
+  made from the same winner with the same settings, a killed training resumed from its last epoch; ``--force
+  retrain`` trains every one again. See :mod:`slimnas.platform.stages.retrain`.
 
 ``<output>/report.md`` (:mod:`slimnas.platform.stages.report`) sums the job up after every run, its figures beside it.
 ``<output>/pipeline.json`` is the job's history (:mod:`slimnas.platform.pipeline.record`): one attempt per run that
@@ -31,7 +34,8 @@ import functools
 import logging
 import shutil
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,6 +47,7 @@ from slimnas.platform.pipeline.record import (
     STATE_FILE,
     Attempt,
     PipelineRecord,
+    RetrainRecord,
     SearchInputs,
     SearchRecord,
     StageRecord,
@@ -51,7 +56,7 @@ from slimnas.platform.pipeline.record import (
     now,
 )
 from slimnas.platform.stages.progress import SearchMonitor, StageLog
-from slimnas.platform.stages.report import REPORT_FILE, write_pipeline_report
+from slimnas.platform.stages.report import REPORT_FILE, retrain_section, write_pipeline_report
 from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
 if TYPE_CHECKING:
@@ -115,6 +120,11 @@ class PipelineResult:
                              "   (then open http://127.0.0.1:5000)")
             else:
                 lines.append(f"  compare the candidates in the MLflow UI: open {uri}")
+        retrain = self.stages.get("retrain")
+        if cfg.retrain.enabled and isinstance(retrain, RetrainRecord):
+            from slimnas.platform.stages.retrain import retrain_text
+
+            lines.append(retrain_text(retrain))
         times = ", ".join(f"{stage} {self.times[stage]:.0f} s" for stage in STAGES if stage in self.times)
         lines.append(f"stage times:   {times}; total {clock(self.total_s)}")
         return "\n".join(lines)
@@ -135,6 +145,20 @@ def _ensure_tracking(cfg: PipelineConfig, runtime: dict[str, Any]) -> None:
         from slimnas.platform.tracking.pipeline import ensure_experiment
 
         runtime["experiment"] = ensure_experiment(cfg.tracking_uri(), cfg.tracking.experiment)
+
+
+@contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's intra-op threads set to the pipeline's ``threads`` for the block (``None``: left as they are)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 # ---------------------------------------------------------------------------------------------------- train
@@ -196,21 +220,15 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
             shutil.rmtree(run_dir)
         else:
             run_dir.rename(previous)
-    import torch
-
-    previous_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     try:
-        result = run_training(tcfg, progress=False,
-                              callback_factories=[functools.partial(TrainProgress, "train", echo)])
+        with _torch_threads(cfg.threads):
+            result = run_training(tcfg, progress=False,
+                                  callback_factories=[functools.partial(TrainProgress, "train", echo)])
     except BaseException:
         if moved is not None and latest_checkpoint(folder) is None:  # nothing new to resume: put the old run back
             shutil.rmtree(run_dir, ignore_errors=True)
             moved.rename(run_dir)
         raise
-    finally:
-        torch.set_num_threads(previous_threads)
     if moved is not None:
         shutil.rmtree(moved, ignore_errors=True)
     final = result.metrics.get("val_top1")
@@ -324,13 +342,46 @@ def _search_stage(cfg: PipelineConfig, force: set[str], restore: bool, log: Stag
     return SearchStageResult(job, SearchRecord("ran", wall, inputs, tuple(targets), job.job_dir, job.mlflow_run_id))
 
 
+# ---------------------------------------------------------------------------------------------------- retrain
+def _retrain_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo, runtime: dict[str, Any],
+                   searched: SearchStageResult) -> RetrainRecord:
+    from dataclasses import replace
+
+    from slimnas.platform.stages.retrain import retrain_winners
+
+    r = cfg.retrain
+    which = "the best answer per target" if r.methods() is None else f"the winners of {', '.join(r.methods())}"
+    how = "fine-tuned from the search's networks" if r.init == "supernet" else "trained from scratch"
+    log.start("retrain", f"{which}, {how}, {cfg.retrain_epochs} epoch(s) each"
+                         f"{' on Ray Train' if r.ray else ''} -> {cfg.search_dir / 'retrained'}")
+    if r.ray:
+        from slimnas.platform.runtime.ray_runtime import init_ray as start
+
+        field = "train.distributed.address" if cfg.train.distributed.address else "ray.address"
+        ray_cfg = cfg.ray.model_copy(update={"address": cfg.train.distributed.address or cfg.ray.address})
+        runtime["ray_started"] = start(ray_cfg, field=field) or runtime.get("ray_started", False)
+    with _torch_threads(cfg.threads):
+        record = retrain_winners(cfg, searched.job, cfg.search_dir, "retrain" in force, echo)
+    ran = sum(m.status == "ran" for m in record.models)
+    wall = log.end("retrain", "reused" if record.status == "reused" else
+                   f"done, {ran} winner(s) retrained, {len(record.models) - ran} reused")
+    return replace(record, wall_s=wall)
+
+
 # ---------------------------------------------------------------------------------------------------- the job
-def _stages(force: Iterable[str]) -> set[str]:
+def _stages(force: Iterable[str], cfg: PipelineConfig) -> set[str]:
     chosen = set(force)
     unknown = chosen - set(STAGES) - {"all"}
     if unknown:
         raise InputError(f"--force: unknown stage(s) {sorted(unknown)} (expected {', '.join(STAGES)} or all)")
+    if "retrain" in chosen and not cfg.retrain.enabled:
+        raise InputError("--force retrain: retrain.enabled is false (set it to retrain the winners)")
     return set(STAGES) if "all" in chosen else chosen
+
+
+def _stage_names(cfg: PipelineConfig) -> tuple[str, ...]:
+    """The stages this job runs (``retrain`` only when enabled)."""
+    return tuple(s for s in STAGES if s != "retrain" or cfg.retrain.enabled)
 
 
 class _Attempts:
@@ -366,11 +417,15 @@ class _Attempts:
 
 def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool = False,
                  echo: Echo = stderr_echo) -> PipelineResult:
-    """Run (or reuse) train -> table -> search; see the module docstring."""
+    """Run (or reuse) train -> table -> search (-> retrain); see the module docstring."""
     from slimnas.platform.runtime.preflight import check_pipeline
 
-    forced = _stages(force)
+    forced = _stages(force, cfg)
     started = time.perf_counter()
+    if cfg.retrain.enabled and cfg.retrain.ray and not cfg.train.distributed.enabled:
+        from slimnas.platform.runtime.preflight import check_ray_address
+
+        check_ray_address(cfg.train.distributed.address, "train.distributed.address")  # retrain's Ray Train workers
     num_classes = check_pipeline(cfg, forced)
     state_path = cfg.output_dir / STATE_FILE
     record = PipelineRecord.load(state_path, cfg.name)
@@ -378,7 +433,7 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
     attempts = _Attempts(state_path, record, Attempt(now(), cfg.model_dump(mode="json", by_alias=True),
                                                      sorted(forced), restore))
     runtime: dict[str, Any] = {}
-    log = StageLog(cfg.name, STAGES, echo)
+    log = StageLog(cfg.name, _stage_names(cfg), echo)
     try:
         trained = _train_stage(cfg, forced, log, echo, runtime)
         attempts.stage("train", trained)
@@ -389,6 +444,8 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
                                  recorded if isinstance(recorded, SearchRecord) else None, runtime, trained,
                                  measured.table)
         attempts.stage("search", searched.record)
+        if cfg.retrain.enabled:
+            attempts.stage("retrain", _retrain_stage(cfg, forced, log, echo, runtime, searched))
         attempt = attempts.attempt
         attempt.status, attempt.ended = "finished", now()
         last = record.last_finished()
@@ -397,8 +454,10 @@ def run_pipeline(cfg: PipelineConfig, force: Iterable[str] = (), restore: bool =
         elif restore:  # a finished job restored: a no-op, and the record says nothing new
             echo(f"[{cfg.name}] every stage had finished: nothing to restore ({state_path} unchanged)")
         if attempt.did_work() or not (cfg.output_dir / REPORT_FILE).is_file():  # a no-op run changes no file
+            retrained = record.stages().get("retrain") if cfg.retrain.enabled else None
             write_pipeline_report(cfg.output_dir, cfg.name, searched.job, table=measured.record,
-                                  validation_dir=cfg.validation_dir, times=dict(log.times))
+                                  validation_dir=cfg.validation_dir, times=dict(log.times),
+                                  extra=[retrain_section(retrained)] if isinstance(retrained, RetrainRecord) else [])
         if cfg.tracking.enabled and attempt.did_work():
             from slimnas.platform.tracking.pipeline import log_pipeline_run
 

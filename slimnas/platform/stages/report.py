@@ -35,7 +35,7 @@ from slimnas.platform.stages.comparison import BEST, WITHIN_NOISE, best_marks
 from slimnas.platform.stages.pareto import PARETO_FILE, save_pareto
 
 if TYPE_CHECKING:
-    from slimnas.platform.pipeline.record import TableRecord
+    from slimnas.platform.pipeline.record import RetrainRecord, TableRecord
     from slimnas.platform.stages.search import SearchJobResult
 
 __all__ = ["ReportSection", "Versions", "search_sections", "render_report", "write_search_report",
@@ -247,6 +247,17 @@ def _validation_section(table: TableRecord | None, validation_dir: Path, folder:
     elif not rows:
         lines += ["", "Not validated (`latency.validate.num_archs: 0`)."]
     return ReportSection("Latency table", "\n".join(lines))
+
+
+def retrain_section(record: RetrainRecord) -> ReportSection:
+    """The retrain stage's winners: top-1 with the supernet's weights next to the retrained top-1 (same images)."""
+    rows = [[m.method, f"{m.target_ms:g}", m.init, m.epochs, f"{m.top1:.4f}", f"{m.retrained_top1:.4f}",
+             f"{m.retrained_top1 - m.top1:+.4f}", m.images] for m in record.models]
+    body = _table(["method", "target ms", "init", "epochs", "top-1 supernet", "top-1 retrained", "change", "images"],
+                  rows) if rows else "No winner was retrained."
+    if record.notes:
+        body += "\n\n" + "\n".join(f"- not retrained: {note}" for note in record.notes)
+    return ReportSection("Retrained winners", body)
 
 
 def write_pipeline_report(folder: str | os.PathLike, name: str, job: SearchJobResult, *,

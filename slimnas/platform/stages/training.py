@@ -74,6 +74,8 @@ def check_inputs(cfg: SupernetTrainConfig | ArchTrainConfig) -> int:
              ("model.timm_weights", cfg.model.timm_weights)]
     if isinstance(cfg, ArchTrainConfig) and cfg.init == "supernet":
         files.append(("supernet_checkpoint", cfg.supernet_checkpoint))
+    if isinstance(cfg, ArchTrainConfig) and cfg.init == "weights":
+        files.append(("weights", cfg.weights))
     for field, value in files:
         if value and not Path(value).expanduser().is_file():
             raise InputError(f"{field}: no such file {value}")

@@ -2,8 +2,9 @@
 
 :func:`ensure_experiment` creates the job's experiment before any stage logs to it; for a local ``sqlite:///`` store
 its artifacts go to ``mlruns/`` next to the database (not into whatever folder a process happens to run in).
-:func:`log_pipeline_run` adds one run (tag ``slimnas.kind = pipeline``) per pipeline job: the stage wall times and the
-table validation's errors as metrics, links to the training run and the search job's parent run as tags, and the
+:func:`log_pipeline_run` adds one run (tag ``slimnas.kind = pipeline``) per pipeline job: the stage wall times, the
+table validation's errors and each retrained winner's top-1 (``retrained_top1/<method>/<target>ms``, beside
+``supernet_top1/...``) as metrics, links to the training run and the search job's parent run as tags, and the
 validation plot/CSV, the calibration (when fitted), ``pipeline.json``, the config and, under ``report/``, the job's
 ``report.md`` with its figures (:mod:`slimnas.platform.stages.report`) as artifacts.
 """
@@ -15,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from slimnas.platform.pipeline.record import SearchRecord, StageRecord, TableRecord
+from slimnas.platform.pipeline.record import RetrainRecord, SearchRecord, StageRecord, TableRecord
 from slimnas.platform.stages.pareto import PARETO_FILE
 from slimnas.platform.stages.report import REPORT_FILE, VALIDATION_FILE
 
@@ -68,6 +69,12 @@ def log_pipeline_run(cfg: Any, stages: dict[str, StageRecord], state_path: Path,
     for stage, record in stages.items():
         client.log_metric(rid, f"{stage}_wall_s", float(record.wall_s))
         client.set_tag(rid, f"slimnas.{stage}", record.status)
+    retrain = stages.get("retrain")
+    if isinstance(retrain, RetrainRecord) and cfg.retrain.enabled:
+        for model in retrain.models:  # e.g. retrained_top1/slimming/1.64ms next to supernet_top1/slimming/1.64ms
+            at = f"{model.method}/{model.target_ms:g}ms"
+            client.log_metric(rid, f"retrained_top1/{at}", float(model.retrained_top1))
+            client.log_metric(rid, f"supernet_top1/{at}", float(model.top1))
     summary = (table.validation if isinstance(table, TableRecord) else None) or {}
     for key in ("mape_pct", "max_abs_error_pct", "within_10pct", "kendall_tau"):
         value = summary.get("plain_all", {}).get(key)

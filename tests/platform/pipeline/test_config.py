@@ -44,6 +44,32 @@ def test_the_stage_configs_are_filled_from_the_pipeline(monkeypatch, tmp_path):
     assert job.tracking.tracking_uri == "http://mlflow.example:5000"
 
 
+def test_the_retrain_stage_config_is_filled_from_the_pipeline():
+    from slimnas.search_spaces import SearchSpace
+
+    arch = SearchSpace.preset("tiny").max_arch().to_dict()
+    run_dir = Path("/out/search/retrained/x.staging/x")
+    cfg = load_pipeline(quickstart_source())  # the quickstart: one epoch fine-tuning slimming's winners
+    assert cfg.retrain.enabled and cfg.retrain.methods() == ["slimming"] and cfg.retrain_epochs == 1
+    tune = cfg.retrain_config(arch, "/w.pt", run_dir)
+    assert (tune.init, tune.weights, tune.run.run_dir, tune.run.epochs) == ("weights", "/w.pt", run_dir, 1)
+    assert tune.optim.lr == pytest.approx(cfg.train.optim.lr / 10) and tune.optim.warmup_epochs == 0
+    assert tune.optim.min_lr == cfg.train.optim.min_lr and tune.data == cfg.train.data
+    assert tune.augment == cfg.train.augment and not tune.distributed.enabled and not tune.tracking.enabled
+    assert cfg.search_dir == Path("runs/quickstart/search")
+    # the defaults: off, the best per target, fine-tuning for a tenth of the supernet's epochs
+    default = load_pipeline(apply_overrides(quickstart_source(), ["retrain={}", "train.run.epochs=30"]))
+    assert not default.retrain.enabled and default.retrain.methods() is None and default.retrain_epochs == 3
+    # from scratch: every epoch, the train section's optim with the keys given here
+    scratch = load_pipeline(apply_overrides(quickstart_source(), ["retrain={init: scratch, optim: {lr: 0.05}}",
+                                                                  "retrain.ray=true"]))
+    new = scratch.retrain_config(arch, "/w.pt", run_dir)
+    assert (new.init, new.weights, new.run.epochs) == ("scratch", None, scratch.train.run.epochs)
+    assert new.optim.lr == 0.05 and new.optim.warmup_epochs == scratch.train.optim.warmup_epochs
+    assert new.distributed.enabled and new.distributed.num_workers == scratch.train.distributed.num_workers
+    assert new.distributed.storage_path == str(run_dir.parent)
+
+
 def test_the_imagenet_example_loads():
     cfg = load_pipeline(ROOT / "configs" / "imagenet-l7.yaml")
     assert cfg.train.space == "l7" and cfg.train.data.kind == "parquet" and cfg.train.distributed.enabled
@@ -76,6 +102,9 @@ BASE = {"train": {"space": "tiny"}, "search": {"targets": [1.0]}}
     ({"ray": {"num_cpus": "two"}}, "ray.num_cpus"),
     ({"name": "a/b"}, "name: Value error, must be a plain directory name"),
     ({"threads": 0}, "threads: Input should be greater than or equal to 1"),
+    ({"retrain": {"winners": "greedy"}}, "retrain.winners: Value error, 'greedy' is neither best nor a search method"),
+    ({"retrain": {"winners": "exhaustive"}}, "retrain.winners: 'exhaustive' is not among search.methods"),
+    ({"retrain": {"optim": {"lr": 0}}}, "retrain.optim.lr: Input should be greater than 0"),
 ])
 def test_bad_configs_name_the_field(change, message):
     with pytest.raises(ConfigError) as info:

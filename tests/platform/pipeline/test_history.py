@@ -116,6 +116,7 @@ def test_a_finished_job_run_again_or_restored_is_a_no_op_that_says_so(finished_r
     assert main(finished_run.argv + ["--restore"]) == 0
     err = capsys.readouterr().err
     assert "every stage had finished: nothing to restore" in err
+    assert err.count("[quickstart 4/4] retrain: reused") == 2  # the retrained winner too
     assert changes(before, tree(run_copy)) == []  # pipeline.json (no new attempt), search folder, MLflow store
 
 
@@ -167,7 +168,7 @@ def test_an_older_record_is_read_kept_and_continued(finished_run, run_copy, caps
     assert path.read_bytes() == saved
     capsys.readouterr()
     assert main(finished_run.argv) == 0
-    assert capsys.readouterr().err.count(": reused (") == 3
+    assert capsys.readouterr().err.count(": reused (") == 4  # train, table, search, retrain
     state = _record(run_copy)
     migrated, reused = state["attempts"]
     assert migrated["status"] == "finished" and migrated["stages"] == old["stages"] and migrated["started"] is None

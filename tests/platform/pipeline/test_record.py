@@ -9,6 +9,8 @@ from slimnas.errors import InputError
 from slimnas.platform.pipeline.record import (
     Attempt,
     PipelineRecord,
+    RetrainedModel,
+    RetrainRecord,
     SearchInputs,
     SearchRecord,
     TableRecord,
@@ -19,7 +21,10 @@ INPUTS = SearchInputs({"supernet": "/a/ckpt.pt", "targets": [2.0, 1.0]}, "ab" * 
 STAGES = {"train": TrainRecord("ran", 12.5, "/a/ckpt.pt", "ab" * 32),
           "table": TableRecord("built", 3.0, "/a/t.parquet", "2026-01-01T00:00:00", 144,
                                {"plain_all": {"n": 10, "kendall_tau": 0.9}}),
-          "search": SearchRecord("ran", 40.0, INPUTS, (2.0, 1.0), "/a/search", "run-1")}
+          "search": SearchRecord("ran", 40.0, INPUTS, (2.0, 1.0), "/a/search", "run-1"),
+          "retrain": RetrainRecord("ran", 9.0, (RetrainedModel("slimming", 2.0, "ran", "/a/search/retrained/x",
+                                                               "supernet", 1, 0.9, 0.95, 200, 8.5, "cd" * 32),),
+                                   ("1 ms: no answer meets the target",))}
 
 
 def test_stage_records_round_trip_through_pipeline_json(tmp_path):
@@ -29,6 +34,7 @@ def test_stage_records_round_trip_through_pipeline_json(tmp_path):
     data = json.loads(path.read_text())
     assert data["stages"]["search"]["inputs"]["supernet_sha256"] == "ab" * 32  # the file keeps its keys
     assert data["stages"]["search"]["targets"] == [2.0, 1.0] and data["stages"]["table"]["entries"] == 144
+    assert data["stages"]["retrain"]["models"][0]["retrained_top1"] == 0.95
     loaded = PipelineRecord.load(path, "job")
     assert loaded == record and loaded.stages() == STAGES
     with pytest.raises(FrozenInstanceError):
@@ -47,6 +53,8 @@ def test_search_inputs_compare_the_supernet_by_its_hash_not_its_path():
     {"train": {"status": "ran"}},  # fields missing
     {"search": {**STAGES["search"].to_dict(), "inputs": "x"}},  # inputs not a mapping
     {"deploy": STAGES["train"].to_dict()},  # no such stage
+    {"retrain": {**STAGES["retrain"].to_dict(), "models": {"a": 1}}},  # models not a list
+    {"retrain": {**STAGES["retrain"].to_dict(), "models": [{"method": "slimming"}]}},  # a model's fields missing
     {"train": ["ran"]},
 ])
 def test_a_malformed_stage_record_is_refused_in_one_line(tmp_path, stages):

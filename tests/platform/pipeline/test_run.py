@@ -49,7 +49,7 @@ def test_quickstart_runs_every_stage_and_reports(quickstart, capsys):
     print(err)
     root = cwd / "runs" / "quickstart"
     # progress: numbered stage lines and per-stage progress with an ETA
-    for stage in ("1/3] train", "2/3] table", "3/3] search"):
+    for stage in ("1/4] train", "2/4] table", "3/4] search", "4/4] retrain"):
         assert f"[quickstart {stage}" in err
     assert "[train] epoch 1/2 done" in err and "ETA" in err
     assert "[table] 144/144 measurements" in err and "[validate]" in err

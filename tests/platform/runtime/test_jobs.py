@@ -50,7 +50,7 @@ def test_a_submitted_pipeline_runs_on_the_head_and_logs_to_mlflow(token_env, tmp
     status = wait(client, "slimnas-test-1", timeout_s=300)
     logs = job_logs(client, "slimnas-test-1")
     assert status == "SUCCEEDED", logs[-3000:]
-    assert "[tiny-job 2/3] table: measuring every part" in logs and "on a Ray node with {'CPU': 1.0}" in logs
+    assert "[tiny-job 2/4] table: measuring every part" in logs and "on a Ray node with {'CPU': 1.0}" in logs
     assert "Pareto plot:" in logs and "slimming" in logs
     info = job_status(client, "slimnas-test-1")
     assert info["entrypoint"] == "python -m slimnas.platform.cli run --config tiny.yaml"
