@@ -1,8 +1,9 @@
 """``slimnas export``: a winner as a deployable model (:mod:`slimnas.export`).
 
 The winner comes from a search job's folder (``--job DIR --method M --target T``; a pipeline's output folder works
-too), from an MLflow run (``--run ID``: a winner's child run, or the search job's run with ``--method``/``--target``;
-``--tracking-uri`` as for the other commands), or from files (``--arch ARCH.json --weights WEIGHTS.pt``, the class
+too), from a winner's folder (``--winner DIR``: ``<job>/winners/<method>@<target>ms``), from an MLflow run (``--run
+ID``: a winner's child run, or the search job's run with ``--method``/``--target``; ``--tracking-uri`` as for the
+other commands), or from files (``--arch ARCH.json --weights WEIGHTS.pt``, the class
 count read from the weights unless ``--num-classes``). Everything is checked before any work: the format, ``--out``,
 the job and its winners (an unknown method or target lists the known ones), the run, the files.
 """
@@ -28,8 +29,8 @@ def _source_args(args: argparse.Namespace) -> None:
         raise InputError("--arch: give the weights with --weights WEIGHTS.pt")
     if args.arch is None and (args.weights is not None or args.num_classes is not None):
         raise InputError(f"{'--weights' if args.weights is not None else '--num-classes'}: goes with --arch")
-    if args.arch is not None and (args.method is not None or args.target is not None):
-        raise InputError("--method/--target: go with --job or --run, not --arch")
+    if (args.arch is not None or args.winner is not None) and (args.method is not None or args.target is not None):
+        raise InputError(f"--method/--target: go with --job or --run, not {'--arch' if args.arch else '--winner'}")
     if args.tracking_uri is not None and args.run is None:
         raise InputError("--tracking-uri: goes with --run")
 
@@ -104,6 +105,8 @@ def _export(args: argparse.Namespace) -> int:
     if args.job is not None:
         ref = find_winner(job_dir_of(args.job), args.method, args.target)
         source = source_from_folder(ref.folder)
+    elif args.winner is not None:
+        source = source_from_folder(args.winner)
     elif args.arch is not None:
         source = source_from_files(args.arch, args.weights, args.num_classes)
     else:
@@ -127,6 +130,7 @@ def register(sub) -> None:
                            f"{f.name}: {f.summary}" for f in FORMATS.values()))
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--job", help="a search job's output folder (or a pipeline's), with --method and --target")
+    source.add_argument("--winner", help="a saved winner's folder (<job>/winners/<method>@<target>ms)")
     source.add_argument("--run", help="an MLflow run id: a winner's child run, or a search job's run (with --method "
                                       "and --target)")
     source.add_argument("--arch", help="an arch JSON file (or a winner's model.json), with --weights")

@@ -78,6 +78,9 @@ def test_a_pipeline_output_folder_finds_its_search_job(tiny_winner, work, capsys
                  "--out", str(work / "torch")]) == 0
     loaded, loaded_card = slimnas.load_winner(work / "torch")
     assert loaded_card == card
+    folder = winner_folder(pipeline / "search", "slimming", 1.5)  # the README's form: a winner's folder
+    assert main(["export", "--winner", str(folder), "--format", "torch", "--out", str(work / "torch2")]) == 0
+    assert slimnas.load_winner(work / "torch2")[1] == card
 
 
 def test_arch_and_weights_files_export_with_the_class_count_read_from_the_weights(tiny_winner, work, capsys):
@@ -131,6 +134,8 @@ BAD = [
      "--weights: {work}/garbage.pt: not a state_dict torch loads with weights_only=True"),
     (["--arch", "{win}/arch.json", "--weights", "{work}/missing.pt"], "--weights: {work}/missing.pt: no such file"),
     (["--arch", "{win}/arch.json"], "--arch: give the weights with --weights"),
+    (["--winner", "{work}/nope"], "{work}/nope: no such winner folder"),
+    (["--winner", "{win}", "--target", "1.5"], "--method/--target: go with --job or --run, not --winner"),
     (["--arch", "{win}/arch.json", "--weights", "{win}/weights.pt", "--format", "timm", "--out", "{work}/t"],
      "--format timm: the arch Arch(64px"),
     (["--job", "{job}", "--method", "slimming", "--target", "1.5", "--out", "{work}/net.pt2"],
