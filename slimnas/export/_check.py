@@ -47,7 +47,7 @@ def compare(what: str, reference: Callable[[Any], Any], exported: Callable[[Any]
         x = inputs(shape, seed=i)
         with torch.no_grad():
             want = np.asarray(reference(x), dtype=np.float64)
-        got = np.asarray(exported(x), dtype=np.float64)
+            got = np.asarray(exported(x), dtype=np.float64)
         if got.shape != want.shape:
             raise ExportError(f"{what}: output shape {tuple(got.shape)} at input {shape}, expected "
                               f"{tuple(want.shape)}")

@@ -133,21 +133,11 @@ def test_an_arch_not_shaped_like_timm_is_one_line_before_any_work(source, tmp_pa
     assert not (tmp_path / "timm").exists()
 
 
-class _NoSymbolic(torch.autograd.Function):
-    """A Python autograd function: the ONNX exporter has no symbolic for it."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x * 2
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad * 2
-
-
 class _Unexportable(torch.nn.Module):
+    """A network with an op the ONNX exporter has no conversion for (``aten::special_i0`` at opset 17)."""
+
     def forward(self, x):
-        return _NoSymbolic.apply(x).mean(dim=(2, 3))
+        return torch.special.i0(x).mean(dim=(2, 3))
 
 
 def test_a_failing_exporter_is_an_error_and_leaves_nothing_behind(source, tmp_path):
