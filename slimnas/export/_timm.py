@@ -2,7 +2,7 @@
 
 timm's ``EfficientFormer`` takes ``depths``, ``embed_dims`` and ``num_vit`` (MB3D blocks closing the last stage) and
 fixes its attention grid at 7x7, so an arch is *timm-shaped* when it is an EfficientFormer at 224 px whose only MB3D
-blocks close the last stage, at least one and fewer than the stage's depth, with at least one block in every stage.
+blocks close the last stage (at least one), with at least one block in every stage.
 slimnas's ``build_model`` keeps timm's module names, so its state_dict is timm's. A preset's shape (L1, L3, L7) loads
 with ``timm.create_model('efficientformer_l1', num_classes=N)`` alone; other timm-shaped archs need the ``depths``,
 ``embed_dims`` and ``num_vit`` that ``config.json`` records (``timm.create_model('local-dir:PATH')`` reads them).
@@ -38,8 +38,8 @@ def timm_shape(arch: Arch) -> tuple[str, dict[str, Any]]:
         why = f"its input is {arch.img_size} px (timm's EfficientFormer fixes the attention grid at 224 px)"
     elif any(arch.num_3d[:-1]):
         why = "it has MB3D blocks before the last stage (timm's has them only at the end of the last stage)"
-    elif not 0 < arch.num_3d[-1] < arch.depths[-1]:
-        why = "timm's EfficientFormer needs 1 to depth-1 MB3D blocks closing the last stage"
+    elif arch.num_3d[-1] < 1:
+        why = "its last stage has no MB3D block (timm's EfficientFormer ends in at least one)"
     elif min(arch.depths) < 1:
         why = "a stage has no blocks"
     if why:

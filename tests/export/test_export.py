@@ -33,14 +33,19 @@ def _logits(model, x):
         return model(x).numpy()
 
 
-def test_onnx_runs_in_onnxruntime_within_1e4_at_batch_8_and_any_batch_with_the_card(source, tmp_path):
+@pytest.fixture(scope="module")
+def onnx_export(source, tmp_path_factory):
+    return export_winner(source, "onnx", tmp_path_factory.mktemp("onnx") / "net.onnx")
+
+
+def test_onnx_runs_in_onnxruntime_within_1e4_at_batch_8_and_any_batch_with_the_card(source, onnx_export):
     import onnx
     import onnxruntime as ort
 
-    result = export_winner(source, "onnx", tmp_path / "net.onnx")
-    assert result.path == tmp_path / "net.onnx" and result.form == "eager" and result.batch == "dynamic"
+    result = onnx_export
+    assert result.path.name == "net.onnx" and result.form == "eager" and result.batch == "dynamic"
     assert result.check.max_abs_diff is not None and result.check.max_abs_diff <= 1e-4
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["net.onnx"]  # the staging folder is gone
+    assert sorted(p.name for p in result.path.parent.iterdir()) == ["net.onnx"]  # the staging folder is gone
     proto = onnx.load(str(result.path))
     onnx.checker.check_model(proto, full_check=True)
     props = {p.key: p.value for p in proto.metadata_props}
@@ -57,14 +62,14 @@ def test_onnx_runs_in_onnxruntime_within_1e4_at_batch_8_and_any_batch_with_the_c
         assert np.abs(got - want).max() <= 1e-4
 
 
-def test_the_onnx_latency_backend_times_the_graph_that_export_writes(source, tmp_path):
+def test_the_onnx_latency_backend_times_the_graph_that_export_writes(source, onnx_export):
     import onnx
 
     from slimnas.latency.backends import ONNXRuntimeBackend
 
-    written = onnx.load(str(export_winner(source, "onnx", tmp_path / "net.onnx").path))
+    written = onnx.load(str(onnx_export.path))
     backend = ONNXRuntimeBackend(threads=1)
-    assert backend.default_form == "eager"
+    assert backend.default_form == onnx_export.form
     timed = onnx.load_from_string(backend._export(source.model, torch.randn(1, 3, 64, 64)))
     assert timed.graph == written.graph  # the same nodes, weights, names and dynamic batch dimension
 
