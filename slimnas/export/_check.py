@@ -13,7 +13,7 @@ __all__ = ["Check", "ATOL", "CHECK_BATCH", "inputs", "compare"]
 #: Largest absolute difference allowed between the exported model's outputs and the eager network's, per unit of
 #: the largest output (float32; logits of order 1 allow 1e-4).
 ATOL = 1e-4
-#: The batch an export is checked on (besides batch 1, for the formats with a dynamic batch dimension).
+#: The batch an ONNX export is checked on in ONNX Runtime (besides batch 1: the batch dimension is dynamic).
 CHECK_BATCH = 8
 
 
