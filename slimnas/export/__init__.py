@@ -31,10 +31,10 @@ format                  what is written (and the module form, the one that runs 
 
 Every export is checked before it is put in place: the written file is read back and run on its runtime (PyTorch,
 ONNX Runtime, timm) against the eager network on the same inputs (ONNX: a batch of 8 and of 1; torch.export: 3 and 1;
-torch and timm: 2), and must agree within 1e-4 (per unit of the largest logit); Core ML is converted and saved but cannot run off macOS.
-The export is written in a staging folder beside ``--out`` and renamed into place: a failure (an exporter error is
-:class:`~slimnas.errors.ExportError`, never followed by another exporter) leaves nothing behind. Bad input
-(:class:`~slimnas.errors.InputError`) is found before any work by :func:`check_export` and the source readers.
+torch and timm: 2), and must agree within 1e-4 (per unit of the largest logit); Core ML is converted and saved but
+cannot run off macOS. The export is written in a staging folder beside ``--out`` and renamed into place: a failure (an
+exporter error is :class:`~slimnas.errors.ExportError`, never followed by another exporter) leaves nothing behind. Bad
+input (:class:`~slimnas.errors.InputError`) is found before any work by :func:`check_export` and the source readers.
 """
 
 from __future__ import annotations
