@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +74,11 @@ def write_torch_export(source: ExportSource, module: Any, path: Path, metadata: 
     what = f"torch.export (torch {torch.__version__})"
     try:
         batch = torch.export.Dim("batch", min=1, max=65536)
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # the .pt2 writer's notes on weight grouping
             program = torch.export.export(module, (inputs(source.input_shape(2)),), dynamic_shapes=({0: batch},))
-        torch.export.save(program, path, extra_files={META_FILE: metadata_json(metadata)})
-        loaded = torch.export.load(path).module()
+            torch.export.save(program, path, extra_files={META_FILE: metadata_json(metadata)})
+            loaded = torch.export.load(path).module()
     except Exception as exc:  # noqa: BLE001 - any failure of the exporter is the same error, in one line
         raise _failure(what, exc) from None
     diff = compare(what, source.model, loaded, [source.input_shape(3), source.input_shape(1)])
