@@ -11,15 +11,17 @@ format                  what is written (and the module form, the one that runs 
                         ``slimnas.load_winner(folder)`` loads it), ``slimnas-export.json``; the eager network's
                         weights (``deploy`` derives the fused form from them)
 ``torch-export``        ``.pt2``: a ``torch.export`` program of the **fused** (deployment) form, dynamic batch;
-                        ``torch.export.load(path).module()(x)``. The fused form is the fast one in PyTorch
-                        (L1, 1 thread: 1.4-1.7x faster than timm's eager model, ``docs/benchmarks.md``)
+                        ``torch.export.load(path).module()(x)``. The fused form is the fast one in PyTorch (L1, 1
+                        thread: 1.5-1.9x timm's eager model; as a program 1.25x timm's through torch.export)
 ``onnx``                ``.onnx``: opset 17, dynamic batch, ``onnx.checker`` passes, the model card and the export
                         metadata in ``metadata_props`` (``slimnas.model_card``, ``slimnas.export``). The form the
                         ``onnxruntime`` latency backend times (its ``default_form``, **eager**) through the same
                         exporter (:func:`slimnas.latency.backends.export_onnx`), so an ``onnxruntime`` table predicts
-                        the file. Measured in ONNX Runtime 1.32 (L1, 1 thread, ``docs/benchmarks.md``): the NHWC
-                        fused form is slower than the eager one (ORT fuses conv+BN, GELU and LayerNorm itself and
-                        lays convs out in its own blocked format; NHWC adds transposes around every pool)
+                        the file. Measured in ONNX Runtime 1.32 (L1, 1 thread, ``docs/benchmarks.md``, "Export"):
+                        the eager form runs as fast as timm's export (the same graph); no other form was faster:
+                        the NHWC fused form is slower (its 1x1 convs become MatMuls, which ORT runs slower than its
+                        blocked-layout convs; transposes around every pool), and NCHW fused variants (BN and layer
+                        scales folded) gain nothing, since ORT folds BN itself and 60% of the time is conv arithmetic
 ``coreml``              ``.mlpackage`` (ML Program, float32, batch 1): the ``coreml`` backend's conversion and form
                         (**eager**: Core ML fuses on its own); the fused form converts too (a ``torch.lerp``
                         converter is registered). Prediction needs macOS: elsewhere it is converted, not run
