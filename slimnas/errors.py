@@ -9,7 +9,8 @@ from __future__ import annotations
 import errno
 import os
 
-__all__ = ["SlimnasError", "ConfigError", "InputError", "shorten", "os_error_reason", "path_error", "ECHO_LIMIT"]
+__all__ = ["SlimnasError", "ConfigError", "InputError", "ExportError", "shorten", "os_error_reason", "path_error",
+           "ECHO_LIMIT"]
 
 #: At most this many characters of a bad value are echoed in an error message.
 ECHO_LIMIT = 80
@@ -25,6 +26,11 @@ class ConfigError(SlimnasError, ValueError):
 
 class InputError(SlimnasError, ValueError):
     """An input (a path, a file, an address) is missing or malformed; the message names it."""
+
+
+class ExportError(SlimnasError):
+    """An exporter (ONNX, ``torch.export``, Core ML, timm) failed or wrote a model that does not compute the network;
+    the message names the exporter (never followed by a silent fallback to another one)."""
 
 
 def shorten(value: object, limit: int = ECHO_LIMIT) -> str:

@@ -28,8 +28,8 @@ from slimnas._io import atomic_write, atomic_write_text
 from slimnas.errors import InputError
 from slimnas.search_spaces import Arch
 
-__all__ = ["ModelCard", "load_winner", "save_winner", "winner_name", "winner_folder", "CARD_FORMAT", "WINNERS_DIR",
-           "WEIGHTS_FILE", "ARCH_FILE", "CARD_FILE"]
+__all__ = ["ModelCard", "load_winner", "save_winner", "read_state_dict", "winner_name", "winner_folder", "CARD_FORMAT",
+           "WINNERS_DIR", "WEIGHTS_FILE", "ARCH_FILE", "CARD_FILE"]
 
 #: The card's ``format`` field (bumped when a field changes meaning).
 CARD_FORMAT = "slimnas.model-card/1"
@@ -177,6 +177,25 @@ def save_winner(folder: str | os.PathLike, state_dict: dict[str, Any], card: Mod
     return folder
 
 
+def read_state_dict(path: str | os.PathLike, device: str = "cpu", what: str | None = None) -> dict[str, Any]:
+    """The state_dict in ``path``, read with ``torch.load(weights_only=True)`` (a pickled module is refused, never
+    run); a missing, unreadable or non-state_dict file is an :class:`InputError` naming it (after ``what:``)."""
+    import torch
+
+    weights = Path(path)
+    prefix = f"{what}: " if what else ""
+    if not weights.is_file():
+        raise InputError(f"{prefix}{weights}: no such file")
+    try:
+        state = torch.load(weights, map_location=device, weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
+        raise InputError(f"{prefix}{weights}: not a state_dict torch loads with weights_only=True "
+                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InputError(f"{prefix}{weights}: expected a state_dict (names to tensors), got {type(state).__name__}")
+    return state
+
+
 def load_winner(folder: str | os.PathLike, device: str = "cpu") -> tuple[Any, ModelCard]:
     """The network a search job saved in ``folder`` (``<job>/winners/<method>@<target>ms``, or the artifacts of its
     MLflow child run), in eval mode on ``device``, and its :class:`ModelCard`.
@@ -190,17 +209,7 @@ def load_winner(folder: str | os.PathLike, device: str = "cpu") -> tuple[Any, Mo
         raise InputError(f"{folder}: no such winner folder (a search job writes them to <job>/{WINNERS_DIR}/)")
     card = ModelCard.load(folder / CARD_FILE)
     weights = folder / WEIGHTS_FILE
-    if not weights.is_file():
-        raise InputError(f"{weights}: no such file")
-    import torch
-
-    try:
-        state = torch.load(weights, map_location=device, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable or unsafe file is the same user error
-        raise InputError(f"{weights}: not a state_dict torch loads with weights_only=True "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
-    if not isinstance(state, dict):
-        raise InputError(f"{weights}: expected a state_dict, got {type(state).__name__}")
+    state = read_state_dict(weights, device)
     try:
         model = card.arch.space_family.build_model(card.arch, num_classes=card.num_classes, in_chans=card.in_chans)
     except InputError as exc:

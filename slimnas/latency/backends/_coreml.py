@@ -3,7 +3,9 @@
 The paper's latencies are iPhone 12 figures from Core ML (Sec. 5). coremltools converts on Linux too, but prediction
 needs macOS. Elsewhere this backend converts and the caller writes a *benchmark bundle* (:mod:`slimnas.latency.bundle`)
 that a user times on the device; the measurements file is imported back into a table. Core ML fuses on its own, so
-the backend converts the *eager* module form by default.
+the backend converts the *eager* module form by default. The fused form converts too: coremltools 9.0 has no converter
+for ``torch.lerp`` (the fused EfficientFormer's pool mixer), so :meth:`CoreMLBackend.convert` registers one
+(:func:`register_lerp`: ``x + w * (end - x)``). ``slimnas export --format coreml`` converts with the same method.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pydantic import Field
 
 from ._base import Backend, BackendSettings
 
-__all__ = ["CoreMLBackend", "COMPUTE_UNITS"]
+__all__ = ["CoreMLBackend", "COMPUTE_UNITS", "register_lerp"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,25 @@ def _quiet_coremltools():
     import coremltools as ct
 
     return ct
+
+
+def register_lerp() -> None:
+    """Register a coremltools converter for ``torch.lerp(x, end, weight)`` as ``x + weight * (end - x)`` (once per
+    process; coremltools 9.0 has none)."""
+    _quiet_coremltools()
+    from coremltools.converters.mil import Builder as mb
+    from coremltools.converters.mil.frontend.torch import register_torch_op
+    from coremltools.converters.mil.frontend.torch.ops import _get_inputs
+    from coremltools.converters.mil.frontend.torch.torch_op_registry import _TORCH_OPS_REGISTRY
+
+    if _TORCH_OPS_REGISTRY.get_func("lerp") is not None:
+        return
+
+    def lerp(context, node):
+        x, end, weight = _get_inputs(context, node, expected=3)
+        context.add(mb.add(x=x, y=mb.mul(x=weight, y=mb.sub(x=end, y=x)), name=node.name))
+
+    register_torch_op(lerp)
 
 
 class CoreMLBackend(Backend):
@@ -96,6 +117,7 @@ class CoreMLBackend(Backend):
         reason = self.can_convert()
         if reason:
             raise RuntimeError(reason)
+        register_lerp()
         module = module.eval()
         # coremltools converts TorchScript traces (its torch.export path is newer); keep its progress bars quiet.
         with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):

@@ -1,9 +1,14 @@
 """``onnxruntime``: export to ONNX (opset 17) and time ``InferenceSession.run`` on the CPU or CUDA provider.
 
-Export uses the TorchScript exporter (fast, ~0.1 s a block) and falls back to the dynamo exporter. ONNX Runtime
-applies its own graph optimizations (``ORT_ENABLE_ALL``: conv+BN folding, GELU and LayerNorm fusion), so this backend
-times the *eager* module form by default. With the CUDA provider, ``run`` includes the host<->device copies of the
-input and output (what a caller of ``run`` pays).
+:func:`export_onnx` is slimnas's one ONNX exporter: this backend times what it writes and ``slimnas export --format
+onnx`` ships what it writes (the same graph, dynamic batch dimension included), so a table built on this backend
+predicts the exported file. It uses the TorchScript exporter (``torch.onnx.export(dynamo=False)``, opset 17, the batch
+dimension dynamic through ``dynamic_axes``): the dynamo exporter fixes the batch of the fused form at 1. An exporter
+failure raises :class:`~slimnas.errors.ExportError`; there is no fallback to another exporter.
+
+ONNX Runtime applies its own graph optimizations (``ORT_ENABLE_ALL``: conv+BN folding, GELU and LayerNorm fusion), so
+this backend times the *eager* module form by default (measured fastest in ONNX Runtime, ``docs/benchmarks.md``). With
+the CUDA provider, ``run`` includes the host<->device copies of the input and output (what a caller of ``run`` pays).
 """
 
 from __future__ import annotations
@@ -25,21 +30,28 @@ __all__ = ["ONNXRuntimeBackend", "export_onnx"]
 _PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 
 
-def export_onnx(module: torch.nn.Module, example: torch.Tensor, opset: int = 17) -> bytes:
-    """The ONNX model (serialized) of ``module`` at ``example``'s shape."""
+def export_onnx(module: torch.nn.Module, example: torch.Tensor, opset: int = 17, dynamic_batch: bool = True) -> bytes:
+    """The ONNX model (serialized) of ``module`` (put in eval mode) traced at ``example``: input ``input``, output
+    ``output``, dimension 0 of both named ``batch`` and dynamic unless ``dynamic_batch`` is false. Any failure of the
+    exporter raises :class:`~slimnas.errors.ExportError` naming it."""
     import torch
+
+    from slimnas.errors import ExportError
 
     module = module.eval()
     buffer = io.BytesIO()
+    axes = {"input": {0: "batch"}, "output": {0: "batch"}} if dynamic_batch else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
-                              input_names=["input"], output_names=["output"])
-            return buffer.getvalue()
-        except Exception:  # noqa: BLE001 - the legacy exporter is on its way out: try the dynamo exporter
-            program = torch.onnx.export(module, (example,), dynamo=True, opset_version=max(opset, 18))
-            return program.model_proto.SerializeToString()
+            with torch.no_grad():
+                torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
+                                  input_names=["input"], output_names=["output"], dynamic_axes=axes)
+        except Exception as exc:  # noqa: BLE001 - any failure of the exporter is the same error, said in one line
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            raise ExportError(f"ONNX export (torch.onnx.export, TorchScript exporter, opset {opset}) of "
+                              f"{type(module).__name__} failed: {type(exc).__name__}: {first[:300]}") from None
+    return buffer.getvalue()
 
 
 class ONNXRuntimeBackend(Backend):

@@ -91,8 +91,10 @@ class Unflat(nn.Module):
         self.grid = grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # unflatten rather than reshape(b, c, g, g): no shape arithmetic, so exporters (Core ML, ONNX) trace it cleanly
-        return x.transpose(1, 2).unflatten(2, (self.grid, self.grid))
+        # batch and channels read from x.shape, as the fused form's ToGrid does: an ONNX export keeps its batch
+        # dimension dynamic (unflatten's ONNX conversion computes the dimension index, the exporter loses the symbolic
+        # batch there and folds the next attention's reshape to the traced batch)
+        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], self.grid, self.grid)
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}"
