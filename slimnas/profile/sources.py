@@ -1,0 +1,92 @@
+"""What ``slimnas profile MODEL`` accepts, resolved before any work: a timm model name (random weights: latency does
+not depend on them), a slimnas preset (``l1 | l3 | l7``), an arch JSON file, or a search job's winner folder
+(:func:`slimnas.winners.load_winner`)."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from slimnas.errors import InputError, shorten
+
+__all__ = ["ModelSource", "resolve_source", "build_source"]
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved MODEL argument."""
+
+    spec: str  # what the user wrote
+    kind: str  # timm | preset | arch | winner
+    arch: Any = None  # the slimnas Arch (preset, arch, winner)
+
+    @property
+    def name(self) -> str:
+        """How the model is named in tables and figures."""
+        if self.kind in ("arch", "winner"):
+            path = Path(self.spec)
+            return path.stem if self.kind == "arch" else path.name
+        return self.spec
+
+
+def resolve_source(spec: str, img_size: int | None = None) -> ModelSource:
+    """The source ``spec`` names; :class:`InputError` naming it when it is none of them (checked before any work)."""
+    from slimnas.search_spaces import DEFAULT_FAMILY, Arch, get_family
+
+    path = Path(spec)
+    if path.is_dir():
+        from slimnas.winners import CARD_FILE, ModelCard
+
+        card = ModelCard.load(path / CARD_FILE)
+        return ModelSource(spec, "winner", card.arch)
+    if spec.endswith(".json") or path.is_file():
+        from slimnas.platform.commands.models import read_arch
+
+        return ModelSource(spec, "arch", read_arch(spec, "MODEL"))
+    presets = get_family(DEFAULT_FAMILY).arch_presets
+    if spec.lower() in presets:
+        return ModelSource(spec, "preset", Arch.preset(spec, img_size=img_size or 224))
+    import timm
+
+    if timm.is_model(spec):
+        return ModelSource(spec, "timm")
+    close = difflib.get_close_matches(spec, timm.list_models(), n=3, cutoff=0.75)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise InputError(f"MODEL {shorten(spec)!r}: not a timm model name, a slimnas preset ({' | '.join(sorted(presets))})"
+                     f", an arch JSON file or a winner folder{hint}")
+
+
+def build_source(source: ModelSource, form: str, batch: int, img_size: int | None) -> tuple[Any, Any, int]:
+    """``(model in eval mode, example input, input size)`` of a source; slimnas networks in ``form`` (fused |
+    eager), timm models as timm builds them, with random weights."""
+    import torch
+
+    from slimnas.latency.modules import network_module
+
+    if source.kind == "timm":
+        model = _timm_model(source.spec, img_size)
+        size = img_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
+        return model, torch.randn(batch, 3, size, size), size
+    if source.kind == "winner":
+        from slimnas.winners import load_winner
+
+        model, card = load_winner(source.spec)
+        if form == "fused":
+            model = card.arch.space_family.deploy(model)
+        return model.eval(), torch.randn(batch, card.in_chans, card.img_size, card.img_size), card.img_size
+    arch = source.arch
+    model, example = network_module(arch, batch, form)
+    return model, example, arch.img_size
+
+
+def _timm_model(name: str, img_size: int | None) -> Any:
+    import timm
+
+    if img_size is None:
+        return timm.create_model(name, pretrained=False).eval()
+    try:
+        return timm.create_model(name, pretrained=False, img_size=img_size).eval()
+    except TypeError:  # a model without an img_size argument (convolutional: any size)
+        return timm.create_model(name, pretrained=False).eval()
