@@ -35,16 +35,25 @@ def module_of_node(node: str, modules: Mapping[str, Any]) -> str | None:
         return None
     qualified = ""
     for segment in node.strip("/").split("/")[:-1]:
-        candidate = f"{qualified}.{segment}" if qualified else segment
-        if candidate in modules:
-            qualified = candidate
-            continue
-        head, _, rest = segment.partition(".")
-        if rest and qualified.rsplit(".", 1)[-1] == head and f"{qualified}.{rest}" in modules:
-            qualified = f"{qualified}.{rest}"
-            continue
-        break
+        found = _resolve(qualified, segment, modules)
+        if found is None:
+            break
+        qualified = found
     return qualified
+
+
+def _resolve(qualified: str, segment: str, modules: Mapping[str, Any]) -> str | None:
+    """The module one more path segment names below ``qualified``: an attribute name (``attn``) or a dotted name that
+    repeats the end of ``qualified`` (``blocks.0`` below ``blocks``, ``blocks.0.1`` below ``blocks.0``)."""
+    comps = qualified.split(".") if qualified else []
+    pieces = segment.split(".")
+    for k in range(len(pieces)):
+        if k and (k > len(comps) or comps[-k:] != pieces[:k]):
+            continue
+        candidate = ".".join(comps + pieces[k:])
+        if candidate in modules:
+            return candidate
+    return None
 
 
 def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol: Protocol, warmup: int = 3,

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from slimnas.errors import InputError, shorten
 from slimnas.latency.protocol import Protocol
 
 from .records import ModelProfile, aggregate
@@ -30,19 +31,34 @@ def _threads(count: int | None) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
+@contextlib.contextmanager
+def _onnx_errors(name: str) -> Iterator[None]:
+    """A model the ONNX exporter or ONNX Runtime refuses: one line naming the model (the exporter's own message can
+    be pages long)."""
+    try:
+        yield
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any export or session failure is this model's, told in one line
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise InputError(f"MODEL {name!r}: cannot run on onnxruntime ({type(exc).__name__}: {shorten(first, 300)})"
+                         ) from None
+
+
 def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Protocol, batch: int = 1,
                   img_size: int | None = None, form: str | None = None) -> ModelProfile:
     """Measure ``source``'s network end to end on ``backend`` (no profiler, the protocol of the latency tables), then
     profile ``runs`` calls of it with the backend's profiler and aggregate the accepted calls."""
     form = form or backend.default_form
     model, example, size = build_source(source, form, batch, img_size)
-    measured = backend.measure(model, example, protocol)
     if backend.name == "onnxruntime":
         from .ort_profiler import profile_session
 
-        samples, kept, walls, units = profile_session(backend, model, example, runs, protocol)
-        notes = ["operator times are ONNX Runtime's node kernel times; the optimizer's fused nodes are named "
-                 "after their first operator"]
+        with _onnx_errors(source.name):
+            measured = backend.measure(model, example, protocol)
+            samples, kept, walls, units = profile_session(backend, model, example, runs, protocol)
+        notes = ["operator times are ONNX Runtime's node kernel times; its optimizer's fused nodes (Conv+BN, "
+                 "MatMul+Add, GELU, LayerNorm) count under their fused type"]
     else:
         from .torch_profiler import profile_calls
 
@@ -54,6 +70,7 @@ def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Pro
 
             def sync() -> None:
                 torch.cuda.synchronize(backend.device)
+        measured = backend.measure(model, example, protocol)
         with _threads(backend.threads if not cuda else None):
             samples, kept, walls, units = profile_calls(model, run, runs, protocol, cuda=cuda, sync=sync)
         notes = ["operator times are inclusive times of the outermost operators (CPU time on the CPU, kernel time "
