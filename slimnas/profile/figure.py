@@ -45,5 +45,5 @@ def breakdown_figure(profiles: Sequence[ModelProfile], title: str = "") -> Any:
     fig.legend(loc="upper center", ncol=4, fontsize=7, frameon=False)
     if title:
         fig.suptitle(title, fontsize=9, y=0.02, va="bottom")
-    fig.tight_layout(rect=(0, 0.05, 1, 0.86))
+    fig.tight_layout(rect=(0, 0.05, 1, 0.9))
     return fig
