@@ -1,17 +1,15 @@
-"""What ``slimnas profile MODEL`` accepts, resolved before any work: a timm model name (random weights: latency does
-not depend on them), a slimnas preset (``l1 | l3 | l7``), an arch JSON file, or a search job's winner folder
-(:func:`slimnas.winners.load_winner`)."""
+"""The models ``slimnas profile`` breaks down: a timm model name (random weights: latency does not depend on them), a
+slimnas preset (``l1 | l3 | l7``), an arch JSON file, or a search job's winner folder
+(:func:`slimnas.winners.load_winner`). The CLI resolves a MODEL argument to a :class:`ModelSource` before any work
+(``slimnas.platform.commands.profile.resolve_source``); :func:`build_source` builds its network."""
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slimnas.errors import InputError, shorten
-
-__all__ = ["ModelSource", "resolve_source", "build_source"]
+__all__ = ["ModelSource", "build_source"]
 
 
 @dataclass(frozen=True)
@@ -29,33 +27,6 @@ class ModelSource:
             path = Path(self.spec)
             return path.stem if self.kind == "arch" else path.name
         return self.spec
-
-
-def resolve_source(spec: str, img_size: int | None = None) -> ModelSource:
-    """The source ``spec`` names; :class:`InputError` naming it when it is none of them (checked before any work)."""
-    from slimnas.search_spaces import DEFAULT_FAMILY, Arch, get_family
-
-    path = Path(spec)
-    if path.is_dir():
-        from slimnas.winners import CARD_FILE, ModelCard
-
-        card = ModelCard.load(path / CARD_FILE)
-        return ModelSource(spec, "winner", card.arch)
-    if spec.endswith(".json") or path.is_file():
-        from slimnas.platform.commands.models import read_arch
-
-        return ModelSource(spec, "arch", read_arch(spec, "MODEL"))
-    presets = get_family(DEFAULT_FAMILY).arch_presets
-    if spec.lower() in presets:
-        return ModelSource(spec, "preset", Arch.preset(spec, img_size=img_size or 224))
-    import timm
-
-    if timm.is_model(spec):
-        return ModelSource(spec, "timm")
-    close = difflib.get_close_matches(spec, timm.list_models(), n=3, cutoff=0.75)
-    hint = f"; did you mean {', '.join(close)}?" if close else ""
-    raise InputError(f"MODEL {shorten(spec)!r}: not a timm model name, a slimnas preset ({' | '.join(sorted(presets))})"
-                     f", an arch JSON file or a winner folder{hint}")
 
 
 def build_source(source: ModelSource, form: str, batch: int, img_size: int | None) -> tuple[Any, Any, int]:

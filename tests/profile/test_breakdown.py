@@ -9,7 +9,7 @@ from slimnas.latency.backends import ONNXRuntimeBackend, TorchCPUBackend
 from slimnas.latency.protocol import Protocol
 from slimnas.profile.categories import CATEGORIES, torch_category
 from slimnas.profile.run import profile_model
-from slimnas.profile.sources import resolve_source
+from slimnas.profile.sources import ModelSource
 
 #: A protocol for tests: real timings, few of them.
 QUICK = Protocol(passes=1, samples=2, pass_ms=0.0, warmup_ms=0.0, extra_passes=0)
@@ -28,7 +28,7 @@ FIVE = {
 @pytest.fixture(scope="module")
 def five():
     backend = TorchCPUBackend(threads=1)
-    return {name: profile_model(resolve_source(name), backend, runs=2, protocol=QUICK, img_size=64)
+    return {name: profile_model(ModelSource(name, "timm"), backend, runs=2, protocol=QUICK, img_size=64)
             for name in FIVE}
 
 
@@ -90,14 +90,14 @@ def test_an_unknown_operator_lands_in_other_and_is_listed():
 def test_the_categories_sum_agrees_with_the_measured_latency_on_torch_cpu():
     backend = TorchCPUBackend(threads=1)
     protocol = Protocol(passes=3, samples=5, pass_ms=0.0, warmup_ms=20.0, extra_passes=2)
-    p = profile_model(resolve_source("deit_tiny_patch16_224"), backend, runs=10, protocol=protocol)
+    p = profile_model(ModelSource("deit_tiny_patch16_224", "timm"), backend, runs=10, protocol=protocol)
     assert abs(p.agreement) < 0.10, (p.profiled_ms, p.measured_ms)
     assert p.runs + p.dropped_runs == 10 and p.runs >= 5
 
 
 def test_onnxruntime_nodes_have_categories_and_blocks():
     backend = ONNXRuntimeBackend(threads=1)
-    p = profile_model(resolve_source("efficientformer_l1"), backend, runs=3, protocol=QUICK, img_size=64)
+    p = profile_model(ModelSource("efficientformer_l1", "timm"), backend, runs=3, protocol=QUICK, img_size=64)
     assert p.unknown_ops == (), p.unknown_ops
     assert sum(r.share for r in p.categories) == pytest.approx(1.0)
     ms = p.category_ms()

@@ -6,16 +6,48 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import difflib
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from slimnas.errors import InputError
+from slimnas.errors import InputError, shorten
 from slimnas.platform.commands._args import int_in
+
+if TYPE_CHECKING:
+    from slimnas.profile.sources import ModelSource
 
 #: The most calls profiled per model (``--runs``).
 MAX_RUNS = 10_000
+
+
+def resolve_source(spec: str, img_size: int | None = None) -> ModelSource:
+    """The :class:`~slimnas.profile.sources.ModelSource` a MODEL argument names: a winner folder, an arch JSON file,
+    a preset or a timm model name, in that order; :class:`InputError` naming it when it is none of them."""
+    from slimnas.platform.commands.models import read_arch
+    from slimnas.profile.sources import ModelSource  # noqa: F811 - the runtime import of the annotation's class
+    from slimnas.search_spaces import DEFAULT_FAMILY, Arch, get_family
+
+    path = Path(spec)
+    if path.is_dir():
+        from slimnas.winners import CARD_FILE, ModelCard
+
+        card = ModelCard.load(path / CARD_FILE)
+        return ModelSource(spec, "winner", card.arch)
+    if spec.endswith(".json") or path.is_file():
+        return ModelSource(spec, "arch", read_arch(spec, "MODEL"))
+    presets = get_family(DEFAULT_FAMILY).arch_presets
+    if spec.lower() in presets:
+        return ModelSource(spec, "preset", Arch.preset(spec, img_size=img_size or 224))
+    import timm
+
+    if timm.is_model(spec):
+        return ModelSource(spec, "timm")
+    close = difflib.get_close_matches(spec, timm.list_models(), n=3, cutoff=0.75)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise InputError(f"MODEL {shorten(spec)!r}: not a timm model name, a slimnas preset ({' | '.join(sorted(presets))})"
+                     f", an arch JSON file or a winner folder{hint}")
 
 
 def _check_backend(args: argparse.Namespace):
@@ -39,7 +71,6 @@ def _profile(args: argparse.Namespace) -> int:
     from slimnas.latency.builder import MAX_BATCH
     from slimnas.platform.commands.lut import protocol_from
     from slimnas.platform.runtime.preflight import check_output_dir
-    from slimnas.profile.sources import resolve_source
 
     backend = _check_backend(args)
     if not 1 <= args.batch_size <= MAX_BATCH:

@@ -8,11 +8,8 @@ import pytest
 import torch
 
 import slimnas
-from slimnas.latency import LatencyTable
-from slimnas.latency._parts import parts_of, parts_of_space
-from slimnas.latency._timing import Timing
+from slimnas.latency import LatencyTable, TableMeta, Timing, parts_of, parts_of_space
 from slimnas.latency.backends import cpu_name
-from slimnas.latency.table import TableMeta
 from slimnas.platform.cli import main
 from slimnas.search_spaces import Arch, Part, SearchSpace
 from slimnas.winners import ModelCard, save_winner
