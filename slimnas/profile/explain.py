@@ -64,6 +64,8 @@ class Explanation:
     predicted_constant_ms: float  # the table's per-network constant (overhead or calibration intercept)
     measured_constant_ms: float  # the whole network minus its measured parts
     parts: tuple[PartRow, ...]
+    device: str = ""  # where the parts were measured now
+    notes: tuple[str, ...] = ()
 
     @property
     def error_pct(self) -> float:
@@ -77,7 +79,7 @@ class Explanation:
         return {"arch": self.arch, "table": self.table, "how": self.how, "predicted_ms": self.predicted_ms,
                 "measured_ms": self.measured_ms, "error_pct": self.error_pct,
                 "predicted_constant_ms": self.predicted_constant_ms,
-                "measured_constant_ms": self.measured_constant_ms,
+                "measured_constant_ms": self.measured_constant_ms, "device": self.device, "notes": list(self.notes),
                 "parts": [r.to_dict() for r in self.parts],
                 "largest_errors": [r.part for r in self.largest()]}
 
@@ -106,9 +108,13 @@ def explain(table: Any, arch: Arch, protocol: Protocol | None = None, runs: int 
     rows = tuple(PartRow(str(p), p.kind, p.stage, counts[p], table.entry(p), predicted[p], per_part[p] * counts[p])
                  for p in predicted)
     inside = sum(r.measured_ms for r in rows)
+    device = backend.device_name()
+    notes = () if device == table.meta.device else (
+        f"measured on {device}; the table was built on {table.meta.device}: differences include the machines'",)
     return Explanation(arch=str(arch), table=table.meta.describe(), how=how,
                        predicted_ms=sum(predicted.values()) + constant, measured_ms=whole,
-                       predicted_constant_ms=constant, measured_constant_ms=whole - inside, parts=rows)
+                       predicted_constant_ms=constant, measured_constant_ms=whole - inside, parts=rows,
+                       device=device, notes=notes)
 
 
 def _in_context(table: Any, arch: Arch, backend: Any, protocol: Protocol,
@@ -156,7 +162,7 @@ def _ort_nodes(table: Any, arch: Arch, backend: Any, protocol: Protocol,
 
 def format_explanation(e: Explanation, top: int = 3) -> str:
     """The explanation as text: one line per part, then the largest errors."""
-    lines = [f"arch {e.arch}", f"table: {e.table}", f"parts timed {e.how}",
+    lines = [f"arch {e.arch}", f"table: {e.table}", f"parts timed {e.how} on {e.device}", *e.notes,
              f"{'part':<34} {'n':>3} {'entry ms':>9} {'table ms':>9} {'in-net ms':>9} {'error ms':>9} {'error':>7}"]
     for r in e.parts:
         lines.append(f"{r.part:<34} {r.count:>3} {r.entry_ms:>9.4f} {r.predicted_ms:>9.4f} {r.measured_ms:>9.4f} "
