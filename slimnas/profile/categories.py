@@ -49,7 +49,7 @@ _TORCH: dict[str, tuple[str, ...]] = {
                    "hardsigmoid_", "silu", "silu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "hardtanh", "hardtanh_",
                    "leaky_relu", "leaky_relu_", "elu", "elu_", "mish", "mish_", "clamp_min", "clamp_min_", "glu",
                    "softplus", "prelu", "_prelu_kernel"),
-    "reshape": ("view", "reshape", "_reshape_alias", "permute", "transpose", "transpose_", "t", "flatten",
+    "reshape": ("view", "view_as", "reshape", "reshape_as", "_reshape_alias", "permute", "transpose", "transpose_", "t", "flatten",
                 "unflatten", "contiguous", "clone", "copy_", "to", "_to_copy", "expand", "expand_as", "squeeze",
                 "squeeze_", "unsqueeze", "unsqueeze_", "cat", "concat", "stack", "chunk", "split", "split_with_sizes",
                 "unbind", "select", "slice", "narrow", "index", "index_select", "gather", "as_strided", "detach",

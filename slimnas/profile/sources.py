@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slimnas.errors import InputError, shorten
+
 __all__ = ["ModelSource", "build_source"]
 
 
@@ -39,7 +41,10 @@ def build_source(source: ModelSource, form: str, batch: int, img_size: int | Non
     if source.kind == "timm":
         model = _timm_model(source.spec, img_size)
         size = img_size or int(model.pretrained_cfg.get("input_size", (3, 224, 224))[-1])
-        return model, torch.randn(batch, 3, size, size), size
+        example = torch.randn(batch, 3, size, size)
+        if img_size is not None:
+            _check_runs(model, example[:1], source.spec, size)
+        return model, example, size
     if source.kind == "winner":
         from slimnas.winners import load_winner
 
@@ -50,6 +55,18 @@ def build_source(source: ModelSource, form: str, batch: int, img_size: int | Non
     arch = source.arch
     model, example = network_module(arch, batch, form)
     return model, example, arch.img_size
+
+
+def _check_runs(model: Any, example: Any, name: str, size: int) -> None:
+    """One call at the asked input size: a model built for one resolution (attention biases) refuses others."""
+    import torch
+
+    try:
+        with torch.inference_mode():
+            model(example)
+    except RuntimeError as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise InputError(f"--img-size: {name} does not run at {size}px ({shorten(first, 200)})") from None
 
 
 def _timm_model(name: str, img_size: int | None) -> Any:

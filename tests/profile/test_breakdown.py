@@ -24,11 +24,14 @@ FIVE = {
     "mobilenetv2_100": [1, 2, 3, 4, 3, 3, 1],
 }
 
+#: Small inputs keep the test fast; timm's EfficientFormer runs only at 224 (its attention biases are 7x7).
+SIZES = {"deit_small_patch16_224": 64, "poolformer_s12": 64, "levit_256": 64, "mobilenetv2_100": 64}
+
 
 @pytest.fixture(scope="module")
 def five():
     backend = TorchCPUBackend(threads=1)
-    return {name: profile_model(ModelSource(name, "timm"), backend, runs=2, protocol=QUICK, img_size=64)
+    return {name: profile_model(ModelSource(name, "timm"), backend, runs=2, protocol=QUICK, img_size=SIZES.get(name))
             for name in FIVE}
 
 
@@ -97,7 +100,7 @@ def test_the_categories_sum_agrees_with_the_measured_latency_on_torch_cpu():
 
 def test_onnxruntime_nodes_have_categories_and_blocks():
     backend = ONNXRuntimeBackend(threads=1)
-    p = profile_model(ModelSource("efficientformer_l1", "timm"), backend, runs=3, protocol=QUICK, img_size=64)
+    p = profile_model(ModelSource("efficientformer_l1", "timm"), backend, runs=3, protocol=QUICK)
     assert p.unknown_ops == (), p.unknown_ops
     assert sum(r.share for r in p.categories) == pytest.approx(1.0)
     ms = p.category_ms()

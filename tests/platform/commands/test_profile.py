@@ -71,13 +71,25 @@ def test_profile_writes_csv_json_and_the_figure(tmp_path, capsys):
     assert report["command"].startswith("slimnas profile mobilenetv2_050")
 
 
-def test_profile_on_onnxruntime(tmp_path, capsys):
+def test_profile_on_onnxruntime_logged_to_mlflow(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the sqlite store's artifacts go to ./mlruns
     out = tmp_path / "ort"
-    assert main(["profile", "l1", "--img-size", "64", "--backend", "onnxruntime", "--out", str(out), *QUICK]) == 0
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert main(["profile", "l1", "--img-size", "64", "--backend", "onnxruntime", "--out", str(out), *QUICK,
+                 "--mlflow-experiment", "profiles", "--tracking-uri", uri]) == 0
     report = json.loads((out / "profile.json").read_text())
     (model,) = report["models"]
     assert model["backend"] == "onnxruntime" and model["form"] == "eager" and model["unknown_ops"] == []
     assert sum(r["share"] for r in model["categories"]) == pytest.approx(1.0)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("profiles").experiment_id])
+    assert run.data.metrics["l1.measured_ms"] == pytest.approx(model["measured_ms"])
+    assert run.data.metrics["l1.convolution_ms"] == pytest.approx(
+        next(r["ms"] for r in model["categories"] if r["category"] == "convolution"))
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "profile")} == {
+        "profile/categories.csv", "profile/blocks.csv", "profile/profile.json", "profile/breakdown.png"}
 
 
 def test_bad_models_and_backends_are_one_line_and_exit_2(tmp_path, capsys):
