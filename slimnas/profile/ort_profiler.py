@@ -1,9 +1,10 @@
 """Operator-level profiles on ONNX Runtime, with its own profiler (``SessionOptions.enable_profiling``).
 
-The network is exported with slimnas's exporter (:func:`slimnas.latency.backends.export_onnx`, the one the
-``onnxruntime`` backend times) and run in a session built like the backend's (:meth:`ONNXRuntimeBackend.session`,
-``ORT_ENABLE_ALL``) with profiling on. Every node's ``kernel_time`` event of a profiled call is one operator sample;
-calls are told apart by the session's ``model_run`` events, and the first (warm-up) calls are dropped.
+The network is exported with slimnas's exporter (:func:`slimnas.latency.backends.export_onnx`, through the
+``onnxruntime`` backend's cache: the very graph its measurement timed) and run in a session built like the backend's
+(:meth:`ONNXRuntimeBackend.session`, ``ORT_ENABLE_ALL``) with profiling on. Every node's ``kernel_time`` event of a
+profiled call is one operator sample; calls are told apart by the session's ``model_run`` events, and the first
+(warm-up) calls are dropped.
 
 Where a node ran: the exporter names nodes after the module path (``/stages/stages.0/blocks/blocks.1/mlp/fc1/MatMul``),
 which :func:`module_of_node` maps back to a qualified module name, and so to a unit (:mod:`.structure`). Nodes that
@@ -66,7 +67,8 @@ def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol:
 
     units = model_units(model)
     modules = dict(model.named_modules())
-    data = export_onnx(model, example)
+    export = getattr(backend, "_export", None)  # the backend's own, cached: the graph its measurement timed
+    data = export(model, example) if export is not None else export_onnx(model, example)
     with tempfile.TemporaryDirectory(prefix="slimnas-ort-") as tmp:
         session = _profiling_session(backend, data, os.path.join(tmp, "ort"))
         feed = {session.get_inputs()[0].name: example.detach().cpu().numpy()}

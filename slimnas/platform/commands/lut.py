@@ -173,8 +173,12 @@ def _explain(args: argparse.Namespace) -> int:
 
     table = LatencyTable.load(args.lut)
     if args.preset:
-        arch = Arch.preset(args.preset, img_size=table.meta.img_size, slots=table.space.slots,
-                           family=table.space.family)
+        try:
+            arch = Arch.preset(args.preset, img_size=table.meta.img_size, slots=table.space.slots,
+                               family=table.space.family)
+        except ValueError as exc:
+            raise InputError(f"--preset: {args.preset} does not fit the table's space {table.space.name} ({exc})"
+                             ) from None
     else:
         arch = read_arch(args.arch)
     missing = table.missing(arch)  # also checks the input size

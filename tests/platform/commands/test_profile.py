@@ -139,6 +139,6 @@ def test_lut_explain_names_the_part_whose_entry_misses(tmp_path, capsys):
     assert rows[str(stem)]["error_ms"] > 4.0 and 0 < rows[str(stem)]["measured_ms"] < 2.0
     assert result["predicted_ms"] == pytest.approx(LatencyTable.load(lut).predict(arch))
     assert result["measured_ms"] > 0
-    _one_line_exit_2(["lut", "explain", "--lut", str(lut), "--preset", "l1"], capsys, "no entry")
+    _one_line_exit_2(["lut", "explain", "--lut", str(lut), "--preset", "l1"], capsys, "--preset: l1 does not fit")
     _one_line_exit_2(["lut", "explain", "--lut", str(tmp_path / "none.parquet"), "--arch", str(arch_file)], capsys,
                      "no such file")
