@@ -144,8 +144,8 @@ def _ort_nodes(table: Any, arch: Arch, backend: Any, protocol: Protocol,
     index_of = {names[id(m)]: i for i, m in enumerate(modules) if id(m) in names}
     rest = [i for i, m in enumerate(modules) if id(m) not in names]  # the eager head: a wrapper of the network
     whole = backend.measure(network, example, protocol).value
-    samples, kept, _, _ = profile_session(backend, network, example, runs, protocol)
-    calls = [s for s, ok in zip(samples, kept) if ok]
+    profiled = profile_session(backend, network, example, runs, protocol)
+    calls = [s for s, ok in zip(profiled.samples, profiled.kept) if ok]
     times = [0.0] * len(parts)
     for call in calls:
         for s in call:

@@ -17,13 +17,14 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from slimnas.latency.protocol import Protocol, assess
 
 from .categories import is_known_onnx, onnx_category
-from .records import OpSample
+from .records import OpSample, ProfiledCalls
 from .structure import TOP_LEVEL, Unit, model_units, unit_of_module
 
 __all__ = ["profile_session", "module_of_node"]
@@ -58,9 +59,9 @@ def _resolve(qualified: str, segment: str, modules: Mapping[str, Any]) -> str | 
 
 
 def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol: Protocol, warmup: int = 3,
-                    ) -> tuple[list[list[OpSample]], list[bool], list[float], list[Unit]]:
-    """Profile ``runs`` calls of ``model`` on ONNX Runtime (after ``warmup`` calls); returns each call's operator
-    samples, which calls are kept, each call's wall time in the session (ms) and the model's units."""
+                    ) -> ProfiledCalls:
+    """Profile ``runs`` calls of ``model`` on ONNX Runtime (after ``warmup`` calls), each right after a call of the
+    same graph in a session without profiling, timed alone."""
     from torch import nn
 
     from slimnas.latency.backends import export_onnx
@@ -69,10 +70,16 @@ def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol:
     modules = dict(model.named_modules())
     export = getattr(backend, "_export", None)  # the backend's own, cached: the graph its measurement timed
     data = export(model, example) if export is not None else export_onnx(model, example)
+    plain_session = backend.session(data)
+    plain: list[float] = []
     with tempfile.TemporaryDirectory(prefix="slimnas-ort-") as tmp:
         session = _profiling_session(backend, data, os.path.join(tmp, "ort"))
         feed = {session.get_inputs()[0].name: example.detach().cpu().numpy()}
-        for _ in range(warmup + runs):
+        for i in range(warmup + runs):
+            t0 = time.perf_counter()
+            plain_session.run(None, feed)
+            if i >= warmup:
+                plain.append((time.perf_counter() - t0) * 1e3)
             session.run(None, feed)
         with open(session.end_profiling()) as handle:
             events = json.load(handle)
@@ -113,7 +120,7 @@ def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol:
     totals = [sum(s.ms for s in call) or 1e-9 for call in samples]
     verdict = assess([[t] for t in totals], protocol) if totals else None
     kept = list(verdict.accepted) if verdict else []
-    return samples, kept, walls, units
+    return ProfiledCalls(samples, kept, walls, plain[-len(samples):] if samples else [], units)
 
 
 def _profiling_session(backend: Any, data: bytes, prefix: str):

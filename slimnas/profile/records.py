@@ -23,8 +23,8 @@ from slimnas._io import atomic_write_text
 from .categories import CATEGORIES
 from .structure import Unit
 
-__all__ = ["OpSample", "CategoryRow", "BlockRow", "OpRow", "ModelProfile", "ProfileReport", "aggregate",
-           "write_report", "CATEGORY_CSV", "BLOCK_CSV", "REPORT_JSON"]
+__all__ = ["OpSample", "ProfiledCalls", "CategoryRow", "BlockRow", "OpRow", "ModelProfile", "ProfileReport",
+           "aggregate", "write_report", "CATEGORY_CSV", "BLOCK_CSV", "REPORT_JSON"]
 
 CATEGORY_CSV, BLOCK_CSV, REPORT_JSON = "categories.csv", "blocks.csv", "profile.json"
 
@@ -38,6 +38,18 @@ class OpSample:
     unit: Unit  # where it ran
     ms: float
     known: bool = True  # False: the operator has no category of its own (it is in "other")
+
+
+@dataclass(frozen=True)
+class ProfiledCalls:
+    """What a profiler gives for one model: each profiled call's operator samples, which calls are kept (not
+    disturbed), each profiled call's wall time, the unprofiled calls timed between them (ms) and the model's units."""
+
+    samples: list[list[OpSample]]
+    kept: list[bool]
+    walls: list[float]
+    plain: list[float]  # plain[i]: the unprofiled call just before profiled call i
+    units: list[Unit]
 
 
 @dataclass(frozen=True)
@@ -83,6 +95,8 @@ class ModelProfile:
     form: str  # the module form profiled (slimnas networks: fused | eager; timm: eager)
     measured_ms: float  # the whole network's latency, measured without the profiler (protocol statistic)
     measured_spread: float  # the measurement's relative spread over its passes
+    unprofiled_ms: float  # the median of the unprofiled calls interleaved with the profiled ones
+    agreement: float  # median over kept calls of (categories' sum / the unprofiled call next to it) - 1
     profiled_ms: float  # the sum of the categories (mean per profiled call)
     profiled_wall_ms: float  # a profiled call's wall time, profiler included (mean)
     runs: int  # profiled calls kept
@@ -95,21 +109,15 @@ class ModelProfile:
     notes: tuple[str, ...] = ()
 
     @property
-    def agreement(self) -> float:
-        """``profiled_ms / measured_ms - 1``: how far the categories' sum is from the measured latency."""
-        return self.profiled_ms / self.measured_ms - 1.0 if self.measured_ms > 0 else float("nan")
-
-    @property
     def profiler_overhead_ms(self) -> float:
-        """What the profiler added to a call's wall time (profiled wall time minus the measured latency)."""
-        return self.profiled_wall_ms - self.measured_ms
+        """What the profiler added to a call's wall time (profiled wall time minus the unprofiled calls')."""
+        return self.profiled_wall_ms - self.unprofiled_ms
 
     def category_ms(self) -> dict[str, float]:
         return {row.category: row.ms for row in self.categories}
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        out["agreement"] = self.agreement
         out["profiler_overhead_ms"] = self.profiler_overhead_ms
         return out
 
@@ -132,13 +140,12 @@ class ProfileReport:
                 "models": [m.to_dict() for m in self.models]}
 
 
-def aggregate(samples: Sequence[Sequence[OpSample]], kept: Sequence[bool], units: Sequence[Unit], *,
-              model: str, source: str, backend: str, device: str, threads: int | None, batch: int, img_size: int,
-              form: str, measured_ms: float, measured_spread: float, wall_ms: Sequence[float], statistic: str,
+def aggregate(profiled: ProfiledCalls, *, model: str, source: str, backend: str, device: str, threads: int | None,
+              batch: int, img_size: int, form: str, measured_ms: float, measured_spread: float, statistic: str,
               notes: Sequence[str] = ()) -> ModelProfile:
-    """The profile from each profiled call's samples (``samples[i]``: call ``i``), keeping the calls ``kept`` says;
-    every unit of ``units`` gets a row (zero when nothing ran in it), and units seen only in the samples (the top
-    level) follow."""
+    """The profile from each profiled call's samples, keeping the calls ``profiled.kept`` says; every unit gets a row
+    (zero when nothing ran in it), and units seen only in the samples (the top level) follow."""
+    samples, kept, units, wall_ms = profiled.samples, profiled.kept, profiled.units, profiled.walls
     calls = [s for s, ok in zip(samples, kept) if ok]
     n = max(len(calls), 1)
     by_category = dict.fromkeys(CATEGORIES, 0.0)
@@ -164,12 +171,22 @@ def aggregate(samples: Sequence[Sequence[OpSample]], kept: Sequence[bool], units
                    for u, ms in by_unit.items())
     ops = tuple(sorted((OpRow(op, c, v[0], v[1]) for (op, c), v in by_op.items()), key=lambda r: -r.ms))
     kept_wall = [w for w, ok in zip(wall_ms, kept) if ok]
+    pairs = [(sum(x.ms for x in call), plain) for call, plain, ok in zip(samples, profiled.plain, kept) if ok]
+    plain_kept = sorted(p for _, p in pairs) or [measured_ms]
+    ratios = sorted(s / p for s, p in pairs if p > 0) or [total / measured_ms if measured_ms > 0 else float("nan")]
     return ModelProfile(model=model, source=source, backend=backend, device=device, threads=threads, batch=batch,
                         img_size=img_size, form=form, measured_ms=measured_ms, measured_spread=measured_spread,
+                        unprofiled_ms=_median(plain_kept), agreement=_median(ratios) - 1.0,
                         profiled_ms=total, profiled_wall_ms=sum(kept_wall) / max(len(kept_wall), 1),
                         runs=len(calls), dropped_runs=len(samples) - len(calls), statistic=statistic,
                         categories=categories, blocks=blocks, ops=ops, unknown_ops=tuple(unknown),
                         notes=tuple(notes))
+
+
+def _median(values: Sequence[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def _csv(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

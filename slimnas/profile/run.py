@@ -56,7 +56,7 @@ def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Pro
 
         with _onnx_errors(source.name):
             measured = backend.measure(model, example, protocol)
-            samples, kept, walls, units = profile_session(backend, model, example, runs, protocol)
+            profiled = profile_session(backend, model, example, runs, protocol)
         notes = ["operator times are ONNX Runtime's node kernel times; its optimizer's fused nodes (Conv+BN, "
                  "MatMul+Add, GELU, LayerNorm) count under their fused type"]
     else:
@@ -72,12 +72,12 @@ def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Pro
                 torch.cuda.synchronize(backend.device)
         measured = backend.measure(model, example, protocol)
         with _threads(backend.threads if not cuda else None):
-            samples, kept, walls, units = profile_calls(model, run, runs, protocol, cuda=cuda, sync=sync)
+            profiled = profile_calls(model, run, runs, protocol, cuda=cuda, sync=sync)
         notes = ["operator times are inclusive times of the outermost operators (CPU time on the CPU, kernel time "
                  "on CUDA); Python between operators is in none of them"]
     low, high = measured.pass_range()
-    return aggregate(samples, kept, units, model=source.name, source=source.kind, backend=backend.name,
+    return aggregate(profiled, model=source.name, source=source.kind, backend=backend.name,
                      device=backend.device_name(), threads=backend.threads, batch=batch, img_size=size,
                      form=form if source.kind != "timm" else "eager", measured_ms=measured.value,
-                     measured_spread=high / low - 1.0 if low > 0 else 0.0, wall_ms=walls,
+                     measured_spread=high / low - 1.0 if low > 0 else 0.0,
                      statistic=protocol.statistic, notes=notes)

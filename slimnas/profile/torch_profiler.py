@@ -8,9 +8,11 @@ further than the protocol's tolerance from the median are dropped as disturbed (
 assess`), as the protocol drops passes.
 
 The profiler's own cost: recording an operator costs a few microseconds, which inflates the operators' times, while
-the Python between operators (module calls, hooks) is in no operator. The whole network is therefore also measured
-without the profiler, under the latency tables' protocol (:meth:`Backend.measure <slimnas.latency.backends.Backend.
-measure>`), and the profile states both (``ModelProfile.agreement``, ``profiler_overhead_ms``).
+the Python between operators (module calls, hooks) is in no operator. So every profiled call follows an unprofiled
+call timed alone (the profiler's schedule: wait, warm-up, active), and the profile states how the categories' sum
+compares with those calls (``ModelProfile.agreement``: measured in the same moments, so a busy machine slows both)
+and with the whole network measured under the latency tables' protocol (``measured_ms``), and what the profiler adds to
+a call (``profiler_overhead_ms``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from slimnas.latency.protocol import Protocol, assess
 
 from .categories import is_known_torch, torch_category
-from .records import OpSample
+from .records import OpSample, ProfiledCalls
 from .structure import TOP_LEVEL, Unit, model_units
 
 __all__ = ["profile_calls", "scoped"]
@@ -62,31 +64,43 @@ def scoped(model: Any, units: Sequence[Unit]) -> Iterator[None]:
 
 
 def profile_calls(model: Any, run: Callable[[], Any], runs: int, protocol: Protocol, cuda: bool = False,
-                  sync: Callable[[], None] | None = None,
-                  ) -> tuple[list[list[OpSample]], list[bool], list[float], list[Unit]]:
-    """Profile ``runs`` calls of ``run()`` (which calls ``model``); returns each call's operator samples, which calls
-    are kept (not disturbed), each call's wall time with the profiler (ms) and the model's units."""
+                  sync: Callable[[], None] | None = None) -> ProfiledCalls:
+    """Profile ``runs`` calls of ``run()`` (which calls ``model``), each right after an unprofiled call timed alone
+    (the profiler's schedule: wait, warm-up, active), so that each profiled call has a measurement of the same moment
+    without the profiler."""
     from torch.autograd.profiler import record_function
-    from torch.profiler import ProfilerActivity, profile
+    from torch.profiler import ProfilerActivity, profile, schedule
 
     units = model_units(model)
     by_name = {u.module: u for u in units}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     sync = sync or (lambda: None)
     walls: list[float] = []
+    plain: list[float] = []
+    windows: list[Any] = []
     with scoped(model, units):
         for _ in range(3):  # the hooks' first calls
             run()
         sync()
-        with profile(activities=activities) as prof:
-            for i in range(runs):
+        # Per cycle: a call that absorbs the previous cycle's trace processing, the unprofiled call timed alone, the
+        # profiler's warm-up call, the profiled call.
+        with profile(activities=activities, schedule=schedule(wait=2, warmup=1, active=1, repeat=runs),
+                     on_trace_ready=lambda p: windows.append(p.events()), acc_events=False) as prof:
+            for step in range(4 * runs):
+                phase, i = step % 4 - 1, step // 4
                 t0 = time.perf_counter()
-                with record_function(f"{_CALL}{i}"):
+                if phase == 2:
+                    with record_function(f"{_CALL}{i}"):
+                        run()
+                        sync()
+                else:
                     run()
                     sync()
-                walls.append((time.perf_counter() - t0) * 1e3)
+                elapsed = (time.perf_counter() - t0) * 1e3
+                (plain if phase == 0 else walls if phase == 2 else []).append(elapsed)
+                prof.step()
     samples: list[list[OpSample]] = [[] for _ in range(runs)]
-    for event in prof.events():
+    for event in (e for window in windows for e in window):
         name = event.name
         if name.startswith((_SCOPE, _CALL)):
             continue
@@ -108,7 +122,7 @@ def profile_calls(model: Any, run: Callable[[], Any], runs: int, protocol: Proto
                                       is_known_torch(name)))
     totals = [sum(s.ms for s in call) or 1e-9 for call in samples]
     verdict = assess([[t] for t in totals], protocol)
-    return samples, list(verdict.accepted), walls, units
+    return ProfiledCalls(samples, list(verdict.accepted), walls, plain, units)
 
 
 def _device_us(event: Any) -> float:

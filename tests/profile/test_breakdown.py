@@ -2,6 +2,8 @@
 listed, none dropped), shares sum to 100%, per-block rows are the models' blocks, and on torch-cpu the categories'
 sum agrees with the whole network's measured latency."""
 
+import os
+
 import pytest
 import torch
 
@@ -79,9 +81,8 @@ def test_an_unknown_operator_lands_in_other_and_is_listed():
         with torch.inference_mode():
             return model(x)
 
-    samples, kept, walls, units = profile_calls(model, run, 2, QUICK)
-    p = aggregate(samples, kept, units, model="odd", source="test", backend="torch-cpu", device="cpu", threads=1,
-                  batch=1, img_size=16, form="eager", measured_ms=1.0, measured_spread=0.0, wall_ms=walls,
+    p = aggregate(profile_calls(model, run, 2, QUICK), model="odd", source="test", backend="torch-cpu", device="cpu",
+                  threads=1, batch=1, img_size=16, form="eager", measured_ms=1.0, measured_spread=0.0,
                   statistic="median")
     assert p.unknown_ops == ("aten::cumsum",)
     assert p.category_ms()["other"] > 0 and p.category_ms()["stem"] > 0
@@ -90,12 +91,15 @@ def test_an_unknown_operator_lands_in_other_and_is_listed():
     assert torch_category("aten::cumsum") == "other" and torch_category("aten::conv2d", in_stem=True) == "stem"
 
 
+@pytest.mark.skipif(os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5, reason="the machine is oversubscribed: "
+                    "single calls vary by 2x between neighbours, no timing comparison means anything")
 def test_the_categories_sum_agrees_with_the_measured_latency_on_torch_cpu():
     backend = TorchCPUBackend(threads=1)
     protocol = Protocol(passes=3, samples=5, pass_ms=0.0, warmup_ms=20.0, extra_passes=2)
-    p = profile_model(ModelSource("deit_tiny_patch16_224", "timm"), backend, runs=10, protocol=protocol)
-    assert abs(p.agreement) < 0.10, (p.profiled_ms, p.measured_ms)
-    assert p.runs + p.dropped_runs == 10 and p.runs >= 5
+    p = profile_model(ModelSource("deit_tiny_patch16_224", "timm"), backend, runs=12, protocol=protocol)
+    assert abs(p.agreement) < 0.10, (p.profiled_ms, p.unprofiled_ms, p.measured_ms)
+    assert abs(p.profiled_ms / p.measured_ms - 1) < 0.15, (p.profiled_ms, p.measured_ms)
+    assert p.runs + p.dropped_runs == 12 and p.runs >= 4
 
 
 def test_onnxruntime_nodes_have_categories_and_blocks():

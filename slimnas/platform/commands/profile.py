@@ -122,8 +122,9 @@ def _describe(p, top: int) -> str:
     from slimnas.profile.categories import LABELS
 
     lines = [f"== {p.model} ({p.source}, {p.form}) on {p.backend}, {p.img_size}px, batch {p.batch}",
-             f"   measured {p.measured_ms:.3f} ms ({p.statistic}, no profiler, pass spread {p.measured_spread:.1%}); "
-             f"categories sum {p.profiled_ms:.3f} ms ({p.agreement:+.1%}); a profiled call took "
+             f"   measured {p.measured_ms:.3f} ms ({p.statistic} under the protocol, pass spread "
+             f"{p.measured_spread:.1%}); categories sum {p.profiled_ms:.3f} ms, {p.agreement:+.1%} from the "
+             f"unprofiled calls between the profiled ones ({p.unprofiled_ms:.3f} ms); a profiled call took "
              f"{p.profiled_wall_ms:.3f} ms (profiler overhead {p.profiler_overhead_ms:+.3f} ms); {p.runs} calls "
              f"profiled, {p.dropped_runs} dropped as disturbed"]
     for row in p.categories:
