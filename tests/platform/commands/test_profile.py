@@ -75,7 +75,9 @@ def test_profile_on_onnxruntime_logged_to_mlflow(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the sqlite store's artifacts go to ./mlruns
     out = tmp_path / "ort"
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    assert main(["profile", "l1", "--img-size", "64", "--backend", "onnxruntime", "--out", str(out), *QUICK,
+    arch_file = tmp_path / "l1.json"  # a small arch of the tiny space (64 px), named like the metrics below
+    arch_file.write_text(SearchSpace.preset("tiny").max_arch().to_json())
+    assert main(["profile", str(arch_file), "--backend", "onnxruntime", "--out", str(out), *QUICK,
                  "--mlflow-experiment", "profiles", "--tracking-uri", uri]) == 0
     report = json.loads((out / "profile.json").read_text())
     (model,) = report["models"]
