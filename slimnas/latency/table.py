@@ -220,6 +220,18 @@ class LatencyTable:
     def breakdown(self, arch: Arch) -> list[tuple[Part, float]]:
         return [(p, self.entry(p)) for p in self.parts(arch)]
 
+    def contributions(self, arch: Arch) -> tuple[list[tuple[Part, float]], float]:
+        """What :meth:`predict` adds up for ``arch``: each part's entry as the prediction counts it (times the
+        working-set term, or the calibration's coefficient of its group), in network order, and the constant
+        (overhead, or the calibration's intercept); their sum is :meth:`predict`'s value up to rounding."""
+        parts = self.parts(arch)
+        if self.meta.calibration:
+            coef = self.meta.calibration["coef"]
+            return ([(p, self.entry(p) * coef.get(self._family.group_of(p.kind), 1.0)) for p in parts],
+                    float(self.meta.calibration["intercept"]))
+        factor = float(self._context_factor(sum(self._weight(p) for p in parts)))
+        return [(p, self.entry(p) * factor) for p in parts], float(self.meta.overhead_ms)
+
     # ------------------------------------------------------------------ vectorized prediction
     def _summer(self, weights: bool = False) -> Any:
         """The family's part sums over this table's values (entries at ``stat``, or weights), built once."""

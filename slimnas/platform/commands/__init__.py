@@ -4,4 +4,4 @@ To add an area, add its module name to :data:`MODULES`; a module imports heavy d
 so ``slimnas --help`` stays fast.
 """
 
-MODULES = ("pipeline", "jobs", "models", "lut", "train", "search", "export", "ui")
+MODULES = ("pipeline", "jobs", "models", "lut", "train", "search", "export", "ui", "profile")

@@ -1,4 +1,4 @@
-"""``slimnas lut build | validate | show | import-measurements``: latency lookup tables."""
+"""``slimnas lut build | validate | show | explain | import-measurements``: latency lookup tables."""
 
 from __future__ import annotations
 
@@ -165,6 +165,32 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain(args: argparse.Namespace) -> int:
+    from slimnas.latency.table import LatencyTable
+    from slimnas.platform.commands.models import read_arch
+    from slimnas.profile.explain import explain, format_explanation
+    from slimnas.search_spaces import Arch
+
+    table = LatencyTable.load(args.lut)
+    if args.preset:
+        try:
+            arch = Arch.preset(args.preset, img_size=table.meta.img_size, slots=table.space.slots,
+                               family=table.space.family)
+        except ValueError as exc:
+            raise InputError(f"--preset: {args.preset} does not fit the table's space {table.space.name} ({exc})"
+                             ) from None
+    else:
+        arch = read_arch(args.arch)
+    missing = table.missing(arch)  # also checks the input size
+    if missing:
+        raise InputError(f"--arch: the table has no entry for {missing[0]} ({len(missing)} parts missing)")
+    protocol = protocol_from(args, table.meta.measurement_protocol())
+    print(f"explaining {args.lut} ({table.meta.describe()}) for {arch}", file=sys.stderr)
+    result = explain(table, arch, protocol, runs=args.runs, on_progress=ProgressLine("lut explain"))
+    print(json.dumps(result.to_dict(), indent=2) if args.json else format_explanation(result, args.top))
+    return 0
+
+
 def _import(args: argparse.Namespace) -> int:
     from slimnas.config import read_text_file
     from slimnas.latency.bundle import import_measurements
@@ -211,7 +237,7 @@ def _measurement_args(p: argparse.ArgumentParser, build: bool) -> None:
 
 
 def register(sub) -> None:
-    lut = sub.add_parser("lut", help="latency lookup tables: build, validate, show, import-measurements")
+    lut = sub.add_parser("lut", help="latency lookup tables: build, validate, show, explain, import-measurements")
     lsub = lut.add_subparsers(dest="lut_command", required=True, parser_class=type(lut))
 
     p = lsub.add_parser("build", help="time every part of a space on a backend (resumable)")
@@ -267,6 +293,17 @@ def register(sub) -> None:
     p.add_argument("--stat", default=None, help="predict with another statistic than the table's protocol's "
                    "(median | mean | p25 | p10 | p90 | min)")
     p.set_defaults(func=_show, full_command="lut show")
+
+    p = lsub.add_parser("explain", help="an arch's parts: the table's entries next to their measured in-network time")
+    p.add_argument("--lut", required=True)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--arch", help="an arch JSON file")
+    group.add_argument("--preset", help="a preset (l1 | l3 | l7) at the table's input size")
+    p.add_argument("--runs", type=int_in(1, 10_000), default=20, help="onnxruntime: profiled calls (default: 20)")
+    p.add_argument("--top", type=int_in(1, 1000), default=3, help="name this many parts with the largest errors")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON")
+    _measurement_args(p, build=False)
+    p.set_defaults(func=_explain, full_command="lut explain")
 
     p = lsub.add_parser("import-measurements", help="a table from a Core ML bundle and the device's measurements")
     p.add_argument("--bundle", required=True)
