@@ -68,8 +68,8 @@ def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol:
 
     units = model_units(model)
     modules = dict(model.named_modules())
-    export = getattr(backend, "_export", None)  # the backend's own, cached: the graph its measurement timed
-    data = export(model, example) if export is not None else export_onnx(model, example)
+    exported = getattr(backend, "exported", None)  # the backend's own, cached: the graph its measurement timed
+    data = exported(model, example) if exported is not None else export_onnx(model, example)
     plain_session = backend.session(data)
     plain: list[float] = []
     with tempfile.TemporaryDirectory(prefix="slimnas-ort-") as tmp:

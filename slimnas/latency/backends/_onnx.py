@@ -116,7 +116,7 @@ class ONNXRuntimeBackend(Backend):
         from ..modules import Rotation
 
         copies = list(module.copies) if isinstance(module, Rotation) else [module]
-        model = self._export(copies[0], example)
+        model = self.exported(copies[0], example)
         sessions = [self.session(model) for _ in copies]
         feed = {sessions[0].get_inputs()[0].name: example.detach().cpu().numpy()}
         if len(sessions) == 1:
@@ -130,7 +130,7 @@ class ONNXRuntimeBackend(Backend):
 
         return run
 
-    def _export(self, module: torch.nn.Module, example: torch.Tensor) -> bytes:
+    def exported(self, module: torch.nn.Module, example: torch.Tensor) -> bytes:
         """The ONNX model of ``module``, exported once per structure (timing does not depend on weight values)."""
         key = (type(module).__qualname__, tuple(example.shape),
                tuple((name, tuple(t.shape)) for name, t in module.state_dict().items()))
