@@ -10,6 +10,14 @@ Every method sees the same evaluator (supernet weights, BN recalibrated, top-1 o
 latency function (the table, served by the Ray :mod:`latency actor <slimnas.latency.actor>`) and the same budget
 accounting (subnet evaluations). Each candidate evaluation is a Ray Tune trial (:mod:`slimnas.platform.tune`).
 
+One Tune experiment runs every search run of the job (``<staged folder>/tune/search``;
+:func:`~slimnas.platform.tune.runner.run_phases`), in two phases: the methods that take no budget (slimming), then
+every other method at every target, all at once, with the budgets slimming's run gives. Its trial actors set up once
+(supernet, data) and evaluate for every run (:mod:`~slimnas.platform.tune.multiplex`); each run keeps its own state file
+``tune/<label>.searcher.json``. A run's ``wall_s`` is the time from its phase's start to its last result (the runs of
+a phase overlap); ``eval_s`` the sum of its evaluations' own times; the job's ``timing`` (:class:`SearchTiming`) how
+the time split.
+
 Budgets (``budget: auto``): slimming runs once for the whole sweep; for each target, a baseline gets the evaluations
 slimming had used when it first reached that target (so "equal budgets" is exact per target; the method whose spec
 defines ``auto_budget`` says how many). NSGA-II runs once with the largest of those budgets and answers every target
@@ -36,7 +44,7 @@ Staging and restore. A job runs in ``<output>/<name>.staging/`` (its Tune experi
 device measurements, the MLflow run id, then the results, ``results.json`` last) and swaps that folder in for
 ``<output>/<name>/`` only when it has finished (:class:`~slimnas.platform.runtime.staging.StagedFolder`): the previous
 job's folder stays whole until then. ``restore=True`` (``--restore``) continues a killed run's staged folder, in a new
-process: each method's experiment continues from its searcher's state (:mod:`slimnas.platform.tune.runner`; a method
+process: each search run continues from its state file (:mod:`slimnas.platform.tune.runner`; a run
 that had finished is not run again), device measurements already taken are reused, and the MLflow run is logged once. A
 restored run reaches the same results as an uninterrupted one: the same answer (arch, predicted latency, top-1,
 evaluations) per method and target and the same slimming trajectory. Not part of that promise: wall times, the
@@ -53,11 +61,10 @@ import csv
 import io
 import json
 import logging
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimnas.config import atomic_write_text
 from slimnas.errors import InputError
@@ -65,6 +72,7 @@ from slimnas.platform.runtime.ray_runtime import init_ray
 from slimnas.platform.runtime.staging import StagedFolder
 from slimnas.platform.stages.comparison import Interval, comparison_text, wilson_interval
 from slimnas.platform.stages.search_config import SearchJobConfig, TargetsReference
+from slimnas.platform.tune.multiplex import TuneOutcome, TuneRun
 from slimnas.search import MethodRequest, MethodSpec, SearchAlgorithm, SlimmingSearch, method_spec
 from slimnas.search.methods import auto_budget_problem
 from slimnas.search.slimming import TrajectoryStep
@@ -80,8 +88,11 @@ from slimnas.search.verification import (
 )
 from slimnas.search_spaces import Arch
 
-__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet", "DeviceMeasure", "finished_job",
-           "job_folder", "evaluation_images"]
+if TYPE_CHECKING:
+    from slimnas.platform.tune.runner import PhasesOutcome
+
+__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "SearchTiming", "load_supernet", "DeviceMeasure",
+           "finished_job", "job_folder", "evaluation_images"]
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +125,7 @@ class MethodResult:
     verification: str = ""
     verify_note: str = ""
     images: int | None = None  # the validation images top-1 was measured on (its confidence interval's n)
+    eval_s: float = 0.0  # the run's evaluations' own times, summed (runs share one Tune experiment: see wall_s)
 
     def top1_interval(self) -> Interval | None:
         """The 95% Wilson interval of ``top1`` over ``images`` (``None`` without either)."""
@@ -127,6 +139,28 @@ class MethodResult:
 
 
 @dataclass
+class SearchTiming:
+    """Where a job's search time went (``results.json``'s ``timing``; ``docs/benchmarks.md``): ``evaluations`` run
+    by this process and ``eval_s``, the sum of their own times (measured inside the workers, see
+    :mod:`~slimnas.platform.tune.trainable`); ``tune_wall_s``: the wall time of the Tune experiments that ran them
+    (set-up included); ``worker_setups`` and ``setup_s``: the workers that built the supernet and loaded the data, and
+    the seconds that took. A restored job counts what its own process ran."""
+
+    evaluations: int = 0
+    eval_s: float = 0.0
+    tune_wall_s: float = 0.0
+    worker_setups: int = 0
+    setup_s: float = 0.0
+
+    def add(self, experiment: PhasesOutcome) -> None:
+        self.evaluations += experiment.evaluations
+        self.eval_s += experiment.eval_s
+        self.tune_wall_s += experiment.wall_s
+        self.worker_setups += len(experiment.worker_setups)
+        self.setup_s += sum(experiment.worker_setups)
+
+
+@dataclass
 class SearchJobResult:
     config: dict[str, Any]
     results: list[MethodResult]
@@ -134,6 +168,7 @@ class SearchJobResult:
     trajectories: dict[str, list[TrajectoryStep]]  # slimming runs' trajectories
     job_dir: str
     mlflow_run_id: str | None = None
+    timing: SearchTiming = field(default_factory=SearchTiming)
 
     @property
     def targets_reference(self) -> TargetsReference | None:
@@ -162,7 +197,7 @@ class SearchJobResult:
         trajectories = {label: [TrajectoryStep.from_dict(s) for s in steps]
                         for label, steps in data["trajectories"].items()}
         return cls(data["config"], [MethodResult(**r) for r in data["results"]], data["histories"], trajectories,
-                   data["job_dir"], data.get("mlflow_run_id"))
+                   data["job_dir"], data.get("mlflow_run_id"), SearchTiming(**data.get("timing", {})))
 
     @classmethod
     def load(cls, path: str | Path) -> SearchJobResult:
@@ -269,6 +304,12 @@ class _Run:
     early_stop: dict[str, int]
     early_stopped: set[int] = field(default_factory=set)
     stoppable: bool = True  # the method can be stopped early (its spec's ``early_stop``)
+    eval_seconds: dict[int, float] = field(default_factory=dict)  # candidate -> its evaluation's own time
+
+
+#: The Tune experiment (in ``<staged folder>/tune/``) that runs all of a job's search runs, phase by phase
+#: (:func:`~slimnas.platform.tune.runner.run_phases`); each run keeps its state file ``tune/<label>.searcher.json``.
+_EXPERIMENT = "search"
 
 
 #: Config sections that do not change a job's results (a restore may change them).
@@ -335,7 +376,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     from ray import tune
 
     from slimnas.latency import LatencyTable
-    from slimnas.platform.tune import run_tune
+    from slimnas.platform.tune import run_phases
     from slimnas.platform.tune.trainable import evaluate_candidate, evaluation_payload
     from slimnas.trainers import check_data
 
@@ -359,52 +400,86 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     payload = evaluation_payload(supernet, cfg.data.model_dump(), cfg.eval_images, key=f"{checkpoint}:{cfg.name}")
     trainable = tune.with_parameters(evaluate_candidate, payload=payload)
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
-    runs: list[_Run] = []
+    runs: list[_Run] = []  # in plan order (the order of the results)
+    run_options = {"rule": cfg.early_stop.rule, "z": cfg.early_stop.z, "resources": resources,
+                   "max_concurrent_trials": cfg.ray.max_concurrent, "restore": continuing}
 
-    def run(algorithm: SearchAlgorithm, label: str, stoppable: bool):
+    def started(label: str, algorithm: SearchAlgorithm) -> None:
         echo(f"[search] {label}: running")
         if watch is not None:
             watch(label, algorithm)
-        started, before = time.perf_counter(), algorithm.evaluations
-        outcome = run_tune(algorithm, trainable, label, work / "tune", early_stop=cfg.early_stop.enabled and stoppable,
-                           rule=cfg.early_stop.rule, z=cfg.early_stop.z, resources=resources,
-                           max_concurrent_trials=cfg.ray.max_concurrent, restore=continuing)
-        wall = time.perf_counter() - started
-        echo(f"[search] {label}: {outcome.algorithm.evaluations - before} evaluations in {wall:.1f} s "
-             f"({outcome.algorithm.stop_reason})")
-        return outcome, wall
 
-    def add(method: str, label: str, spec: MethodSpec, targets: list[float], budget: int | None) -> SearchAlgorithm:
+    def finished(outcome: TuneOutcome) -> None:
+        echo(f"[search] {outcome.label}: {outcome.algorithm.evaluations} evaluations, done after "
+             f"{outcome.wall_s:.1f} s ({outcome.algorithm.stop_reason})")
+
+    def planned(method: str, label: str, spec: MethodSpec, targets: list[float], budget: int | None) -> TuneRun:
         request = MethodRequest(space, latency_fn, tuple(targets), budget, cfg.seed,
                                 importance if spec.needs_importance else None, _options(cfg, spec))
-        outcome, wall = run(spec.build(request), label, spec.early_stop)
-        runs.append(_Run(method, label, outcome.algorithm, targets, wall, dict(outcome.early_stop),
-                         set(outcome.searcher.early_stopped), spec.early_stop))
-        return outcome.algorithm
+        algorithm = spec.build(request)
+        runs.append(_Run(method, label, algorithm, targets, 0.0, {}, stoppable=spec.early_stop))
+        return TuneRun(label, algorithm, cfg.early_stop.enabled and spec.early_stop)
+
+    def phase(methods: list[str], budgets: dict[float, int]) -> list[TuneRun]:
+        out = []
+        for method in methods:
+            spec = specs[method]
+            if spec.sweep:  # one run answers the whole sweep (given the largest of the targets' budgets)
+                out.append(planned(method, method, spec, list(cfg.targets),
+                                   max(budgets.values()) if spec.uses_budget else None))
+            else:
+                out += [planned(method, f"{method}@{t:g}ms", spec, [t], budgets[t] if spec.uses_budget else None)
+                        for t in cfg.targets]
+        return out
+
+    # Two phases: the methods that take no budget (in config order), then the others, given a fixed budget or the
+    # budgets ('auto') that the first method of phase one that defines 'auto' derives from its run. See _EXPERIMENT.
+    phases = [[m for m in cfg.methods if not specs[m].uses_budget], [m for m in cfg.methods if specs[m].uses_budget]]
+
+    def plan(done: dict[str, TuneOutcome]) -> list[TuneRun] | None:
+        """The next phase's runs (every run planned before has finished: ``done``), ``None`` after the last."""
+        planned_methods = {r.method for r in runs}
+        remaining = [methods for methods in phases if not set(methods) <= planned_methods]
+        if not remaining:
+            return None
+        if isinstance(cfg.budget, int):
+            return phase(remaining[0], {t: cfg.budget for t in cfg.targets})
+        auto = next((r for r in runs if specs[r.method].auto_budget is not None), None)
+        budgets: dict[float, int] = {}
+        if auto is not None:  # its runs have finished: each answers its targets
+            answers = {t: done[r.label].algorithm for r in runs if r.method == auto.method for t in r.targets}
+            budgets = {t: specs[auto.method].auto_budget(answers[t], t) for t in cfg.targets}
+        return phase(remaining[0], budgets)
+
+    experiment = run_phases(plan, trainable, _EXPERIMENT, work / "tune", on_start=started, on_finish=finished,
+                            **run_options)
+    for job_run in runs:
+        outcome = experiment.runs[job_run.label]
+        job_run.wall_s, job_run.early_stop = outcome.wall_s, dict(outcome.early_stop)
+        job_run.early_stopped, job_run.eval_seconds = set(outcome.searcher.early_stopped), outcome.searcher.eval_seconds
+    timing = SearchTiming()
+    timing.add(experiment)
+    echo(f"[search] {timing.evaluations} evaluations in one Tune experiment: {timing.eval_s:.1f} s of evaluating "
+         f"(their own times, summed over the workers) in {timing.tune_wall_s:.1f} s "
+         f"({timing.worker_setups} worker set-up(s), {timing.setup_s:.1f} s)")
 
     def continue_round(job_run: _Run) -> ContinueRoundFn:
         """Slimming's extra rounds run through Tune like its first ones, one experiment each."""
         def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
-            outcome, wall = run(algorithm, f"{job_run.label}-verify-{index}", job_run.stoppable)
-            job_run.wall_s += wall
-            for key, value in outcome.early_stop.items():
+            label = f"{job_run.label}-verify-{index}"
+            started(label, algorithm)
+            outcome = run_phases(lambda done: None if done else [TuneRun(label, algorithm, job_run.stoppable
+                                                                         and cfg.early_stop.enabled)],
+                                 trainable, label, work / "tune", on_finish=finished, **run_options)
+            job_run.wall_s += outcome.wall_s
+            timing.add(outcome)
+            extra = outcome.runs[label]
+            for key, value in extra.early_stop.items():
                 job_run.early_stop[key] = job_run.early_stop.get(key, 0) + value
-            job_run.early_stopped |= set(outcome.searcher.early_stopped)
-            return outcome.algorithm
+            job_run.early_stopped |= set(extra.searcher.early_stopped)
+            job_run.eval_seconds = {**job_run.eval_seconds, **extra.searcher.eval_seconds}
+            return extra.algorithm
         return go
-
-    # the methods that take no budget first (in config order): budget 'auto' derives from one of them
-    budgets: dict[float, int] = {t: cfg.budget for t in cfg.targets} if isinstance(cfg.budget, int) else {}
-    for method in sorted(cfg.methods, key=lambda m: specs[m].uses_budget):
-        spec = specs[method]
-        if spec.sweep:  # one run answers the whole sweep (given the largest of the targets' budgets)
-            budget = max(budgets.values()) if spec.uses_budget else None
-            finished = dict.fromkeys(cfg.targets, add(method, method, spec, list(cfg.targets), budget))
-        else:
-            finished = {t: add(method, f"{method}@{t:g}ms", spec, [t], budgets[t] if spec.uses_budget else None)
-                        for t in cfg.targets}
-        if spec.auto_budget is not None and not budgets:  # the first method that defines budget 'auto' sets it
-            budgets = {t: spec.auto_budget(finished[t], t) for t in cfg.targets}
 
     def on_device(archs: Sequence[Arch]) -> list[float] | None:
         return _measure_on_device(table, archs, echo)
@@ -412,7 +487,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     verified = _verify_winners(runs, cfg, _remembered(measure or on_device, work / "measurements.json"),
                                continue_round, echo, pending_line=lambda: _pending_line(table, job_dir))
     results, histories, trajectories = _results(runs, verified, images)
-    job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
+    job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir), timing=timing)
     _save_winners(job, cfg, supernet, checkpoint, table, work, echo)
     if cfg.tracking.enabled:
         job.mlflow_run_id = _log_once(work / "mlflow-run.json", lambda: _log_tracking(job, cfg, supernet, table, work))
@@ -474,7 +549,8 @@ def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification], 
     for run in runs:
         algorithm = run.algorithm
         histories[run.label] = [{"arch": e.arch.to_dict(), "latency_ms": e.latency_ms, "accuracy": e.accuracy,
-                                 "early_stopped": e.candidate.id in run.early_stopped} for e in algorithm.history]
+                                 "early_stopped": e.candidate.id in run.early_stopped,
+                                 "eval_s": run.eval_seconds.get(e.candidate.id)} for e in algorithm.history]
         if isinstance(algorithm, SlimmingSearch):
             trajectories[run.label] = list(algorithm.trajectory)
         for target in run.targets:
@@ -485,7 +561,8 @@ def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification], 
                 None if best is None else best.latency_ms, None if best is None else best.accuracy, v.evaluations,
                 run.wall_s, v.measured_ms, early_stop=dict(run.early_stop), stop_reason=algorithm.stop_reason,
                 meets_target=v.meets_target, verify_steps=v.verify_steps, extra_evaluations=v.extra_evaluations,
-                verification=v.state, verify_note=v.note, images=None if best is None else images))
+                verification=v.state, verify_note=v.note, images=None if best is None else images,
+                eval_s=round(sum(run.eval_seconds.values()), 3)))
     return results, histories, trajectories
 
 
