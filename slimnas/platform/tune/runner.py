@@ -19,9 +19,9 @@ folder: Tune's own record of the killed experiment holds nothing the state files
 (``Tuner.restore``) would unpickle a searcher whose runs, planned phase by phase, the new driver has to rebuild anyway.
 
 The algorithms passed in (by ``plan``) must be built as the first run built them (same method, space, targets, seed,
-budget); their state is then replaced by the saved one. Tune's per-result logger files (CSV, JSON, TensorBoard) are
-not written (``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` around ``fit``): nothing reads them, and the results that matter
-are in the state files.
+budget); their state is then replaced by the saved one. Of Tune's per-result loggers only the JSON one runs (Tune reads
+its ``result.json`` at the end; ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` around ``fit`` drops the CSV and TensorBoard
+ones): the results that matter are in the state files.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 
 from slimnas.errors import SlimnasError
 from slimnas.platform.tune.multiplex import MultiplexSearcher, Plan, TuneOutcome, TuneRun
@@ -93,9 +94,10 @@ def run_phases(
             tune.with_resources(trainable, resources or {"cpu": 1}),
             tune_config=tune.TuneConfig(search_alg=searcher, scheduler=EarlyStopScheduler(searcher, rule=rule, z=z),
                                         num_samples=-1, reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                      callbacks=[JsonLoggerCallback()]),  # Tune's result record reads result.json
         )
-        with _env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"):
+        with _env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"):  # no CSV and TensorBoard loggers
             tuner.fit()
         outcome.wall_s = time.perf_counter() - started
         outcome.evaluations, outcome.eval_s = len(searcher.told_here), sum(searcher.told_here)

@@ -114,6 +114,12 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs, cheapest_
     assert job.trajectories["slimming"][0].latency_ms == pytest.approx(table.predict(first))
     saved = json.loads((root / "out" / "job" / "results.json").read_text())
     assert len(saved["results"]) == 10 and (root / "out" / "job" / "pareto.png").is_file()
+    # one Tune experiment ran every run: its two workers set up once each, every evaluation's own time recorded
+    evaluated = [e for h in job.histories.values() for e in h]
+    assert 1 <= job.timing.worker_setups <= 2 and job.timing.evaluations == len(evaluated)
+    assert all(e["eval_s"] > 0 for e in evaluated) and job.timing.eval_s == pytest.approx(sum(e["eval_s"] for e in
+                                                                                              evaluated))
+    assert sorted(p.name for p in (root / "out" / "job" / "tune").iterdir() if p.is_dir())[0] == "search"
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("test-search")

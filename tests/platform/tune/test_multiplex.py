@@ -74,7 +74,7 @@ def test_runs_share_one_experiment_phase_by_phase_each_as_it_would_go_alone(tmp_
                                  on_start=lambda label, algorithm: events.append(("start", label)),
                                  on_finish=lambda outcome: events.append(("finish", outcome.label)))
     handed, _ = drive(searcher)
-    assert searcher.finished and job.calls == [[], ["slimming"], ["random@16ms", "random@17ms"]]
+    assert searcher.finished and job.calls == [[], ["slimming"], ["random@16ms", "random@17ms", "slimming"]]
     # phase two started only once slimming had finished; both random runs then shared the trials, in turn
     labels = [c["run"] for c in handed]
     first_random = labels.index("random@17ms")

@@ -11,7 +11,7 @@ import time
 import pytest
 import ray
 
-from slimnas.platform.tune import run_tune
+from slimnas.platform.tune import TuneRun, run_phases, run_tune
 from slimnas.search import RandomSearch, SlimmingSearch
 from slimnas.testing import TOY_SPACE, run_search, toy_eval_trainable, toy_latency, wobbly_fraction
 
@@ -93,50 +93,35 @@ def test_random_search_through_tune_respects_the_budget(local_ray, tmp_path):
     assert all(e.latency_ms <= 17.0 for e in outcome.algorithm.history)
 
 
-def test_a_job_experiment_runs_every_phase_on_workers_set_up_once(local_ray, tmp_path):
-    """Three runs in two phases, one Tune experiment, the real evaluation trainable: each worker built the supernet and
-    loaded the data once for all runs (no more set-ups than trials at a time), and every evaluation reported its own
-    time."""
-    import torch
-    from ray import tune
-
-    from slimnas.platform.tune import TuneRun, run_phases
-    from slimnas.platform.tune.trainable import evaluate_candidate, evaluation_payload
-    from slimnas.search_spaces import SearchSpace
-    from slimnas.trainers import DataConfig
-
-    space = SearchSpace.preset("tiny")
-    torch.manual_seed(0)
-    supernet = space.space_family.supernet(space, num_classes=10)
-    data = DataConfig(kind="digits", batch_size=32, calib_images=32).model_dump()
-    trainable = tune.with_parameters(evaluate_candidate, payload=evaluation_payload(supernet, data, 32, key="phases"))
-
-    def latency(archs):
-        return [sum(a.widths) / 100.0 for a in archs]
-
-    target = latency([space.max_arch()])[0]
-    phases = [["a"], ["b", "c"]]
-
+def test_runs_in_phases_share_one_tune_experiment(local_ray, tmp_path):
+    """Slimming, then two random runs (planned once it had finished), in one real Tune experiment: each run reaches what
+    it reaches alone, and each has its own state file beside the one experiment."""
     def plan(done):
-        if len(done) == 3:
-            return None
-        return [TuneRun(label, RandomSearch(space, latency, target, budget=2, seed=i, parallel=2))
-                for i, label in enumerate(phases[len(done) > 0])]
+        if not done:
+            return [TuneRun("slimming", slimming())]
+        if len(done) == 1:
+            budget = 4
+            return [TuneRun(f"random@{t:g}ms", RandomSearch(TOY_SPACE, toy_latency, t, budget=budget, seed=0,
+                                                           parallel=2)) for t in (17.0, 16.0)]
+        return None
 
-    outcome = run_phases(plan, trainable, "search", tmp_path)
-    assert list(outcome.runs) == ["a", "b", "c"] and outcome.evaluations == 6
-    assert 1 <= len(outcome.worker_setups) <= 2  # 2 CPUs: at most two workers, each set up once
-    assert all(e.accuracy is not None for r in outcome.runs.values() for e in r.algorithm.history)
-    seconds = [s for r in outcome.runs.values() for s in r.searcher.eval_seconds.values()]
-    assert len(seconds) == 6 and all(s > 0 for s in seconds) and outcome.eval_s == pytest.approx(sum(seconds))
-    assert outcome.wall_s > outcome.eval_s / 2
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.searcher.json", "b.searcher.json", "c.searcher.json",
-                                                           "search"]
+    outcome = run_phases(plan, toy_eval_trainable, "search", tmp_path, rule="exact")
+    reference = run_search(slimming(), wobbly_fraction)
+    assert list(outcome.runs) == ["slimming", "random@17ms", "random@16ms"]
+    got = outcome.runs["slimming"].algorithm.trajectory
+    assert [(s.arch, s.latency_ms) for s in got] == [(s.arch, s.latency_ms) for s in reference.trajectory]
+    for t in (17.0, 16.0):
+        alone = run_search(RandomSearch(TOY_SPACE, toy_latency, t, budget=4, seed=0, parallel=2), wobbly_fraction)
+        run = outcome.runs[f"random@{t:g}ms"].algorithm
+        assert [e.arch for e in run.history] == [e.arch for e in alone.history]
+    assert outcome.evaluations == sum(r.algorithm.evaluations for r in outcome.runs.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random@16ms.searcher.json", "random@17ms.searcher.json",
+                                                           "search", "slimming.searcher.json"]
 
 
 DRIVER = """
 import json, sys, ray
-from slimnas.platform.tune import run_tune
+from slimnas.platform.tune import TuneRun, run_phases, run_tune
 from slimnas.search import SlimmingSearch
 from slimnas.testing import TOY_SPACE, toy_eval_trainable, toy_latency
 ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False)
