@@ -11,8 +11,9 @@ latency function (the table, served by the Ray :mod:`latency actor <slimnas.late
 accounting (subnet evaluations). Each candidate evaluation is a Ray Tune trial (:mod:`slimnas.platform.tune`).
 
 One Tune experiment runs every search run of the job (``<staged folder>/tune/search``;
-:func:`~slimnas.platform.tune.runner.run_phases`), in two phases: the methods that take no budget (slimming), then
-every other method at every target, all at once, with the budgets slimming's run gives. Its trial actors set up once
+:func:`~slimnas.platform.tune.runner.run_phases`), in phases: the methods that take no budget (slimming), then every
+other method at every target, all at once, with the budgets slimming's run gives, then the verification's extra
+slimming rounds (below), one at a time. Its trial actors set up once
 (supernet, data) and evaluate for every run (:mod:`~slimnas.platform.tune.multiplex`); each run keeps its own state file
 ``tune/<label>.searcher.json``. A run's ``wall_s`` is the time from its phase's start to its last result (the runs of
 a phase overlap); ``eval_s`` the sum of its evaluations' own times; the job's ``timing`` (:class:`SearchTiming`) how
@@ -27,7 +28,8 @@ Winners verified on the device (the closed loop, :mod:`slimnas.search.verificati
 measured end to end on the table's backend (one call for all of them, then replacements as needed). A winner slower
 than its target by more than ``latency.tolerance_pct`` is not reported as meeting it: a baseline takes its next best
 evaluated arch that measures within the tolerance; slimming walks on along its trajectory and, past its end, slims on
-one round at a time (each round a Tune experiment ``<method>-verify-<n>``, at most ``latency.max_extra_steps``), the
+one round at a time (each round a one-run phase ``<method>-verify-<n>`` of the job's Tune experiment, evaluated by its
+workers: the verification runs as that experiment's last phase; at most ``latency.max_extra_steps``), the
 extra evaluations counted in its ``evaluations`` and reported as ``extra_evaluations`` (their wall time is added to
 its ``wall_s``). The measuring is one function, :func:`_measure_on_device`; ``run_search_job(measure=...)`` replaces
 it (a fake device in tests). Where the table's backend cannot run (Core ML off macOS, ``torch-cuda`` without a GPU)
@@ -61,13 +63,15 @@ import csv
 import io
 import json
 import logging
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slimnas.config import atomic_write_text
-from slimnas.errors import InputError
+from slimnas.errors import InputError, SlimnasError
 from slimnas.platform.runtime.ray_runtime import init_ray
 from slimnas.platform.runtime.staging import StagedFolder
 from slimnas.platform.stages.comparison import Interval, comparison_text, wilson_interval
@@ -436,12 +440,39 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     # budgets ('auto') that the first method of phase one that defines 'auto' derives from its run. See _EXPERIMENT.
     phases = [[m for m in cfg.methods if not specs[m].uses_budget], [m for m in cfg.methods if specs[m].uses_budget]]
 
+    def on_device(archs: Sequence[Arch]) -> list[float] | None:
+        return _measure_on_device(table, archs, echo)
+
+    def continue_round(job_run: _Run) -> ContinueRoundFn:
+        """Slimming's extra rounds: a one-run phase of the job's experiment each (the same workers evaluate them)."""
+        def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
+            extra = verifier.round(TuneRun(f"{job_run.label}-verify-{index}", algorithm,
+                                           job_run.stoppable and cfg.early_stop.enabled))
+            job_run.wall_s += extra.wall_s
+            for key, value in extra.early_stop.items():
+                job_run.early_stop[key] = job_run.early_stop.get(key, 0) + value
+            job_run.early_stopped |= set(extra.searcher.early_stopped)
+            job_run.eval_seconds = {**job_run.eval_seconds, **extra.searcher.eval_seconds}
+            return extra.algorithm
+        return go
+
+    verifier = _VerificationPhase(lambda: _verify_winners(
+        runs, cfg, _remembered(measure or on_device, work / "measurements.json"), continue_round, echo,
+        pending_line=lambda: _pending_line(table, job_dir)))
+
     def plan(done: dict[str, TuneOutcome]) -> list[TuneRun] | None:
-        """The next phase's runs (every run planned before has finished: ``done``), ``None`` after the last."""
+        """The next phase's runs (every run planned before has finished: ``done``); after the search runs, the
+        verification's extra rounds, one at a time; ``None`` at the end."""
         planned_methods = {r.method for r in runs}
         remaining = [methods for methods in phases if not set(methods) <= planned_methods]
         if not remaining:
-            return None
+            if not verifier.started:
+                for job_run in runs:
+                    outcome = done[job_run.label]
+                    job_run.wall_s, job_run.early_stop = outcome.wall_s, dict(outcome.early_stop)
+                    job_run.early_stopped = set(outcome.searcher.early_stopped)
+                    job_run.eval_seconds = dict(outcome.searcher.eval_seconds)
+            return verifier.next_phase()
         if isinstance(cfg.budget, int):
             return phase(remaining[0], {t: cfg.budget for t in cfg.targets})
         auto = next((r for r in runs if specs[r.method].auto_budget is not None), None)
@@ -451,41 +482,14 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
             budgets = {t: specs[auto.method].auto_budget(answers[t], t) for t in cfg.targets}
         return phase(remaining[0], budgets)
 
-    experiment = run_phases(plan, trainable, _EXPERIMENT, work / "tune", on_start=started, on_finish=finished,
-                            **run_options)
-    for job_run in runs:
-        outcome = experiment.runs[job_run.label]
-        job_run.wall_s, job_run.early_stop = outcome.wall_s, dict(outcome.early_stop)
-        job_run.early_stopped, job_run.eval_seconds = set(outcome.searcher.early_stopped), outcome.searcher.eval_seconds
+    experiment = run_phases(plan, trainable, _EXPERIMENT, work / "tune", on_start=started,
+                            on_finish=lambda outcome: (finished(outcome), verifier.finished(outcome)), **run_options)
+    verified = verifier.result()
     timing = SearchTiming()
     timing.add(experiment)
     echo(f"[search] {timing.evaluations} evaluations in one Tune experiment: {timing.eval_s:.1f} s of evaluating "
          f"(their own times, summed over the workers) in {timing.tune_wall_s:.1f} s "
          f"({timing.worker_setups} worker set-up(s), {timing.setup_s:.1f} s)")
-
-    def continue_round(job_run: _Run) -> ContinueRoundFn:
-        """Slimming's extra rounds run through Tune like its first ones, one experiment each."""
-        def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
-            label = f"{job_run.label}-verify-{index}"
-            started(label, algorithm)
-            outcome = run_phases(lambda done: None if done else [TuneRun(label, algorithm, job_run.stoppable
-                                                                         and cfg.early_stop.enabled)],
-                                 trainable, label, work / "tune", on_finish=finished, **run_options)
-            job_run.wall_s += outcome.wall_s
-            timing.add(outcome)
-            extra = outcome.runs[label]
-            for key, value in extra.early_stop.items():
-                job_run.early_stop[key] = job_run.early_stop.get(key, 0) + value
-            job_run.early_stopped |= set(extra.searcher.early_stopped)
-            job_run.eval_seconds = {**job_run.eval_seconds, **extra.searcher.eval_seconds}
-            return extra.algorithm
-        return go
-
-    def on_device(archs: Sequence[Arch]) -> list[float] | None:
-        return _measure_on_device(table, archs, echo)
-
-    verified = _verify_winners(runs, cfg, _remembered(measure or on_device, work / "measurements.json"),
-                               continue_round, echo, pending_line=lambda: _pending_line(table, job_dir))
     results, histories, trajectories = _results(runs, verified, images)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir), timing=timing)
     _save_winners(job, cfg, supernet, checkpoint, table, work, echo)
@@ -564,6 +568,67 @@ def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification], 
                 verification=v.state, verify_note=v.note, images=None if best is None else images,
                 eval_s=round(sum(run.eval_seconds.values()), 3)))
     return results, histories, trajectories
+
+
+class _VerificationPhase:
+    """The verification (:func:`_verify_winners`) as the last phase of the job's Tune experiment.
+
+    It runs in a thread, started when the plan reaches it (every search run has finished; Tune's loop waits in the
+    plan meanwhile, its workers idle). Each extra slimming round it asks for (:meth:`round`) is handed to the
+    experiment as a one-run phase (:meth:`next_phase`, called by the plan in Tune's thread), evaluated by the workers
+    already set up, and the thread waits for the run's outcome (:meth:`finished`, the experiment's ``on_finish``)."""
+
+    def __init__(self, verify: Callable[[], dict[tuple[str, float], Verification]]) -> None:
+        self._verify = verify
+        self._asks: queue.Queue[TuneRun | None] = queue.Queue()
+        self._waiting: dict[str, tuple[threading.Event, list[TuneOutcome]]] = {}
+        self._thread: threading.Thread | None = None
+        self._verified: dict[tuple[str, float], Verification] | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def next_phase(self) -> list[TuneRun] | None:
+        """The next extra round to evaluate (a one-run phase), or ``None`` once the verification has ended."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="slimnas-verification", daemon=True)
+            self._thread.start()
+        run = self._asks.get()
+        return None if run is None else [run]
+
+    def _main(self) -> None:
+        try:
+            self._verified = self._verify()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the driver's thread by result()
+            self._error = exc
+        finally:
+            self._asks.put(None)
+
+    def round(self, run: TuneRun) -> TuneOutcome:
+        """Evaluate ``run`` in the experiment (called in the verification's thread); its outcome."""
+        done: tuple[threading.Event, list[TuneOutcome]] = (threading.Event(), [])
+        self._waiting[run.label] = done
+        self._asks.put(run)
+        done[0].wait()
+        return done[1][0]
+
+    def finished(self, outcome: TuneOutcome) -> None:
+        waiting = self._waiting.pop(outcome.label, None)
+        if waiting is not None:
+            waiting[1].append(outcome)
+            waiting[0].set()
+
+    def result(self) -> dict[tuple[str, float], Verification]:
+        """The verification's answers (its error, raised here); after the experiment has ended."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._verified is None:
+            raise SlimnasError("the verification did not run: the search experiment ended before its last phase")
+        return self._verified
 
 
 class _Pending(Exception):

@@ -241,7 +241,8 @@ def test_winners_slower_on_the_device_are_replaced_and_the_extra_evaluations_cou
     assert slim.evaluations == trajectory[-1].evaluations == trajectory[-2].evaluations + slim.extra_evaluations
     assert slim.measured_ms == pytest.approx(table.predict(Arch.from_dict(slim.arch)))
     assert slim.stop_reason.startswith("continued below")
-    assert (root / "out" / "verify" / "tune" / "slimming-verify-1").is_dir()
+    tune = root / "out" / "verify" / "tune"  # the extra round ran in the job's one experiment, with its state file
+    assert (tune / "slimming-verify-1.searcher.json").is_file() and not (tune / "slimming-verify-1").exists()
     # the baseline took its next arch: no evaluation spent, its budget unchanged
     assert rand.evaluations == 4
     assert rand.meets_target is True and rand.verify_steps >= 1 and rand.extra_evaluations == 0
