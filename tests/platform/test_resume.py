@@ -250,7 +250,7 @@ def test_a_killed_search_continues_in_a_new_process_to_the_same_results(job, dri
     # a new run, killed inside slimming's experiment once Tune had saved it and an evaluation was in
     first = drivers(config, root / "first.log")
     first.wait_for(lambda: len(_history(tune / "slimming.searcher.json")) >= 1
-                   and any((tune / "slimming").glob("experiment_state-*.json")), "a slimming evaluation")
+                   and any((tune / "search").glob("experiment_state-*.json")), "a slimming evaluation")
     first.kill()
     assert _tree(final) == before  # the finished job is untouched beside the staged run
     assert not json.loads((tune / "slimming.searcher.json").read_text())["algorithm"]["finished"]

@@ -10,6 +10,15 @@ Every method sees the same evaluator (supernet weights, BN recalibrated, top-1 o
 latency function (the table, served by the Ray :mod:`latency actor <slimnas.latency.actor>`) and the same budget
 accounting (subnet evaluations). Each candidate evaluation is a Ray Tune trial (:mod:`slimnas.platform.tune`).
 
+One Tune experiment runs every search run of the job (``<staged folder>/tune/search``;
+:func:`~slimnas.platform.tune.runner.run_phases`), in phases: the methods that take no budget (slimming), then every
+other method at every target, all at once, with the budgets slimming's run gives, then the verification's extra
+slimming rounds (below), one at a time. Its trial actors set up once
+(supernet, data) and evaluate for every run (:mod:`~slimnas.platform.tune.multiplex`); each run keeps its own state file
+``tune/<label>.searcher.json``. A run's ``wall_s`` is the time from its phase's start to its last result (the runs of
+a phase overlap); ``eval_s`` the sum of its evaluations' own times; the job's ``timing`` (:class:`SearchTiming`) how
+the time split.
+
 Budgets (``budget: auto``): slimming runs once for the whole sweep; for each target, a baseline gets the evaluations
 slimming had used when it first reached that target (so "equal budgets" is exact per target; the method whose spec
 defines ``auto_budget`` says how many). NSGA-II runs once with the largest of those budgets and answers every target
@@ -19,7 +28,8 @@ Winners verified on the device (the closed loop, :mod:`slimnas.search.verificati
 measured end to end on the table's backend (one call for all of them, then replacements as needed). A winner slower
 than its target by more than ``latency.tolerance_pct`` is not reported as meeting it: a baseline takes its next best
 evaluated arch that measures within the tolerance; slimming walks on along its trajectory and, past its end, slims on
-one round at a time (each round a Tune experiment ``<method>-verify-<n>``, at most ``latency.max_extra_steps``), the
+one round at a time (each round a one-run phase ``<method>-verify-<n>`` of the job's Tune experiment, evaluated by its
+workers: the verification runs as that experiment's last phase; at most ``latency.max_extra_steps``), the
 extra evaluations counted in its ``evaluations`` and reported as ``extra_evaluations`` (their wall time is added to
 its ``wall_s``). The measuring is one function, :func:`_measure_on_device`; ``run_search_job(measure=...)`` replaces
 it (a fake device in tests). Where the table's backend cannot run (Core ML off macOS, ``torch-cuda`` without a GPU)
@@ -37,7 +47,7 @@ Staging and restore. A job runs in ``<output>/<name>.staging/`` (its Tune experi
 device measurements, the MLflow run id, then the results, ``results.json`` last) and swaps that folder in for
 ``<output>/<name>/`` only when it has finished (:class:`~slimnas.platform.runtime.staging.StagedFolder`): the previous
 job's folder stays whole until then. ``restore=True`` (``--restore``) continues a killed run's staged folder, in a new
-process: each method's experiment continues from its searcher's state (:mod:`slimnas.platform.tune.runner`; a method
+process: each search run continues from its state file (:mod:`slimnas.platform.tune.runner`; a run
 that had finished is not run again), device measurements already taken are reused, and the MLflow run is logged once. A
 restored run reaches the same results as an uninterrupted one: the same answer (arch, predicted latency, top-1,
 evaluations) per method and target and the same slimming trajectory. Not part of that promise: wall times, the
@@ -54,18 +64,20 @@ import csv
 import io
 import json
 import logging
-import time
+import queue
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from slimnas.config import atomic_write_text
-from slimnas.errors import InputError
+from slimnas.errors import InputError, SlimnasError
 from slimnas.platform.runtime.ray_runtime import init_ray
 from slimnas.platform.runtime.staging import StagedFolder
 from slimnas.platform.stages.comparison import Interval, comparison_text, wilson_interval
 from slimnas.platform.stages.search_config import SearchJobConfig, TargetsReference
+from slimnas.platform.tune.multiplex import TuneOutcome, TuneRun
 from slimnas.search import MethodRequest, MethodSpec, SearchAlgorithm, SlimmingSearch, method_spec
 from slimnas.search.methods import auto_budget_problem
 from slimnas.search.slimming import TrajectoryStep
@@ -81,8 +93,11 @@ from slimnas.search.verification import (
 )
 from slimnas.search_spaces import Arch
 
-__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "load_supernet", "DeviceMeasure", "finished_job",
-           "job_folder", "evaluation_images"]
+if TYPE_CHECKING:
+    from slimnas.platform.tune.runner import PhasesOutcome
+
+__all__ = ["run_search_job", "MethodResult", "SearchJobResult", "SearchTiming", "load_supernet", "DeviceMeasure",
+           "finished_job", "job_folder", "evaluation_images"]
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +130,7 @@ class MethodResult:
     verification: str = ""
     verify_note: str = ""
     images: int | None = None  # the validation images top-1 was measured on (its confidence interval's n)
+    eval_s: float = 0.0  # the run's evaluations' own times, summed (runs share one Tune experiment: see wall_s)
 
     def top1_interval(self) -> Interval | None:
         """The 95% Wilson interval of ``top1`` over ``images`` (``None`` without either)."""
@@ -128,6 +144,28 @@ class MethodResult:
 
 
 @dataclass
+class SearchTiming:
+    """Where a job's search time went (``results.json``'s ``timing``; ``docs/benchmarks.md``): ``evaluations`` run
+    by this process and ``eval_s``, the sum of their own times (measured inside the workers, see
+    :mod:`~slimnas.platform.tune.trainable`); ``tune_wall_s``: the wall time of the Tune experiments that ran them
+    (set-up included); ``worker_setups`` and ``setup_s``: the workers that built the supernet and loaded the data, and
+    the seconds that took. A restored job counts what its own process ran."""
+
+    evaluations: int = 0
+    eval_s: float = 0.0
+    tune_wall_s: float = 0.0
+    worker_setups: int = 0
+    setup_s: float = 0.0
+
+    def add(self, experiment: PhasesOutcome) -> None:
+        self.evaluations += experiment.evaluations
+        self.eval_s += experiment.eval_s
+        self.tune_wall_s += experiment.wall_s
+        self.worker_setups += len(experiment.worker_setups)
+        self.setup_s += sum(experiment.worker_setups)
+
+
+@dataclass
 class SearchJobResult:
     config: dict[str, Any]
     results: list[MethodResult]
@@ -135,6 +173,7 @@ class SearchJobResult:
     trajectories: dict[str, list[TrajectoryStep]]  # slimming runs' trajectories
     job_dir: str
     mlflow_run_id: str | None = None
+    timing: SearchTiming = field(default_factory=SearchTiming)
 
     @property
     def targets_reference(self) -> TargetsReference | None:
@@ -163,7 +202,7 @@ class SearchJobResult:
         trajectories = {label: [TrajectoryStep.from_dict(s) for s in steps]
                         for label, steps in data["trajectories"].items()}
         return cls(data["config"], [MethodResult(**r) for r in data["results"]], data["histories"], trajectories,
-                   data["job_dir"], data.get("mlflow_run_id"))
+                   data["job_dir"], data.get("mlflow_run_id"), SearchTiming(**data.get("timing", {})))
 
     @classmethod
     def load(cls, path: str | Path) -> SearchJobResult:
@@ -270,6 +309,12 @@ class _Run:
     early_stop: dict[str, int]
     early_stopped: set[int] = field(default_factory=set)
     stoppable: bool = True  # the method can be stopped early (its spec's ``early_stop``)
+    eval_seconds: dict[int, float] = field(default_factory=dict)  # candidate -> its evaluation's own time
+
+
+#: The Tune experiment (in ``<staged folder>/tune/``) that runs all of a job's search runs, phase by phase
+#: (:func:`~slimnas.platform.tune.runner.run_phases`); each run keeps its state file ``tune/<label>.searcher.json``.
+_EXPERIMENT = "search"
 
 
 #: Config sections that do not change a job's results (a restore may change them).
@@ -336,7 +381,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     from ray import tune
 
     from slimnas.latency import LatencyTable
-    from slimnas.platform.tune import run_tune
+    from slimnas.platform.tune import run_phases
     from slimnas.platform.tune.trainable import evaluate_candidate, evaluation_payload
     from slimnas.trainers import check_data
 
@@ -360,60 +405,94 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     payload = evaluation_payload(supernet, cfg.data.model_dump(), cfg.eval_images, key=f"{checkpoint}:{cfg.name}")
     trainable = tune.with_parameters(evaluate_candidate, payload=payload)
     resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
-    runs: list[_Run] = []
+    runs: list[_Run] = []  # in plan order (the order of the results)
+    run_options = {"rule": cfg.early_stop.rule, "z": cfg.early_stop.z, "resources": resources,
+                   "max_concurrent_trials": cfg.ray.max_concurrent, "restore": continuing}
 
-    def run(algorithm: SearchAlgorithm, label: str, stoppable: bool):
+    def started(label: str, algorithm: SearchAlgorithm) -> None:
         echo(f"[search] {label}: running")
         if watch is not None:
             watch(label, algorithm)
-        started, before = time.perf_counter(), algorithm.evaluations
-        outcome = run_tune(algorithm, trainable, label, work / "tune", early_stop=cfg.early_stop.enabled and stoppable,
-                           rule=cfg.early_stop.rule, z=cfg.early_stop.z, resources=resources,
-                           max_concurrent_trials=cfg.ray.max_concurrent, restore=continuing)
-        wall = time.perf_counter() - started
-        echo(f"[search] {label}: {outcome.algorithm.evaluations - before} evaluations in {wall:.1f} s "
-             f"({outcome.algorithm.stop_reason})")
-        return outcome, wall
 
-    def add(method: str, label: str, spec: MethodSpec, targets: list[float], budget: int | None) -> SearchAlgorithm:
+    def finished(outcome: TuneOutcome) -> None:
+        echo(f"[search] {outcome.label}: {outcome.algorithm.evaluations} evaluations, done after "
+             f"{outcome.wall_s:.1f} s ({outcome.algorithm.stop_reason})")
+
+    def planned(method: str, label: str, spec: MethodSpec, targets: list[float], budget: int | None) -> TuneRun:
         request = MethodRequest(space, latency_fn, tuple(targets), budget, cfg.seed,
                                 importance if spec.needs_importance else None, _options(cfg, spec))
-        outcome, wall = run(spec.build(request), label, spec.early_stop)
-        runs.append(_Run(method, label, outcome.algorithm, targets, wall, dict(outcome.early_stop),
-                         set(outcome.searcher.early_stopped), spec.early_stop))
-        return outcome.algorithm
+        algorithm = spec.build(request)
+        runs.append(_Run(method, label, algorithm, targets, 0.0, {}, stoppable=spec.early_stop))
+        return TuneRun(label, algorithm, cfg.early_stop.enabled and spec.early_stop)
 
-    def continue_round(job_run: _Run) -> ContinueRoundFn:
-        """Slimming's extra rounds run through Tune like its first ones, one experiment each."""
-        def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
-            outcome, wall = run(algorithm, f"{job_run.label}-verify-{index}", job_run.stoppable)
-            job_run.wall_s += wall
-            for key, value in outcome.early_stop.items():
-                job_run.early_stop[key] = job_run.early_stop.get(key, 0) + value
-            job_run.early_stopped |= set(outcome.searcher.early_stopped)
-            return outcome.algorithm
-        return go
+    def phase(methods: list[str], budgets: dict[float, int]) -> list[TuneRun]:
+        out = []
+        for method in methods:
+            spec = specs[method]
+            if spec.sweep:  # one run answers the whole sweep (given the largest of the targets' budgets)
+                out.append(planned(method, method, spec, list(cfg.targets),
+                                   max(budgets.values()) if spec.uses_budget else None))
+            else:
+                out += [planned(method, f"{method}@{t:g}ms", spec, [t], budgets[t] if spec.uses_budget else None)
+                        for t in cfg.targets]
+        return out
 
-    # the methods that take no budget first (in config order): budget 'auto' derives from one of them
-    budgets: dict[float, int] = {t: cfg.budget for t in cfg.targets} if isinstance(cfg.budget, int) else {}
-    for method in sorted(cfg.methods, key=lambda m: specs[m].uses_budget):
-        spec = specs[method]
-        if spec.sweep:  # one run answers the whole sweep (given the largest of the targets' budgets)
-            budget = max(budgets.values()) if spec.uses_budget else None
-            finished = dict.fromkeys(cfg.targets, add(method, method, spec, list(cfg.targets), budget))
-        else:
-            finished = {t: add(method, f"{method}@{t:g}ms", spec, [t], budgets[t] if spec.uses_budget else None)
-                        for t in cfg.targets}
-        if spec.auto_budget is not None and not budgets:  # the first method that defines budget 'auto' sets it
-            budgets = {t: spec.auto_budget(finished[t], t) for t in cfg.targets}
+    # Two phases: the methods that take no budget (in config order), then the others, given a fixed budget or the
+    # budgets ('auto') that the first method of phase one that defines 'auto' derives from its run. See _EXPERIMENT.
+    phases = [[m for m in cfg.methods if not specs[m].uses_budget], [m for m in cfg.methods if specs[m].uses_budget]]
 
     def on_device(archs: Sequence[Arch]) -> list[float] | None:
         return _measure_on_device(table, archs, echo)
 
-    verified = _verify_winners(runs, cfg, _remembered(measure or on_device, work / "measurements.json"),
-                               continue_round, echo, pending_line=lambda: _pending_line(table, job_dir))
+    def continue_round(job_run: _Run) -> ContinueRoundFn:
+        """Slimming's extra rounds: a one-run phase of the job's experiment each (the same workers evaluate them)."""
+        def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
+            extra = verifier.round(TuneRun(f"{job_run.label}-verify-{index}", algorithm,
+                                           job_run.stoppable and cfg.early_stop.enabled))
+            job_run.wall_s += extra.wall_s
+            for key, value in extra.early_stop.items():
+                job_run.early_stop[key] = job_run.early_stop.get(key, 0) + value
+            job_run.early_stopped |= set(extra.searcher.early_stopped)
+            job_run.eval_seconds = {**job_run.eval_seconds, **extra.searcher.eval_seconds}
+            return extra.algorithm
+        return go
+
+    verifier = _VerificationPhase(lambda: _verify_winners(
+        runs, cfg, _remembered(measure or on_device, work / "measurements.json"), continue_round, echo,
+        pending_line=lambda: _pending_line(table, job_dir)))
+
+    def plan(done: dict[str, TuneOutcome]) -> list[TuneRun] | None:
+        """The next phase's runs (every run planned before has finished: ``done``); after the search runs, the
+        verification's extra rounds, one at a time; ``None`` at the end."""
+        planned_methods = {r.method for r in runs}
+        remaining = [methods for methods in phases if not set(methods) <= planned_methods]
+        if not remaining:
+            if not verifier.started:
+                for job_run in runs:
+                    outcome = done[job_run.label]
+                    job_run.wall_s, job_run.early_stop = outcome.wall_s, dict(outcome.early_stop)
+                    job_run.early_stopped = set(outcome.searcher.early_stopped)
+                    job_run.eval_seconds = dict(outcome.searcher.eval_seconds)
+            return verifier.next_phase()
+        if isinstance(cfg.budget, int):
+            return phase(remaining[0], {t: cfg.budget for t in cfg.targets})
+        auto = next((r for r in runs if specs[r.method].auto_budget is not None), None)
+        budgets: dict[float, int] = {}
+        if auto is not None:  # its runs have finished: each answers its targets
+            answers = {t: done[r.label].algorithm for r in runs if r.method == auto.method for t in r.targets}
+            budgets = {t: specs[auto.method].auto_budget(answers[t], t) for t in cfg.targets}
+        return phase(remaining[0], budgets)
+
+    experiment = run_phases(plan, trainable, _EXPERIMENT, work / "tune", on_start=started,
+                            on_finish=lambda outcome: (finished(outcome), verifier.finished(outcome)), **run_options)
+    verified = verifier.result()
+    timing = SearchTiming()
+    timing.add(experiment)
+    echo(f"[search] {timing.evaluations} evaluations in one Tune experiment: {timing.eval_s:.1f} s of evaluating "
+         f"(their own times, summed over the workers) in {timing.tune_wall_s:.1f} s "
+         f"({timing.worker_setups} worker set-up(s), {timing.setup_s:.1f} s)")
     results, histories, trajectories = _results(runs, verified, images)
-    job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir))
+    job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir), timing=timing)
     _save_winners(job, cfg, supernet, checkpoint, table, work, echo)
     _write_report(job, work)
     if cfg.tracking.enabled:
@@ -485,7 +564,8 @@ def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification], 
     for run in runs:
         algorithm = run.algorithm
         histories[run.label] = [{"arch": e.arch.to_dict(), "latency_ms": e.latency_ms, "accuracy": e.accuracy,
-                                 "early_stopped": e.candidate.id in run.early_stopped} for e in algorithm.history]
+                                 "early_stopped": e.candidate.id in run.early_stopped,
+                                 "eval_s": run.eval_seconds.get(e.candidate.id)} for e in algorithm.history]
         if isinstance(algorithm, SlimmingSearch):
             trajectories[run.label] = list(algorithm.trajectory)
         for target in run.targets:
@@ -496,8 +576,70 @@ def _results(runs: list[_Run], verified: dict[tuple[str, float], Verification], 
                 None if best is None else best.latency_ms, None if best is None else best.accuracy, v.evaluations,
                 run.wall_s, v.measured_ms, early_stop=dict(run.early_stop), stop_reason=algorithm.stop_reason,
                 meets_target=v.meets_target, verify_steps=v.verify_steps, extra_evaluations=v.extra_evaluations,
-                verification=v.state, verify_note=v.note, images=None if best is None else images))
+                verification=v.state, verify_note=v.note, images=None if best is None else images,
+                eval_s=round(sum(run.eval_seconds.values()), 3)))
     return results, histories, trajectories
+
+
+class _VerificationPhase:
+    """The verification (:func:`_verify_winners`) as the last phase of the job's Tune experiment.
+
+    It runs in a thread, started when the plan reaches it (every search run has finished; Tune's loop waits in the
+    plan meanwhile, its workers idle). Each extra slimming round it asks for (:meth:`round`) is handed to the
+    experiment as a one-run phase (:meth:`next_phase`, called by the plan in Tune's thread), evaluated by the workers
+    already set up, and the thread waits for the run's outcome (:meth:`finished`, the experiment's ``on_finish``)."""
+
+    def __init__(self, verify: Callable[[], dict[tuple[str, float], Verification]]) -> None:
+        self._verify = verify
+        self._asks: queue.Queue[TuneRun | None] = queue.Queue()
+        self._waiting: dict[str, tuple[threading.Event, list[TuneOutcome]]] = {}
+        self._thread: threading.Thread | None = None
+        self._verified: dict[tuple[str, float], Verification] | None = None
+        self._error: BaseException | None = None
+
+    @property
+    def started(self) -> bool:
+        return self._thread is not None
+
+    def next_phase(self) -> list[TuneRun] | None:
+        """The next extra round to evaluate (a one-run phase), or ``None`` once the verification has ended."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._main, name="slimnas-verification", daemon=True)
+            self._thread.start()
+        run = self._asks.get()
+        return None if run is None else [run]
+
+    def _main(self) -> None:
+        try:
+            self._verified = self._verify()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the driver's thread by result()
+            self._error = exc
+        finally:
+            self._asks.put(None)
+
+    def round(self, run: TuneRun) -> TuneOutcome:
+        """Evaluate ``run`` in the experiment (called in the verification's thread); its outcome."""
+        done: tuple[threading.Event, list[TuneOutcome]] = (threading.Event(), [])
+        self._waiting[run.label] = done
+        self._asks.put(run)
+        done[0].wait()
+        return done[1][0]
+
+    def finished(self, outcome: TuneOutcome) -> None:
+        waiting = self._waiting.pop(outcome.label, None)
+        if waiting is not None:
+            waiting[1].append(outcome)
+            waiting[0].set()
+
+    def result(self) -> dict[tuple[str, float], Verification]:
+        """The verification's answers (its error, raised here); after the experiment has ended."""
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._verified is None:
+            raise SlimnasError("the verification did not run: the search experiment ended before its last phase")
+        return self._verified
 
 
 class _Pending(Exception):

@@ -1,7 +1,10 @@
-"""Ray Tune adapters: the ask/tell searcher, the early-stop scheduler, and the runner of one search experiment."""
+"""Ray Tune adapters: the ask/tell searcher, the searcher that runs several search runs in one experiment, the
+early-stop scheduler, and the runner."""
 
-from slimnas.platform.tune.runner import TuneOutcome, run_tune
+from slimnas.platform.tune.multiplex import MultiplexSearcher, TuneOutcome, TuneRun
+from slimnas.platform.tune.runner import PhasesOutcome, run_phases, run_tune
 from slimnas.platform.tune.scheduler import EarlyStopScheduler
 from slimnas.platform.tune.searcher import AskTellSearcher
 
-__all__ = ["AskTellSearcher", "EarlyStopScheduler", "run_tune", "TuneOutcome"]
+__all__ = ["AskTellSearcher", "EarlyStopScheduler", "MultiplexSearcher", "PhasesOutcome", "TuneOutcome", "TuneRun",
+           "run_phases", "run_tune"]

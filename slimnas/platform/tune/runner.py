@@ -1,58 +1,113 @@
-"""Running one search method as a Ray Tune experiment (each candidate evaluation is a trial).
+"""Running search runs as one Ray Tune experiment (each candidate evaluation is a trial).
 
-The trainable gets ``config = {"candidate_id", "arch", "latency_ms", "method"}`` and reports, after each validation
-batch, ``correct``, ``seen`` and ``total`` (images), ``batches_done`` and ``batches_total``, and at the end the same
-plus ``accuracy``. (Tune's metric for the searcher is ``seen``, present in every report; the searcher itself reads
-``accuracy``, or the bound a trial was stopped on.)
+:func:`run_phases` runs the runs a plan gives, phase by phase, in one experiment
+(:class:`~slimnas.platform.tune.multiplex.MultiplexSearcher`): a search job's every (method, target) shares the
+experiment's trial actors and the supernet and data they hold, instead of paying an experiment's set-up each.
+:func:`run_tune` runs one algorithm (a plan of one run; slimming's verification rounds, tests).
 
-``restore=True`` continues a killed driver's experiment, in this or a new process:
+The trainable gets ``config = {"candidate_id", "arch", "latency_ms", "method", "run"}`` and reports, after each
+validation batch, ``correct``, ``seen`` and ``total`` (images), ``batches_done``, ``batches_total`` and ``eval_s`` (the
+evaluation's own time so far), and at the end the same plus ``accuracy``. (Tune's metric for the searcher is
+``seen``, present in every report; the searcher itself reads ``accuracy``, or the bound a trial was stopped on.)
 
-- the searcher's state file says the algorithm had finished: nothing runs, the algorithm is loaded from it;
-- Tune saved the experiment: ``Tuner.restore``; finished trials keep their results, and the candidates that were in
-  flight are evaluated again from the searcher's own state file (unfinished Tune trials are not resumed, so nothing
-  is told twice). The restored searcher is given ``algorithm`` -- built by this driver, on this Ray session's latency
-  service -- before the experiment goes on (nothing Tune pickled holds a live Ray handle: see
-  :mod:`~slimnas.platform.tune.searcher`);
-- the driver was killed before Tune saved anything: a new experiment, continuing from the state file if there is one.
+``restore=True`` continues a killed driver's experiment, in this or a new process, from the runs' state files
+(``<storage>/<label>.searcher.json``, written after every ask and tell; see
+:mod:`~slimnas.platform.tune.searcher`): a run whose file says it had finished is not run again (its algorithm is
+loaded from the file), an unfinished run continues from it and evaluates again the candidates that were in flight.
+If every run had finished, no Tune experiment starts. Otherwise the continuation is a new Tune experiment in the same
+folder: Tune's own record of the killed experiment holds nothing the state files lack, and restoring it
+(``Tuner.restore``) would unpickle a searcher whose runs, planned phase by phase, the new driver has to rebuild anyway.
 
-The algorithm passed in must be built as the first run built it (same method, space, targets, seed); its state is
-then replaced by the saved one.
-
-The early-stop scheduler is built with the experiment's searcher; no registry of live searchers links them. A
-restored experiment's searcher and scheduler are the ones ``Tuner.restore`` unpickled (together, from
-``tuner.pkl``, so the scheduler holds that searcher); the runner reads the searcher back from the restored tuner to
-attach the algorithm.
+The algorithms passed in (by ``plan``) must be built as the first run built them (same method, space, targets, seed,
+budget); their state is then replaced by the saved one. Of Tune's per-result loggers only the JSON one runs (Tune reads
+its ``result.json`` at the end; ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` around ``fit`` drops the CSV and TensorBoard
+ones): the results that matter are in the state files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ray import tune
-from ray.tune.schedulers import FIFOScheduler
+from ray.tune.logger import JsonLoggerCallback
 
 from slimnas.errors import SlimnasError
+from slimnas.platform.tune.multiplex import MultiplexSearcher, Plan, TuneOutcome, TuneRun
 from slimnas.platform.tune.scheduler import EarlyStopScheduler
-from slimnas.platform.tune.searcher import AskTellSearcher, read_state
 from slimnas.search import SearchAlgorithm
 
-__all__ = ["run_tune", "TuneOutcome"]
+__all__ = ["run_tune", "run_phases", "TuneOutcome", "TuneRun", "PhasesOutcome"]
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TuneOutcome:
-    algorithm: SearchAlgorithm
-    searcher: AskTellSearcher
-    early_stop: dict[str, int]
-    experiment_path: str
+class PhasesOutcome:
+    """The finished runs (``runs``: label -> :class:`TuneOutcome`, in plan order) and the experiment's figures:
+    ``wall_s`` (the Tune experiment, its set-up included; 0 when every run had finished before), ``evaluations`` and
+    ``eval_s`` (the evaluations run in this experiment and the sum of their own times) and ``worker_setups`` (seconds
+    each fresh worker took to build the supernet and load the data)."""
+
+    runs: dict[str, TuneOutcome] = field(default_factory=dict)
+    wall_s: float = 0.0
+    evaluations: int = 0
+    eval_s: float = 0.0
+    worker_setups: tuple[float, ...] = ()
+
+
+def run_phases(
+    plan: Plan,
+    trainable: Callable[[dict[str, Any]], None],
+    name: str,
+    storage_path: str | os.PathLike,
+    *,
+    rule: str = "confident",
+    z: float = 3.0,
+    resources: dict[str, float] | None = None,
+    max_concurrent_trials: int | None = None,
+    restore: bool = False,
+    on_start: Callable[[str, SearchAlgorithm], None] | None = None,
+    on_finish: Callable[[TuneOutcome], None] | None = None,
+) -> PhasesOutcome:
+    """Run (or, with ``restore``, continue) the runs of ``plan`` as the Tune experiment ``storage_path/name``; state
+    files in ``storage_path``. See the module docstring and :class:`MultiplexSearcher`."""
+    # Tune's newer console output prints experiment tables even at verbose=0; the legacy reporter honours it.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    storage = Path(storage_path).resolve()
+    storage.mkdir(parents=True, exist_ok=True)
+    experiment = storage / name
+    searcher = MultiplexSearcher(plan, storage, str(experiment), restore=restore,
+                                 max_concurrent=max_concurrent_trials, on_start=on_start, on_finish=on_finish)
+    outcome = PhasesOutcome()
+    if searcher.advance():
+        started = time.perf_counter()
+        shutil.rmtree(experiment, ignore_errors=True)  # a killed run's experiment: continued from the state files
+        tuner = tune.Tuner(
+            tune.with_resources(trainable, resources or {"cpu": 1}),
+            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=EarlyStopScheduler(searcher, rule=rule, z=z),
+                                        num_samples=-1, reuse_actors=True),
+            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
+                                      callbacks=[JsonLoggerCallback()]),  # Tune's result record reads result.json
+        )
+        with _env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"):  # no CSV and TensorBoard loggers
+            tuner.fit()
+        outcome.wall_s = time.perf_counter() - started
+        outcome.evaluations, outcome.eval_s = len(searcher.told_here), sum(searcher.told_here)
+        outcome.worker_setups = tuple(searcher.worker_setups.values())
+    if not searcher.finished:  # Tune ends an experiment only when the searcher says FINISHED (or it was stopped)
+        raise SlimnasError(f"{name}: the Tune experiment ended with search runs unfinished "
+                           f"({', '.join(searcher.unfinished()) or 'runs not yet planned'}); rerun with --restore to "
+                           f"continue")
+    outcome.runs = searcher.outcomes()
+    return outcome
 
 
 def run_tune(
@@ -68,77 +123,23 @@ def run_tune(
     max_concurrent_trials: int | None = None,
     restore: bool = False,
 ) -> TuneOutcome:
-    """Run (or, with ``restore``, continue) ``algorithm`` as the Tune experiment ``storage_path/name``."""
-    # Tune's newer console output prints experiment tables even at verbose=0; the legacy reporter honours it.
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    storage = Path(storage_path).resolve()
-    storage.mkdir(parents=True, exist_ok=True)
-    experiment = storage / name
-    state_path = storage / f"{name}.searcher.json"
+    """Run (or, with ``restore``, continue) ``algorithm`` as the Tune experiment ``storage_path/name`` (its state
+    file ``storage_path/<name>.searcher.json``)."""
+    def plan(done: dict[str, TuneOutcome]) -> list[TuneRun] | None:
+        return None if done else [TuneRun(name, algorithm, early_stop)]
 
-    def outcome(searcher: AskTellSearcher) -> TuneOutcome:
-        return TuneOutcome(algorithm, searcher, dict(searcher.counters) if early_stop else {}, str(experiment))
-
-    saved = read_state(state_path) if restore else None
-    if saved is not None and saved["algorithm"]["finished"]:
-        searcher = AskTellSearcher(algorithm, name, state_path, max_concurrent=max_concurrent_trials)
-        searcher.resume_from_state_file()
-        log.info("%s: finished before; restored from %s", name, state_path)
-        return outcome(searcher)
-    trainable = tune.with_resources(trainable, resources or {"cpu": 1})
-    restored = _restored_tuner(experiment, trainable, algorithm, max_concurrent_trials) if restore else None
-    if restored is not None:
-        tuner, searcher = restored
-    else:
-        if saved is None:
-            state_path.unlink(missing_ok=True)
-        shutil.rmtree(experiment, ignore_errors=True)  # a partial experiment Tune cannot restore
-        searcher = AskTellSearcher(algorithm, name, state_path, max_concurrent=max_concurrent_trials)
-        if saved is not None:
-            searcher.resume_from_state_file()
-        scheduler = EarlyStopScheduler(searcher, rule=rule, z=z) if early_stop else FIFOScheduler()
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=-1, reuse_actors=True),
-            run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0),
-        )
-    tuner.fit()
-    if not algorithm.finished:  # Tune ends an experiment only when the searcher says FINISHED (or it was stopped)
-        raise SlimnasError(f"{name}: the Tune experiment ended with the search unfinished ({algorithm.evaluations} "
-                           f"evaluations); rerun with --restore to continue it")
-    return outcome(searcher)
+    return run_phases(plan, trainable, name, storage_path, rule=rule, z=z, resources=resources,
+                      max_concurrent_trials=max_concurrent_trials, restore=restore).runs[name]
 
 
-def _restored_tuner(experiment: Path, trainable: Any, algorithm: SearchAlgorithm,
-                    max_concurrent: int | None) -> tuple[tune.Tuner, AskTellSearcher] | None:
-    """``Tuner.restore`` of ``experiment`` and its searcher, attached to ``algorithm``; ``None`` when Tune saved no
-    experiment there, or saved one it cannot read back (the searcher's state file is then all there is to go on)."""
-    # Tune syncs its experiment state to the storage folder when the experiment starts; a driver killed before that
-    # left only tuner.pkl, from which Tune would restart the experiment its own way: start a new one instead
-    if not tune.Tuner.can_restore(str(experiment)) or not any(experiment.glob("experiment_state-*.json")):
-        return None
+@contextlib.contextmanager
+def _env(key: str, value: str) -> Iterator[None]:
+    """``os.environ[key] = value`` inside the block (unless the user set it), as it was after."""
+    old = os.environ.get(key)
+    if old is None:
+        os.environ[key] = value
     try:
-        tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_unfinished=False,
-                                   resume_errored=False, restart_errored=False)
-    except Exception as exc:  # noqa: BLE001 - e.g. a torn or foreign tuner.pkl: continue from our own state file
-        log.warning("%s: Tune's saved experiment cannot be restored (%s: %s); continuing from the searcher's state "
-                    "file", experiment.name, type(exc).__name__, exc)
-        return None
-    searcher = _unpickled_searcher(tuner)
-    if searcher is None or searcher.attached:  # not unpickled by this restore
-        log.warning("%s: the saved experiment holds no slimnas searcher; continuing from the state file",
-                    experiment.name)
-        return None
-    searcher.attach(algorithm, max_concurrent)
-    return tuner, searcher
-
-
-def _unpickled_searcher(tuner: tune.Tuner) -> AskTellSearcher | None:
-    """The searcher a restored ``tuner`` unpickled from ``tuner.pkl`` (its scheduler holds the same object).
-
-    Tune has no public accessor for a restored tuner's ``TuneConfig``; should its private layout change, this returns
-    ``None`` and the experiment continues from the searcher's state file instead (nothing is lost but Tune's own
-    record of the finished trials)."""
-    config = getattr(getattr(tuner, "_local_tuner", None), "_tune_config", None)
-    searcher = getattr(config, "search_alg", None)
-    return searcher if isinstance(searcher, AskTellSearcher) else None
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(key, None)

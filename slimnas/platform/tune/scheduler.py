@@ -13,9 +13,11 @@ the algorithm is told the bound, which loses by construction. Two rules:
   ``z = 3`` a stopped candidate would have won with probability well under 1% (under the binomial model).
 
 ``batches_saved`` counts the validation batches not evaluated, the figure ``docs/benchmarks.md`` reports. The counters
-are kept by the searcher (:attr:`AskTellSearcher.counters`), which persists them with its state: the scheduler itself
-holds nothing but its rule and its searcher, given when it is built. Tune pickles both in one ``tuner.pkl``, so the
-scheduler ``Tuner.restore`` unpickles holds the searcher it unpickles (attached to the new driver's algorithm).
+are kept by each run's searcher (:attr:`AskTellSearcher.counters`), which persists them with its state: the scheduler
+itself holds nothing but its rule and the experiment's searcher, given when it is built (no registry of live
+searchers). In a job's experiment, where several search runs share one Tune experiment
+(:class:`~slimnas.platform.tune.multiplex.MultiplexSearcher`), the trial's ``config["run"]`` names the run whose
+algorithm decides; a run whose method cannot be stopped early is never stopped.
 """
 
 from __future__ import annotations
@@ -42,9 +44,11 @@ def accuracy_bound(correct: int, seen: int, total: int, rule: str = "confident",
 
 
 class EarlyStopScheduler(FIFOScheduler):
-    """Stops the trials of ``searcher`` (the experiment's search algorithm) whose accuracy bound cannot win."""
+    """Stops the trials whose accuracy bound cannot win. ``searcher``: the experiment's searcher, an
+    :class:`AskTellSearcher` or a :class:`~slimnas.platform.tune.multiplex.MultiplexSearcher`; its ``run_for(config)``
+    names the run (the :class:`AskTellSearcher`) that decides on a trial, or ``None`` (not stoppable, or detached)."""
 
-    def __init__(self, searcher: AskTellSearcher, rule: str = "confident", z: float = 3.0) -> None:
+    def __init__(self, searcher: Any, rule: str = "confident", z: float = 3.0) -> None:
         super().__init__()
         if rule not in RULES:
             raise ValueError(f"rule: expected one of {RULES}, got {rule!r}")
@@ -53,14 +57,15 @@ class EarlyStopScheduler(FIFOScheduler):
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict[str, Any]) -> str:
         if result.get("accuracy") is not None or "correct" not in result:
             return TrialScheduler.CONTINUE
-        searcher: AskTellSearcher | None = getattr(self, "searcher", None)  # None: unpickled from an older slimnas
-        if searcher is None or not searcher.attached:
+        searcher = getattr(self, "searcher", None)  # None: unpickled from an older slimnas
+        run: AskTellSearcher | None = None if searcher is None else searcher.run_for(trial.config)
+        if run is None:
             return TrialScheduler.CONTINUE
-        searcher.note_report()
+        run.note_report()
         candidate_id = trial.config.get("candidate_id")
         bound = accuracy_bound(int(result["correct"]), int(result["seen"]), int(result["total"]), self.rule, self.z)
-        if searcher.rules_out(candidate_id, bound):
+        if run.rules_out(candidate_id, bound):
             saved = int(result.get("batches_total", 0)) - int(result.get("batches_done", 0))
-            searcher.note_stop(candidate_id, bound, saved)
+            run.note_stop(candidate_id, bound, saved)
             return TrialScheduler.STOP
         return TrialScheduler.CONTINUE

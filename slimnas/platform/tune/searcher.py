@@ -2,22 +2,23 @@
 
 ``suggest`` hands out the candidates of the algorithm's ``ask()`` one trial at a time; while a round's results are
 outstanding it returns ``None`` (Tune waits: the round barrier) and ``Searcher.FINISHED`` at the end.
-``on_trial_complete`` tells the algorithm the trial's ``accuracy``. A trial stopped early by
+``on_trial_complete`` tells the algorithm the trial's ``accuracy`` and keeps the evaluation's own time (``eval_s``,
+measured by the trainable inside the worker: :mod:`~slimnas.platform.tune.trainable`). A trial stopped early by
 :class:`~slimnas.platform.tune.scheduler.EarlyStopScheduler` reports only an upper bound of its accuracy
 (``accuracy_bound``); the algorithm is told that bound, which by construction cannot win.
 
 State across processes. Tune checkpoints searcher state periodically, so after a driver crash it can be behind. This
-searcher therefore also writes the algorithm's full state (and the early-stop counters) to ``state_path`` (JSON,
-atomically) after every ask and tell; ``restore`` takes whichever of the two has seen more, and re-issues the
-candidates that were in flight. Tune also pickles the searcher itself (``tuner.pkl``, read by ``Tuner.restore``):
-that pickle holds no algorithm -- an algorithm holds its latency function, which may be a live Ray actor handle
-(:class:`~slimnas.latency.actor.LatencyClient`), and a handle cannot be unpickled in another Ray session. A searcher
-unpickled by ``Tuner.restore`` is therefore detached until :meth:`AskTellSearcher.attach` gives it the new driver's
-algorithm (built on the new session's latency service), which then loads ``state_path``.
+searcher therefore writes the algorithm's full state (the early-stop counters, the evaluations' own times) to
+``state_path`` (JSON, atomically) after every ask and tell: that file is the run's record, from which a restored job
+continues (:mod:`~slimnas.platform.tune.runner`), re-issuing the candidates that were in flight. Tune also pickles the
+searcher itself (``tuner.pkl``): that pickle holds no algorithm -- an algorithm holds its latency function, which may
+be a live Ray actor handle (:class:`~slimnas.latency.actor.LatencyClient`), and a handle cannot be unpickled in
+another Ray session. A searcher unpickled from it is detached until :meth:`AskTellSearcher.attach` gives it an
+algorithm, which then loads ``state_path``.
 
-The early-stop scheduler is given its searcher when it is built and asks it through :meth:`AskTellSearcher.rules_out`
-(no registry of live searchers): Tune pickles both in one ``tuner.pkl``, so the restored scheduler holds the restored
-searcher.
+A search job runs many of these in one Tune experiment, one per (method, target), through
+:class:`~slimnas.platform.tune.multiplex.MultiplexSearcher`; the early-stop scheduler asks the experiment's searcher
+:meth:`~AskTellSearcher.run_for` a trial's config which run decides on it (no registry of live searchers).
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ class AskTellSearcher(Searcher):
         self.errored: list[int] = []
         self.stop_bounds: dict[int, tuple[float, int]] = {}  # candidate -> (accuracy bound, batches saved)
         self.counters: dict[str, int] = dict.fromkeys(EARLY_STOP_COUNTERS, 0)
+        self.eval_seconds: dict[int, float] = {}  # candidate -> its evaluation's own time (``eval_s``, see below)
 
     # ------------------------------------------------------------------ pickling (Tune's tuner.pkl)
     def __getstate__(self) -> dict[str, Any]:
@@ -128,8 +130,14 @@ class AskTellSearcher(Searcher):
             log.warning("%s: candidate %d failed (error=%s); told accuracy 0", self.name, candidate_id, error)
             accuracy = 0.0
             self.errored.append(candidate_id)
+        self.eval_seconds[candidate_id] = float(result.get("eval_s", 0.0))
         algorithm.tell(candidate_id, float(accuracy))
         self._persist()
+
+    def run_for(self, config: dict[str, Any]) -> AskTellSearcher | None:
+        """The searcher that decides on the trial of ``config`` (the early-stop scheduler's question): this one, once
+        it has its algorithm (:class:`~slimnas.platform.tune.multiplex.MultiplexSearcher` routes by run)."""
+        return self if self.attached else None
 
     def note_report(self) -> None:
         """The scheduler saw one more partial (per-batch) report."""
@@ -150,13 +158,15 @@ class AskTellSearcher(Searcher):
     # ------------------------------------------------------------------ state
     def _state(self) -> dict[str, Any]:
         return {"algorithm": self._live().state_dict(), "early_stopped": self.early_stopped,
-                "errored": self.errored, "counters": self.counters}
+                "errored": self.errored, "counters": self.counters,
+                "eval_s": {str(k): v for k, v in self.eval_seconds.items()}}
 
     def _load(self, state: dict[str, Any]) -> None:
         algorithm = self._live()
         algorithm.load_state_dict(state["algorithm"])
         self.early_stopped, self.errored = list(state["early_stopped"]), list(state["errored"])
         self.counters = {**dict.fromkeys(EARLY_STOP_COUNTERS, 0), **state.get("counters", {})}
+        self.eval_seconds = {int(k): float(v) for k, v in state.get("eval_s", {}).items()}
         self._queue = algorithm.outstanding()  # in flight at the crash: evaluate them again
         self._trial_candidate = {}
 

@@ -115,6 +115,12 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs, cheapest_
     assert job.trajectories["slimming"][0].latency_ms == pytest.approx(table.predict(first))
     saved = json.loads((root / "out" / "job" / "results.json").read_text())
     assert len(saved["results"]) == 10 and (root / "out" / "job" / "pareto.png").is_file()
+    # one Tune experiment ran every run: its two workers set up once each, every evaluation's own time recorded
+    evaluated = [e for h in job.histories.values() for e in h]
+    assert 1 <= job.timing.worker_setups <= 2 and job.timing.evaluations == len(evaluated)
+    assert all(e["eval_s"] > 0 for e in evaluated) and job.timing.eval_s == pytest.approx(sum(e["eval_s"] for e in
+                                                                                              evaluated))
+    assert sorted(p.name for p in (root / "out" / "job" / "tune").iterdir() if p.is_dir())[0] == "search"
 
     client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("test-search")
@@ -236,7 +242,8 @@ def test_winners_slower_on_the_device_are_replaced_and_the_extra_evaluations_cou
     assert slim.evaluations == trajectory[-1].evaluations == trajectory[-2].evaluations + slim.extra_evaluations
     assert slim.measured_ms == pytest.approx(table.predict(Arch.from_dict(slim.arch)))
     assert slim.stop_reason.startswith("continued below")
-    assert (root / "out" / "verify" / "tune" / "slimming-verify-1").is_dir()
+    tune = root / "out" / "verify" / "tune"  # the extra round ran in the job's one experiment, with its state file
+    assert (tune / "slimming-verify-1.searcher.json").is_file() and not (tune / "slimming-verify-1").exists()
     # the baseline took its next arch: no evaluation spent, its budget unchanged
     assert rand.evaluations == 4
     assert rand.meets_target is True and rand.verify_steps >= 1 and rand.extra_evaluations == 0

@@ -11,7 +11,7 @@ import time
 import pytest
 import ray
 
-from slimnas.platform.tune import run_tune
+from slimnas.platform.tune import TuneRun, run_phases, run_tune
 from slimnas.search import RandomSearch, SlimmingSearch
 from slimnas.testing import TOY_SPACE, run_search, toy_eval_trainable, toy_latency, wobbly_fraction
 
@@ -93,9 +93,35 @@ def test_random_search_through_tune_respects_the_budget(local_ray, tmp_path):
     assert all(e.latency_ms <= 17.0 for e in outcome.algorithm.history)
 
 
+def test_runs_in_phases_share_one_tune_experiment(local_ray, tmp_path):
+    """Slimming, then two random runs (planned once it had finished), in one real Tune experiment: each run reaches what
+    it reaches alone, and each has its own state file beside the one experiment."""
+    def plan(done):
+        if not done:
+            return [TuneRun("slimming", slimming())]
+        if len(done) == 1:
+            budget = 4
+            return [TuneRun(f"random@{t:g}ms", RandomSearch(TOY_SPACE, toy_latency, t, budget=budget, seed=0,
+                                                           parallel=2)) for t in (17.0, 16.0)]
+        return None
+
+    outcome = run_phases(plan, toy_eval_trainable, "search", tmp_path, rule="exact")
+    reference = run_search(slimming(), wobbly_fraction)
+    assert list(outcome.runs) == ["slimming", "random@17ms", "random@16ms"]
+    got = outcome.runs["slimming"].algorithm.trajectory
+    assert [(s.arch, s.latency_ms) for s in got] == [(s.arch, s.latency_ms) for s in reference.trajectory]
+    for t in (17.0, 16.0):
+        alone = run_search(RandomSearch(TOY_SPACE, toy_latency, t, budget=4, seed=0, parallel=2), wobbly_fraction)
+        run = outcome.runs[f"random@{t:g}ms"].algorithm
+        assert [e.arch for e in run.history] == [e.arch for e in alone.history]
+    assert outcome.evaluations == sum(r.algorithm.evaluations for r in outcome.runs.values())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["random@16ms.searcher.json", "random@17ms.searcher.json",
+                                                           "search", "slimming.searcher.json"]
+
+
 DRIVER = """
 import json, sys, ray
-from slimnas.platform.tune import run_tune
+from slimnas.platform.tune import TuneRun, run_phases, run_tune
 from slimnas.search import SlimmingSearch
 from slimnas.testing import TOY_SPACE, toy_eval_trainable, toy_latency
 ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False)
