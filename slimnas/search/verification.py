@@ -35,7 +35,7 @@ Decisions:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -125,9 +125,13 @@ def unverified(algorithm: SearchAlgorithm, target_ms: float, state: VerifyState,
                          "no answer" if answer is None else state, note=note)
 
 
-def _ranked_candidates(algorithm: SearchAlgorithm, target_ms: float, first: Evaluation) -> list[Evaluation]:
-    """The answer, then the other evaluated archs predicted within the target, best first (one per arch)."""
-    feasible = sorted((e for e in algorithm.history if e.latency_ms <= target_ms),
+def _ranked_candidates(algorithm: SearchAlgorithm, target_ms: float, first: Evaluation,
+                       stopped: Collection[int] = ()) -> list[Evaluation]:
+    """The answer, then the other evaluated archs predicted within the target, best first (one per arch).
+
+    Candidates in ``stopped`` (ids of evaluations stopped early) are left out: what they were told is a bound on
+    their accuracy, not a measured top-1, so one of them is never reported in place of the answer."""
+    feasible = sorted((e for e in algorithm.history if e.latency_ms <= target_ms and e.candidate.id not in stopped),
                       key=lambda e: (-e.accuracy, e.latency_ms, e.candidate.id))
     out, seen = [], set()
     for evaluation in [first, *feasible]:
@@ -139,12 +143,13 @@ def _ranked_candidates(algorithm: SearchAlgorithm, target_ms: float, first: Eval
 
 
 def verify_baseline(algorithm: SearchAlgorithm, target_ms: float, cache: MeasurementCache, tolerance_pct: float,
-                    batch: int = 4) -> Verification:
-    """A baseline's answer for ``target_ms``, verified on the device (see the module docstring)."""
+                    batch: int = 4, stopped: Collection[int] = ()) -> Verification:
+    """A baseline's answer for ``target_ms``, verified on the device (see the module docstring); ``stopped``: the ids
+    of its candidates stopped early, never taken as a replacement (their accuracy is only a bound)."""
     first = algorithm.answer(target_ms)
     if first is None:
         return unverified(algorithm, target_ms, "no answer")
-    candidates = _ranked_candidates(algorithm, target_ms, first)
+    candidates = _ranked_candidates(algorithm, target_ms, first, stopped)
     for i, candidate in enumerate(candidates):
         if cache.get(candidate.arch) is None:
             cache.measure([c.arch for c in candidates[i:] if cache.get(c.arch) is None][:max(1, batch)])

@@ -70,7 +70,7 @@ def test_the_onnx_latency_backend_times_the_graph_that_export_writes(source, onn
     written = onnx.load(str(onnx_export.path))
     backend = ONNXRuntimeBackend(threads=1)
     assert backend.default_form == onnx_export.form
-    timed = onnx.load_from_string(backend._export(source.model, torch.randn(1, 3, 64, 64)))
+    timed = onnx.load_from_string(backend.exported(source.model, torch.randn(1, 3, 64, 64)))
     assert timed.graph == written.graph  # the same nodes, weights, names and dynamic batch dimension
 
 

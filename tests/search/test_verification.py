@@ -122,6 +122,17 @@ def test_a_baseline_takes_its_next_best_arch_that_measures_under_the_target():
     assert again.answer.arch == result.answer.arch and len(device.timed) == 4  # all from the cache
 
 
+def test_a_candidate_stopped_early_is_never_taken_in_place_of_the_answer():
+    search = run_search(ExhaustiveSearch(TOY, toy_latency, 17.0, budget=40), noisy_accuracy)
+    ranked = sorted((e for e in search.history if e.latency_ms <= 17.0),
+                    key=lambda e: (-e.accuracy, e.latency_ms, e.candidate.id))
+    device = FakeDevice(slow=[ranked[0].arch])  # the answer measures over the target
+    stopped = {ranked[1].candidate.id}  # the runner-up was stopped early: its accuracy is only a bound
+    result = verify_baseline(search, 17.0, MeasurementCache(device), tolerance_pct=2.0, batch=1, stopped=stopped)
+    assert result.meets_target is True and result.answer.arch == ranked[2].arch
+    assert ranked[1].arch.to_json() not in device.timed
+
+
 def test_nsga2_answers_each_target_from_its_front_and_nothing_meets_when_all_are_slow():
     search = run_search(NSGA2Search(TOY, toy_latency, budget=16, seed=0, population_size=4), noisy_accuracy)
     cache = MeasurementCache(FakeDevice(above_ms=0.0, factor=2.0))

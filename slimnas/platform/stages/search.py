@@ -679,7 +679,8 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
             extra += loop.extra_evaluations
         else:
             for target in run.targets:
-                out[(run.label, target)] = verify_baseline(run.algorithm, target, cache, lat.tolerance_pct)
+                out[(run.label, target)] = verify_baseline(run.algorithm, target, cache, lat.tolerance_pct,
+                                                               stopped=run.early_stopped)
         for target in run.targets:
             _echo_verification(echo, run, out[(run.label, target)], lat.tolerance_pct)
     met = [v for v in out.values() if v.meets_target]
