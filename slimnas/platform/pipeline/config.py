@@ -311,7 +311,7 @@ class PipelineConfig(ConfigModel):
 
     @model_validator(mode="after")
     def _retrained_methods_searched(self) -> PipelineConfig:
-        for name in self.retrain.methods() or ():
+        for name in (self.retrain.methods() or ()) if self.retrain.enabled else ():
             if name not in self.search.methods:
                 problem = PydanticCustomError("not_searched", "{name} is not among search.methods ({methods})",
                                               {"name": repr(name), "methods": ", ".join(self.search.methods)})

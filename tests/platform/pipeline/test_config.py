@@ -103,7 +103,8 @@ BASE = {"train": {"space": "tiny"}, "search": {"targets": [1.0]}}
     ({"name": "a/b"}, "name: Value error, must be a plain directory name"),
     ({"threads": 0}, "threads: Input should be greater than or equal to 1"),
     ({"retrain": {"winners": "greedy"}}, "retrain.winners: Value error, 'greedy' is neither best nor a search method"),
-    ({"retrain": {"winners": "exhaustive"}}, "retrain.winners: 'exhaustive' is not among search.methods"),
+    ({"retrain": {"enabled": True, "winners": "exhaustive"}},
+     "retrain.winners: 'exhaustive' is not among search.methods"),
     ({"retrain": {"optim": {"lr": 0}}}, "retrain.optim.lr: Input should be greater than 0"),
 ])
 def test_bad_configs_name_the_field(change, message):
