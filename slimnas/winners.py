@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from slimnas._io import atomic_write, atomic_write_text
-from slimnas.errors import InputError
+from slimnas.errors import InputError, shorten
 from slimnas.search_spaces import Arch
 
-__all__ = ["ModelCard", "load_winner", "save_winner", "read_state_dict", "winner_name", "winner_folder", "CARD_FORMAT",
+__all__ = ["ModelCard", "load_winner", "build_network", "save_winner", "read_state_dict", "winner_name",
+           "winner_folder", "CARD_FORMAT",
            "WINNERS_DIR", "WEIGHTS_FILE", "ARCH_FILE", "CARD_FILE"]
 
 #: The card's ``format`` field (bumped when a field changes meaning).
@@ -210,13 +211,24 @@ def load_winner(folder: str | os.PathLike, device: str = "cpu") -> tuple[Any, Mo
     card = ModelCard.load(folder / CARD_FILE)
     weights = folder / WEIGHTS_FILE
     state = read_state_dict(weights, device)
+    model = build_network(card.arch, state, num_classes=card.num_classes, in_chans=card.in_chans,
+                          what=str(folder / CARD_FILE), weights=weights)
+    return model.to(device), card
+
+
+def build_network(arch: Arch, state: dict[str, Any], *, num_classes: int, in_chans: int, what: str,
+                  weights: str | os.PathLike) -> Any:
+    """``arch``'s network (its family's eager form) with the weights ``state`` (read from ``weights``), in eval mode.
+
+    An arch the family cannot build, or weights that do not fit it, is an :class:`InputError` naming ``what`` (where
+    the arch came from) or the weights file."""
     try:
-        model = card.arch.space_family.build_model(card.arch, num_classes=card.num_classes, in_chans=card.in_chans)
+        model = arch.space_family.build_model(arch, num_classes=num_classes, in_chans=in_chans)
     except InputError as exc:
-        raise InputError(f"{folder / CARD_FILE}: {exc}") from None
+        raise InputError(f"{what}: {exc}") from None
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
         first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-        raise InputError(f"{weights}: does not fit the network of {CARD_FILE} ({first})") from None
-    return model.to(device).eval(), card
+        raise InputError(f"{weights}: does not fit the network of {what} ({shorten(first, 200)})") from None
+    return model.eval()

@@ -94,7 +94,8 @@ def test_a_bad_folder_is_one_line_naming_the_file(supernet, tmp_path):
         assert error(folder).startswith(f"{folder / CARD_FILE}: {needle}"), error(folder)
     wrong = copy("wrong-classes")
     (wrong / CARD_FILE).write_text(json.dumps(_card(arch, num_classes=1000).to_dict()))
-    assert error(wrong).startswith(f"{wrong / WEIGHTS_FILE}: does not fit the network of model.json (size mismatch")
+    assert error(wrong).startswith(f"{wrong / WEIGHTS_FILE}: does not fit the network of {wrong / CARD_FILE} "
+                                   "(size mismatch")
     pickled = copy("pickled")
     torch.save({"model": supernet.extract(arch)}, pickled / WEIGHTS_FILE)  # a pickled module: refused, never run
     assert error(pickled).startswith(f"{pickled / WEIGHTS_FILE}: not a state_dict torch loads with weights_only=True")

@@ -13,7 +13,15 @@ from typing import Any
 
 from slimnas.errors import InputError, shorten
 from slimnas.search_spaces import Arch
-from slimnas.winners import CARD_FILE, WEIGHTS_FILE, WINNERS_DIR, ModelCard, read_state_dict, winner_name
+from slimnas.winners import (
+    CARD_FILE,
+    WEIGHTS_FILE,
+    WINNERS_DIR,
+    ModelCard,
+    build_network,
+    read_state_dict,
+    winner_name,
+)
 
 __all__ = ["ExportSource", "WinnerRef", "source_from_folder", "source_from_files", "job_winners", "find_winner",
            "job_dir_of"]
@@ -56,19 +64,6 @@ class WinnerRef:
         return winner_name(self.method, self.target_ms)
 
 
-def _build(arch: Arch, state: dict[str, Any], num_classes: int, in_chans: int, what: str, weights: Path) -> Any:
-    try:
-        model = arch.space_family.build_model(arch, num_classes=num_classes, in_chans=in_chans)
-    except InputError as exc:
-        raise InputError(f"{what}: {exc}") from None
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = next((line.strip() for line in str(exc).splitlines()[1:] if line.strip()), str(exc))
-        raise InputError(f"{weights}: does not fit the network of {what} ({shorten(first, 200)})") from None
-    return model.eval()
-
-
 def source_from_folder(folder: str | os.PathLike) -> ExportSource:
     """A saved winner (``<job>/winners/<method>@<target>ms/``, or its MLflow child run's artifacts): its model card and
     weights (:func:`slimnas.load_winner`'s files)."""
@@ -109,8 +104,8 @@ def source_from_files(arch_path: str | os.PathLike, weights_path: str | os.PathL
             num_classes = int(head.shape[0])
     stem = state.get(_STEM_KEY)
     in_chans = int(stem.shape[1]) if stem is not None and stem.dim() == 4 else 3
-    model = _build(arch, state, num_classes, in_chans, f"--arch {shorten(os.fspath(arch_path), 160)}",
-                   Path(weights_path))
+    model = build_network(arch, state, num_classes=num_classes, in_chans=in_chans,
+                          what=f"--arch {shorten(os.fspath(arch_path), 160)}", weights=Path(weights_path))
     return ExportSource(model, arch, num_classes, in_chans, card, f"{arch_path} + {weights_path}")
 
 

@@ -18,7 +18,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from slimnas.latency.protocol import Protocol, assess
@@ -73,7 +73,7 @@ def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol:
     plain_session = backend.session(data)
     plain: list[float] = []
     with tempfile.TemporaryDirectory(prefix="slimnas-ort-") as tmp:
-        session = _profiling_session(backend, data, os.path.join(tmp, "ort"))
+        session = backend.session(data, profile_prefix=os.path.join(tmp, "ort"))
         feed = {session.get_inputs()[0].name: example.detach().cpu().numpy()}
         for i in range(warmup + runs):
             t0 = time.perf_counter()
@@ -121,20 +121,3 @@ def profile_session(backend: Any, model: Any, example: Any, runs: int, protocol:
     verdict = assess([[t] for t in totals], protocol) if totals else None
     kept = list(verdict.accepted) if verdict else []
     return ProfiledCalls(samples, kept, walls, plain[-len(samples):] if samples else [], units)
-
-
-def _profiling_session(backend: Any, data: bytes, prefix: str):
-    """A session built like the backend's, with profiling on."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.inter_op_num_threads = 1
-    if backend.threads:
-        options.intra_op_num_threads = backend.threads
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = prefix
-    providers: Sequence[str] = [backend.versions()["provider"]]
-    return ort.InferenceSession(data, sess_options=options, providers=list(providers))

@@ -98,7 +98,9 @@ class ONNXRuntimeBackend(Backend):
         out["provider"] = _PROVIDERS[self.provider]
         return out
 
-    def session(self, model: bytes):
+    def session(self, model: bytes, profile_prefix: str | None = None):
+        """An inference session of ``model`` with this backend's settings; ``profile_prefix``: ONNX Runtime's own
+        profiler on, its JSON written there (``session.end_profiling()`` names the file)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -108,6 +110,9 @@ class ONNXRuntimeBackend(Backend):
         if self.threads:
             options.intra_op_num_threads = self.threads
         options.log_severity_level = 3
+        if profile_prefix is not None:
+            options.enable_profiling = True
+            options.profile_file_prefix = profile_prefix
         return ort.InferenceSession(model, sess_options=options, providers=[_PROVIDERS[self.provider]])
 
     def prepare(self, module: torch.nn.Module, example: torch.Tensor) -> Callable[[], Any]:
