@@ -93,6 +93,9 @@ def test_an_unknown_operator_lands_in_other_and_is_listed():
 
 @pytest.mark.skipif(os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5, reason="the machine is oversubscribed: "
                     "single calls vary by 2x between neighbours, no timing comparison means anything")
+@pytest.mark.xfail(strict=True, reason="issue 14, not met yet: on a quiet machine the operators' sum is 11-16% under "
+                   "the unprofiled call (deit_tiny -16%, efficientformer_l1 -11%, 2026-11-30): Python between operators"
+                   " is attributed to no category")
 def test_the_categories_sum_agrees_with_the_measured_latency_on_torch_cpu():
     backend = TorchCPUBackend(threads=1)
     protocol = Protocol(passes=3, samples=5, pass_ms=0.0, warmup_ms=20.0, extra_passes=2)

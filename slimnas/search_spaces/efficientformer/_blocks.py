@@ -91,10 +91,14 @@ class Unflat(nn.Module):
         self.grid = grid
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # batch and channels read from x.shape, as the fused form's ToGrid does: an ONNX export keeps its batch
-        # dimension dynamic (unflatten's ONNX conversion computes the dimension index, the exporter loses the symbolic
-        # batch there and folds the next attention's reshape to the traced batch)
-        return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], self.grid, self.grid)
+        if torch.onnx.is_in_onnx_export():
+            # batch and channels read from x.shape, as the fused form's ToGrid does: the ONNX graph keeps its batch
+            # dimension dynamic (unflatten's ONNX conversion computes the dimension index, the exporter loses the
+            # symbolic batch there and folds the next attention's reshape to the traced batch)
+            return x.transpose(1, 2).reshape(x.shape[0], x.shape[2], self.grid, self.grid)
+        # unflatten elsewhere: no shape arithmetic, so a traced module converts to Core ML (its int() cast of a traced
+        # size fails); the same values either way
+        return x.transpose(1, 2).unflatten(2, (self.grid, self.grid))
 
     def extra_repr(self) -> str:
         return f"grid={self.grid}"

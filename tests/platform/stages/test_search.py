@@ -188,7 +188,8 @@ def test_relative_targets_are_fractions_of_slimmings_start_arch(inputs, tmp_path
     if start != supernet.space.max_arch():  # (the max arch is the old reference: not what the targets follow)
         assert targets != [round(f * full, 4) for f in sorted(fractions, reverse=True)]
     # a job that does not run slimming gets the same reference: the start arch is the supernet's, not the method's
-    baselines = load_pipeline(apply_overrides(quickstart_source(), ["search.methods=[random]", "search.budget=3"]))
+    baselines = load_pipeline(apply_overrides(quickstart_source(), ["search.methods=[random]", "search.budget=3",
+                                                                     "retrain.enabled=false"]))
     assert _targets(baselines, table, None, str(checkpoint)) == (targets, ref)
 
     job_cfg = pipeline.search_job(str(checkpoint), str(root / "tiny.parquet"), targets, None, ref)
