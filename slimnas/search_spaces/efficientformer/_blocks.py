@@ -33,6 +33,13 @@ class Attention(_TimmAttention):
         self.attention_bias_cache = {}
         super()._load_from_state_dict(*args, **kwargs)
 
+    def get_attention_biases(self, device: torch.device) -> torch.Tensor:
+        """The gathered bias; not cached while ``torch.export`` traces (an attribute assigned during export is
+        neither kept by the program nor allowed without a warning)."""
+        if torch.compiler.is_exporting():
+            return self.attention_biases[:, self.attention_bias_idxs]
+        return super().get_attention_biases(device)
+
 
 class Stem(Stem4):
     """Conv stem: two 3x3 stride-2 convs, each followed by BN and ReLU; stride 4 (paper Fig. 3).

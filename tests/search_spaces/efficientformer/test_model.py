@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import timm
 import torch
@@ -65,3 +67,15 @@ def test_build_model_validates_and_can_override_img_size():
     model = build_model(Arch.preset("l1"), num_classes=0, img_size=96)
     assert model.arch.img_size == 96
     assert model(torch.randn(1, 3, 96, 96)).shape == (1, 448)
+
+
+def test_torch_export_traces_attention_without_caching_its_bias():
+    model = build_model(Arch.preset("l1", img_size=64), num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "attribute ... was assigned during export" was a UserWarning
+        program = torch.export.export(model, (x,))
+    attention = [m for m in model.modules() if hasattr(m, "attention_bias_cache")]
+    assert attention and all(m.attention_bias_cache == {} for m in attention)
+    with torch.no_grad():
+        assert torch.allclose(program.module()(x), model(x), atol=1e-5)
