@@ -169,6 +169,16 @@ class FinishedRun:
         return dest
 
 
+@pytest.fixture
+def run_copy(finished_run, tmp_path, monkeypatch) -> Path:
+    """A copy of the session's finished run as the working directory (no MLflow or Ray address from outside)."""
+    cwd = finished_run.copy(tmp_path / "work")
+    monkeypatch.chdir(cwd)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    return cwd
+
+
 @pytest.fixture(scope="session")
 def finished_run(tmp_path_factory) -> FinishedRun:
     from slimnas.platform.cli import main

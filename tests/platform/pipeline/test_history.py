@@ -20,6 +20,8 @@ from slimnas.platform.pipeline.config import load_pipeline
 from slimnas.platform.pipeline.run import run_pipeline
 from slimnas.platform.runtime import ray_runtime
 
+from ..conftest import _pids_naming
+
 
 def tree(root) -> dict[str, str]:
     """Every file and folder under ``root``: relative path -> SHA-256 of the bytes (``dir`` for a folder)."""
@@ -34,30 +36,8 @@ def tree(root) -> dict[str, str]:
     return out
 
 
-def _naming(marker: str) -> list[int]:
-    """Processes whose command line names ``marker`` (zombies included)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        try:
-            if entry.isdigit() and marker.encode() in open(f"/proc/{entry}/cmdline", "rb").read():
-                found.append(int(entry))
-        except OSError:
-            pass
-    return found
-
-
 def changes(before: dict[str, str], after: dict[str, str]) -> list[str]:
     return sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-
-
-@pytest.fixture
-def run_copy(finished_run, tmp_path, monkeypatch):
-    """A copy of the finished run as the working directory."""
-    cwd = finished_run.copy(tmp_path / "work")
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    return cwd
 
 
 def _record(cwd) -> dict:
@@ -138,7 +118,7 @@ def test_a_failed_run_appends_its_attempt_and_keeps_every_earlier_output(finishe
     [watchdog] = [w for w in ray_runtime._watchdogs if w not in earlier]
     assert watchdog.wait(timeout=15) == 0
     session = watchdog.args[4]  # python -I _ray_watchdog.py DRIVER SESSION PID...
-    assert session.startswith("session_") and _naming(session) == []
+    assert session.startswith("session_") and _pids_naming(session) == []
     # every earlier file as it was; new are only the record and the staged search kept for --restore
     staged = os.path.join("runs", "quickstart", "search.staging")
     changed = changes(before, tree(run_copy))

@@ -12,6 +12,8 @@ import threading
 import time
 from pathlib import Path
 
+from ..conftest import _pids_naming
+
 SESSION = re.compile(r"session_\d{4}-\d\d-\d\d_\d\d-\d\d-\d\d_\d+_\d+")
 
 
@@ -46,15 +48,7 @@ def _descendants(root: int) -> set[int]:
 
 def _naming(marker: str) -> set[int]:
     """Live processes whose command line contains ``marker``."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != os.getpid():
-            try:
-                if marker.encode() in (entry / "cmdline").read_bytes() and _alive(int(entry.name)):
-                    found.add(int(entry.name))
-            except OSError:
-                pass
-    return found
+    return {pid for pid in _pids_naming(marker) if _alive(pid)}
 
 
 def _lines(stream, out: queue.Queue) -> None:

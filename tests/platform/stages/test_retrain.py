@@ -39,16 +39,6 @@ def _pairs(argv: list[str]) -> list[str]:
     return [argv[i + 1] for i in range(1, len(argv), 2)]
 
 
-@pytest.fixture
-def run_copy(finished_run, tmp_path, monkeypatch):
-    """A copy of the finished run as the working directory."""
-    cwd = finished_run.copy(tmp_path / "work")
-    monkeypatch.chdir(cwd)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    return cwd
-
-
 def test_the_quickstart_fine_tunes_slimmings_winner_and_records_its_top1(finished_run, tmp_path):
     cwd = finished_run.cwd
     state = _state(cwd)
