@@ -130,6 +130,7 @@ def serve(cmd: Sequence[str], grace_s: float = GRACE_S, env: dict[str, str] | No
 def _ui(args: argparse.Namespace) -> int:
     from slimnas.platform.runtime.preflight import check_port, check_tracking_uri, split_url
     from slimnas.platform.tracking.uri import default_tracking_uri as tracking_uri
+    from slimnas.platform.tracking.views import runs_list_url
 
     uri = tracking_uri(args.backend_store_uri)
     what = "--backend-store-uri" if args.backend_store_uri else \
@@ -144,7 +145,8 @@ def _ui(args: argparse.Namespace) -> int:
            str(args.port), "--workers", str(args.workers)]
     env = dict(os.environ)
     env.setdefault(JOBS_VAR, "false")
-    print(f"MLflow UI on http://{args.host}:{args.port} (store {uri}); Ctrl-C stops it", file=sys.stderr, flush=True)
+    experiments = runs_list_url(f"http://{args.host}:{args.port}")
+    print(f"MLflow UI on {experiments} (store {uri}); Ctrl-C stops it", file=sys.stderr, flush=True)
     code = serve(cmd, env=env)
     if code:
         print(f"slimnas ui: the MLflow server exited with status {code}", file=sys.stderr)

@@ -57,6 +57,7 @@ from slimnas.platform.pipeline.record import (
 )
 from slimnas.platform.stages.progress import SearchMonitor, StageLog
 from slimnas.platform.stages.report import REPORT_FILE, retrain_section, write_pipeline_report
+from slimnas.platform.tracking.views import comparison_urls
 from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
 if TYPE_CHECKING:
@@ -115,11 +116,14 @@ class PipelineResult:
             run = search.mlflow_run_id if isinstance(search, SearchRecord) else None
             lines.append(f"MLflow:        experiment '{cfg.tracking.experiment}' at {uri}"
                          + (f" (search run {run})" if run else ""))
+            views = comparison_urls(uri, run, search.targets) if run else []
             if uri.startswith("sqlite:"):
                 lines.append(f"  compare the candidates in the MLflow UI: slimnas ui --backend-store-uri {uri}"
-                             "   (then open http://127.0.0.1:5000)")
+                             + (", then open for each target:" if views else "   (then open http://127.0.0.1:5000)"))
             else:
-                lines.append(f"  compare the candidates in the MLflow UI: open {uri}")
+                lines.append(f"  compare the candidates in the MLflow UI: open {uri}"
+                             + (", at each target:" if views else ""))
+            lines.extend(f"    {target:g} ms  {url}" for target, url in views)
         retrain = self.stages.get("retrain")
         if cfg.retrain.enabled and isinstance(retrain, RetrainRecord):
             from slimnas.platform.stages.retrain import retrain_text

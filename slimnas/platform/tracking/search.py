@@ -15,6 +15,8 @@ winner's folder (:mod:`slimnas.winners`: ``weights.pt``, the network as evaluate
 ``arch.json``; the model card ``model.json``), which :func:`slimnas.load_winner` loads from a downloaded copy too;
 the winner as an MLflow model (``tracking.models``, registered per ``tracking.registered_model``:
 :mod:`slimnas.platform.tracking.model`; tag ``slimnas.model_uri``), logged after the metrics so it carries them too.
+Experiment tags: one shared view of the UI per target (:mod:`slimnas.platform.tracking.views`: the children at that
+target, best top-1 first, the comparison's metrics as columns), whose addresses the pipeline prints.
 Compare candidates in the MLflow UI (``slimnas ui``) or with
 ``mlflow.search_runs(filter_string="tags.mlflow.parentRunId = '<id>' and metrics.predicted_ms < 1.5")``.
 """
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from slimnas.platform.stages.pareto import PARETO_FILE, pareto_figure, save_pareto
+from slimnas.platform.tracking.views import save_comparison_views
 from slimnas.search_spaces import Arch
 from slimnas.winners import winner_name
 
@@ -91,6 +94,7 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any,
         client.log_table(pid, {k: [r[k] for r in rows] for k in rows[0]}, f"{method}_trajectory.json")
     children = {winner_name(r.method, r.target_ms): _log_child(client, experiment_id, pid, r, job_dir)
                 for r in job.results}
+    save_comparison_views(client, experiment_id, pid, cfg.targets)
     started = time.perf_counter()
     logged = log_winner_models(uri, job.results, children, job_dir, cfg.tracking, cfg.name)
     if logged and echo is not None:

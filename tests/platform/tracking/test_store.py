@@ -1,5 +1,6 @@
 """MLflow tracking of a training run, in a real sqlite tracking store."""
 
+import json
 import shutil
 
 import pytest
@@ -81,3 +82,46 @@ def test_a_pipeline_jobs_experiment_and_its_runs_at_a_target_are_one_filter(fini
         expected = [f"{c.data.tags['slimnas.method']}@{target}ms" for c in children
                     if c.data.tags["slimnas.target_ms"] == target]
         assert sorted(r.info.run_name for r in at_target) == sorted(expected)
+
+
+def test_each_target_has_a_ui_view_of_its_methods_best_first_and_the_summary_links_it(finished_run, tmp_path):
+    """The addresses the pipeline prints open the UI's "Model training" runs table on a shared view per target
+    (looked at in headless Chromium once: ``slimnas/platform/tracking/views.py``); its filter, in MLflow's search
+    syntax, finds exactly the child runs at that target, and its columns are metrics and tags they carry."""
+    from mlflow.tracking import MlflowClient
+
+    from slimnas.platform.tracking.views import VIEW_TAG_PREFIX, comparison_urls, view_key
+
+    shutil.copy(finished_run.cwd / "mlflow.db", tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    state = json.loads((finished_run.cwd / "runs" / "quickstart" / "pipeline.json").read_text())
+    search = state["stages"]["search"]
+    parent, targets = search["mlflow_run_id"], search["targets"]
+    experiment = client.get_run(parent).info.experiment_id
+    urls = comparison_urls(uri, parent, targets)
+    assert [t for t, _ in urls] == targets
+    for i, (target, url) in enumerate(urls):
+        key = view_key(parent, i)
+        assert url == (f"http://127.0.0.1:5000/#/experiments/{experiment}/runs?workflowType=machine_learning"
+                       f"&viewStateShareKey={key}")
+        view = json.loads(client.get_experiment(experiment).tags[VIEW_TAG_PREFIX + key])
+        found = client.search_runs([experiment], view["searchFilter"], order_by=["metrics.top1 DESC"])
+        children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent}'")
+        assert sorted(r.info.run_id for r in found) == sorted(
+            r.info.run_id for r in children if float(r.data.tags["slimnas.target_ms"]) == target) != []
+        assert view["orderByKey"] == "metrics.`top1`" and view["orderByAsc"] is False
+        for column in view["selectedColumns"]:
+            kind, name = column.split(".", 1)
+            name = name.strip("`")  # measured latencies are logged only when measured (not in this small run)
+            assert name in getattr(found[0].data, kind) or name in ("measured_ms", "meets_target"), column
+    assert comparison_urls(uri, "0" * 32, targets) == []  # no such run: nothing to link
+
+
+def test_the_pipelines_summary_prints_the_view_addresses(finished_run, run_copy, capsys):
+    from slimnas.platform.cli import main
+
+    assert main(finished_run.argv) == 0  # every stage reused: prints the summary again
+    out = capsys.readouterr().out
+    assert "then open for each target:" in out
+    assert out.count("#/experiments/") == out.count("&viewStateShareKey=slimnas-") >= 1
