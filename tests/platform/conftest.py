@@ -45,6 +45,23 @@ def _wait_http(url: str, timeout: float, headers: dict[str, str] | None = None, 
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def one_line_exit_2(argv: list[str], capsys, needle: str):
+    """``slimnas argv`` (in this process) exits with status 2 and one stderr line containing ``needle``; returns what
+    it printed."""
+    from slimnas.platform.cli import main
+
+    capsys.readouterr()
+    try:
+        status = main(argv)
+    except SystemExit as exc:  # argparse's usage errors exit through the parser (still one line, status 2)
+        status = exc.code
+    assert status == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+    return captured
+
+
 def _pids_naming(marker: str) -> list[int]:
     """Processes whose command line contains ``marker`` (from /proc)."""
     found = []

@@ -9,6 +9,8 @@ import pytest
 from slimnas.latency import LatencyTable
 from slimnas.platform.cli import main
 
+from .conftest import one_line_exit_2
+
 FAST = ["--threads", "1", "--passes", "2", "--samples", "2", "--pass-ms", "0", "--warmup-ms", "1",
         "--harness", "isolated", "--rotation-mb", "0"]
 
@@ -42,36 +44,25 @@ def test_build_show_validate(built, tmp_path, capsys):
                                                   "calibration.json"}
 
 
-def _one_line_exit_2(argv, capsys, needle):
-    capsys.readouterr()
-    try:
-        status = main(argv)
-    except SystemExit as exc:  # argparse's usage errors exit through the parser (still one line, status 2)
-        status = exc.code
-    assert status == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0], err
-
-
 def test_bad_input_is_one_line_and_exit_2(built, tmp_path, capsys):
-    _one_line_exit_2(["lut", "show", "--lut", str(tmp_path / "none.parquet")], capsys, "no such file")
+    one_line_exit_2(["lut", "show", "--lut", str(tmp_path / "none.parquet")], capsys, "no such file")
     foreign = tmp_path / "foreign.parquet"
     pq.write_table(pa.table({"a": [1]}), foreign)
-    _one_line_exit_2(["lut", "show", "--lut", str(foreign)], capsys, "not a slimnas latency table")
-    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "gpu9", "--out", str(tmp_path / "x.parquet")],
+    one_line_exit_2(["lut", "show", "--lut", str(foreign)], capsys, "not a slimnas latency table")
+    one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "gpu9", "--out", str(tmp_path / "x.parquet")],
                      capsys, "unknown backend 'gpu9'")
     wide = tmp_path / "wide.json"
     blocks = LatencyTable.load(built).space.max_arch().to_dict()["blocks"]
     wide.write_text(json.dumps({"img_size": 64, "widths": [32, 64, 96, 256], "blocks": blocks}))
-    _one_line_exit_2(["lut", "show", "--lut", str(built), "--arch", str(wide)], capsys,
+    one_line_exit_2(["lut", "show", "--lut", str(built), "--arch", str(wide)], capsys,
                      "no entry for downsample(stage 4, 96->256)")
-    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(built)], capsys,
+    one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(built)], capsys,
                      "exists")
-    _one_line_exit_2(["lut", "build", "--space", "huge", "--backend", "torch-cpu", "--out", "x.parquet"], capsys,
+    one_line_exit_2(["lut", "build", "--space", "huge", "--backend", "torch-cpu", "--out", "x.parquet"], capsys,
                      "unknown preset 'huge'")
-    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", "x.parquet",
+    one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", "x.parquet",
                       "--img-size", "50"], capsys, "img_size")
-    _one_line_exit_2(["lut", "import-measurements", "--bundle", str(tmp_path), "--measurements", "m.json", "--out",
+    one_line_exit_2(["lut", "import-measurements", "--bundle", str(tmp_path), "--measurements", "m.json", "--out",
                       str(tmp_path / "y.parquet")], capsys, "no manifest.json")
 
 
@@ -89,15 +80,15 @@ def test_bad_input_is_one_line_and_exit_2(built, tmp_path, capsys):
 ])
 def test_bad_protocol_settings_are_one_line_exit_2_before_any_work(flags, needle, tmp_path, capsys):
     out = tmp_path / "t.parquet"
-    _one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), *flags],
+    one_line_exit_2(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), *flags],
                      capsys, needle)
     assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_validate_refuses_bad_protocol_settings_and_a_foreign_table(built, tmp_path, capsys):
-    _one_line_exit_2(["lut", "validate", "--lut", str(built), "--passes", "0"], capsys, "protocol.passes")
-    _one_line_exit_2(["lut", "validate", "--lut", str(built), "--num-archs", "-1"], capsys, "--num-archs")
-    _one_line_exit_2(["lut", "validate", "--lut", str(built), "--against", str(tmp_path / "none.parquet")], capsys,
+    one_line_exit_2(["lut", "validate", "--lut", str(built), "--passes", "0"], capsys, "protocol.passes")
+    one_line_exit_2(["lut", "validate", "--lut", str(built), "--num-archs", "-1"], capsys, "--num-archs")
+    one_line_exit_2(["lut", "validate", "--lut", str(built), "--against", str(tmp_path / "none.parquet")], capsys,
                      "no such file")
 
 

@@ -14,20 +14,13 @@ from slimnas.platform.cli import main
 from slimnas.search_spaces import Arch, Part, SearchSpace
 from slimnas.winners import ModelCard, save_winner
 
+from ..conftest import one_line_exit_2
+
 QUICK = ["--runs", "2", "--passes", "1", "--samples", "2", "--pass-ms", "0", "--warmup-ms", "0", "--threads", "1"]
 
 
 def _one_line_exit_2(argv, capsys, needle):
-    capsys.readouterr()
-    try:
-        status = main(argv)
-    except SystemExit as exc:  # argparse's usage errors exit through the parser (still one line, status 2)
-        status = exc.code
-    assert status == 2
-    captured = capsys.readouterr()
-    err = captured.err.strip().splitlines()
-    assert len(err) == 1 and needle in err[0], err
-    assert "profiling" not in captured.out
+    assert "profiling" not in one_line_exit_2(argv, capsys, needle).out
 
 
 def _winner(folder, arch):
