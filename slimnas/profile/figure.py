@@ -13,8 +13,9 @@ __all__ = ["breakdown_figure"]
 
 
 def breakdown_figure(profiles: Sequence[ModelProfile], title: str = "") -> Any:
-    """A matplotlib figure: left, each model's latency (ms) stacked by category, with its measured latency marked;
-    right, the same as shares (%)."""
+    """A matplotlib figure: left, each model's latency (ms) stacked by category (framework: the time between
+    operators), with its measured latency marked and the profiler overhead removed noted; right, the same as shares
+    (%)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -22,7 +23,7 @@ def breakdown_figure(profiles: Sequence[ModelProfile], title: str = "") -> Any:
 
     names = [p.model for p in profiles]
     fig, axes = plt.subplots(1, 2, figsize=(max(7.0, 1.6 * len(profiles) + 4.5), 4.6))
-    colors = plt.get_cmap("tab10").colors
+    colors = list(plt.get_cmap("tab10").colors) + ["#bbbbbb"]  # framework (between operators): grey
     positions = range(len(profiles))
     for panel, ax in enumerate(axes):
         bottom = [0.0] * len(profiles)
@@ -37,6 +38,10 @@ def breakdown_figure(profiles: Sequence[ModelProfile], title: str = "") -> Any:
         if panel == 0:
             ax.scatter(positions, [p.measured_ms for p in profiles], marker="_", s=400, color="black", zorder=3,
                        label="measured latency (no profiler)")
+            for x, p in zip(positions, profiles):
+                if p.overhead_removed_ms:
+                    ax.annotate(f"-{p.overhead_removed_ms:.1f} ms\nprofiler", (x, 0), xytext=(0, -2),
+                                textcoords="offset points", ha="center", va="top", fontsize=5, color="dimgray")
             ax.set_ylabel("ms per call")
         else:
             ax.set_ylabel("share of the profiled time (%)")
