@@ -58,8 +58,8 @@ def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Pro
             measured = backend.measure(model, example, protocol)
             profiled = profile_session(backend, model, example, runs, protocol)
         notes = ["operator times are ONNX Runtime's node kernel times; its optimizer's fused nodes (Conv+BN, "
-                 "MatMul+Add, GELU, LayerNorm) count under their fused type; framework: each session run's time "
-                 "outside its nodes' kernels (ONNX Runtime's model_run event), the profiler's own cost not removed"]
+                 "MatMul+Add, GELU, LayerNorm) count under their fused type; the session's time between kernels "
+                 "(mostly the profiler's own recording) is in no category (framework: none)"]
     else:
         from .torch_profiler import profile_calls
 

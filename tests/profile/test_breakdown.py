@@ -173,6 +173,6 @@ def test_onnxruntime_nodes_have_categories_and_blocks():
     assert ms["convolution"] == 0  # DeiT's only convolution is its patch embedding: the stem
     assert [(r.stage, r.block) for r in p.blocks if r.block.isdigit()] == [(0, str(i)) for i in range(12)]
     assert all(r.ms > 0 for r in p.blocks if r.block.isdigit())
-    assert ms["framework"] > 0  # the session's time outside its nodes (all of it at the top level)
-    top = next(r for r in p.blocks if r.block == "top")
-    assert top.ms - ms["framework"] < 0.2 * p.profiled_ms  # nodes are attributed to their modules, not piled at the top
+    assert ms["framework"] == 0 and p.cost is None  # ORT: kernels only (the gaps are mostly its profiler's recording)
+    top = next((r for r in p.blocks if r.block == "top"), None)
+    assert top is None or top.share < 0.2  # nodes are attributed to their modules, not piled at the top level

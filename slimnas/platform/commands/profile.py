@@ -129,8 +129,9 @@ def _describe(p, top: int) -> str:
              f"profiled, {p.dropped_runs} dropped as disturbed"]
     if p.cost is not None:
         lines.append(f"   profiler overhead removed: {p.overhead_removed_ms:.3f} ms per call "
-                     f"({p.cost.per_event_us:.2f} us x {p.events_per_call:.0f} operator events, "
-                     f"{p.cost.per_scope_us:.2f} us x {p.scopes_per_call:.0f} unit scopes; {p.cost.how})")
+                     f"({p.cost.per_event_us:.2f} us x {p.events_per_call:.0f} operator events"
+                     + (f", {p.cost.per_scope_us:.2f} us x {p.scopes_per_call:.0f} unit scopes" if p.scopes_per_call
+                        else "") + f"; {p.cost.how})")
     for row in p.categories:
         lines.append(f"   {LABELS[row.category]:<30} {row.ms:9.3f} ms {row.share:7.1%}")
     lines.append("   by block:")
