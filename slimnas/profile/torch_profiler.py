@@ -97,13 +97,21 @@ def _descendants(event: Any) -> int:
 
 
 def _calibration_network() -> Any:
+    """48 small blocks (Linear, GELU, LayerNorm, residual add), each block one unit, as in the networks profiled."""
     from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.act, self.norm = nn.Linear(16, 16), nn.GELU(), nn.LayerNorm(16)
+
+        def forward(self, x: Any) -> Any:
+            return x + self.norm(self.act(self.fc(x)))
 
     class Calibration(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.blocks = nn.Sequential(*[nn.Sequential(nn.Linear(16, 16), nn.GELU(), nn.LayerNorm(16))
-                                          for _ in range(48)])
+            self.blocks = nn.Sequential(*[Block() for _ in range(48)])
 
         def forward(self, x: Any) -> Any:
             return self.blocks(x)
