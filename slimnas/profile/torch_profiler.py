@@ -57,16 +57,19 @@ BETWEEN_OPERATORS = "(between operators)"
 
 @contextlib.contextmanager
 def scoped(model: Any, units: Sequence[Unit]) -> Iterator[None]:
-    """Open a ``record_function`` scope named after each unit while it runs (forward hooks, removed on exit)."""
-    from torch.autograd.profiler import record_function
+    """Open a profiler scope named after each unit while it runs (forward hooks, removed on exit; the profiler's
+    C-implemented ``RecordFunctionFast``, a fraction of ``record_function``'s cost)."""
+    from torch._C._profiler import _RecordFunctionFast
 
     modules = dict(model.named_modules())
     handles = []
     stack: list[Any] = []
 
     def pre(name: str) -> Callable[..., None]:
+        label = _SCOPE + name
+
         def hook(module: Any, args: Any) -> None:
-            scope = record_function(_SCOPE + name)
+            scope = _RecordFunctionFast(label)
             scope.__enter__()
             stack.append(scope)
         return hook
