@@ -37,7 +37,7 @@ LABELS = {"stem": "patch embedding / stem", "convolution": "convolution", "linea
           "attention": "attention (matmul + softmax)", "normalization": "normalization (BN, LN)",
           "activation": "activation", "reshape": "reshape / permute / copy", "pooling": "pooling",
           "elementwise": "other elementwise", "other": "other (unknown operators)",
-          "framework": "framework (Python, dispatch between ops)"}
+          "framework": "framework (between operators)"}
 
 _TORCH: dict[str, tuple[str, ...]] = {
     "convolution": ("conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose2d",
