@@ -1,6 +1,8 @@
-"""The markdown tables of docs/latency-analysis.md from the `slimnas profile --out` folders.
+"""The markdown tables of docs/latency-analysis.md from the `slimnas profile --out` folders: shares by category, or
+with ``--agreement`` how each model's categories add up against its unprofiled calls.
 
     python docs/latency-analysis/tables.py docs/latency-analysis/torch-cpu docs/latency-analysis/onnxruntime
+    python docs/latency-analysis/tables.py --agreement docs/latency-analysis/agreement-torch-cpu
 """
 
 import json
@@ -28,5 +30,23 @@ def table(folder: Path) -> str:
     return "\n".join(lines)
 
 
+def agreement(folder: Path) -> str:
+    report = json.loads((folder / "profile.json").read_text())
+    first = report["models"][0]
+    lines = [f"**{report['backend']}: {report['device']}, {report['created']}, threads {first['threads']}**", "",
+             "| model | unprofiled ms | operators ms | framework ms | sum ms | sum vs unprofiled | operators alone vs "
+             "unprofiled (means) | profiler overhead: observed ms | removed ms | calls kept |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m in report["models"]:
+        framework = next(r["ms"] for r in m["categories"] if r["category"] == "framework")
+        operators = m["profiled_ms"] - framework
+        lines.append(f"| {m['model']} | {m['unprofiled_ms']:.1f} | {operators:.1f} | {framework:.1f} | "
+                     f"{m['profiled_ms']:.1f} | {m['agreement']:+.1%} | {operators / m['unprofiled_ms'] - 1:+.1%} | "
+                     f"{m['profiler_overhead_ms']:.2f} | {m['overhead_removed_ms']:.2f} | "
+                     f"{m['runs']}/{m['runs'] + m['dropped_runs']} |")
+    return "\n".join(lines)
+
+
 if __name__ == "__main__":
-    print("\n\n".join(table(Path(folder)) for folder in sys.argv[1:]))
+    make = agreement if sys.argv[1] == "--agreement" else table
+    print("\n\n".join(make(Path(folder)) for folder in sys.argv[1:] if folder != "--agreement"))
