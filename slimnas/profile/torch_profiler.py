@@ -1,7 +1,8 @@
 """Operator-level profiles of eager PyTorch networks with ``torch.profiler`` (``torch-cpu``, ``torch-cuda``).
 
-Each unit of the network (:mod:`.structure`) runs inside a ``record_function`` scope opened and closed by forward
-hooks (attached only for the profiled calls), and each profiled call inside a scope of its own. An operator counts
+Each unit of the network (:mod:`.structure`) runs inside a profiler scope (the C-implemented ``RecordFunctionFast``:
+with Python's ``record_function`` a hooked block cost ~80 us even unprofiled) opened and closed by forward hooks
+(attached only for the warm-up and profiled calls), and each profiled call inside a scope of its own. An operator counts
 once, at the outermost level (``aten::linear``, not the ``aten::addmm`` it calls), with its inclusive time: CPU time on
 the CPU, the time of the kernels it launched on CUDA; it belongs to its innermost unit scope. Profiled calls whose
 total is further than the protocol's tolerance from the median are dropped as disturbed (:func:`~slimnas.latency.
@@ -15,14 +16,16 @@ sample of that unit, read off the call's own events. Nothing in it comes from an
 **The profiler's own cost**, removed from the samples: recording an operator event costs wall time, and a unit scope
 costs its forward hooks' Python and its event. Both are estimated once per process on a *calibration network* (48
 small Linear-GELU-LayerNorm blocks, nothing of the profiled model; :func:`profiler_cost`) with the same protocol as the
-model's profiled calls: profiled calls without the unit hooks and with them, each right after an unprofiled call; per
-event ``(profiled - unprofiled) / events``, per scope the rest of the hooked calls' extra time over their scopes.
+model's profiled calls: profiled calls without the unit hooks and with them, each paired with the unprofiled call
+right before it; per event the median ``(profiled - unprofiled) / events``, per scope the rest of the hooked calls'
+extra time over their scopes.
 Then, in a profiled call of the model, an outermost operator loses the cost of the events nested in it (they are
 recorded inside its span), and a unit's framework time loses the cost of its outermost operators' own events and of
 its scope. The overhead removed is stated (``ModelProfile.overhead_removed_ms``, ``cost``), next to the overhead
-observed (``profiler_overhead_ms``: profiled minus unprofiled calls). In real networks an event costs more than on the
-small calibration network (caches, allocation: deit_tiny's profiled calls exceed its unprofiled ones by about 2x the
-estimate), so part of the profiler's cost stays in the categories: the sum errs high by that part.
+observed (``profiler_overhead_ms``: profiled minus unprofiled calls). In real networks recording costs more than on
+the small calibration network (observed 2.0-3.7 ms per call, removed 0.7-1.9 ms, for the paper's models and
+deit_tiny), so part of the profiler's cost stays in the categories: the sum errs high by that part (+1% to +8%,
+``docs/latency-analysis.md``).
 
 **The check** (not circular: the unprofiled calls enter no sample and no estimate): every profiled call follows an
 unprofiled call without hooks, timed alone (the profiler's schedule: wait, warm-up, active), and the profile states
