@@ -135,7 +135,6 @@ def _ort_nodes(table: Any, arch: Arch, backend: Any, protocol: Protocol,
                runs: int) -> tuple[dict[Part, float], float, str]:
     from slimnas.latency.modules import network_parts
 
-    from .categories import FRAMEWORK
     from .ort_profiler import profile_session
 
     meta = table.meta
@@ -150,8 +149,6 @@ def _ort_nodes(table: Any, arch: Arch, backend: Any, protocol: Protocol,
     times = [0.0] * len(parts)
     for call in calls:
         for s in call:
-            if s.category == FRAMEWORK:
-                continue  # the session outside its nodes: in the per-network constant (whole minus parts)
             i = index_of.get(s.unit.module)
             if i is None:
                 i = rest[0] if rest else len(parts) - 1  # the head and top-level glue
