@@ -14,6 +14,9 @@ A profiled operator falls in exactly one category:
 ``pooling``         average / max / adaptive pooling and the token or spatial mean
 ``elementwise``     other elementwise arithmetic (residual adds, scaling)
 ``other``           anything not named above: listed per model (``ModelProfile.unknown_ops``), never dropped
+``framework``       no operator: the time *between* operators (Python module calls, dispatch outside operators,
+                    ONNX Runtime's executor between nodes), measured on the profiled call's own timeline, the
+                    profiler's own cost removed (see :mod:`.torch_profiler`)
 ==================  ========================================================================================
 
 The stem is told by *where* an operator runs (the profiler's module scope, see :mod:`.structure`); everything else by
@@ -22,16 +25,19 @@ the operator's name. Plain Python.
 
 from __future__ import annotations
 
-__all__ = ["CATEGORIES", "LABELS", "torch_category", "onnx_category", "is_known_torch", "is_known_onnx"]
+__all__ = ["CATEGORIES", "FRAMEWORK", "LABELS", "torch_category", "onnx_category", "is_known_torch", "is_known_onnx"]
 
 #: The categories, in the order of tables and figures.
 CATEGORIES = ("stem", "convolution", "linear", "attention", "normalization", "activation", "reshape", "pooling",
-              "elementwise", "other")
+              "elementwise", "other", "framework")
+#: The category of the time between operators (not an operator's).
+FRAMEWORK = "framework"
 #: How a category is named in tables and figures.
 LABELS = {"stem": "patch embedding / stem", "convolution": "convolution", "linear": "linear / GEMM",
           "attention": "attention (matmul + softmax)", "normalization": "normalization (BN, LN)",
           "activation": "activation", "reshape": "reshape / permute / copy", "pooling": "pooling",
-          "elementwise": "other elementwise", "other": "other (unknown operators)"}
+          "elementwise": "other elementwise", "other": "other (unknown operators)",
+          "framework": "framework (between operators)"}
 
 _TORCH: dict[str, tuple[str, ...]] = {
     "convolution": ("conv1d", "conv2d", "conv3d", "convolution", "_convolution", "conv_transpose2d",

@@ -10,6 +10,14 @@ Where a node ran: the exporter names nodes after the module path (``/stages/stag
 which :func:`module_of_node` maps back to a qualified module name, and so to a unit (:mod:`.structure`). Nodes that
 ONNX Runtime's optimizer created without a path (``Gelu`` from a fused GELU, ``gemm_input_reshape``) belong to the unit
 of the node before them in execution order. A ``MatMul`` inside an ``nn.Linear`` is a linear layer, not attention.
+
+What ONNX Runtime's profiler covers: its ``model_run`` event spans a session run inside the runtime (the executor,
+input binding, output fetch; ``ProfiledCalls.walls``), its node events only the kernels (``*_kernel_time``). The
+categories are the kernels; the executor's time between them gets no ``framework`` row here, because most of it is
+the profiler's own recording (a few microseconds per node): estimated on a calibration graph, the per-node cost
+(about 6 us on the development CPU) exceeded the whole gap of deit_tiny's calls (the row came out negative), so the
+estimate does not transfer between graphs. The Python binding around ``session.run`` is in no event either. Compare
+``profiled_ms`` (kernels) with ``profiled_wall_ms`` (model_run) and ``unprofiled_ms`` for what is outside the nodes.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """The records of a latency breakdown, and how they are aggregated and written.
 
 A profiler (:mod:`.torch_profiler`, :mod:`.ort_profiler`) turns each profiled call into :class:`OpSample` rows
-(operator, category, unit, time); :func:`aggregate` turns the samples of the accepted calls into a
-:class:`ModelProfile`: per category and per unit the mean time per call, their shares of the profiled sum, and the
-comparison with the whole network's latency measured without a profiler (:mod:`slimnas.latency.protocol`).
+(operator, category, unit, time; the time between operators as ``framework`` samples, the profiler's own cost
+removed); :func:`aggregate` turns the samples of the accepted calls into a :class:`ModelProfile`: per category and per
+unit the mean time per call, their shares of the profiled sum, the overhead removed, and the comparison with the whole
+network's latency measured without a profiler (:mod:`slimnas.latency.protocol`).
 :func:`write_report` writes a :class:`ProfileReport` as CSV and JSON. Plain Python.
 """
 
@@ -23,8 +24,8 @@ from slimnas._io import atomic_write_text
 from .categories import CATEGORIES
 from .structure import Unit
 
-__all__ = ["OpSample", "ProfiledCalls", "CategoryRow", "BlockRow", "OpRow", "ModelProfile", "ProfileReport",
-           "aggregate", "write_report", "CATEGORY_CSV", "BLOCK_CSV", "REPORT_JSON"]
+__all__ = ["OpSample", "ProfilerCost", "ProfiledCalls", "CategoryRow", "BlockRow", "OpRow", "ModelProfile",
+           "ProfileReport", "aggregate", "write_report", "CATEGORY_CSV", "BLOCK_CSV", "REPORT_JSON"]
 
 CATEGORY_CSV, BLOCK_CSV, REPORT_JSON = "categories.csv", "blocks.csv", "profile.json"
 
@@ -41,15 +42,31 @@ class OpSample:
 
 
 @dataclass(frozen=True)
+class ProfilerCost:
+    """What recording costs a call, estimated on a calibration network (never on the profiled model): the wall time
+    one recorded operator event adds, and what one module scope adds (its forward hooks' Python and its event)."""
+
+    per_event_us: float
+    per_scope_us: float
+    how: str  # how it was estimated, in words
+
+
+@dataclass(frozen=True)
 class ProfiledCalls:
-    """What a profiler gives for one model: each profiled call's operator samples, which calls are kept (not
-    disturbed), each profiled call's wall time, the unprofiled calls timed between them (ms) and the model's units."""
+    """What a profiler gives for one model: each profiled call's samples (operators, and the time between them as
+    ``framework`` samples where the profiler sees it), which calls are kept (not disturbed), each profiled call's wall
+    time, the unprofiled calls timed between them (ms), the model's units, and per call the profiler overhead removed
+    from the samples (ms) and the events recorded."""
 
     samples: list[list[OpSample]]
     kept: list[bool]
     walls: list[float]
     plain: list[float]  # plain[i]: the unprofiled call just before profiled call i
     units: list[Unit]
+    removed: list[float] = field(default_factory=list)  # removed[i]: overhead subtracted from call i's samples (ms)
+    events: list[int] = field(default_factory=list)  # events[i]: operator events recorded in call i
+    scopes: list[int] = field(default_factory=list)  # scopes[i]: module scopes opened in call i
+    cost: ProfilerCost | None = None  # the per-event cost subtracted (None: nothing subtracted)
 
 
 @dataclass(frozen=True)
@@ -97,7 +114,7 @@ class ModelProfile:
     measured_spread: float  # the measurement's relative spread over its passes
     unprofiled_ms: float  # the median of the unprofiled calls interleaved with the profiled ones
     agreement: float  # median over kept calls of (categories' sum / the unprofiled call next to it) - 1
-    profiled_ms: float  # the sum of the categories (mean per profiled call)
+    profiled_ms: float  # the sum of the categories, framework included (mean per profiled call)
     profiled_wall_ms: float  # a profiled call's wall time, profiler included (mean)
     runs: int  # profiled calls kept
     dropped_runs: int  # profiled calls dropped as disturbed
@@ -107,10 +124,15 @@ class ModelProfile:
     ops: tuple[OpRow, ...]
     unknown_ops: tuple[str, ...]  # operators in "other"
     notes: tuple[str, ...] = ()
+    overhead_removed_ms: float = 0.0  # profiler overhead subtracted from the samples, mean per kept call
+    events_per_call: float = 0.0  # operator events recorded per profiled call (mean over kept calls)
+    scopes_per_call: float = 0.0  # module scopes opened per profiled call
+    cost: ProfilerCost | None = None  # the per-event cost behind overhead_removed_ms
 
     @property
     def profiler_overhead_ms(self) -> float:
-        """What the profiler added to a call's wall time (profiled wall time minus the unprofiled calls')."""
+        """What the profiler added to a call's wall time, observed (profiled wall time minus the unprofiled calls');
+        compare ``overhead_removed_ms``, the estimate subtracted from the categories."""
         return self.profiled_wall_ms - self.unprofiled_ms
 
     def category_ms(self) -> dict[str, float]:
@@ -174,13 +196,19 @@ def aggregate(profiled: ProfiledCalls, *, model: str, source: str, backend: str,
     pairs = [(sum(x.ms for x in call), plain) for call, plain, ok in zip(samples, profiled.plain, kept) if ok]
     plain_kept = sorted(p for _, p in pairs) or [measured_ms]
     ratios = sorted(s / p for s, p in pairs if p > 0) or [total / measured_ms if measured_ms > 0 else float("nan")]
+
+    def mean_kept(values: Sequence[float]) -> float:
+        chosen = [v for v, ok in zip(values, kept) if ok]
+        return sum(chosen) / len(chosen) if chosen else 0.0
     return ModelProfile(model=model, source=source, backend=backend, device=device, threads=threads, batch=batch,
                         img_size=img_size, form=form, measured_ms=measured_ms, measured_spread=measured_spread,
                         unprofiled_ms=_median(plain_kept), agreement=_median(ratios) - 1.0,
                         profiled_ms=total, profiled_wall_ms=sum(kept_wall) / max(len(kept_wall), 1),
                         runs=len(calls), dropped_runs=len(samples) - len(calls), statistic=statistic,
                         categories=categories, blocks=blocks, ops=ops, unknown_ops=tuple(unknown),
-                        notes=tuple(notes))
+                        notes=tuple(notes), overhead_removed_ms=mean_kept(profiled.removed),
+                        events_per_call=mean_kept(profiled.events), scopes_per_call=mean_kept(profiled.scopes),
+                        cost=profiled.cost)
 
 
 def _median(values: Sequence[float]) -> float:

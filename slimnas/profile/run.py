@@ -58,7 +58,8 @@ def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Pro
             measured = backend.measure(model, example, protocol)
             profiled = profile_session(backend, model, example, runs, protocol)
         notes = ["operator times are ONNX Runtime's node kernel times; its optimizer's fused nodes (Conv+BN, "
-                 "MatMul+Add, GELU, LayerNorm) count under their fused type"]
+                 "MatMul+Add, GELU, LayerNorm) count under their fused type; the session's time between kernels "
+                 "(mostly the profiler's own recording) is in no category (framework: none)"]
     else:
         from .torch_profiler import profile_calls
 
@@ -73,8 +74,13 @@ def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Pro
         measured = backend.measure(model, example, protocol)
         with _threads(backend.threads if not cuda else None):
             profiled = profile_calls(model, run, runs, protocol, cuda=cuda, sync=sync)
-        notes = ["operator times are inclusive times of the outermost operators (CPU time on the CPU, kernel time "
-                 "on CUDA); Python between operators is in none of them"]
+        if cuda:
+            notes = ["operator times are the kernel times of the outermost operators; the time the device waits for "
+                     "the host (Python, launches) is in no category"]
+        else:
+            notes = ["operator times are inclusive CPU times of the outermost operators; framework: each unit's time "
+                     "between its operators on the profiled call's timeline; the profiler's cost (per recorded event "
+                     "and per unit scope, calibrated on a separate network) is subtracted from both"]
     low, high = measured.pass_range()
     return aggregate(profiled, model=source.name, source=source.kind, backend=backend.name,
                      device=backend.device_name(), threads=backend.threads, batch=batch, img_size=size,

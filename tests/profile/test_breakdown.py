@@ -1,8 +1,10 @@
 """Latency breakdowns (slimnas.profile) of the paper's five models: every operator has a category (unknown ones are
 listed, none dropped), shares sum to 100%, per-block rows are the models' blocks, and on torch-cpu the categories'
-sum agrees with the whole network's measured latency."""
+sum, framework (the time between operators) included, agrees with the whole network's measured latency."""
 
+import contextlib
 import os
+import time
 
 import pytest
 import torch
@@ -47,7 +49,7 @@ def test_every_operator_of_the_five_models_has_a_category(five, name):
     assert sum(r.ms for r in p.blocks) == pytest.approx(p.profiled_ms)  # the same operators, by block
     assert sum(r.ms for r in p.ops) == pytest.approx(p.profiled_ms)
     ms = p.category_ms()
-    assert ms["stem"] > 0 and ms["normalization"] > 0 and ms["activation"] > 0
+    assert ms["stem"] > 0 and ms["normalization"] > 0 and ms["activation"] > 0 and ms["framework"] > 0
     assert (ms["attention"] > 0) == (name in ("deit_small_patch16_224", "levit_256", "efficientformer_l1"))
 
 
@@ -91,18 +93,77 @@ def test_an_unknown_operator_lands_in_other_and_is_listed():
     assert torch_category("aten::cumsum") == "other" and torch_category("aten::conv2d", in_stem=True) == "stem"
 
 
-@pytest.mark.skipif(os.getloadavg()[0] > (os.cpu_count() or 1) + 0.5, reason="the machine is oversubscribed: "
-                    "single calls vary by 2x between neighbours, no timing comparison means anything")
-@pytest.mark.xfail(strict=True, reason="issue 14, not met yet: on a quiet machine the operators' sum is 11-16% under "
-                   "the unprofiled call (deit_tiny -16%, efficientformer_l1 -11%, 2026-11-30): Python between operators"
-                   " is attributed to no category")
+class _Busy(torch.nn.Module):
+    """Python that runs between operators: a 2 ms busy loop, then one multiplication."""
+
+    def forward(self, x):
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 0.002:
+            pass
+        return x * 2
+
+
+def test_python_between_operators_is_the_framework_row_of_its_block():
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 8, 3)
+            self.blocks = torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3), _Busy(), torch.nn.ReLU())
+
+        def forward(self, x):
+            return self.blocks(self.stem(x))
+
+    from slimnas.profile.records import aggregate
+    from slimnas.profile.torch_profiler import profile_calls, profiler_cost
+
+    model, x = Net().eval(), torch.randn(1, 3, 32, 32)
+
+    def run():
+        with torch.inference_mode():
+            return model(x)
+
+    with _one_thread():
+        cost = profiler_cost()
+        p = aggregate(profile_calls(model, run, 5, QUICK), model="busy", source="test", backend="torch-cpu",
+                      device="cpu", threads=1, batch=1, img_size=32, form="eager", measured_ms=1.0,
+                      measured_spread=0.0, statistic="median")
+    assert 0.0 < cost.per_event_us < 20.0 and 0.0 < cost.per_scope_us < 200.0, cost
+    assert p.cost == cost and p.overhead_removed_ms > 0 and p.events_per_call > 0 and p.scopes_per_call == 4
+    busy = next(r for r in p.blocks if r.type_name == "_Busy")
+    assert 1.9 < busy.ms < 2.6, busy  # the busy loop, read off the profiled call's timeline
+    assert 1.9 < p.category_ms()["framework"] < 2.8
+    assert p.category_ms()["elementwise"] < 0.5  # the multiplication after the loop is an operator, not the loop
+    assert abs(p.agreement) < 0.10, (p.profiled_ms, p.unprofiled_ms)
+
+
+@contextlib.contextmanager
+def _one_thread():
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@pytest.mark.skipif(os.getloadavg()[0] > 2 * (os.cpu_count() or 1), reason="the machine is oversubscribed twice over: "
+                    "single calls vary by 2x between neighbours (load 6-10 on 2 cores: -38% to +114%, "
+                    "docs/latency-analysis.md), no timing comparison means anything")
 def test_the_categories_sum_agrees_with_the_measured_latency_on_torch_cpu():
+    """The categories, framework (the time between operators, from the profiled calls' own timelines) included and
+    the profiler's calibrated cost removed, add up to the unprofiled calls between the profiled ones within 10%
+    (+1.9% at load 2.9 on 2 cores); without the framework row the operators alone fall 11-16% short (deit_tiny,
+    2026-11-30)."""
     backend = TorchCPUBackend(threads=1)
     protocol = Protocol(passes=3, samples=5, pass_ms=0.0, warmup_ms=20.0, extra_passes=2)
     p = profile_model(ModelSource("deit_tiny_patch16_224", "timm"), backend, runs=12, protocol=protocol)
     assert abs(p.agreement) < 0.10, (p.profiled_ms, p.unprofiled_ms, p.measured_ms)
-    assert abs(p.profiled_ms / p.measured_ms - 1) < 0.15, (p.profiled_ms, p.measured_ms)
+    # the protocol's measurement ran seconds before the profiled calls: a shared machine's speed drifts in between
+    assert abs(p.profiled_ms / p.measured_ms - 1) < 0.20, (p.profiled_ms, p.measured_ms)
     assert p.runs + p.dropped_runs == 12 and p.runs >= 4
+    framework = p.category_ms()["framework"]
+    assert 0.03 < framework / p.profiled_ms < 0.5, (framework, p.profiled_ms)
+    assert 0 < p.overhead_removed_ms < 0.5 * p.profiled_wall_ms
 
 
 def test_onnxruntime_nodes_have_categories_and_blocks():
@@ -115,5 +176,6 @@ def test_onnxruntime_nodes_have_categories_and_blocks():
     assert ms["convolution"] == 0  # DeiT's only convolution is its patch embedding: the stem
     assert [(r.stage, r.block) for r in p.blocks if r.block.isdigit()] == [(0, str(i)) for i in range(12)]
     assert all(r.ms > 0 for r in p.blocks if r.block.isdigit())
+    assert ms["framework"] == 0 and p.cost is None  # ORT: kernels only (the gaps are mostly its profiler's recording)
     top = next((r for r in p.blocks if r.block == "top"), None)
     assert top is None or top.share < 0.2  # nodes are attributed to their modules, not piled at the top level

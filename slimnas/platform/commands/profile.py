@@ -127,6 +127,11 @@ def _describe(p, top: int) -> str:
              f"unprofiled calls between the profiled ones ({p.unprofiled_ms:.3f} ms); a profiled call took "
              f"{p.profiled_wall_ms:.3f} ms (profiler overhead {p.profiler_overhead_ms:+.3f} ms); {p.runs} calls "
              f"profiled, {p.dropped_runs} dropped as disturbed"]
+    if p.cost is not None:
+        lines.append(f"   profiler overhead removed: {p.overhead_removed_ms:.3f} ms per call "
+                     f"({p.cost.per_event_us:.2f} us x {p.events_per_call:.0f} operator events"
+                     + (f", {p.cost.per_scope_us:.2f} us x {p.scopes_per_call:.0f} unit scopes" if p.scopes_per_call
+                        else "") + f"; {p.cost.how})")
     for row in p.categories:
         lines.append(f"   {LABELS[row.category]:<30} {row.ms:9.3f} ms {row.share:7.1%}")
     lines.append("   by block:")
@@ -182,6 +187,7 @@ def _log_mlflow(report, paths: dict[str, Path], experiment: str, uri: str | None
     for p in report.models:
         metrics.append(Metric(key(f"{p.model}.measured_ms"), p.measured_ms, 0, 0))
         metrics.append(Metric(key(f"{p.model}.profiled_ms"), p.profiled_ms, 0, 0))
+        metrics.append(Metric(key(f"{p.model}.overhead_removed_ms"), p.overhead_removed_ms, 0, 0))
         metrics += [Metric(key(f"{p.model}.{r.category}_ms"), r.ms, 0, 0) for r in p.categories]
     params = [Param("backend", report.backend), Param("device", report.device[:500]),
               Param("models", ",".join(p.model for p in report.models)[:6000])]

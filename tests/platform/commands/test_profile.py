@@ -11,6 +11,7 @@ import slimnas
 from slimnas.latency import LatencyTable, TableMeta, Timing, parts_of, parts_of_space
 from slimnas.latency.backends import cpu_name
 from slimnas.platform.cli import main
+from slimnas.profile import CATEGORIES
 from slimnas.search_spaces import Arch, Part, SearchSpace
 from slimnas.winners import ModelCard, save_winner
 
@@ -47,7 +48,8 @@ def test_profile_writes_csv_json_and_the_figure(tmp_path, capsys):
     assert sorted(p.name for p in out.iterdir()) == ["blocks.csv", "breakdown.png", "categories.csv", "profile.json"]
     with open(out / "categories.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert list(rows[0]) == ["model", "category", "ms", "share"] and len(rows) == 3 * 10
+    assert list(rows[0]) == ["model", "category", "ms", "share"] and len(rows) == 3 * len(CATEGORIES)
+    assert "profiler overhead removed" in text and all(float(r["ms"]) > 0 for r in rows if r["category"] == "framework")
     for model in ("mobilenetv2_050", "small", "slimming@1.5ms"):
         assert sum(float(r["share"]) for r in rows if r["model"] == model) == pytest.approx(1.0, abs=1e-5)
     with open(out / "blocks.csv") as handle:
@@ -61,6 +63,7 @@ def test_profile_writes_csv_json_and_the_figure(tmp_path, capsys):
     assert report["backend"] == "torch-cpu" and [m["model"] for m in report["models"]] == [
         "mobilenetv2_050", "small", "slimming@1.5ms"]
     assert all(m["measured_ms"] > 0 and m["unknown_ops"] == [] for m in report["models"])
+    assert all(m["cost"]["per_event_us"] > 0 and m["overhead_removed_ms"] > 0 for m in report["models"])
     assert report["command"].startswith("slimnas profile mobilenetv2_050")
 
 
