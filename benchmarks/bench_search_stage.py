@@ -46,12 +46,17 @@ def _quickstart(cwd: Path, root: Path, extra: list[str]) -> tuple[float, subproc
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "slimnas.platform.cli", "quickstart", *extra], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "slimnas.platform.cli", "quickstart", *extra], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []  # stderr, each line stamped with the seconds since the command started (where the time went)
+    for line in proc.stderr:
+        lines.append(f"{time.perf_counter() - started:7.1f} {line.rstrip()}")
+    proc.wait()
     wall = time.perf_counter() - started
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", "\n".join(lines))
     if proc.returncode != 0:
-        raise SystemExit(f"quickstart {' '.join(extra)} failed ({proc.returncode}) with {root}:\n{proc.stderr[-3000:]}")
-    return wall, proc
+        raise SystemExit(f"quickstart {' '.join(extra)} failed ({proc.returncode}) with {root}:\n{done.stderr[-3000:]}")
+    return wall, done
 
 
 def _search_run(cwd: Path, root: Path, extra: list[str], label: str) -> dict:
@@ -72,7 +77,7 @@ def _search_run(cwd: Path, root: Path, extra: list[str], label: str) -> dict:
         "stage_over_eval": round(stage / eval_s, 2) if eval_s else None,
         "tune_over_eval": round(timing["tune_wall_s"] / eval_s, 2) if eval_s else None,
         "worker_setups": timing.get("worker_setups"), "setup_s": round(timing.get("setup_s", 0.0), 1) or None,
-        "search_lines": [line for line in proc.stderr.splitlines() if line.startswith("[search] ")],
+        "search_lines": [line for line in proc.stderr.splitlines() if line[8:].startswith("[search] ")],
         "load_before": [round(v, 2) for v in load], "load_after": [round(v, 2) for v in os.getloadavg()],
     }
 
