@@ -7,7 +7,8 @@ ask -- so one worker ended up evaluating everything, one trial at a time. Here t
 actors that the job owns: :class:`EvaluatorPool` starts one per trial slot (``num_cpus``/``num_gpus`` as a trial
 had: scheduled by resources, on any node of a cluster), each builds its :class:`Evaluation` once from the payload put
 in the object store once, and the pool kills them at the end of the job, also on error (they are owned by the driver,
-so a killed driver takes them with it).
+so a killed driver takes them with it). An evaluator that dies (its node lost) is restarted by Ray and sets up again;
+the trial using it then starts its evaluation over (:func:`~slimnas.platform.tune.trainable.evaluate_on_evaluator`).
 
 The Tune trials are thin (:func:`~slimnas.platform.tune.trainable.evaluate_on_evaluator`): a trial reserves no CPU,
 names its evaluator in its config (``config["evaluator"]``, a slot the searcher assigns:
@@ -166,7 +167,7 @@ class EvaluatorPool:
 
         resources = dict(self.resources)
         options: dict[str, Any] = {"num_cpus": resources.pop("cpu", 1.0), "num_gpus": resources.pop("gpu", 0.0),
-                                   "namespace": EVALUATOR_NAMESPACE, "max_restarts": 0}
+                                   "namespace": EVALUATOR_NAMESPACE, "max_restarts": 3}  # e.g. its node lost
         if resources:
             options["resources"] = resources
         payload = ray.put(self.payload)  # once: every evaluator reads the same object

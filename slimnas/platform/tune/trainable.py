@@ -37,6 +37,9 @@ THIN_TRIAL_RESOURCES: dict[str, float] = {"cpu": 0.0, "memory": float(2**20)}
 
 _HANDLES: dict[str, Any] = {}  # evaluator name -> actor handle, per trial process
 
+#: How often an evaluator may die and come back (Ray restarts it) while one trial uses it.
+RESTARTS = 2
+
 
 def evaluation_payload(supernet: Any, data: dict[str, Any], eval_images: int | None, key: str) -> dict[str, Any]:
     """What every evaluator needs (put in the object store once by the pool)."""
@@ -89,17 +92,31 @@ def _evaluator(name: str) -> Any:
 
 
 def evaluate_on_evaluator(config: dict[str, Any]) -> None:
-    """Evaluate ``config["arch"]`` on the evaluator ``config["evaluator"]``, reporting after each validation batch."""
+    """Evaluate ``config["arch"]`` on the evaluator ``config["evaluator"]``, reporting after each validation batch.
+
+    An evaluator that died (its node lost) comes back (``max_restarts``) and sets up again: the evaluation starts over
+    on it, its batches already reported are not reported again (the evaluation is deterministic), up to
+    :data:`RESTARTS` times."""
     import ray
+    from ray.exceptions import RayActorError
 
     evaluator = _evaluator(config["evaluator"])
     token = f"{config.get('run', '')}#{config['candidate_id']}#{tune.get_context().get_trial_id()}"
-    report = ray.get(evaluator.begin.remote(token, config["arch"]))
-    while report is not None:
-        done = report["batches_done"] >= report["batches_total"]
-        if done:
-            report["accuracy"] = report["correct"] / report["seen"]
-        tune.report(report)  # a stopped trial ends here
-        if done:
+    reported = 0
+    for attempt in range(RESTARTS + 1):
+        try:
+            report = ray.get(evaluator.begin.remote(token, config["arch"]))
+            while report is not None:
+                done = report["batches_done"] >= report["batches_total"]
+                if done:
+                    report["accuracy"] = report["correct"] / report["seen"]
+                if report["batches_done"] > reported:
+                    tune.report(report)  # a stopped trial ends here
+                    reported = report["batches_done"]
+                if done:
+                    return
+                report = ray.get(evaluator.step.remote(token))
             return
-        report = ray.get(evaluator.step.remote(token))
+        except RayActorError:
+            if attempt == RESTARTS:
+                raise
