@@ -4,7 +4,7 @@
 (:class:`~slimnas.platform.tune.multiplex.MultiplexSearcher`): a search job's every (method, target) shares the
 experiment and the job's evaluator actors (``slots``; :mod:`~slimnas.platform.tune.evaluators`), which hold the
 supernet and data, instead of paying an experiment's set-up each; Tune keeps one idle (thin) trial actor per evaluator
-across round barriers (:func:`_idle_trial_actors_kept`). :func:`run_tune` runs one algorithm (a plan of one run;
+across round barriers (:func:`_trial_actors_kept`). :func:`run_tune` runs one algorithm (a plan of one run;
 tests) with whatever trainable it is given.
 
 The trainable gets ``config = {"candidate_id", "arch", "latency_ms", "method", "run"}`` (and ``"evaluator"``, with
@@ -104,7 +104,7 @@ def run_phases(
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                       callbacks=[JsonLoggerCallback()]),  # Tune's result record reads result.json
         )
-        with _env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), _idle_trial_actors_kept(len(slots)):
+        with _env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), _trial_actors_kept(len(slots)):
             tuner.fit()  # (no CSV and TensorBoard loggers)
         outcome.wall_s = time.perf_counter() - started
         outcome.evaluations, outcome.eval_s = len(searcher.told_here), sum(searcher.told_here)
@@ -140,26 +140,29 @@ def run_tune(
 
 
 @contextlib.contextmanager
-def _idle_trial_actors_kept(count: int) -> Iterator[None]:
-    """Inside the block, Tune keeps up to ``count`` idle trial actors for the next trials (``count`` 0: Tune's own
-    policy).
+def _trial_actors_kept(count: int) -> Iterator[None]:
+    """Inside the block, Tune keeps up to ``count`` trial actors, one per evaluator (``count`` 0: Tune's own policy).
 
-    Tune's actor cache (Ray 2.60: ``TuneController._actor_cache``, an ``_ObjectCache(may_keep_one=True)``) keeps as
-    many idle actors as trials are staged, and one when none is: at every round barrier (the searcher waits for a
-    round's results) all idle trial actors but one are removed. The next round's second trial then waits for a new
-    actor, and takes the first trial's actor when that frees up sooner (an evaluation, ~0.5 s, is shorter than an
-    actor's start), the new one removed unused: every trial ends up in one actor, one at a time. Thin trials
-    (:mod:`~slimnas.platform.tune.trainable`) reserve no CPU, so keeping one idle actor per evaluator costs nothing
-    but its process. Where Ray's internals differ, Tune's own policy stays (slower, not wrong), with a warning."""
+    Two rules of Tune's actor management (Ray 2.60, ``TuneController``) put every trial into one actor, one at a time:
+    its actor cache (``_actor_cache``, an ``_ObjectCache(may_keep_one=True)``) keeps as many idle actors as trials
+    are staged, and one when none is, so at every round barrier (the searcher waits for a round's results) all idle
+    trial actors but one are removed; and a trial waiting for its new actor takes any cached actor that frees up first
+    (``_maybe_reuse_cached_actor``), removing its own unused -- an evaluation (~0.5 s) is shorter than an actor's
+    start, so the second actor never got to run. Here idle actors are kept up to ``count``, and a trial whose own
+    actor is on its way waits for it (a trial not yet given one still takes a cached actor). Safe for thin trials
+    (:mod:`~slimnas.platform.tune.trainable`): they reserve no CPU, so a kept actor holds nothing another trial needs.
+    Where Ray's internals differ, Tune's own policy stays (slower, not wrong), with a warning."""
     try:
         from ray.tune.execution import tune_controller
         from ray.tune.utils.object_cache import _ObjectCache
     except ImportError:
         tune_controller = _ObjectCache = None
-    if count < 1 or tune_controller is None or getattr(tune_controller, "_ObjectCache", None) is not _ObjectCache:
+    controller = getattr(tune_controller, "TuneController", None)
+    reuse = getattr(controller, "_maybe_reuse_cached_actor", None)
+    if count < 1 or reuse is None or getattr(tune_controller, "_ObjectCache", None) is not _ObjectCache:
         if count >= 1:
-            log.warning("Ray Tune's actor cache is not where slimnas expects it (Ray %s): idle trial actors are "
-                        "removed at every round barrier (trials then often run one at a time)", _ray_version())
+            log.warning("Ray Tune's actor management is not what slimnas expects (Ray %s): trials may run one at a "
+                        "time", _ray_version())
         yield
         return
 
@@ -175,11 +178,18 @@ def _idle_trial_actors_kept(count: int) -> Iterator[None]:
             if force_all or self._num_cached_objects > count:
                 yield from super().flush_cached_objects(force_all=force_all)
 
+    def wait_for_own_actor(self: Any, trial: Any) -> bool:
+        if trial in getattr(self, "_trial_to_actor", {}) and trial not in getattr(self, "_resetting_trials", ()):
+            return False  # its own actor is being started: keep the cached one for the next trial
+        return reuse(self, trial)
+
     tune_controller._ObjectCache = _KeepIdle
+    controller._maybe_reuse_cached_actor = wait_for_own_actor
     try:
         yield
     finally:
         tune_controller._ObjectCache = _ObjectCache
+        controller._maybe_reuse_cached_actor = reuse
 
 
 def _ray_version() -> str:

@@ -48,8 +48,8 @@ def _gone(names, timeout=10.0):
 
 
 def test_two_evaluators_evaluate_at_once_and_are_gone_after_the_job(local_ray, tmp_path):
-    """Random search in rounds of two (a round barrier after each): both evaluators work, at the same time, each set
-    up once; Tune's two thin trial actors are kept across the barriers; the pool leaves no actor behind."""
+    """Random search, two candidates in flight: both evaluators work, at the same time, each set up once; Tune's two
+    thin trial actors are kept (no third one started); the pool leaves no actor behind."""
     search = RandomSearch(TOY_SPACE, toy_latency, 17.0, budget=8, seed=0, parallel=2)
     pool = EvaluatorPool(toy_evaluation, {"sleep_s": 0.05}, 2, {"cpu": 1})
     with pool:
@@ -64,12 +64,13 @@ def test_two_evaluators_evaluate_at_once_and_are_gone_after_the_job(local_ray, t
     assert len(outcome.worker_setups) == 2  # one set-up per evaluator, reported with its first evaluation
     results = _last_results(tmp_path / "search")
     assert len(results) == 8 and len(set(pids)) == 2
-    assert {r["evaluator_pid"] for r in results} == set(pids) and sorted(map(len, histories)) == [4, 4]
+    assert {r["evaluator_pid"] for r in results} == set(pids) and sum(map(len, histories)) == 8
     intervals = [(r["eval_started"], r["eval_now"], r["evaluator_pid"]) for r in results]
     assert any(a[2] != b[2] and a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(intervals, 2))
     assert len({r["pid"] for r in results}) <= 2  # Tune's trial actors were kept across the round barriers
     alone = run_search(RandomSearch(TOY_SPACE, toy_latency, 17.0, budget=8, seed=0, parallel=2), wobbly_fraction)
-    assert [e.arch for e in search.history] == [e.arch for e in alone.history]
+    # the same candidates (told in the order their concurrent evaluations ended)
+    assert sorted(e.arch.to_json() for e in search.history) == sorted(e.arch.to_json() for e in alone.history)
 
 
 def test_a_trial_stopped_early_frees_its_evaluator_at_once(local_ray, tmp_path):
