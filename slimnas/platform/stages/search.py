@@ -404,13 +404,18 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     folder.begin(_settings(cfg.model_dump(mode="json")), continuing, echo=lambda line: echo(f"[search] {line}"))
     job_dir, work = folder.final, folder.staging
     init_ray(cfg.ray, log_to_driver=False)
-    latency_fn = _latency_fn(cfg, table)
-    importance = supernet.importance() if any(s.needs_importance for s in specs.values()) else None
     payload = evaluation_payload(supernet, cfg.data.model_dump(), cfg.eval_images, key=f"{checkpoint}:{cfg.name}")
     slot_resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
     evaluators = EvaluatorPool(supernet_evaluation, payload, evaluator_slots(
         cfg.ray.cpus_per_trial, cfg.ray.gpus_per_trial, cfg.ray.max_concurrent), slot_resources,
         prefix=f"slimnas-eval-{cfg.name}")
+    evaluators.start()  # they set up (supernet, data) while the latency service and Tune start
+    try:
+        latency_fn = _latency_fn(cfg, table)
+        importance = supernet.importance() if any(s.needs_importance for s in specs.values()) else None
+    except BaseException:
+        evaluators.close()
+        raise
     runs: list[_Run] = []  # in plan order (the order of the results)
     run_options = {"rule": cfg.early_stop.rule, "z": cfg.early_stop.z, "resources": THIN_TRIAL_RESOURCES,
                    "max_concurrent_trials": cfg.ray.max_concurrent, "restore": continuing}
@@ -489,7 +494,6 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
             budgets = {t: specs[auto.method].auto_budget(answers[t], t) for t in cfg.targets}
         return phase(remaining[0], budgets)
 
-    evaluators.start()  # they set up (supernet, data) while Tune starts
     try:
         experiment = run_phases(plan, evaluate_on_evaluator, _EXPERIMENT, work / "tune", on_start=started,
                                 on_finish=lambda outcome: (finished(outcome), verifier.finished(outcome)),
