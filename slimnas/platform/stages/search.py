@@ -497,7 +497,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     try:
         experiment = run_phases(plan, evaluate_on_evaluator, _EXPERIMENT, work / "tune", on_start=started,
                                 on_finish=lambda outcome: (finished(outcome), verifier.finished(outcome)),
-                                slots=evaluators.names, **run_options)
+                                slots=evaluators.names, slots_ready=evaluators.ready, **run_options)
     finally:
         evaluators.close()
     verified = verifier.result()

@@ -120,35 +120,26 @@ class _Evaluator:
 
 
 def evaluator_slots(cpus_per_trial: float, gpus_per_trial: float = 0.0, max_concurrent: int | None = None) -> int:
-    """How many evaluators a job starts: as many trials as the cluster's resources hold now (at least one), at most
-    ``max_concurrent``. On an autoscaling cluster that starts empty this is one: set ``ray.max_concurrent`` (the
-    evaluators beyond the current resources then wait for nodes)."""
+    """How many evaluators a job starts: ``max_concurrent`` if set, else as many trials as the cluster's resources
+    hold now (at least one). Evaluators beyond what the cluster can place wait (an autoscaling cluster adds nodes for
+    them); trials only go to evaluators that have set up (:meth:`EvaluatorPool.ready`), so a waiting one holds up
+    nothing."""
     import ray
 
-    if max_concurrent is not None and not _local():
+    if max_concurrent is not None:
         return max_concurrent
     total = ray.cluster_resources()
     fits = [int(total.get("CPU", 0.0) // cpus_per_trial)] if cpus_per_trial > 0 else []
     if gpus_per_trial > 0:
         fits.append(int(total.get("GPU", 0.0) // gpus_per_trial))
-    slots = max(1, min(fits)) if fits else 1
-    return slots if max_concurrent is None else min(slots, max_concurrent)
-
-
-def _local() -> bool:
-    """Whether this process started the Ray it uses (a local Ray: its resources are all there will be)."""
-    from slimnas.platform.runtime.ray_runtime import local_session
-
-    try:
-        return local_session() is not None
-    except (ImportError, AttributeError):
-        return True
+    return max(1, min(fits)) if fits else 1
 
 
 class EvaluatorPool:
     """``count`` evaluator actors, each ``build(payload)`` once (``payload`` travels once through the object store),
     with ``resources`` (Tune's spelling: ``cpu``, ``gpu``, others custom) each. Start with :meth:`start` (or ``with``:
-    closed on exit); :attr:`names` are what trials put in ``config["evaluator"]``; :meth:`close` kills them."""
+    closed on exit); :attr:`names` are what trials put in ``config["evaluator"]``, :meth:`ready` those that can take one
+now; :meth:`close` kills them."""
 
     def __init__(self, build: Callable[[Any], Evaluation], payload: Any, count: int,
                  resources: dict[str, float] | None = None, prefix: str = "slimnas-eval") -> None:
@@ -160,6 +151,7 @@ class EvaluatorPool:
         self.names = [f"{prefix}-{run}-{i}" for i in range(count)]
         self.actors: list[Any] = []
         self._setups: list[Any] = []
+        self._ready: set[str] = set()
 
     def start(self) -> EvaluatorPool:
         """Create the actors and have them set up (asynchronously: a trial's first call waits for its evaluator)."""
@@ -179,17 +171,41 @@ class EvaluatorPool:
             self._setups.append(actor.setup.remote())
         return self
 
+    def ready(self) -> set[str]:
+        """The evaluators that have set up (placed by Ray and built their evaluation); raises
+        :class:`~slimnas.errors.SlimnasError` naming the evaluator when a set-up failed."""
+        import ray
+
+        from slimnas.errors import SlimnasError
+
+        waiting = [(name, ref) for name, ref in zip(self.names, self._setups) if name not in self._ready]
+        if waiting:
+            done, _ = ray.wait([ref for _, ref in waiting], num_returns=len(waiting), timeout=0)
+            for name, ref in waiting:
+                if ref in done:
+                    try:
+                        ray.get(ref)
+                    except Exception as exc:  # noqa: BLE001 - the job stops with the evaluator's error
+                        raise SlimnasError(f"evaluator {name}: its set-up failed: {exc}") from exc
+                    self._ready.add(name)
+        return set(self._ready)
+
     def setup_seconds(self) -> list[float]:
         """Each evaluator's set-up time (waits for the set-ups; raises what a set-up raised)."""
         import ray
 
         return [float(s) for s in ray.get(self._setups)]
 
-    def histories(self) -> list[list[dict[str, Any]]]:
-        """Each evaluator's :meth:`_Evaluator.history` (tests, diagnostics)."""
+    def histories(self) -> dict[str, list[dict[str, Any]]]:
+        """Each set-up evaluator's :meth:`_Evaluator.history` and process id, by name (tests, diagnostics)."""
         import ray
 
-        return ray.get([actor.history.remote() for actor in self.actors])
+        ready = self.ready()
+        named = [(name, actor) for name, actor in zip(self.names, self.actors) if name in ready]
+        histories = ray.get([actor.history.remote() for _, actor in named])
+        pids = ray.get([actor.pid.remote() for _, actor in named])
+        return {name: [{**h, "pid": pid} for h in history]
+                for (name, _), history, pid in zip(named, histories, pids)}
 
     def close(self) -> None:
         """Kill the evaluators (idempotent)."""
@@ -200,7 +216,7 @@ class EvaluatorPool:
                 ray.kill(actor, no_restart=True)
             except Exception as exc:  # noqa: BLE001 - already gone, or Ray shut down: nothing left to end
                 log.debug("evaluator already gone: %s", exc)
-        self.actors, self._setups = [], []
+        self.actors, self._setups, self._ready = [], [], set()
 
     def __enter__(self) -> EvaluatorPool:
         return self.start()

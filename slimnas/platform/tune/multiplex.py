@@ -20,9 +20,9 @@ decides on a trial (``None`` for a run whose method is not stopped early). ``max
 flight across all runs (Tune's resources limit them too).
 
 Evaluators. With ``slots`` (the names of the job's evaluator actors, :mod:`~slimnas.platform.tune.evaluators`) each
-config handed out also names a free one (``config["evaluator"]``), held until Tune reports the trial complete
-(finished, stopped early or errored); with every slot busy ``suggest`` waits. So at most one trial uses an evaluator
-at a time, and the trials in flight are at most the slots.
+config handed out also names a free one (``config["evaluator"]``) among those ``slots_ready()`` says have set up,
+held until Tune reports the trial complete (finished, stopped early or errored); with none free ``suggest`` waits.
+So at most one trial uses an evaluator at a time, and the trials in flight are at most the slots.
 
 Restore: a run's state is its state file, written after every ask and tell (see
 :mod:`~slimnas.platform.tune.searcher`); with ``restore`` a run that has one continues from it (a finished run does
@@ -37,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ class MultiplexSearcher(Searcher):
 
     def __init__(self, plan: Plan, storage: str | os.PathLike, experiment_path: str, *, restore: bool = False,
                  max_concurrent: int | None = None, slots: Sequence[str] = (),
+                 slots_ready: Callable[[], Collection[str]] | None = None,
                  on_start: Callable[[str, SearchAlgorithm], None] | None = None,
                  on_finish: Callable[[TuneOutcome], None] | None = None) -> None:
         super().__init__(metric="seen", mode="max")
@@ -109,6 +110,7 @@ class MultiplexSearcher(Searcher):
         self._turn = 0
         self._exhausted = False
         self.slots = list(slots)  # evaluator names, free ones first in line
+        self.slots_ready = slots_ready  # the evaluators that can take a trial now (None: all)
         self._trial_slot: dict[str, str] = {}  # trial -> the evaluator it holds
         self.told_here: list[float] = []  # own time of each evaluation told in this process
         self.worker_setups: dict[str, float] = {}  # trial -> seconds its evaluator took to set up
@@ -116,7 +118,8 @@ class MultiplexSearcher(Searcher):
     # ------------------------------------------------------------------ pickling (Tune's tuner.pkl)
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(plan=None, on_start=None, on_finish=None, _slots={}, _trial_run={}, _trial_slot={})
+        state.update(plan=None, on_start=None, on_finish=None, _slots={}, _trial_run={}, _trial_slot={},
+                     slots_ready=None)
         return state
 
     # ------------------------------------------------------------------ runs and phases
@@ -173,7 +176,8 @@ class MultiplexSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.max_concurrent is not None and len(self._trial_run) >= self.max_concurrent:
             return None
-        free = [name for name in self.slots if name not in self._trial_slot.values()]
+        usable = self.slots if self.slots_ready is None or not self.slots else self.slots_ready()
+        free = [name for name in self.slots if name in usable and name not in self._trial_slot.values()]
         if self.slots and not free:
             return None  # every evaluator busy
         while True:

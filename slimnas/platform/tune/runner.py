@@ -34,7 +34,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,12 @@ def run_phases(
     on_start: Callable[[str, SearchAlgorithm], None] | None = None,
     on_finish: Callable[[TuneOutcome], None] | None = None,
     slots: Sequence[str] = (),
+    slots_ready: Callable[[], Collection[str]] | None = None,
 ) -> PhasesOutcome:
     """Run (or, with ``restore``, continue) the runs of ``plan`` as the Tune experiment ``storage_path/name``; state
     files in ``storage_path``. ``slots``: the names of the evaluator actors the trials call (``config["evaluator"]``,
-    one trial per evaluator at a time; :mod:`~slimnas.platform.tune.evaluators`). See the module docstring and
-    :class:`MultiplexSearcher`."""
+    one trial per evaluator at a time; :mod:`~slimnas.platform.tune.evaluators`), given to a trial only once
+    ``slots_ready()`` names them. See the module docstring and :class:`MultiplexSearcher`."""
     # Tune's newer console output prints experiment tables even at verbose=0; the legacy reporter honours it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage = Path(storage_path).resolve()
@@ -92,7 +93,7 @@ def run_phases(
     experiment = storage / name
     searcher = MultiplexSearcher(plan, storage, str(experiment), restore=restore,
                                  max_concurrent=max_concurrent_trials, on_start=on_start, on_finish=on_finish,
-                                 slots=slots)
+                                 slots=slots, slots_ready=slots_ready)
     outcome = PhasesOutcome()
     if searcher.advance():
         started = time.perf_counter()

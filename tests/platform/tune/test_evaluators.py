@@ -8,6 +8,7 @@ import time
 import pytest
 import ray
 
+from slimnas.errors import SlimnasError
 from slimnas.platform.tune import TuneRun, run_phases
 from slimnas.platform.tune.evaluators import EVALUATOR_NAMESPACE, EvaluatorPool
 from slimnas.platform.tune.trainable import THIN_TRIAL_RESOURCES, evaluate_on_evaluator
@@ -48,23 +49,24 @@ def _gone(names, timeout=10.0):
 
 
 def test_two_evaluators_evaluate_at_once_and_are_gone_after_the_job(local_ray, tmp_path):
-    """Random search, two candidates in flight: both evaluators work, at the same time, each set up once; Tune's two
-    thin trial actors are kept (no third one started); the pool leaves no actor behind."""
+    """Random search, two candidates in flight, three 1-CPU evaluators on two CPUs: the one Ray cannot place gets no
+    trial; the two others work at the same time, each set up once; Tune's two thin trial actors are kept (no third one
+    started); the pool leaves no actor behind."""
     search = RandomSearch(TOY_SPACE, toy_latency, 17.0, budget=8, seed=0, parallel=2)
-    pool = EvaluatorPool(toy_evaluation, {"sleep_s": 0.05}, 2, {"cpu": 1})
+    pool = EvaluatorPool(toy_evaluation, {"sleep_s": 0.03}, 3, {"cpu": 1})
     with pool:
         outcome = run_phases(lambda done: None if done else [TuneRun("random", search, early_stop=False)],
                              evaluate_on_evaluator, "search", tmp_path, resources=THIN_TRIAL_RESOURCES,
-                             slots=pool.names)
-        pids = ray.get([actor.pid.remote() for actor in pool.actors])
+                             slots=pool.names, slots_ready=pool.ready)
         histories = pool.histories()
         assert _evaluators_alive(pool.names) == set(pool.names)
     assert _gone(pool.names)
-    assert outcome.evaluations == 8 and search.evaluations == 8
+    assert outcome.evaluations == 8 and search.evaluations == 8 and len(histories) == 2
     assert len(outcome.worker_setups) == 2  # one set-up per evaluator, reported with its first evaluation
     results = _last_results(tmp_path / "search")
-    assert len(results) == 8 and len(set(pids)) == 2
-    assert {r["evaluator_pid"] for r in results} == set(pids) and sum(map(len, histories)) == 8
+    pids = {h[0]["pid"] for h in histories.values()}
+    assert len(results) == 8 and len(pids) == 2 and {r["config"]["evaluator"] for r in results} == set(histories)
+    assert {r["evaluator_pid"] for r in results} == pids and sum(map(len, histories.values())) == 8
     intervals = [(r["eval_started"], r["eval_now"], r["evaluator_pid"]) for r in results]
     assert any(a[2] != b[2] and a[0] < b[1] and b[0] < a[1] for a, b in itertools.combinations(intervals, 2))
     assert len({r["pid"] for r in results}) <= 2  # Tune's trial actors were kept across the round barriers
@@ -80,8 +82,9 @@ def test_a_trial_stopped_early_frees_its_evaluator_at_once(local_ray, tmp_path):
     pool = EvaluatorPool(toy_evaluation, {"sleep_s": 0.01}, 1, {"cpu": 1})
     with pool:
         outcome = run_phases(lambda done: None if done else [TuneRun("slimming", slimming)], evaluate_on_evaluator,
-                             "search", tmp_path, resources=THIN_TRIAL_RESOURCES, slots=pool.names)
-        (history,) = pool.histories()
+                             "search", tmp_path, resources=THIN_TRIAL_RESOURCES, slots=pool.names,
+                             slots_ready=pool.ready)
+        (history,) = pool.histories().values()
     run = outcome.runs["slimming"]
     assert run.early_stop["trials_stopped"] >= 1
     reference = run_search(SlimmingSearch(TOY_SPACE, TOY_SPACE.max_arch(), SCORES, toy_latency, 16.0),
@@ -97,9 +100,13 @@ def test_a_trial_stopped_early_frees_its_evaluator_at_once(local_ray, tmp_path):
     assert history[-1]["batches"] == TOY_BATCHES  # evaluations went on after the stops
 
 
-def test_a_pool_closed_on_error_leaves_no_evaluator(local_ray):
-    pool = EvaluatorPool(toy_evaluation, {}, 2, {"cpu": 0.5})
-    with pytest.raises(RuntimeError, match="boom"), pool:
-        assert pool.setup_seconds() and _evaluators_alive(pool.names) == set(pool.names)
-        raise RuntimeError("boom")
+def test_a_failed_set_up_is_an_error_and_the_pool_leaves_no_evaluator(local_ray):
+    """An evaluator whose set-up fails stops the job with its error (the searcher asks ``ready()`` before each trial),
+    rather than every trial failing; the pool is closed on the way out."""
+    pool = EvaluatorPool(toy_evaluation, {"sleep_s": "not a number"}, 2, {"cpu": 0.5})
+    with pytest.raises(SlimnasError, match="evaluator slimnas-eval-.*: its set-up failed"), pool:
+        assert _evaluators_alive(pool.names) == set(pool.names)
+        deadline = time.monotonic() + 30
+        while not pool.ready() and time.monotonic() < deadline:
+            time.sleep(0.05)
     assert _gone(pool.names)
