@@ -122,7 +122,7 @@ class _Evaluator:
 def evaluator_slots(cpus_per_trial: float, gpus_per_trial: float = 0.0, max_concurrent: int | None = None) -> int:
     """How many evaluators a job starts: ``max_concurrent`` if set, else as many trials as the cluster's resources
     hold now (at least one). Evaluators beyond what the cluster can place wait (an autoscaling cluster adds nodes for
-    them); trials only go to evaluators that have set up (:meth:`EvaluatorPool.ready`), so a waiting one holds up
+    them); trials only go to evaluators Ray has placed (:meth:`EvaluatorPool.ready`), so a waiting one holds up
     nothing."""
     import ray
 
@@ -151,7 +151,9 @@ now; :meth:`close` kills them."""
         self.names = [f"{prefix}-{run}-{i}" for i in range(count)]
         self.actors: list[Any] = []
         self._setups: list[Any] = []
+        self._placed: list[Any] = []
         self._ready: set[str] = set()
+        self._checked: set[str] = set()
 
     def start(self) -> EvaluatorPool:
         """Create the actors and have them set up (asynchronously: a trial's first call waits for its evaluator)."""
@@ -168,27 +170,36 @@ now; :meth:`close` kills them."""
         for name in self.names:
             actor = actor_class.options(name=name, **options).remote(self.build, payload)
             self.actors.append(actor)
+            self._placed.append(actor.pid.remote())  # answers once Ray has placed and created the actor
             self._setups.append(actor.setup.remote())
         return self
 
     def ready(self) -> set[str]:
-        """The evaluators that have set up (placed by Ray and built their evaluation); raises
-        :class:`~slimnas.errors.SlimnasError` naming the evaluator when a set-up failed."""
+        """The evaluators that can take a trial: those Ray has placed (a trial's first call then waits for the set-up,
+        which overlaps the trial actor's start). Raises :class:`~slimnas.errors.SlimnasError` naming the evaluator
+        when a set-up has failed."""
         import ray
 
         from slimnas.errors import SlimnasError
 
-        waiting = [(name, ref) for name, ref in zip(self.names, self._setups) if name not in self._ready]
-        if waiting:
-            done, _ = ray.wait([ref for _, ref in waiting], num_returns=len(waiting), timeout=0)
-            for name, ref in waiting:
-                if ref in done:
-                    try:
-                        ray.get(ref)
-                    except Exception as exc:  # noqa: BLE001 - the job stops with the evaluator's error
-                        raise SlimnasError(f"evaluator {name}: its set-up failed: {exc}") from exc
-                    self._ready.add(name)
+        self._ready |= self._done(self._placed, self._ready)
+        for name in self._done(self._setups, self._checked):
+            try:
+                ray.get(self._setups[self.names.index(name)])
+            except Exception as exc:  # noqa: BLE001 - the job stops with the evaluator's error
+                raise SlimnasError(f"evaluator {name}: its set-up failed: {exc}") from exc
+            self._checked.add(name)
         return set(self._ready)
+
+    def _done(self, refs: list[Any], known: set[str]) -> set[str]:
+        """The names (not in ``known``) whose ref in ``refs`` has a result now."""
+        import ray
+
+        waiting = [(name, ref) for name, ref in zip(self.names, refs) if name not in known]
+        if not waiting:
+            return set()
+        done, _ = ray.wait([ref for _, ref in waiting], num_returns=len(waiting), timeout=0)
+        return {name for name, ref in waiting if ref in done}
 
     def setup_seconds(self) -> list[float]:
         """Each evaluator's set-up time (waits for the set-ups; raises what a set-up raised)."""
@@ -216,7 +227,7 @@ now; :meth:`close` kills them."""
                 ray.kill(actor, no_restart=True)
             except Exception as exc:  # noqa: BLE001 - already gone, or Ray shut down: nothing left to end
                 log.debug("evaluator already gone: %s", exc)
-        self.actors, self._setups, self._ready = [], [], set()
+        self.actors, self._setups, self._placed, self._ready, self._checked = [], [], [], set(), set()
 
     def __enter__(self) -> EvaluatorPool:
         return self.start()

@@ -20,7 +20,7 @@ decides on a trial (``None`` for a run whose method is not stopped early). ``max
 flight across all runs (Tune's resources limit them too).
 
 Evaluators. With ``slots`` (the names of the job's evaluator actors, :mod:`~slimnas.platform.tune.evaluators`) each
-config handed out also names a free one (``config["evaluator"]``) among those ``slots_ready()`` says have set up,
+config handed out also names a free one (``config["evaluator"]``) among those ``slots_ready()`` says can take one,
 held until Tune reports the trial complete (finished, stopped early or errored); with none free ``suggest`` waits.
 So at most one trial uses an evaluator at a time, and the trials in flight are at most the slots.
 
