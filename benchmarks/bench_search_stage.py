@@ -5,24 +5,26 @@
 
 In ``--workdir`` (default: a new temporary folder) ``slimnas quickstart`` runs once if the folder holds no finished
 quickstart (train, table, search: the supernet and the table the search stage then reuses). Then
-``slimnas quickstart --force search`` runs ``--repeats`` times (train and table reused), each timed:
+``slimnas quickstart --force search`` runs ``--repeats`` times (train and table reused), each timed (the first
+quickstart's search stage too, when it ran):
 
 - ``stage_s``: the search stage's wall time as the pipeline records it (``runs/quickstart/pipeline.json``): Ray's
   start, loading the supernet, table and data, the Tune experiment, the winners measured on the device, the winners
   saved, MLflow;
 - ``tune_s``: the wall time of the Tune experiment(s) that ran the evaluations (``results.json``'s ``timing``);
-- ``eval_s``: the sum of the evaluations' **own times**: each evaluation's seconds of computing inside its worker
-  (extracting the subnet, re-estimating its BatchNorm statistics, the validation batches), measured there with
-  ``time.perf_counter``; not counted: a worker's one-time set-up (building the supernet, loading the data) and the time
-  a worker waits for Tune to take its reports. With two workers the evaluations run two at a time, so ``eval_s`` can
-  exceed the wall time they took;
+- ``eval_s``: the sum of the evaluations' **own times**: each evaluation's seconds of computing inside its evaluator
+  actor (extracting the subnet, re-estimating its BatchNorm statistics, the validation batches), measured there with
+  ``time.perf_counter``; not counted: an evaluator's one-time set-up (building the supernet, loading the data) and the
+  time an evaluator waits for its Tune trial to ask for the next batch. With two evaluators the evaluations run two at
+  a time, so ``eval_s`` can exceed the wall time they took;
 - the goal: ``stage_s <= 1.5 x eval_s``.
 
 ``--against REV`` also times the search stage of commit REV (checked out in a temporary git worktree, run on the same
 supernet and table, alternating with this checkout's runs): its wall time and evaluations (an older commit records no
 own times). REV must build the train and table stages as this checkout does, or they would be redone.
 
-Prints markdown and writes ``benchmarks/results/bench_search_stage.json``.
+Prints markdown and writes ``benchmarks/results/bench_search_stage.json`` (with each run's ``[search]`` lines, stamped
+with the seconds since its command started: where the stage's time went).
 """
 
 from __future__ import annotations
@@ -46,17 +48,27 @@ def _quickstart(cwd: Path, root: Path, extra: list[str]) -> tuple[float, subproc
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "slimnas.platform.cli", "quickstart", *extra], cwd=cwd, env=env,
-                          capture_output=True, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", "slimnas.platform.cli", "quickstart", *extra], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    lines = []  # stderr, each line stamped with the seconds since the command started (where the time went)
+    for line in proc.stderr:
+        lines.append(f"{time.perf_counter() - started:7.1f} {line.rstrip()}")
+    proc.wait()
     wall = time.perf_counter() - started
+    done = subprocess.CompletedProcess(proc.args, proc.returncode, "", "\n".join(lines))
     if proc.returncode != 0:
-        raise SystemExit(f"quickstart {' '.join(extra)} failed ({proc.returncode}) with {root}:\n{proc.stderr[-3000:]}")
-    return wall, proc
+        raise SystemExit(f"quickstart {' '.join(extra)} failed ({proc.returncode}) with {root}:\n{done.stderr[-3000:]}")
+    return wall, done
 
 
 def _search_run(cwd: Path, root: Path, extra: list[str], label: str) -> dict:
     load = os.getloadavg()
     wall, proc = _quickstart(cwd, root, ["--force", "search", *extra])
+    return _figures(cwd, label, wall, proc, load)
+
+
+def _figures(cwd: Path, label: str, wall: float, proc: subprocess.CompletedProcess, load: tuple) -> dict:
+    """The search stage's figures of the quickstart that just ran in ``cwd``."""
     out = cwd / "runs" / "quickstart"
     stages = json.loads((out / "pipeline.json").read_text())["stages"]
     assert stages["search"]["status"] == "ran", stages["search"]
@@ -72,7 +84,7 @@ def _search_run(cwd: Path, root: Path, extra: list[str], label: str) -> dict:
         "stage_over_eval": round(stage / eval_s, 2) if eval_s else None,
         "tune_over_eval": round(timing["tune_wall_s"] / eval_s, 2) if eval_s else None,
         "worker_setups": timing.get("worker_setups"), "setup_s": round(timing.get("setup_s", 0.0), 1) or None,
-        "search_lines": [line for line in proc.stderr.splitlines() if line.startswith("[search] ")],
+        "search_lines": [line for line in proc.stderr.splitlines() if line[8:].startswith("[search] ")],
         "load_before": [round(v, 2) for v in load], "load_after": [round(v, 2) for v in os.getloadavg()],
     }
 
@@ -107,8 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     record: dict = {"machine": machine, "workdir": str(workdir), "set": args.set, "runs": []}
     state = workdir / "runs" / "quickstart" / "pipeline.json"
     if not state.is_file():
-        wall, _ = _quickstart(workdir, ROOT, extra)
+        load = os.getloadavg()
+        wall, proc = _quickstart(workdir, ROOT, extra)
         record["first_quickstart_s"] = round(wall, 1)
+        record["first_quickstart_search"] = _figures(workdir, "this (first quickstart)", wall, proc, load)
         print(f"(first quickstart in {workdir}: {wall:.0f} s)", file=sys.stderr)
     other = _worktree(args.against) if args.against else None
     try:
@@ -124,9 +138,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Search stage at the quickstart's size: {machine['cores']} cores, Python {machine['python']}, "
           f"{machine['date']}\n")
     print("| code | search stage (s) | Tune experiment(s) (s) | evaluations | own times, summed (s) | stage / own "
-          "| Tune / own | worker set-ups (s) | command (s) |")
+          "| Tune / own | evaluator set-ups (s) | command (s) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for r in record["runs"]:
+    first = [record["first_quickstart_search"]] if "first_quickstart_search" in record else []
+    for r in first + record["runs"]:
         setups = "-" if r["worker_setups"] is None else f"{r['worker_setups']} ({_cell(r['setup_s'])})"
         print(f"| {r['code']} | {r['stage_s']} | {_cell(r['tune_s'])} | {r['evaluations']} | {_cell(r['eval_s'])} "
               f"| {_cell(r['stage_over_eval'])} | {_cell(r['tune_over_eval'])} | {setups} | {r['command_s']} |")

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["perturb", "TOY_SPACE", "toy_latency", "toy_accuracy", "wobbly_fraction", "toy_eval_trainable",
-           "run_search", "FailOnce", "RankRecorder", "tiny_train_config"]
+           "ToyEvaluation", "toy_evaluation", "run_search", "FailOnce", "RankRecorder", "tiny_train_config"]
 
 _TRAIN = ("FailOnce", "RankRecorder", "tiny_train_config")
 
@@ -67,6 +67,29 @@ def toy_eval_trainable(config: dict) -> None:
         if done == TOY_BATCHES:
             report["accuracy"] = correct_total / TOY_IMAGES
         tune.report(report)
+
+
+class ToyEvaluation:
+    """An evaluator's :class:`~slimnas.platform.tune.evaluators.Evaluation` with :func:`toy_eval_trainable`'s
+    protocol (10 batches of 200 images, the final top-1 :func:`wobbly_fraction`), ``sleep_s`` per batch."""
+
+    images, batches = TOY_IMAGES, TOY_BATCHES
+
+    def __init__(self, sleep_s: float = 0.02) -> None:
+        self.sleep_s = sleep_s
+
+    def progress(self, arch: dict):
+        import time
+
+        correct_total = round(wobbly_fraction(Arch.from_dict(arch)) * TOY_IMAGES)
+        for done in range(1, TOY_BATCHES + 1):
+            time.sleep(self.sleep_s)
+            yield correct_total * done // TOY_BATCHES, TOY_IMAGES * done // TOY_BATCHES, done
+
+
+def toy_evaluation(payload: dict) -> ToyEvaluation:
+    """An evaluator pool's ``build``: a :class:`ToyEvaluation` (``payload["sleep_s"]`` per batch)."""
+    return ToyEvaluation(float(payload.get("sleep_s", 0.02)))
 
 
 def run_search(search, evaluate=toy_accuracy, max_rounds: int = 100_000):

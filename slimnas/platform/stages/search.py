@@ -13,11 +13,11 @@ accounting (subnet evaluations). Each candidate evaluation is a Ray Tune trial (
 One Tune experiment runs every search run of the job (``<staged folder>/tune/search``;
 :func:`~slimnas.platform.tune.runner.run_phases`), in phases: the methods that take no budget (slimming), then every
 other method at every target, all at once, with the budgets slimming's run gives, then the verification's extra
-slimming rounds (below), one at a time. Its trial actors set up once
-(supernet, data) and evaluate for every run (:mod:`~slimnas.platform.tune.multiplex`); each run keeps its own state file
-``tune/<label>.searcher.json``. A run's ``wall_s`` is the time from its phase's start to its last result (the runs of
-a phase overlap); ``eval_s`` the sum of its evaluations' own times; the job's ``timing`` (:class:`SearchTiming`) how
-the time split.
+slimming rounds (below), one at a time. Its trials are thin calls to the job's evaluator actors, one per trial slot
+(:mod:`~slimnas.platform.tune.evaluators`: each sets up once -- supernet, data -- and evaluates for every run; all are
+killed when the experiment ends, also on error); each run keeps its own state file ``tune/<label>.searcher.json``.
+A run's ``wall_s`` is the time from its phase's start to its last result (the runs of a phase overlap); ``eval_s`` the
+sum of its evaluations' own times; the job's ``timing`` (:class:`SearchTiming`) how the time split.
 
 Budgets (``budget: auto``): slimming runs once for the whole sweep; for each target, a baseline gets the evaluations
 slimming had used when it first reached that target (so "equal budgets" is exact per target; the method whose spec
@@ -29,7 +29,7 @@ measured end to end on the table's backend (one call for all of them, then repla
 than its target by more than ``latency.tolerance_pct`` is not reported as meeting it: a baseline takes its next best
 evaluated arch that measures within the tolerance; slimming walks on along its trajectory and, past its end, slims on
 one round at a time (each round a one-run phase ``<method>-verify-<n>`` of the job's Tune experiment, evaluated by its
-workers: the verification runs as that experiment's last phase; at most ``latency.max_extra_steps``), the
+evaluators: the verification runs as that experiment's last phase; at most ``latency.max_extra_steps``), the
 extra evaluations counted in its ``evaluations`` and reported as ``extra_evaluations`` (their wall time is added to
 its ``wall_s``). The measuring is one function, :func:`_measure_on_device`; ``run_search_job(measure=...)`` replaces
 it (a fake device in tests). Where the table's backend cannot run (Core ML off macOS, ``torch-cuda`` without a GPU)
@@ -146,10 +146,10 @@ class MethodResult:
 @dataclass
 class SearchTiming:
     """Where a job's search time went (``results.json``'s ``timing``; ``docs/benchmarks.md``): ``evaluations`` run
-    by this process and ``eval_s``, the sum of their own times (measured inside the workers, see
-    :mod:`~slimnas.platform.tune.trainable`); ``tune_wall_s``: the wall time of the Tune experiments that ran them
-    (set-up included); ``worker_setups`` and ``setup_s``: the workers that built the supernet and loaded the data, and
-    the seconds that took. A restored job counts what its own process ran."""
+    by this process and ``eval_s``, the sum of their own times (measured inside the evaluators,
+    see :mod:`~slimnas.platform.tune.trainable`); ``tune_wall_s``: the wall time of the Tune experiments that ran them
+    (set-up included); ``worker_setups`` and ``setup_s``: the evaluators that built the supernet and loaded the data,
+    and the seconds that took. A restored job counts what its own process ran."""
 
     evaluations: int = 0
     eval_s: float = 0.0
@@ -378,11 +378,15 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     default: the table's backend, here (:func:`_measure_on_device`). ``watch``: told each run's label and algorithm
     as it starts (:class:`~slimnas.platform.stages.progress.SearchMonitor.watch`).
     """
-    from ray import tune
-
     from slimnas.latency import LatencyTable
     from slimnas.platform.tune import run_phases
-    from slimnas.platform.tune.trainable import evaluate_candidate, evaluation_payload
+    from slimnas.platform.tune.evaluators import EvaluatorPool, evaluator_slots
+    from slimnas.platform.tune.trainable import (
+        THIN_TRIAL_RESOURCES,
+        evaluate_on_evaluator,
+        evaluation_payload,
+        supernet_evaluation,
+    )
     from slimnas.trainers import check_data
 
     if restore and (done := finished_job(cfg)) is not None:
@@ -400,13 +404,20 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     folder.begin(_settings(cfg.model_dump(mode="json")), continuing, echo=lambda line: echo(f"[search] {line}"))
     job_dir, work = folder.final, folder.staging
     init_ray(cfg.ray, log_to_driver=False)
-    latency_fn = _latency_fn(cfg, table)
-    importance = supernet.importance() if any(s.needs_importance for s in specs.values()) else None
     payload = evaluation_payload(supernet, cfg.data.model_dump(), cfg.eval_images, key=f"{checkpoint}:{cfg.name}")
-    trainable = tune.with_parameters(evaluate_candidate, payload=payload)
-    resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
+    slot_resources = {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial}
+    evaluators = EvaluatorPool(supernet_evaluation, payload, evaluator_slots(
+        cfg.ray.cpus_per_trial, cfg.ray.gpus_per_trial, cfg.ray.max_concurrent), slot_resources,
+        prefix=f"slimnas-eval-{cfg.name}")
+    evaluators.start()  # they set up (supernet, data) while the latency service and Tune start
+    try:
+        latency_fn = _latency_fn(cfg, table)
+        importance = supernet.importance() if any(s.needs_importance for s in specs.values()) else None
+    except BaseException:
+        evaluators.close()
+        raise
     runs: list[_Run] = []  # in plan order (the order of the results)
-    run_options = {"rule": cfg.early_stop.rule, "z": cfg.early_stop.z, "resources": resources,
+    run_options = {"rule": cfg.early_stop.rule, "z": cfg.early_stop.z, "resources": THIN_TRIAL_RESOURCES,
                    "max_concurrent_trials": cfg.ray.max_concurrent, "restore": continuing}
 
     def started(label: str, algorithm: SearchAlgorithm) -> None:
@@ -445,7 +456,7 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
         return _measure_on_device(table, archs, echo)
 
     def continue_round(job_run: _Run) -> ContinueRoundFn:
-        """Slimming's extra rounds: a one-run phase of the job's experiment each (the same workers evaluate them)."""
+        """Slimming's extra rounds: a one-run phase of the job's experiment each (the same evaluators evaluate them)."""
         def go(algorithm: SlimmingSearch, index: int) -> SlimmingSearch:
             extra = verifier.round(TuneRun(f"{job_run.label}-verify-{index}", algorithm,
                                            job_run.stoppable and cfg.early_stop.enabled))
@@ -483,14 +494,18 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
             budgets = {t: specs[auto.method].auto_budget(answers[t], t) for t in cfg.targets}
         return phase(remaining[0], budgets)
 
-    experiment = run_phases(plan, trainable, _EXPERIMENT, work / "tune", on_start=started,
-                            on_finish=lambda outcome: (finished(outcome), verifier.finished(outcome)), **run_options)
+    try:
+        experiment = run_phases(plan, evaluate_on_evaluator, _EXPERIMENT, work / "tune", on_start=started,
+                                on_finish=lambda outcome: (finished(outcome), verifier.finished(outcome)),
+                                slots=evaluators.names, slots_ready=evaluators.ready, **run_options)
+    finally:
+        evaluators.close()
     verified = verifier.result()
     timing = SearchTiming()
     timing.add(experiment)
     echo(f"[search] {timing.evaluations} evaluations in one Tune experiment: {timing.eval_s:.1f} s of evaluating "
-         f"(their own times, summed over the workers) in {timing.tune_wall_s:.1f} s "
-         f"({timing.worker_setups} worker set-up(s), {timing.setup_s:.1f} s)")
+         f"(their own times, summed over {evaluators.count} evaluator(s)) in {timing.tune_wall_s:.1f} s "
+         f"({timing.worker_setups} evaluator set-up(s), {timing.setup_s:.1f} s)")
     results, histories, trajectories = _results(runs, verified, images)
     job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir), timing=timing)
     _save_winners(job, cfg, supernet, checkpoint, table, work, echo)
@@ -585,8 +600,8 @@ class _VerificationPhase:
     """The verification (:func:`_verify_winners`) as the last phase of the job's Tune experiment.
 
     It runs in a thread, started when the plan reaches it (every search run has finished; Tune's loop waits in the
-    plan meanwhile, its workers idle). Each extra slimming round it asks for (:meth:`round`) is handed to the
-    experiment as a one-run phase (:meth:`next_phase`, called by the plan in Tune's thread), evaluated by the workers
+    plan meanwhile, its evaluators idle). Each extra slimming round it asks for (:meth:`round`) is handed to the
+    experiment as a one-run phase (:meth:`next_phase`, called by the plan in Tune's thread), evaluated by the evaluators
     already set up, and the thread waits for the run's outcome (:meth:`finished`, the experiment's ``on_finish``)."""
 
     def __init__(self, verify: Callable[[], dict[tuple[str, float], Verification]]) -> None:

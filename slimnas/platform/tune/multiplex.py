@@ -3,8 +3,8 @@
 A search job compares methods at several targets: every (method, target) is a search run with its own algorithm.
 Started as a Tune experiment each, every run paid Tune's experiment set-up and new trial actors (new worker processes
 that import torch, build the supernet and load the data) -- ~6-7 s per run, against ~0.4 s per evaluation. Here the
-runs share one experiment, so its trial actors (``reuse_actors``) and the supernet and data they hold
-(:mod:`~slimnas.platform.tune.trainable`) serve every evaluation of every run; concurrent runs also fill the CPUs a
+runs share one experiment, whose trials call the job's evaluator actors (:mod:`~slimnas.platform.tune.evaluators`,
+the supernet and data loaded once each) for every evaluation of every run; concurrent runs also fill the evaluators a
 single run's round barrier leaves idle.
 
 Runs come in **phases** given by ``plan(done)``: called with the outcomes of the finished runs, it returns the next
@@ -19,6 +19,11 @@ its own round barrier while the others use the free trial slots, and tags the co
 decides on a trial (``None`` for a run whose method is not stopped early). ``max_concurrent`` limits the trials in
 flight across all runs (Tune's resources limit them too).
 
+Evaluators. With ``slots`` (the names of the job's evaluator actors, :mod:`~slimnas.platform.tune.evaluators`) each
+config handed out also names a free one (``config["evaluator"]``) among those ``slots_ready()`` says can take one,
+held until Tune reports the trial complete (finished, stopped early or errored); with none free ``suggest`` waits.
+So at most one trial uses an evaluator at a time, and the trials in flight are at most the slots.
+
 Restore: a run's state is its state file, written after every ask and tell (see
 :mod:`~slimnas.platform.tune.searcher`); with ``restore`` a run that has one continues from it (a finished run does
 nothing, candidates in flight at the kill are evaluated again), so :mod:`~slimnas.platform.tune.runner` continues a
@@ -32,7 +37,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,7 +67,7 @@ class TuneRun:
 class TuneOutcome:
     """A finished run. ``early_stop``: its early-stop counters (empty when it was not stopped early); ``wall_s``: from
     its phase's start to its last result, in this process; ``eval_s``: the sum of its evaluations' own times (in the
-    workers, across a restore: see :mod:`~slimnas.platform.tune.trainable`)."""
+    evaluators, across a restore: see :mod:`~slimnas.platform.tune.trainable`)."""
 
     label: str
     algorithm: SearchAlgorithm
@@ -91,7 +96,8 @@ class MultiplexSearcher(Searcher):
     ``storage``. ``on_start(label, algorithm)`` / ``on_finish(outcome)`` are told as each run starts and finishes."""
 
     def __init__(self, plan: Plan, storage: str | os.PathLike, experiment_path: str, *, restore: bool = False,
-                 max_concurrent: int | None = None,
+                 max_concurrent: int | None = None, slots: Sequence[str] = (),
+                 slots_ready: Callable[[], Collection[str]] | None = None,
                  on_start: Callable[[str, SearchAlgorithm], None] | None = None,
                  on_finish: Callable[[TuneOutcome], None] | None = None) -> None:
         super().__init__(metric="seen", mode="max")
@@ -103,13 +109,17 @@ class MultiplexSearcher(Searcher):
         self._trial_run: dict[str, str] = {}
         self._turn = 0
         self._exhausted = False
+        self.slots = list(slots)  # evaluator names, free ones first in line
+        self.slots_ready = slots_ready  # the evaluators that can take a trial now (None: all)
+        self._trial_slot: dict[str, str] = {}  # trial -> the evaluator it holds
         self.told_here: list[float] = []  # own time of each evaluation told in this process
-        self.worker_setups: dict[str, float] = {}  # trial -> seconds its fresh worker took to build supernet, data
+        self.worker_setups: dict[str, float] = {}  # trial -> seconds its evaluator took to set up
 
     # ------------------------------------------------------------------ pickling (Tune's tuner.pkl)
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state.update(plan=None, on_start=None, on_finish=None, _slots={}, _trial_run={})
+        state.update(plan=None, on_start=None, on_finish=None, _slots={}, _trial_run={}, _trial_slot={},
+                     slots_ready=None)
         return state
 
     # ------------------------------------------------------------------ runs and phases
@@ -166,6 +176,10 @@ class MultiplexSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.max_concurrent is not None and len(self._trial_run) >= self.max_concurrent:
             return None
+        usable = self.slots if self.slots_ready is None or not self.slots else self.slots_ready()
+        free = [name for name in self.slots if name in usable and name not in self._trial_slot.values()]
+        if self.slots and not free:
+            return None  # every evaluator busy
         while True:
             active = self.unfinished()
             if not active:
@@ -180,6 +194,9 @@ class MultiplexSearcher(Searcher):
                     self._turn = (self._turn + i + 1) % len(active)
                     slot.in_flight.add(trial_id)
                     self._trial_run[trial_id] = label
+                    if free:
+                        self._trial_slot[trial_id] = free[0]
+                        return {**config, "run": label, "evaluator": free[0]}
                     return {**config, "run": label}
                 if config == Searcher.FINISHED:
                     self._finish_if_done(label)
@@ -191,6 +208,7 @@ class MultiplexSearcher(Searcher):
             self.worker_setups[trial_id] = float(result["setup_s"])
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        self._trial_slot.pop(trial_id, None)  # its evaluator is free
         label = self._trial_run.pop(trial_id, None)
         if label is None and result and isinstance(result.get("config"), dict):
             label = result["config"].get("run")

@@ -2,10 +2,13 @@
 
 :func:`run_phases` runs the runs a plan gives, phase by phase, in one experiment
 (:class:`~slimnas.platform.tune.multiplex.MultiplexSearcher`): a search job's every (method, target) shares the
-experiment's trial actors and the supernet and data they hold, instead of paying an experiment's set-up each.
-:func:`run_tune` runs one algorithm (a plan of one run; slimming's verification rounds, tests).
+experiment and the job's evaluator actors (``slots``; :mod:`~slimnas.platform.tune.evaluators`), which hold the
+supernet and data, instead of paying an experiment's set-up each; Tune keeps one idle (thin) trial actor per evaluator
+across round barriers (:func:`_trial_actors_kept`). :func:`run_tune` runs one algorithm (a plan of one run;
+tests) with whatever trainable it is given.
 
-The trainable gets ``config = {"candidate_id", "arch", "latency_ms", "method", "run"}`` and reports, after each
+The trainable gets ``config = {"candidate_id", "arch", "latency_ms", "method", "run"}`` (and ``"evaluator"``, with
+``slots``) and reports, after each
 validation batch, ``correct``, ``seen`` and ``total`` (images), ``batches_done``, ``batches_total`` and ``eval_s`` (the
 evaluation's own time so far), and at the end the same plus ``accuracy``. (Tune's metric for the searcher is
 ``seen``, present in every report; the searcher itself reads ``accuracy``, or the bound a trial was stopped on.)
@@ -31,7 +34,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -54,7 +57,7 @@ class PhasesOutcome:
     """The finished runs (``runs``: label -> :class:`TuneOutcome`, in plan order) and the experiment's figures:
     ``wall_s`` (the Tune experiment, its set-up included; 0 when every run had finished before), ``evaluations`` and
     ``eval_s`` (the evaluations run in this experiment and the sum of their own times) and ``worker_setups`` (seconds
-    each fresh worker took to build the supernet and load the data)."""
+    each evaluator (or fresh worker) took to build the supernet and load the data)."""
 
     runs: dict[str, TuneOutcome] = field(default_factory=dict)
     wall_s: float = 0.0
@@ -76,16 +79,21 @@ def run_phases(
     restore: bool = False,
     on_start: Callable[[str, SearchAlgorithm], None] | None = None,
     on_finish: Callable[[TuneOutcome], None] | None = None,
+    slots: Sequence[str] = (),
+    slots_ready: Callable[[], Collection[str]] | None = None,
 ) -> PhasesOutcome:
     """Run (or, with ``restore``, continue) the runs of ``plan`` as the Tune experiment ``storage_path/name``; state
-    files in ``storage_path``. See the module docstring and :class:`MultiplexSearcher`."""
+    files in ``storage_path``. ``slots``: the names of the evaluator actors the trials call (``config["evaluator"]``,
+    one trial per evaluator at a time; :mod:`~slimnas.platform.tune.evaluators`), given to a trial only once
+    ``slots_ready()`` names them. See the module docstring and :class:`MultiplexSearcher`."""
     # Tune's newer console output prints experiment tables even at verbose=0; the legacy reporter honours it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage = Path(storage_path).resolve()
     storage.mkdir(parents=True, exist_ok=True)
     experiment = storage / name
     searcher = MultiplexSearcher(plan, storage, str(experiment), restore=restore,
-                                 max_concurrent=max_concurrent_trials, on_start=on_start, on_finish=on_finish)
+                                 max_concurrent=max_concurrent_trials, on_start=on_start, on_finish=on_finish,
+                                 slots=slots, slots_ready=slots_ready)
     outcome = PhasesOutcome()
     if searcher.advance():
         started = time.perf_counter()
@@ -97,8 +105,8 @@ def run_phases(
             run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
                                       callbacks=[JsonLoggerCallback()]),  # Tune's result record reads result.json
         )
-        with _env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"):  # no CSV and TensorBoard loggers
-            tuner.fit()
+        with _env("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1"), _trial_actors_kept(len(slots)):
+            tuner.fit()  # (no CSV and TensorBoard loggers)
         outcome.wall_s = time.perf_counter() - started
         outcome.evaluations, outcome.eval_s = len(searcher.told_here), sum(searcher.told_here)
         outcome.worker_setups = tuple(searcher.worker_setups.values())
@@ -130,6 +138,65 @@ def run_tune(
 
     return run_phases(plan, trainable, name, storage_path, rule=rule, z=z, resources=resources,
                       max_concurrent_trials=max_concurrent_trials, restore=restore).runs[name]
+
+
+@contextlib.contextmanager
+def _trial_actors_kept(count: int) -> Iterator[None]:
+    """Inside the block, Tune keeps up to ``count`` trial actors, one per evaluator (``count`` 0: Tune's own policy).
+
+    Two rules of Tune's actor management (Ray 2.60, ``TuneController``) put every trial into one actor, one at a time:
+    its actor cache (``_actor_cache``, an ``_ObjectCache(may_keep_one=True)``) keeps as many idle actors as trials
+    are staged, and one when none is, so at every round barrier (the searcher waits for a round's results) all idle
+    trial actors but one are removed; and a trial waiting for its new actor takes any cached actor that frees up first
+    (``_maybe_reuse_cached_actor``), removing its own unused -- an evaluation (~0.5 s) is shorter than an actor's
+    start, so the second actor never got to run. Here idle actors are kept up to ``count``, and a trial whose own
+    actor is on its way waits for it (a trial not yet given one still takes a cached actor). Safe for thin trials
+    (:mod:`~slimnas.platform.tune.trainable`): they reserve no CPU, so a kept actor holds nothing another trial needs.
+    Where Ray's internals differ, Tune's own policy stays (slower, not wrong), with a warning."""
+    try:
+        from ray.tune.execution import tune_controller
+        from ray.tune.utils.object_cache import _ObjectCache
+    except ImportError:
+        tune_controller = _ObjectCache = None
+    controller = getattr(tune_controller, "TuneController", None)
+    reuse = getattr(controller, "_maybe_reuse_cached_actor", None)
+    if count < 1 or reuse is None or getattr(tune_controller, "_ObjectCache", None) is not _ObjectCache:
+        if count >= 1:
+            log.warning("Ray Tune's actor management is not what slimnas expects (Ray %s): trials may run one at a "
+                        "time", _ray_version())
+        yield
+        return
+
+    class _KeepIdle(_ObjectCache):
+        def cache_object(self, key: Any, obj: Any) -> bool:
+            if self._num_cached_objects < count:
+                self._cached_objects[key].append(obj)
+                self._num_cached_objects += 1
+                return True
+            return super().cache_object(key, obj)
+
+        def flush_cached_objects(self, force_all: bool = False) -> Iterator[Any]:
+            if force_all or self._num_cached_objects > count:
+                yield from super().flush_cached_objects(force_all=force_all)
+
+    def wait_for_own_actor(self: Any, trial: Any) -> bool:
+        if trial in getattr(self, "_trial_to_actor", {}) and trial not in getattr(self, "_resetting_trials", ()):
+            return False  # its own actor is being started: keep the cached one for the next trial
+        return reuse(self, trial)
+
+    tune_controller._ObjectCache = _KeepIdle
+    controller._maybe_reuse_cached_actor = wait_for_own_actor
+    try:
+        yield
+    finally:
+        tune_controller._ObjectCache = _ObjectCache
+        controller._maybe_reuse_cached_actor = reuse
+
+
+def _ray_version() -> str:
+    import ray
+
+    return ray.__version__
 
 
 @contextlib.contextmanager

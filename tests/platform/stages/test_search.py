@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import time
 
 import pytest
 import ray
@@ -60,6 +61,15 @@ def _config(root, checkpoint, table_path, targets, **extra):
     return load_config(SearchJobConfig, data)
 
 
+def _no_evaluator_left(timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith("slimnas-eval-")]:
+            return True
+        time.sleep(0.1)
+    return False
+
+
 @pytest.fixture
 def cheapest_first(toy_plugin):
     """The method 'cheapest-first' installed as an outside package would be: an entry point in the
@@ -92,6 +102,7 @@ def test_a_job_compares_methods_at_each_target_and_logs_mlflow(inputs, cheapest_
                   methods=["slimming", "random", "tpe", "nsga2", cheapest_first])
     try:
         job = run_search_job(cfg)
+        assert _no_evaluator_left()  # the job's evaluator actors end with it
     finally:
         ray.shutdown()
     methods = {(r.method, r.target_ms) for r in job.results}
