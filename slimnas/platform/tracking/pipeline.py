@@ -48,6 +48,8 @@ def log_pipeline_run(cfg: Any, stages: dict[str, StageRecord], state_path: Path,
     """Log the pipeline job (see the module docstring) from the current record of each stage; returns the run id."""
     from mlflow.tracking import MlflowClient
 
+    from slimnas.platform.tracking.store import log_batch
+
     uri = cfg.tracking_uri()
     client = MlflowClient(uri)
     experiment_id = ensure_experiment(uri, cfg.tracking.experiment)
@@ -64,22 +66,20 @@ def log_pipeline_run(cfg: Any, stages: dict[str, StageRecord], state_path: Path,
     params = {"name": cfg.name, "space": str(cfg.train.space if isinstance(cfg.train.space, str) else "custom"),
               "backend": cfg.latency.backend, "batch": str(cfg.latency.batch), "methods": ",".join(cfg.search.methods),
               "targets_ms": ",".join(f"{t:g}" for t in targets), "output": str(cfg.output_dir)}
-    for key, value in params.items():
-        client.log_param(rid, key, value)
-    for stage, record in stages.items():
-        client.log_metric(rid, f"{stage}_wall_s", float(record.wall_s))
-        client.set_tag(rid, f"slimnas.{stage}", record.status)
+    metrics = {f"{stage}_wall_s": float(record.wall_s) for stage, record in stages.items()}
     retrain = stages.get("retrain")
     if isinstance(retrain, RetrainRecord) and cfg.retrain.enabled:
         for model in retrain.models:  # e.g. retrained_top1/slimming/1.64ms next to supernet_top1/slimming/1.64ms
             at = f"{model.method}/{model.target_ms:g}ms"
-            client.log_metric(rid, f"retrained_top1/{at}", float(model.retrained_top1))
-            client.log_metric(rid, f"supernet_top1/{at}", float(model.top1))
+            metrics[f"retrained_top1/{at}"] = float(model.retrained_top1)
+            metrics[f"supernet_top1/{at}"] = float(model.top1)
     summary = (table.validation if isinstance(table, TableRecord) else None) or {}
     for key in ("mape_pct", "max_abs_error_pct", "within_10pct", "kendall_tau"):
         value = summary.get("plain_all", {}).get(key)
         if value is not None and value == value:
-            client.log_metric(rid, f"lut_{key}", float(value))
+            metrics[f"lut_{key}"] = float(value)
+    log_batch(client, rid, params=params, metrics=metrics,
+              tags={f"slimnas.{stage}": record.status for stage, record in stages.items()})
     for name in ("validation.png", "validation.csv", "calibration.json"):
         if (validation_dir / name).is_file():
             client.log_artifact(rid, str(validation_dir / name), "latency")

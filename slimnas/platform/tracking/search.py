@@ -52,7 +52,7 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any,
     from mlflow.tracking import MlflowClient
 
     from slimnas.platform.tracking.model import log_winner_models
-    from slimnas.platform.tracking.store import default_tracking_uri, ensure_experiment
+    from slimnas.platform.tracking.store import default_tracking_uri, ensure_experiment, log_batch
 
     uri = default_tracking_uri(cfg.tracking.tracking_uri)
     client = MlflowClient(uri)
@@ -74,8 +74,7 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any,
     images = next((r.images for r in job.results if getattr(r, "images", None)), None)
     if images:
         params["eval_images_measured"] = str(images)
-    for key, value in params.items():
-        client.log_param(pid, key, value)
+    log_batch(client, pid, params=params)
     job_dir = Path(job.job_dir)
     figure = job_dir / PARETO_FILE
     if not figure.is_file():  # the job draws it with its report; drawn here for a job that did not
@@ -112,6 +111,7 @@ def log_search_job(job: Any, cfg: Any, supernet: Any, table: Any,
 def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, job_dir: Path) -> str:
     """The child run of ``result`` with its params, metrics and winner files (left running: its model comes next);
     returns its id."""
+    from slimnas.platform.tracking.store import log_batch
     from slimnas.winners import winner_folder
 
     meets = {True: "true", False: "false"}.get(result.meets_target, result.verification or "unknown")
@@ -119,22 +119,19 @@ def _log_child(client: Any, experiment_id: str, parent_id: str, result: Any, job
                             tags={"mlflow.parentRunId": parent_id, "slimnas.method": result.method,
                                   "slimnas.target_ms": f"{result.target_ms:g}", "slimnas.meets_target": meets})
     rid = run.info.run_id
-    client.log_param(rid, "method", result.method)
-    client.log_param(rid, "target_ms", f"{result.target_ms:g}")
+    params = {"method": result.method, "target_ms": f"{result.target_ms:g}"}
     metrics = {"evaluations": result.evaluations, "extra_evaluations": result.extra_evaluations,
                "verify_steps": result.verify_steps, "wall_s": result.wall_s,
                "trials_stopped": result.early_stop.get("trials_stopped", 0),
                "batches_saved": result.early_stop.get("batches_saved", 0)}
     if result.arch is not None:
-        arch = Arch.from_dict(result.arch)
-        for key, value in _arch_params(arch).items():
-            client.log_param(rid, key, value)
+        params.update(_arch_params(Arch.from_dict(result.arch)))
         metrics.update(top1=result.top1, predicted_ms=result.predicted_ms)
         if result.measured_ms is not None:
             metrics["measured_ms"] = result.measured_ms
         if result.meets_target is not None:
             metrics["meets_target"] = int(result.meets_target)
         client.log_artifacts(rid, str(winner_folder(job_dir, result.method, result.target_ms)))
-    for key, value in metrics.items():
-        client.log_metric(rid, key, float(value))
+    log_batch(client, rid, params=params, metrics=metrics)
     return rid
+

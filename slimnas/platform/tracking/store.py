@@ -28,7 +28,7 @@ import yaml
 from slimnas.platform.tracking.uri import default_tracking_uri
 from slimnas.trainers import Callback, Result, TrackingConfig, TrainState
 
-__all__ = ["MLflowCallback", "default_tracking_uri", "ensure_experiment", "flatten", "alpha_heatmap"]
+__all__ = ["MLflowCallback", "default_tracking_uri", "ensure_experiment", "flatten", "alpha_heatmap", "log_batch"]
 
 RUN_KEY_TAG = "slimnas.run_key"
 #: The experiment tag MLflow 3's UI reads to choose an experiment's pages, and its value for model training (the
@@ -58,6 +58,18 @@ def ensure_experiment(uri: str, name: str, artifact_location: str | None = None)
     if EXPERIMENT_KIND_TAG not in found.tags:
         client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
     return found.experiment_id
+
+
+def log_batch(client: Any, run_id: str, params: dict[str, str] | None = None,
+              metrics: dict[str, float] | None = None, tags: dict[str, str] | None = None) -> None:
+    """Params, metrics and tags of run ``run_id`` in one request (one request per value was most of a search job's
+    MLflow time on a sqlite store)."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in (metrics or {}).items()],
+                     params=[Param(k, str(v)) for k, v in (params or {}).items()],
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
