@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -49,6 +50,12 @@ from slimnas.latency.protocol import Protocol, assess
 from .categories import FRAMEWORK, is_known_torch, torch_category
 from .records import OpSample, ProfiledCalls, ProfilerCost
 from .structure import TOP_LEVEL, Unit, model_units
+
+
+def _quiet_kineto() -> None:
+    """No per-cycle ``profiler_start``/``profiler_stop`` lines from the profiler's C++ library (kineto) on stderr:
+    every profiled call is a cycle, so they flooded ``slimnas profile``'s output. A level the user set is kept."""
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 __all__ = ["profile_calls", "profiler_cost", "scoped", "BETWEEN_OPERATORS"]
 
@@ -128,6 +135,7 @@ def _calibration_network() -> Any:
 def _windowed(run: Callable[[], Any], calls: int, count: bool = False) -> tuple[list[float], tuple[int, int]]:
     """``calls`` timed calls (us) inside one CPU profiler window, after one untimed call; with ``count``, the operator
     events and unit scopes recorded per call (parsing the window's events is slow: only when asked)."""
+    _quiet_kineto()
     from torch.profiler import ProfilerActivity, profile
 
     walls = []
@@ -148,6 +156,7 @@ def _scheduled(run: Callable[[], Any], cycles: int, hooks: Callable[[], Any]) ->
     """The profiling protocol of :func:`profile_calls` on another network, without parsing the traces: per cycle a
     call that absorbs the previous cycle's trace, an unprofiled call timed alone, the profiler's warm-up call and a
     profiled call timed alone (the last two inside ``hooks()``). Returns the unprofiled and the profiled times (us)."""
+    _quiet_kineto()
     from torch.profiler import ProfilerActivity, profile, schedule
 
     plain: list[float] = []
@@ -270,6 +279,7 @@ def profile_calls(model: Any, run: Callable[[], Any], runs: int, protocol: Proto
     measurement of the same moment without the profiler. On the CPU, the profiler's cost (:func:`profiler_cost`) is
     subtracted from the samples."""
     from torch.autograd.profiler import record_function
+    _quiet_kineto()
     from torch.profiler import ProfilerActivity, profile, schedule
 
     units = model_units(model)
