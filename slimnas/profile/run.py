@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+from slimnas._threads import torch_threads
 from slimnas.errors import InputError, shorten
 from slimnas.latency.protocol import Protocol
 
@@ -16,19 +17,6 @@ __all__ = ["PROFILED_BACKENDS", "profile_model"]
 
 #: The backends ``slimnas profile`` can break down (each has a profiler of its own).
 PROFILED_BACKENDS = ("torch-cpu", "torch-cuda", "onnxruntime")
-
-
-@contextlib.contextmanager
-def _threads(count: int | None) -> Iterator[None]:
-    import torch
-
-    previous = torch.get_num_threads()
-    if count:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager
@@ -72,7 +60,7 @@ def profile_model(source: ModelSource, backend: Any, *, runs: int, protocol: Pro
             def sync() -> None:
                 torch.cuda.synchronize(backend.device)
         measured = backend.measure(model, example, protocol)
-        with _threads(backend.threads if not cuda else None):
+        with torch_threads(backend.threads if not cuda else None):
             profiled = profile_calls(model, run, runs, protocol, cuda=cuda, sync=sync)
         if cuda:
             notes = ["operator times are the kernel times of the outermost operators; the time the device waits for "

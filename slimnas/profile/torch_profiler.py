@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
+from slimnas._threads import torch_threads
 from slimnas.latency.protocol import Protocol, assess
 
 from .categories import FRAMEWORK, is_known_torch, torch_category
@@ -152,24 +153,34 @@ def _windowed(run: Callable[[], Any], calls: int, count: bool = False) -> tuple[
     return walls, ((len(names) - scopes) // (calls + 1), scopes // (calls + 1))
 
 
-def _scheduled(run: Callable[[], Any], cycles: int, hooks: Callable[[], Any]) -> tuple[list[float], list[float]]:
-    """The profiling protocol of :func:`profile_calls` on another network, without parsing the traces: per cycle a
-    call that absorbs the previous cycle's trace, an unprofiled call timed alone, the profiler's warm-up call and a
-    profiled call timed alone (the last two inside ``hooks()``). Returns the unprofiled and the profiled times (us)."""
+def _paired_cycles(run: Callable[[], Any], cycles: int, hooks: Callable[[], Any], *, activities: Sequence[Any] = (),
+                   on_trace_ready: Callable[[Any], None] | None = None, mark: bool = False,
+                   sync: Callable[[], None] | None = None) -> tuple[list[float], list[float]]:
+    """The profiling protocol, one implementation for the profiled model (:func:`profile_calls`) and the calibration
+    (:func:`profiler_cost`): per cycle a call that absorbs the previous cycle's trace processing, an unprofiled call
+    timed alone (no hooks), the profiler's warm-up call and the profiled call timed alone (both inside ``hooks()``;
+    the profiled one inside a ``slimnas.call::<cycle>`` scope when ``mark``). ``activities``: the profiler's (default:
+    the CPU). Returns the unprofiled and the profiled calls' wall times (us)."""
     _quiet_kineto()
+    from torch.autograd.profiler import record_function
     from torch.profiler import ProfilerActivity, profile, schedule
 
+    sync = sync or (lambda: None)
     plain: list[float] = []
     profiled: list[float] = []
     with contextlib.ExitStack() as stack, profile(
-            activities=[ProfilerActivity.CPU], schedule=schedule(wait=2, warmup=1, active=1, repeat=cycles),
+            activities=list(activities) or [ProfilerActivity.CPU],
+            schedule=schedule(wait=2, warmup=1, active=1, repeat=cycles), on_trace_ready=on_trace_ready,
             acc_events=False) as prof:
         for step in range(4 * cycles):
-            phase = step % 4 - 1
+            phase, i = step % 4 - 1, step // 4
             if phase == 1:
                 stack.enter_context(hooks())
+            scope = record_function(f"{_CALL}{i}") if mark and phase == 2 else contextlib.nullcontext()
             t0 = time.perf_counter()
-            run()
+            with scope:
+                run()
+                sync()
             elapsed = (time.perf_counter() - t0) * 1e6
             (plain if phase == 0 else profiled if phase == 2 else []).append(elapsed)
             if phase == 2:
@@ -203,9 +214,7 @@ def profiler_cost(cycles: int = 16) -> ProfilerCost:
         with torch.inference_mode():
             return net(x)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         for _ in range(5):
             run()
         _, (n_ops, _) = _windowed(run, 1, count=True)
@@ -213,8 +222,8 @@ def profiler_cost(cycles: int = 16) -> ProfilerCost:
             _, (n_hooked, n_scopes) = _windowed(run, 1, count=True)
         attempts: list[tuple[float, float, float, float, float]] = []
         for _ in range(_ATTEMPTS):
-            plain, bare = _scheduled(run, cycles, contextlib.nullcontext)
-            plain_too, hooked = _scheduled(run, cycles, lambda: scoped(net, units))
+            plain, bare = _paired_cycles(run, cycles, contextlib.nullcontext)
+            plain_too, hooked = _paired_cycles(run, cycles, lambda: scoped(net, units))
             p0, p1, p2 = _median(plain + plain_too), _median(bare), _median(hooked)
             per_event = max(_median([b - a for a, b in zip(plain, bare)]), 0.0) / max(n_ops, 1)
             per_scope = max(_median([b - a for a, b in zip(plain_too, hooked)]) - per_event * n_hooked,
@@ -222,8 +231,6 @@ def profiler_cost(cycles: int = 16) -> ProfilerCost:
             attempts.append((p0, p1, p2, per_event, per_scope))
             if per_event <= _PLAUSIBLE_EVENT_US and per_scope <= _PLAUSIBLE_SCOPE_US:
                 break
-    finally:
-        torch.set_num_threads(threads)
     p0, p1, p2, per_event, per_scope = min(attempts)
     how = (f"calibration network: {n_ops} operator events and {n_scopes} unit scopes per call, {cycles} profiled "
            f"calls each without and with the unit hooks, one thread, medians: unprofiled {p0:.0f} us, profiled "
@@ -278,44 +285,22 @@ def profile_calls(model: Any, run: Callable[[], Any], runs: int, protocol: Proto
     unit hooks, timed alone (the profiler's schedule: wait, warm-up, active), so that each profiled call has a
     measurement of the same moment without the profiler. On the CPU, the profiler's cost (:func:`profiler_cost`) is
     subtracted from the samples."""
-    from torch.autograd.profiler import record_function
     _quiet_kineto()
-    from torch.profiler import ProfilerActivity, profile, schedule
+    from torch.profiler import ProfilerActivity
 
     units = model_units(model)
     by_name = {u.module: u for u in units}
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
     sync = sync or (lambda: None)
     cost = None if cuda else profiler_cost()
-    walls: list[float] = []
-    plain: list[float] = []
     windows: list[Any] = []
     with scoped(model, units):
         for _ in range(3):  # the hooks' first calls
             run()
     sync()
-    # Per cycle: a call that absorbs the previous cycle's trace processing, the unprofiled call timed alone (no
-    # hooks), the profiler's warm-up call and the profiled call (both with the hooks).
-    with contextlib.ExitStack() as hooks, profile(
-            activities=activities, schedule=schedule(wait=2, warmup=1, active=1, repeat=runs),
-            on_trace_ready=lambda p: windows.append(p.events()), acc_events=False) as prof:
-        for step in range(4 * runs):
-            phase, i = step % 4 - 1, step // 4
-            if phase == 1:
-                hooks.enter_context(scoped(model, units))
-            t0 = time.perf_counter()
-            if phase == 2:
-                with record_function(f"{_CALL}{i}"):
-                    run()
-                    sync()
-            else:
-                run()
-                sync()
-            elapsed = (time.perf_counter() - t0) * 1e3
-            (plain if phase == 0 else walls if phase == 2 else []).append(elapsed)
-            if phase == 2:
-                hooks.close()
-            prof.step()
+    plain_us, walls_us = _paired_cycles(run, runs, lambda: scoped(model, units), activities=activities,
+                                        on_trace_ready=lambda p: windows.append(p.events()), mark=True, sync=sync)
+    plain, walls = [t / 1e3 for t in plain_us], [t / 1e3 for t in walls_us]
     trees: dict[int, _CallTree] = {}
     for event in (e for window in windows for e in window):
         if event.name.startswith(_CALL):

@@ -2,13 +2,13 @@
 listed, none dropped), shares sum to 100%, per-block rows are the models' blocks, and on torch-cpu the categories'
 sum, framework (the time between operators) included, agrees with the whole network's measured latency."""
 
-import contextlib
 import os
 import time
 
 import pytest
 import torch
 
+from slimnas._threads import torch_threads
 from slimnas.latency.backends import ONNXRuntimeBackend, TorchCPUBackend
 from slimnas.latency.protocol import Protocol
 from slimnas.profile.categories import CATEGORIES, torch_category
@@ -122,7 +122,7 @@ def test_python_between_operators_is_the_framework_row_of_its_block():
         with torch.inference_mode():
             return model(x)
 
-    with _one_thread():
+    with torch_threads(1):
         cost = profiler_cost()
         p = aggregate(profile_calls(model, run, 5, QUICK), model="busy", source="test", backend="torch-cpu",
                       device="cpu", threads=1, batch=1, img_size=32, form="eager", measured_ms=1.0,
@@ -134,16 +134,6 @@ def test_python_between_operators_is_the_framework_row_of_its_block():
     assert 1.9 < p.category_ms()["framework"] < 2.8
     assert p.category_ms()["elementwise"] < 0.5  # the multiplication after the loop is an operator, not the loop
     assert abs(p.agreement) < 0.10, (p.profiled_ms, p.unprofiled_ms)
-
-
-@contextlib.contextmanager
-def _one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @pytest.mark.skipif(os.getloadavg()[0] > 2 * (os.cpu_count() or 1), reason="the machine is oversubscribed twice over: "

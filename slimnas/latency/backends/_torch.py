@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field
 
+from slimnas._threads import torch_threads
 from slimnas.errors import InputError
 
 from ..protocol import MAX_SAMPLES, ContextSamples, Protocol
@@ -77,16 +78,11 @@ class TorchCPUBackend(Backend):
 
     @contextlib.contextmanager
     def _settings(self) -> Iterator[None]:
-        import torch
 
         if self.allocator == "tuned" and not tune_allocator():
             raise InputError("allocator: cannot tune this C library's allocator; use allocator=default")
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             yield
-        finally:
-            torch.set_num_threads(previous)
 
     def sample(self, module: torch.nn.Module, example: torch.Tensor, protocol: Protocol) -> list[float]:
         with self._settings():

@@ -34,13 +34,13 @@ import functools
 import logging
 import shutil
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slimnas._io import file_sha256 as _sha256
+from slimnas._threads import torch_threads
 from slimnas.errors import InputError
 from slimnas.platform.pipeline.config import STAGES, PipelineConfig
 from slimnas.platform.pipeline.record import (
@@ -151,20 +151,6 @@ def _ensure_tracking(cfg: PipelineConfig, runtime: dict[str, Any]) -> None:
         runtime["experiment"] = ensure_experiment(cfg.tracking_uri(), cfg.tracking.experiment)
 
 
-@contextmanager
-def _torch_threads(threads: int | None) -> Iterator[None]:
-    """torch's intra-op threads set to the pipeline's ``threads`` for the block (``None``: left as they are)."""
-    import torch
-
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------------------------------- train
 def _checkpoint_folder(tcfg: Any) -> Path:
     from slimnas.trainers import checkpoint_dir
@@ -225,7 +211,7 @@ def _train_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Echo
         else:
             run_dir.rename(previous)
     try:
-        with _torch_threads(cfg.threads):
+        with torch_threads(cfg.threads):
             result = run_training(tcfg, progress=False,
                                   callback_factories=[functools.partial(TrainProgress, "train", echo)])
     except BaseException:
@@ -364,7 +350,7 @@ def _retrain_stage(cfg: PipelineConfig, force: set[str], log: StageLog, echo: Ec
         field = "train.distributed.address" if cfg.train.distributed.address else "ray.address"
         ray_cfg = cfg.ray.model_copy(update={"address": cfg.train.distributed.address or cfg.ray.address})
         runtime["ray_started"] = start(ray_cfg, field=field) or runtime.get("ray_started", False)
-    with _torch_threads(cfg.threads):
+    with torch_threads(cfg.threads):
         record = retrain_winners(cfg, searched.job, cfg.search_dir, "retrain" in force, echo)
     ran = sum(m.status == "ran" for m in record.models)
     wall = log.end("retrain", "reused" if record.status == "reused" else

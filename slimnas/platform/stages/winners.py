@@ -11,29 +11,16 @@ is said in one line, and its card holds what the saved network scores.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from slimnas._io import file_sha256
+from slimnas._threads import torch_threads
 from slimnas.search_spaces import Arch
 from slimnas.winners import ModelCard, save_winner, winner_folder, winner_name
 
 __all__ = ["save_winners"]
-
-
-@contextmanager
-def _one_thread() -> Iterator[None]:
-    """torch on one thread for the block, as in the evaluation workers (the same kernels, the same sums)."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def save_winners(results: Sequence[Any], job_dir: Path, *, supernet: Any, checkpoint: str, data: Any,
@@ -57,7 +44,7 @@ def save_winners(results: Sequence[Any], job_dir: Path, *, supernet: Any, checkp
     written = []
     for key, group in by_arch.items():
         arch = Arch.from_json(key)
-        with _one_thread():
+        with torch_threads(1):  # as in the evaluation workers (the same kernels, the same sums)
             model = evaluator.calibrated(arch)
             correct, total = count_correct(model, batches.val)
         top1 = correct / total
