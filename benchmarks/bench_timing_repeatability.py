@@ -32,7 +32,7 @@ STATISTICS = {"min": lambda v: float(np.min(v)), "p10": lambda v: float(np.perce
               "mean": lambda v: float(np.mean(v))}
 
 
-def child(space_name: str, networks: int, passes: int, seed: int) -> None:
+def child(space_name: str, networks: int, passes: int, seed: int, copies: int = 1) -> None:
     """One process: every network's per-pass samples, as JSON on stdout."""
     from slimnas.latency.backends import TorchCPUBackend
     from slimnas.latency.modules import network_module
@@ -43,10 +43,11 @@ def child(space_name: str, networks: int, passes: int, seed: int) -> None:
     space = SearchSpace.preset(space_name)
     classes = 10 if space_name == "tiny" else 1000
     archs = [a for _, a in validation_archs(space, networks, seed)]
-    nets = [network_module(a, 1, "fused", classes) for a in archs]
+    nets = [network_module(a, 1, "fused", classes) for a in archs for _ in range(copies)]
     backend, protocol = TorchCPUBackend(threads=1), Protocol(passes=passes, extra_passes=0)
     records = run_passes(len(nets), lambda i: backend.sample(*nets[i], protocol), protocol)
-    print(json.dumps({"archs": [a.to_json() for a in archs], "passes": records}))
+    merged = [[p for c in range(copies) for p in records[n * copies + c]] for n in range(len(archs))]
+    print(json.dumps({"archs": [a.to_json() for a in archs], "passes": merged}))
 
 
 def analyse(runs: list[dict]) -> dict[str, dict[str, float]]:
@@ -74,6 +75,8 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=6)
     parser.add_argument("--passes", type=int, default=4)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--copies", type=int, default=1,
+                        help="instances of each network (own weights and buffers), measured as separate items")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -83,7 +86,8 @@ def main() -> None:
     started = time.time()
     for k in range(args.processes):
         proc = subprocess.run([sys.executable, __file__, "--child", "--space", args.space, "--networks",
-                               str(args.networks), "--passes", str(args.passes), "--seed", str(args.seed)],
+                               str(args.networks), "--passes", str(args.passes), "--seed", str(args.seed),
+                               "--copies", str(args.copies)],
                               capture_output=True, text=True, check=True)
         runs.append(json.loads(proc.stdout))
         print(f"process {k + 1}/{args.processes} done ({time.time() - started:.0f} s)", flush=True)

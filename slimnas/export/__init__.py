@@ -12,16 +12,17 @@ format                  what is written (and the module form, the one that runs 
                         weights (``deploy`` derives the fused form from them)
 ``torch-export``        ``.pt2``: a ``torch.export`` program of the **fused** (deployment) form, dynamic batch;
                         ``torch.export.load(path).module()(x)``. The fused form is the fast one in PyTorch (L1, 1
-                        thread: 1.5-1.9x timm's eager model; as a program 1.25x timm's through torch.export)
+                        thread: 1.5-1.9x timm's eager model; as a program 1.25-1.5x timm's through torch.export)
 ``onnx``                ``.onnx``: opset 17, dynamic batch, ``onnx.checker`` passes, the model card and the export
                         metadata in ``metadata_props`` (``slimnas.model_card``, ``slimnas.export``). The form the
                         ``onnxruntime`` latency backend times (its ``default_form``, **eager**) through the same
                         exporter (:func:`slimnas.latency.backends.export_onnx`), so an ``onnxruntime`` table predicts
-                        the file. Measured in ONNX Runtime 1.32 (L1, 1 thread, ``docs/benchmarks.md``, "Export"):
-                        the eager form runs as fast as timm's export (the same graph); no other form was faster:
-                        the NHWC fused form is slower (its 1x1 convs become MatMuls, which ORT runs slower than its
-                        blocked-layout convs; transposes around every pool), and NCHW fused variants (BN and layer
-                        scales folded) gain nothing, since ORT folds BN itself and 60% of the time is conv arithmetic
+                        the file. In the graph, each MB4D mixer is two per-channel ``BatchNormalization``
+                        scalings, so ORT keeps its blocked NCHWc layout through the block (1 layout reorder in L1's
+                        optimized graph against 59 in timm's), and the two heads are one ``Gemm``. Measured in ONNX
+                        Runtime 1.32 (L1, 1 thread, ``docs/benchmarks.md``, "Export"): 1.05x timm's export. The
+                        NHWC fused form is slower (its 1x1 convs become MatMuls, which ORT runs slower than its
+                        blocked-layout convs; transposes around every pool); what remains is conv arithmetic
 ``coreml``              ``.mlpackage`` (ML Program, float32, batch 1): the ``coreml`` backend's conversion and form
                         (**eager**: Core ML fuses on its own); the fused form converts too (a ``torch.lerp``
                         converter is registered). Prediction needs macOS: elsewhere it is converted, not run

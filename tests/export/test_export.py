@@ -167,3 +167,39 @@ def test_bad_output_paths_are_refused_before_any_work(tmp_path):
         assert needle in str(info.value), str(info.value)
     assert (tmp_path / "there.onnx").read_bytes() == b"old"
     assert check_export("onnx", tmp_path / "there.onnx", overwrite=True)[1] == tmp_path / "there.onnx"
+
+
+def _reorders(model_bytes: bytes, tmp_path) -> int:
+    """Layout reorders in ONNX Runtime's optimized CPU graph (one thread, every optimization, as the backend runs)."""
+    import onnx
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads, options.log_severity_level = 1, 3
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(options.optimized_model_filepath).graph.node
+    return sum(node.op_type in ("ReorderInput", "ReorderOutput") for node in nodes)
+
+
+def test_the_onnx_export_keeps_onnxruntimes_blocked_layout_through_mb4d_blocks(monkeypatch, tmp_path):
+    from timm.models.efficientformer import MetaBlock2d
+
+    from slimnas.latency.backends._onnx import export_onnx
+    from slimnas.search_spaces.efficientformer._blocks import MB4D
+
+    torch.manual_seed(0)
+    arch = Arch(64, (32, 48, 64, 96), (("4d", "4d"), ("4d", "4d"), ("4d", "4d", "4d"), ("4d", "3d")))
+    model = build_model(arch, num_classes=10).eval()
+    example = torch.randn(1, 3, 64, 64)
+    ours = export_onnx(model, example)
+    with monkeypatch.context() as patch:
+        patch.setattr(MB4D, "forward", MetaBlock2d.forward)  # the mixer as timm writes it
+        plain = export_onnx(model, example)
+    blocks = sum(isinstance(m, MB4D) for m in model.modules())
+    plain_reorders = _reorders(plain, tmp_path)
+    if plain_reorders == 0:
+        pytest.skip("this CPU's ONNX Runtime has no blocked NCHWc layout (no AVX2): nothing to keep")
+    assert plain_reorders >= 4 * blocks - 2  # out of the layout and back in, twice per block
+    assert _reorders(ours, tmp_path) <= 2  # once into the layout at the stem, once out before the MB3D tokens

@@ -52,11 +52,31 @@ class MB4D(MetaBlock2d):
     """MB4D (paper Eq. 3-4): ``x = x + ls1 * (AvgPool3x3(x) - x)``; ``x = x + ls2 * Conv1x1-BN-GELU-Conv1x1-BN(x)``.
 
     No normalization before the pool mixer; MLP hidden width ``4 * dim``; layer scale initialised to 1e-5.
+
+    **In an ONNX export** (eval mode) the mixer is written as ``(1 - ls1) * x + ls1 * AvgPool3x3(x)``, its two
+    per-channel scalings as ``BatchNormalization`` nodes (zero mean, unit variance, epsilon 0): the same function,
+    in the form ONNX Runtime's CPU provider keeps in its blocked NCHWc layout (it turns a ``BatchNormalization`` on
+    an NCHWc tensor into a depthwise 1x1 convolution and folds the residual sums into the convolutions). Written as
+    timm writes it (``Sub``, ``Mul`` by a constant, ``Add``), the mixer leaves that layout, and every MB4D block pays
+    two reorders out of it and two back (evidence and figures: ``docs/benchmarks.md``, "Export").
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-5) -> None:
         super().__init__(dim, mlp_ratio=MLP_RATIO, drop_path=drop_path,
                          layer_scale_init_value=layer_scale_init_value)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training and torch.onnx.is_in_onnx_export():
+            gamma = self.ls1.gamma
+            x = _channel_scale(self.token_mixer.pool(x), gamma) + _channel_scale(x, 1.0 - gamma)
+            return x + self.ls2(self.mlp(x))
+        return super().forward(x)
+
+
+def _channel_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``x * scale`` per channel of ``(B, C, H, W)``, as one ``batch_norm`` (zero mean, unit variance, eps 0)."""
+    zeros = torch.zeros_like(scale)
+    return nn.functional.batch_norm(x, zeros, torch.ones_like(scale), scale, zeros, False, 0.0, 0.0)
 
 
 class MB3D(nn.Module):
