@@ -302,7 +302,7 @@ class _Stages:
         if not self.references:
             return None
         if not any(self.clock.samples):
-            self.clock.tick(True)
+            self.clock.tick(force=True)
         stage = anchor if anchor is not None and self.clock.has(anchor) else None
         return {"archs": [a.to_dict() for a in self.references], "ms": self.clock.latencies(stage),
                 "stage": stage or "build"}

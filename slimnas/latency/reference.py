@@ -5,8 +5,9 @@ A shared VM's speed drifts as a whole: two builds of the same ``tiny`` table thr
 within each build was repeatable. No statistic of one session can remove a slowdown that lasts the whole session;
 measuring the machine's speed can. So every measurement session (a table's build, a validation, a search job's
 winners) also times a few fixed **reference networks** of the table's space (:func:`reference_archs`, in the table's
-form, batch and backend), interleaved with the rest: at the start of every pass and every ``reference_every_s``
-seconds (less often when they are slow: they take at most ~10% of a session).
+form, batch and backend), interleaved with the rest: at the start of a pass and every ``reference_every_s`` seconds,
+never so often that they take more than ~10% of the session (short passes, e.g. a search job's dozen winners, skip
+some pass starts).
 
 - A table records its reference networks and their latencies at build time (``TableMeta.reference``): the machine's
   speed its entries belong to. The latencies are those timed during the stage the table's predictions are anchored
@@ -87,14 +88,20 @@ class ReferenceClock:
         self.stages: list[list[str]] = [[tag for tag, _ in self.done.get(k, [])] for k in range(len(self.networks))]
         self._last = -math.inf
         self._cost = 0.0
+        self._stage: str | None = None  # the stage of the last timing
 
-    def tick(self, pass_start: bool = False) -> None:
-        """Time every reference network if a pass starts or ``every_s`` passed since the last time (or longer, so
-        that the references take at most ~10% of the session: large networks are timed less often)."""
+    def tick(self, pass_start: bool = False, force: bool = False) -> None:
+        """Time every reference network at a pass start, and between passes once ``every_s`` passed since the last
+        time; never sooner than their own cost allows, so that they take at most ~10% of the session (large
+        networks, short passes: timed at fewer pass starts). ``force``: now (the first and last time of a session);
+        also at the first tick of a new ``stage`` (each stage gets its own measurement of the machine's speed)."""
         now = time.perf_counter()
-        wait = max(self.every_s, self._cost / _SHARE)
-        if not self.networks or (not pass_start and now - self._last < wait):
+        share_wait = self._cost / _SHARE
+        wait = share_wait if pass_start else max(self.every_s, share_wait)
+        force = force or self.stage != self._stage
+        if not self.networks or (not force and now - self._last < wait):
             return
+        self._stage = self.stage
         for k, network in enumerate(self.networks):
             module, example = network()
             values = self.backend.sample(module, example, self.protocol)

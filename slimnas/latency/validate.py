@@ -346,7 +346,7 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
     measured = measure_items(items, backend, protocol, names=names, on_progress=on_progress, tick=clock.tick)
     if not refs:
         return measured
-    clock.tick(True)  # and once more at the end, so that the session's speed spans all of it
+    clock.tick(force=True)  # and once more at the end, so that the session's speed spans all of it
     factor = speed_factor(clock.latencies(), meta.reference_ms())
     return [m.at_speed(factor) for m in measured]
 

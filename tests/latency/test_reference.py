@@ -1,3 +1,5 @@
+import time
+
 import pytest
 
 from slimnas.latency import LatencyTable, Timing, build_table
@@ -27,7 +29,7 @@ class SlowedBackend:
         return [v * self.factor for v in self.inner.sample(module, example, protocol)]
 
 
-def test_the_clock_times_the_references_at_each_pass_start_and_every_few_seconds():
+def test_the_clock_times_the_references_at_pass_starts_within_a_tenth_of_the_session():
     backend, calls = fast_backend(), []
 
     class Counting:
@@ -40,9 +42,16 @@ def test_the_clock_times_the_references_at_each_pass_start_and_every_few_seconds
     net = network_module(reference_archs(MICRO, 1)[0])
     clock = ReferenceClock([lambda: net], Counting(), FAST, every_s=3600)
     clock.tick(True)
-    clock.tick(False)  # too soon
-    clock.tick(True)
-    assert len(calls) == 2 and len(clock.samples[0]) == 2 and clock.latencies()[0] > 0
+    cost = clock._cost
+    clock.tick(False)  # between passes: not before every_s
+    clock.tick(True)  # a pass start right after: the references would take half the session
+    assert len(calls) == 1
+    time.sleep(cost / 0.1 * 1.2)
+    clock.tick(False)  # still not between passes
+    clock.tick(True)  # ten times their cost later: a pass start times them
+    assert len(calls) == 2
+    clock.tick(True, force=True)  # the session's end: always
+    assert len(calls) == 3 and len(clock.samples[0]) == 3 and clock.latencies()[0] > 0
 
 
 def test_measurements_come_back_at_the_table_speed_and_raw(tmp_path):

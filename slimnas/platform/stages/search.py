@@ -498,17 +498,17 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
         experiment = run_phases(plan, evaluate_on_evaluator, _EXPERIMENT, work / "tune", on_start=started,
                                 on_finish=lambda outcome: (finished(outcome), verifier.finished(outcome)),
                                 slots=evaluators.names, slots_ready=evaluators.ready, **run_options)
+        verified = verifier.result()
+        timing = SearchTiming()
+        timing.add(experiment)
+        echo(f"[search] {timing.evaluations} evaluations in one Tune experiment: {timing.eval_s:.1f} s of "
+             f"evaluating (their own times, summed over {evaluators.count} evaluator(s)) in "
+             f"{timing.tune_wall_s:.1f} s ({timing.worker_setups} evaluator set-up(s), {timing.setup_s:.1f} s)")
+        results, histories, trajectories = _results(runs, verified, images)
+        job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir), timing=timing)
+        _save_winners(job, evaluators.networks, supernet, checkpoint, table, cfg.latency.table, work, echo)
     finally:
         evaluators.close()
-    verified = verifier.result()
-    timing = SearchTiming()
-    timing.add(experiment)
-    echo(f"[search] {timing.evaluations} evaluations in one Tune experiment: {timing.eval_s:.1f} s of evaluating "
-         f"(their own times, summed over {evaluators.count} evaluator(s)) in {timing.tune_wall_s:.1f} s "
-         f"({timing.worker_setups} evaluator set-up(s), {timing.setup_s:.1f} s)")
-    results, histories, trajectories = _results(runs, verified, images)
-    job = SearchJobResult(cfg.model_dump(), results, histories, trajectories, str(job_dir), timing=timing)
-    _save_winners(job, cfg, supernet, checkpoint, table, work, echo)
     _write_report(job, work)
     if cfg.tracking.enabled:
         job.mlflow_run_id = _log_once(work / "mlflow-run.json",
@@ -519,13 +519,14 @@ def run_search_job(cfg: SearchJobConfig, restore: bool = False,
     return job
 
 
-def _save_winners(job: SearchJobResult, cfg: SearchJobConfig, supernet: Any, checkpoint: str, table: Any,
-                  work: Path, echo: Callable[[str], None]) -> None:
-    """Every winner saved as the network that was evaluated, with its model card, in ``work/winners/``."""
+def _save_winners(job: SearchJobResult, networks: Callable[[list[dict[str, Any]]], list[Any]], supernet: Any,
+                  checkpoint: str, table: Any, table_path: str, work: Path, echo: Callable[[str], None]) -> None:
+    """Every winner saved as the network that was evaluated (built again by the job's evaluators: ``networks``), with
+    its model card, in ``work/winners/``."""
     from slimnas.platform.stages.winners import save_winners
 
-    save_winners(job.results, work, supernet=supernet, checkpoint=checkpoint, data=cfg.data,
-                 eval_images=cfg.eval_images, table=table, table_path=cfg.latency.table, echo=echo)
+    save_winners(job.results, work, networks=networks, supernet=supernet, checkpoint=checkpoint, table=table,
+                 table_path=table_path, echo=echo)
 
 
 def _write_report(job: SearchJobResult, work: Path) -> None:

@@ -50,6 +50,10 @@ class Evaluation(Protocol):
 
     def progress(self, arch: dict[str, Any]) -> Iterator[tuple[int, int, int]]: ...
 
+    def network(self, arch: dict[str, Any]) -> Any:
+        """The network ``progress`` scores for ``arch``, ready to save (state and counts)."""
+        ...
+
 
 class _Evaluator:
     """The actor (see the module docstring). ``build(payload)`` makes its :class:`Evaluation`, once."""
@@ -110,6 +114,11 @@ class _Evaluator:
         if self._steps is not None and hasattr(self._steps, "close"):
             self._steps.close()  # ends the generator's contexts (e.g. its forked random state) now
         self._token, self._steps = None, None
+
+    def network(self, arch: dict[str, Any]) -> Any:
+        """``arch``'s network as this evaluator evaluates it (:meth:`Evaluation.network`), for saving."""
+        self.setup()
+        return self._evaluation.network(arch)
 
     def history(self) -> list[dict[str, Any]]:
         """Every evaluation this evaluator began: its token, the batches computed and their own time."""
@@ -200,6 +209,15 @@ now; :meth:`close` kills them."""
             return set()
         done, _ = ray.wait([ref for _, ref in waiting], num_returns=len(waiting), timeout=0)
         return {name for name, ref in waiting if ref in done}
+
+    def networks(self, archs: list[dict[str, Any]]) -> list[Any]:
+        """Each arch's :meth:`Evaluation.network`, the archs dealt round-robin to the evaluators Ray has placed (they
+        build them in parallel, each with the supernet and the data it evaluated with)."""
+        import ray
+
+        ready = self.ready()
+        actors = [actor for name, actor in zip(self.names, self.actors) if name in ready] or self.actors
+        return ray.get([actors[i % len(actors)].network.remote(arch) for i, arch in enumerate(archs)])
 
     def setup_seconds(self) -> list[float]:
         """Each evaluator's set-up time (waits for the set-ups; raises what a set-up raised)."""

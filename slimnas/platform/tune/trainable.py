@@ -28,8 +28,8 @@ from typing import Any
 
 from ray import tune
 
-__all__ = ["evaluation_payload", "supernet_evaluation", "SupernetEvaluation", "evaluate_on_evaluator",
-           "THIN_TRIAL_RESOURCES"]
+__all__ = ["evaluation_payload", "supernet_evaluation", "SupernetEvaluation", "EvaluatedNetwork",
+           "evaluate_on_evaluator", "THIN_TRIAL_RESOURCES"]
 
 #: A thin trial's Tune resources: no CPU (its evaluator holds the trial slot's CPUs), a token of memory, since Tune
 #: refuses a trial that requests nothing at all.
@@ -56,11 +56,35 @@ class SupernetEvaluation:
     evaluator: Any  # slimnas.trainers.Evaluator
     images: int
     batches: int
+    data: Any  # slimnas.trainers.EvaluationData: the batches the evaluator scores on
 
     def progress(self, arch: dict[str, Any]) -> Iterator[tuple[int, int, int]]:
         from slimnas.search_spaces import Arch
 
         return self.evaluator.evaluate_progress(Arch.from_dict(arch))
+
+    def network(self, arch: dict[str, Any]) -> EvaluatedNetwork:
+        """The network :meth:`progress` scores for ``arch`` (subnet extracted, BatchNorm statistics re-estimated),
+        scored again on the same batches: what a job saves as its winner."""
+        from slimnas.search_spaces import Arch
+        from slimnas.trainers import count_correct
+
+        model = self.evaluator.calibrated(Arch.from_dict(arch))
+        correct, total = count_correct(model, self.data.val)
+        calib_images = sum(int((b[0] if isinstance(b, (tuple, list)) else b).shape[0]) for b in self.data.calib)
+        return EvaluatedNetwork({k: v.detach().cpu() for k, v in model.state_dict().items()}, int(correct),
+                                int(total), calib_images)
+
+
+@dataclass(frozen=True)
+class EvaluatedNetwork:
+    """A network as an evaluator evaluated it: its state_dict, its top-1 counts on the evaluation images and the
+    calibration images its BatchNorm statistics were re-estimated on."""
+
+    state_dict: dict[str, Any]
+    correct: int
+    total: int
+    calib_images: int
 
 
 def supernet_evaluation(payload: dict[str, Any]) -> SupernetEvaluation:
@@ -77,7 +101,7 @@ def supernet_evaluation(payload: dict[str, Any]) -> SupernetEvaluation:
     supernet.load_state_dict(payload["state_dict"])
     supernet.eval()
     data = evaluation_data(payload["data"], space.img_size, payload["eval_images"])
-    return SupernetEvaluation(Evaluator(supernet, data.val, data.calib, cache=True), data.images, len(data.val))
+    return SupernetEvaluation(Evaluator(supernet, data.val, data.calib, cache=True), data.images, len(data.val), data)
 
 
 def _evaluator(name: str) -> Any:
