@@ -11,7 +11,8 @@ and timed on its format's runtime:
 
 - ``onnx``: ONNX Runtime (the ``onnxruntime`` latency backend's session: ``ORT_ENABLE_ALL``, sequential, 1 intra-op
   thread), against timm's ``efficientformer_l1`` exported by the same exporter (:func:`~slimnas.latency.backends.
-  export_onnx`, dynamic batch); also the rejected candidate, slimnas's fused (NHWC) form through the same exporter;
+  export_onnx`, dynamic batch); also ``onnx-blocked`` (the same network, MB4D written for ONNX Runtime's blocked
+  layout) and the rejected candidate, slimnas's fused (NHWC) form through the same exporter;
 - ``torch``: the eager network in PyTorch, against timm's eager model; also the fused form in eager PyTorch (what the
   ``torch-cpu`` tables time);
 - ``torch-export``: ``torch.export.load(file).module()``, against timm's model through ``torch.export`` the same way;
@@ -20,8 +21,7 @@ and timed on its format's runtime:
 - ``coreml``: converted and saved (the seconds it took); prediction needs macOS, so it is not timed here.
 
 The quickstart winner has no timm counterpart (timm's EfficientFormer fixes its attention grid at 224 px): its
-baseline is its own eager network exported the same way (``build_model``'s modules are timm's), with its MB4D
-blocks written as timm writes them (slimnas writes their mixer in ONNX Runtime's blocked layout, see ``MB4D``).
+baseline is its own eager network exported the same way (``build_model``'s modules are timm's).
 
 Timing: batch 1, float32, 1 thread (``torch.set_num_threads(1)``, ORT intra-op 1). Every variant is warmed up, then
 ``rounds`` interleaved rounds run ``calls`` single calls of each variant in turn; a variant's figure is the 10th
@@ -33,14 +33,13 @@ Prints markdown; writes ``benchmarks/results/bench_export.json``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import json
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,22 +84,6 @@ def _torch_export(module: Any, example: Any, path: Path) -> Any:
     return torch.export.load(path).module()
 
 
-@contextlib.contextmanager
-def _mixer_as_timm_writes_it() -> Iterator[None]:
-    """Export MB4D blocks as timm's ``MetaBlock2d`` writes them (``Sub``, ``Mul``, ``Add``), not in slimnas's ONNX
-    form (:class:`~slimnas.search_spaces.efficientformer._blocks.MB4D`)."""
-    from timm.models.efficientformer import MetaBlock2d
-
-    from slimnas.search_spaces.efficientformer._blocks import MB4D
-
-    ours = MB4D.forward
-    MB4D.forward = MetaBlock2d.forward  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        MB4D.forward = ours  # type: ignore[method-assign]
-
-
 #: One comparison per row: (format, slimnas variant, baseline variant); names as in :func:`variants`.
 Rows = list[tuple[str, str, str | None]]
 
@@ -118,10 +101,12 @@ def variants(source: ExportSource, timm_model: Any | None, work: Path) -> tuple[
     onnx = export_winner(source, "onnx", work / "net.onnx")
     notes["onnx"] = f"export {time.perf_counter() - t0:.1f} s, form {onnx.form}"
     runs["slimnas export --format onnx"] = (_ort(onnx.path.read_bytes()), x.numpy())
-    with _mixer_as_timm_writes_it():  # the quickstart's baseline: the same network in timm's ONNX graph
-        runs[f"{base_name}, same exporter"] = (_ort(export_onnx(base, x)), x.numpy())
+    blocked = export_winner(source, "onnx-blocked", work / "blocked.onnx")
+    runs["slimnas export --format onnx-blocked"] = (_ort(blocked.path.read_bytes()), x.numpy())
+    runs[f"{base_name}, same exporter"] = (_ort(export_onnx(base, x)), x.numpy())
     runs["slimnas fused (NHWC) form, same exporter"] = (_ort(export_onnx(fused, x)), x.numpy())
     rows: Rows = [("onnx (ONNX Runtime)", "slimnas export --format onnx", f"{base_name}, same exporter"),
+                  ("onnx (ONNX Runtime)", "slimnas export --format onnx-blocked", f"{base_name}, same exporter"),
                   ("onnx (ONNX Runtime)", "slimnas fused (NHWC) form, same exporter", f"{base_name}, same exporter")]
     runs["slimnas eager network"] = (_torch(source.model), x)
     runs["slimnas fused form"] = (_torch(fused), x)

@@ -100,11 +100,12 @@ def check_export(fmt: str, out: str | os.PathLike, overwrite: bool = False,
             reason = CoreMLBackend.can_convert()
             if reason:
                 raise InputError(f"--format coreml: {reason}")
-        if spec.name == "onnx":
+        if spec.name in ("onnx", "onnx-blocked"):
             try:
                 import onnx  # noqa: F401
             except ImportError:
-                raise InputError("--format onnx: onnx is not installed (pip install onnx onnxruntime)") from None
+                raise InputError(f"--format {spec.name}: onnx is not installed (pip install onnx onnxruntime)"
+                                 ) from None
     return spec, path
 
 
@@ -144,7 +145,8 @@ def _writer(name: str) -> Callable[..., Check]:
     from ._timm import write_timm
 
     return {"torch": _writers.write_torch, "torch-export": _writers.write_torch_export,
-            "onnx": _writers.write_onnx, "coreml": _writers.write_coreml, "timm": write_timm}[name]
+            "onnx": _writers.write_onnx, "onnx-blocked": _writers.write_onnx_blocked, "coreml": _writers.write_coreml,
+            "timm": write_timm}[name]
 
 
 def export_winner(source: ExportSource, fmt: str, out: str | os.PathLike, *, form: str | None = None,

@@ -22,8 +22,8 @@ from ._check import CHECK_BATCH, Check, compare, inputs
 from ._formats import META_FILE
 from ._source import ExportSource
 
-__all__ = ["write_torch", "write_torch_export", "write_onnx", "write_coreml", "metadata_json", "CARD_KEY",
-           "EXPORT_KEY"]
+__all__ = ["write_torch", "write_torch_export", "write_onnx", "write_onnx_blocked", "write_coreml", "metadata_json",
+           "CARD_KEY", "EXPORT_KEY"]
 
 #: The metadata keys of the ONNX model (``metadata_props``) and the Core ML package (``user_defined_metadata``).
 CARD_KEY, EXPORT_KEY = "slimnas.model_card", "slimnas.export"
@@ -83,6 +83,15 @@ def write_torch_export(source: ExportSource, module: Any, path: Path, metadata: 
         raise _failure(what, exc) from None
     diff = compare(what, source.model, loaded, [source.input_shape(3), source.input_shape(1)])
     return Check(diff, "torch.export program, batch 3 and 1")
+
+
+def write_onnx_blocked(source: ExportSource, module: Any, path: Path, metadata: dict[str, Any]) -> Check:
+    """:func:`write_onnx` with MB4D's mixer in ONNX Runtime's blocked-layout form
+    (:func:`~slimnas.search_spaces.efficientformer.onnx_blocked_layout`); the same checks."""
+    from slimnas.search_spaces.efficientformer import onnx_blocked_layout
+
+    with onnx_blocked_layout():
+        return write_onnx(source, module, path, metadata)
 
 
 def write_onnx(source: ExportSource, module: Any, path: Path, metadata: dict[str, Any]) -> Check:

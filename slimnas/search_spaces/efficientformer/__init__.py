@@ -19,7 +19,7 @@ from ._constants import KIND_3D, KIND_4D, KIND_ID, KINDS, NUM_STAGES, PRESETS, S
 from ._family import FAMILY, EfficientFormerFamily
 
 if TYPE_CHECKING:
-    from ._blocks import MB3D, MB4D, Downsample, Stem, Unflat
+    from ._blocks import MB3D, MB4D, Downsample, Stem, Unflat, onnx_blocked_layout
     from ._fuse import fuse_for_inference
     from ._model import EfficientFormer, build_model
     from ._supernet import MetaPath, SuperNet, arch_from_timm_state_dict
@@ -29,7 +29,7 @@ __all__ = [
     "KIND_3D", "KIND_4D", "KIND_ID", "KINDS", "NUM_STAGES", "PRESETS", "SPACE_PRESETS", "STAGE_STRIDES", "WIDTH_STEP",
     "FAMILY", "EfficientFormerFamily",
     "build_model", "EfficientFormer", "SuperNet", "MetaPath", "fuse_for_inference", "arch_from_timm_state_dict",
-    "MB3D", "MB4D", "Downsample", "Stem", "Unflat",
+    "MB3D", "MB4D", "Downsample", "Stem", "Unflat", "onnx_blocked_layout",
 ]
 
 _LAZY = {
@@ -37,6 +37,7 @@ _LAZY = {
     "SuperNet": "._supernet", "MetaPath": "._supernet", "arch_from_timm_state_dict": "._supernet",
     "fuse_for_inference": "._fuse",
     "MB3D": "._blocks", "MB4D": "._blocks", "Downsample": "._blocks", "Stem": "._blocks", "Unflat": "._blocks",
+    "onnx_blocked_layout": "._blocks",
 }
 
 

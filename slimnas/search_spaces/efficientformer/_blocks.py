@@ -10,13 +10,18 @@ Shapes: 4D blocks take ``(B, C, H, W)``; 3D blocks take ``(B, N, C)`` with ``N =
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
+
 import torch
 from timm.layers import DropPath, LayerScale, Mlp
 from timm.models.efficientformer import Attention as _TimmAttention
 from timm.models.efficientformer import Downsample, Flat, MetaBlock2d, Stem4
 from torch import nn
 
-__all__ = ["Stem", "Downsample", "MB4D", "MB3D", "Flat", "Unflat", "Attention", "MLP_RATIO"]
+__all__ = ["Stem", "Downsample", "MB4D", "MB3D", "Flat", "Unflat", "Attention", "MLP_RATIO", "onnx_blocked_layout",
+           "blocked_layout_export"]
 
 #: MLP hidden width / block width, for both MB4D and MB3D (paper Sec. 4.1).
 MLP_RATIO = 4
@@ -53,12 +58,13 @@ class MB4D(MetaBlock2d):
 
     No normalization before the pool mixer; MLP hidden width ``4 * dim``; layer scale initialised to 1e-5.
 
-    **In an ONNX export** (eval mode) the mixer is written as ``(1 - ls1) * x + ls1 * AvgPool3x3(x)``, its two
-    per-channel scalings as ``BatchNormalization`` nodes (zero mean, unit variance, epsilon 0): the same function,
-    in the form ONNX Runtime's CPU provider keeps in its blocked NCHWc layout (it turns a ``BatchNormalization`` on
-    an NCHWc tensor into a depthwise 1x1 convolution and folds the residual sums into the convolutions). Written as
-    timm writes it (``Sub``, ``Mul`` by a constant, ``Add``), the mixer leaves that layout, and every MB4D block pays
-    two reorders out of it and two back (evidence and figures: ``docs/benchmarks.md``, "Export").
+    **In an ONNX export under** :func:`onnx_blocked_layout` (eval mode) the mixer is written as
+    ``(1 - ls1) * x + ls1 * AvgPool3x3(x)``, its two per-channel scalings as ``BatchNormalization`` nodes (zero mean,
+    unit variance, epsilon 0): the same function, in the form ONNX Runtime's CPU provider keeps in its blocked NCHWc
+    layout (it turns a ``BatchNormalization`` on an NCHWc tensor into a depthwise 1x1 convolution and folds the
+    residual sums into the convolutions). Written as timm writes it (``Sub``, ``Mul`` by a constant, ``Add``), the
+    default, the mixer leaves that layout, and every MB4D block pays two reorders out of it and two back (figures:
+    ``docs/benchmarks.md``, "Export").
     """
 
     def __init__(self, dim: int, drop_path: float = 0.0, layer_scale_init_value: float = 1e-5) -> None:
@@ -66,11 +72,30 @@ class MB4D(MetaBlock2d):
                          layer_scale_init_value=layer_scale_init_value)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training and torch.onnx.is_in_onnx_export():
+        if not self.training and blocked_layout_export():
             gamma = self.ls1.gamma
             x = _channel_scale(self.token_mixer.pool(x), gamma) + _channel_scale(x, 1.0 - gamma)
             return x + self.ls2(self.mlp(x))
         return super().forward(x)
+
+
+_BLOCKED_LAYOUT: ContextVar[bool] = ContextVar("slimnas_onnx_blocked_layout", default=False)
+
+
+@contextlib.contextmanager
+def onnx_blocked_layout(enabled: bool = True) -> Iterator[None]:
+    """ONNX exports inside this block write MB4D's mixer (and the two classifier heads, see ``EfficientFormer``) in
+    the form ONNX Runtime's CPU provider runs in its blocked layout (:class:`MB4D`)."""
+    token = _BLOCKED_LAYOUT.set(enabled)
+    try:
+        yield
+    finally:
+        _BLOCKED_LAYOUT.reset(token)
+
+
+def blocked_layout_export() -> bool:
+    """Whether an ONNX export in progress asked for the blocked-layout form (:func:`onnx_blocked_layout`)."""
+    return _BLOCKED_LAYOUT.get() and torch.onnx.is_in_onnx_export()
 
 
 def _channel_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

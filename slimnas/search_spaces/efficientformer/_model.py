@@ -20,7 +20,7 @@ from timm.layers import calculate_drop_path_rates, trunc_normal_
 from torch import nn
 
 from .._arch import Arch, BlockRef
-from ._blocks import MB3D, MB4D, Downsample, Flat, Stem, Unflat
+from ._blocks import MB3D, MB4D, Downsample, Flat, Stem, Unflat, blocked_layout_export
 from ._constants import KIND_3D, KIND_4D
 
 __all__ = ["EfficientFormer", "Stage", "build_model"]
@@ -125,7 +125,7 @@ class EfficientFormer(nn.Module):
         x = self.head_drop(x.mean(dim=1))
         if pre_logits:
             return x
-        if not self.training and torch.onnx.is_in_onnx_export() and isinstance(self.head, nn.Linear):
+        if not self.training and blocked_layout_export() and isinstance(self.head, nn.Linear):
             # One Gemm in the exported graph: the mean of two linear heads is the linear head of their mean.
             head, dist = self.head, self.head_dist
             return nn.functional.linear(x, (head.weight + dist.weight) / 2, (head.bias + dist.bias) / 2)
