@@ -130,3 +130,38 @@ def test_the_winners_chosen_best_per_target_or_per_method():
     chosen, notes = choose_winners(results, ["slimming"])
     assert [(r.method, r.target_ms) for r in chosen] == [("slimming", 2.0), ("slimming", 1.5)]
     assert notes == ["slimming@1ms: no answer"]
+
+
+def test_retraining_on_ray_train_saves_a_winner_that_scores_what_its_card_says(finished_run, run_copy, capsys,
+                                                                               monkeypatch):
+    import slimnas.trainers.ray_train as ray_train
+
+    [folder] = (run_copy / ROOT / "search" / "retrained").iterdir()
+    winner = run_copy / ROOT / "search" / "winners" / folder.name
+    fits = []  # the real Ray Train fit, seen on its way through (the workers train: TorchTrainer on local Ray)
+
+    def seen(cfg, kind="supernet", *args, **kwargs):
+        fits.append((kind, cfg.distributed.num_workers))
+        return fit(cfg, kind, *args, **kwargs)
+
+    fit = ray_train.fit_on_ray
+    monkeypatch.setattr(ray_train, "fit_on_ray", seen)
+    extra = ["retrain.ray=true", "tracking.enabled=false"]
+    assert main(finished_run.argv + [a for pair in extra for a in ("--set", pair)] + ["--force", "retrain"]) == 0
+    assert fits == [("arch", 2)]
+    _, err = capsys.readouterr()
+    assert "fine-tuned from the search's networks, 1 epoch(s) each on Ray Train" in err
+    assert "[quickstart 4/4] retrain: done, 1 winner(s) retrained, 0 reused" in err
+    info = json.loads((folder / "retrain.json").read_text())
+    assert info["settings"]["train"]["distributed"] == {"enabled": True, "num_workers": 2}
+    assert [h["steps"] for h in info["history"]] == [2.0]
+    assert sorted(p.name for p in folder.parent.iterdir()) == [folder.name]  # nothing staged left behind
+    net, card = load_winner(folder)
+    before, after = _weights(winner), net.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.endswith(".weight"))
+    job = json.loads((run_copy / ROOT / "search" / "results.json").read_text())["config"]
+    images = evaluation_data(job["data"], card.img_size, job["eval_images"])
+    correct, total = count_correct(net, images.val)
+    assert correct / total == card.retrained_top1 and total == card.eval_images
+    last = _state(run_copy)["attempts"][-1]
+    assert last["status"] == "finished" and last["stages"]["retrain"]["status"] == "ran"
