@@ -266,7 +266,7 @@ class RetrainSection(ConfigModel):
         return [self.winners] if isinstance(self.winners, str) else list(dict.fromkeys(self.winners))
 
 
-class PipelineTrackingSection(ModelTracking):  # models, registered_model: the search job's winners as MLflow models
+class PipelineTrackingSection(ModelTracking):  # models, onnx_models, registered_model: the winners as MLflow models
     enabled: bool = True
     tracking_uri: str | None = None  # default: $MLFLOW_TRACKING_URI, else sqlite:///<working dir>/mlflow.db
     experiment: str = Field("slimnas", min_length=1, max_length=500)
@@ -418,6 +418,7 @@ class PipelineConfig(ConfigModel):
             "ray": self.ray.model_dump(),
             "tracking": {"enabled": self.tracking.enabled, "tracking_uri": self.tracking_uri(),
                          "experiment": self.tracking.experiment, "models": self.tracking.models,
+                         "onnx_models": self.tracking.onnx_models,
                          "registered_model": self.tracking.registered_model, "job": self.name},
         }
         return load_config(SearchJobConfig, data, section=None)

@@ -136,6 +136,10 @@ class ModelTracking(ConfigModel):
     # a signature and an input example; about 2-4 s each on 2 cores): all of them, the best per target (the
     # comparison's *), or none
     models: Literal["all", "best", "none"] = "all"
+    # also log each of those winners as an MLflow model of the onnx flavour (``model-onnx``: the file
+    # ``slimnas export --format onnx`` writes, checked in ONNX Runtime; served by mlflow's onnx flavour with ONNX
+    # Runtime): about 0.5-1 s more per network
+    onnx_models: bool = False
     # the logged winners registered in the model registry under this name template (registered_name: {job},
     # {experiment}, {target}, {method}); without {method} only the best winner per target is registered. Winners
     # whose names coincide are versions of one registered model (loosest target first). None: nothing registered

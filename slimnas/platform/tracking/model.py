@@ -16,6 +16,12 @@ never inferred, and the input example is not re-served at logging time. Cost: to
 about 2-4 s per network of the ``tiny`` space on 2 shared cores, plus 5-12 s once per process (the exporter's first
 use; measured 2026-11-30: 4 winners, 3 networks, 16-24 s with the machine under a load of 5).
 
+With ``tracking.onnx_models`` each of those networks is also logged as an MLflow model of the onnx flavour,
+``model-onnx`` on the same child run: the file ``slimnas export --format onnx`` writes (the graph the ``onnxruntime``
+latency tables time; checked in ONNX Runtime within 1e-4 of the network before it is logged), with the same signature,
+example and card. ``mlflow.pyfunc.load_model(uri).predict(images)`` then runs it in ONNX Runtime. Its URI is the
+child run's tag ``slimnas.onnx_model_uri``. The registry holds the pytorch models.
+
 ``tracking.registered_model`` (a name template, :func:`~slimnas.platform.stages.search_config.registered_name`)
 registers logged winners: every one when the template names ``{method}``, else the best per target. Each is a new
 version of the registered model of that name (created if needed), tagged with its method, target and top-1.
@@ -36,12 +42,16 @@ from slimnas.platform.stages.comparison import BEST, best_marks
 from slimnas.platform.stages.search_config import registered_name
 from slimnas.winners import CARD_FILE, load_winner, winner_folder, winner_name
 
-__all__ = ["LoggedWinner", "log_winner_models", "chosen_for_models", "MODEL_NAME", "MODEL_URI_TAG"]
+__all__ = ["LoggedWinner", "log_winner_models", "chosen_for_models", "MODEL_NAME", "MODEL_URI_TAG", "ONNX_MODEL_NAME",
+           "ONNX_MODEL_URI_TAG"]
 
 #: The logged model's name on its run (``runs:/<child run>/model``).
 MODEL_NAME = "model"
 #: The child run's tag holding its model's URI (``models:/<model id>``).
 MODEL_URI_TAG = "slimnas.model_uri"
+#: The ONNX model's name on its run, and the child run's tag holding its URI (``tracking.onnx_models``).
+ONNX_MODEL_NAME = "model-onnx"
+ONNX_MODEL_URI_TAG = "slimnas.onnx_model_uri"
 
 
 @dataclass(frozen=True)
@@ -54,6 +64,7 @@ class LoggedWinner:
     model_id: str
     model_uri: str
     registered: tuple[str, int] | None = None
+    onnx_model_uri: str | None = None  # the onnx flavour's model (tracking.onnx_models), else None
 
 
 def chosen_for_models(results: Sequence[Any], which: str) -> list[Any]:
@@ -133,6 +144,30 @@ def _log_model(uri: str, experiment_id: str, run_id: str, folder: Path, tags: Ma
             metadata={"slimnas_model_card": card.to_dict()}, tags=dict(tags), validate_serving_input=False)
 
 
+def _log_onnx_model(uri: str, experiment_id: str, run_id: str, folder: Path, tags: Mapping[str, str]) -> Any:
+    """Log the winner saved in ``folder`` as an onnx-flavour model on ``run_id``: what ``slimnas export --format
+    onnx`` writes (checked in ONNX Runtime); MLflow's ``ModelInfo``."""
+    import tempfile
+    from importlib.metadata import version
+
+    import mlflow.onnx
+    import onnx
+
+    from slimnas.export import export_winner, source_from_folder
+
+    source = source_from_folder(folder)
+    signature, example = _signature_and_example(source.card)
+    with tempfile.TemporaryDirectory(prefix="slimnas-onnx-") as work:
+        written = export_winner(source, "onnx", Path(work) / "model.onnx")
+        proto = onnx.load(str(written.path))
+    requirements = [f"{name}=={version(name).split('+')[0]}" for name in ("onnx", "onnxruntime", "numpy", "mlflow")]
+    with _fluent(uri, experiment_id):
+        return mlflow.onnx.log_model(
+            proto, name=ONNX_MODEL_NAME, run_id=run_id, signature=signature, input_example=example,
+            pip_requirements=requirements, extra_files=[str(folder / CARD_FILE)], save_as_external_data=False,
+            metadata={"slimnas_model_card": source.card.to_dict()}, tags=dict(tags))
+
+
 def _registers_each_method(template: str) -> bool:
     return any(f == "method" for _, f, _, _ in Formatter().parse(template))
 
@@ -154,6 +189,7 @@ def log_winner_models(uri: str, results: Sequence[Any], run_ids: Mapping[str, st
         picked = chosen if _registers_each_method(template) else chosen_for_models(results, "best")
         to_register = {winner_name(r.method, r.target_ms) for r in picked}
     by_arch: dict[str, Any] = {}  # arch JSON -> the model logged for it
+    onnx_by_arch: dict[str, Any] = {}  # arch JSON -> its onnx model (tracking.onnx_models)
     logged = []
     for r in chosen:
         label = winner_name(r.method, r.target_ms)
@@ -161,14 +197,20 @@ def log_winner_models(uri: str, results: Sequence[Any], run_ids: Mapping[str, st
         folder = winner_folder(job_dir, r.method, r.target_ms)
         key = (folder / "arch.json").read_text()
         info = by_arch.get(key)
+        tags = {"slimnas.method": r.method, "slimnas.target_ms": f"{r.target_ms:g}"}
         if info is None:
             experiment_id = client.get_run(rid).info.experiment_id
-            info = by_arch[key] = _log_model(uri, experiment_id, rid, folder, {"slimnas.method": r.method,
-                                                                "slimnas.target_ms": f"{r.target_ms:g}"})
+            info = by_arch[key] = _log_model(uri, experiment_id, rid, folder, tags)
+            if tracking.onnx_models:
+                onnx_by_arch[key] = _log_onnx_model(uri, experiment_id, rid, folder, tags)
         else:  # the same network: this run's output is the model already logged
-            client.log_outputs(rid, [LoggedModelOutput(info.model_id, step=0)])
+            client.log_outputs(rid, [LoggedModelOutput(info.model_id, step=0)] + (
+                [LoggedModelOutput(onnx_by_arch[key].model_id, step=0)] if key in onnx_by_arch else []))
         model_uri = f"models:/{info.model_id}"
         client.set_tag(rid, MODEL_URI_TAG, model_uri)
+        onnx_uri = f"models:/{onnx_by_arch[key].model_id}" if key in onnx_by_arch else None
+        if onnx_uri is not None:
+            client.set_tag(rid, ONNX_MODEL_URI_TAG, onnx_uri)
         registered = None
         if label in to_register:
             name = registered_name(template, job=tracking.job or job_name, experiment=tracking.experiment,
@@ -178,5 +220,5 @@ def log_winner_models(uri: str, results: Sequence[Any], run_ids: Mapping[str, st
                     "slimnas.method": r.method, "slimnas.target_ms": f"{r.target_ms:g}",
                     "slimnas.top1": f"{r.top1:.6g}", "slimnas.run_id": rid})
             registered = (name, int(version.version))
-        logged.append(LoggedWinner(label, rid, info.model_id, model_uri, registered))
+        logged.append(LoggedWinner(label, rid, info.model_id, model_uri, registered, onnx_uri))
     return logged

@@ -14,7 +14,12 @@ import slimnas
 from slimnas.platform.cli import main
 from slimnas.platform.stages.search import MethodResult, SearchJobResult
 from slimnas.platform.stages.search_config import TrackingSection
-from slimnas.platform.tracking.model import MODEL_URI_TAG, chosen_for_models, log_winner_models
+from slimnas.platform.tracking.model import (
+    MODEL_URI_TAG,
+    ONNX_MODEL_URI_TAG,
+    chosen_for_models,
+    log_winner_models,
+)
 from slimnas.platform.tracking.store import ensure_experiment
 from slimnas.search_spaces.efficientformer import SearchSpace, SuperNet
 from slimnas.winners import ModelCard, save_winner, winner_folder, winner_name
@@ -105,6 +110,37 @@ def test_winners_are_logged_once_per_network_and_the_best_registered_per_target(
     images = _images(card, 5)
     with torch.no_grad():
         assert np.array_equal(registered.predict(images), network(torch.from_numpy(images)).numpy())
+
+
+def test_with_onnx_models_each_network_is_also_an_onnx_model_that_predicts_its_logits(tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    supernet = SuperNet(SearchSpace.preset("tiny"), num_classes=10).eval()
+    a = supernet.space.sample(3)
+    job_dir = tmp_path / "job"
+    results = [_winner(supernet, job_dir, a, "slimming", 1.5, 0.9), _winner(supernet, job_dir, a, "tpe", 1.5, 0.9)]
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = ensure_experiment(uri, "onnx")
+    runs = {winner_name(r.method, r.target_ms): client.create_run(experiment).info.run_id for r in results}
+    tracking = TrackingSection(tracking_uri=uri, experiment="onnx", onnx_models=True)
+    logged = log_winner_models(uri, results, runs, job_dir, tracking, "demo")
+
+    assert logged[0].onnx_model_uri is not None and logged[0].onnx_model_uri == logged[1].onnx_model_uri
+    assert logged[0].onnx_model_uri != logged[0].model_uri  # one network: one pytorch and one onnx model
+    for w in logged:
+        assert client.get_run(w.run_id).data.tags[ONNX_MODEL_URI_TAG] == w.onnx_model_uri
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    info = mlflow.models.get_model_info(logged[0].onnx_model_uri)
+    assert "onnx" in info.flavors and "python_function" in info.flavors
+    network, card = slimnas.load_winner(winner_folder(job_dir, "slimming", 1.5))
+    assert ModelCard.from_dict(info.metadata["slimnas_model_card"]) == card
+    images = _images(card, 8)
+    with torch.no_grad():
+        expected = network(torch.from_numpy(images)).numpy()
+    got = mlflow.pyfunc.load_model(logged[1].onnx_model_uri).predict(images)  # ONNX Runtime behind pyfunc
+    got = got if isinstance(got, np.ndarray) else next(iter(got.values()))
+    assert got.shape == (8, 10) and np.abs(got - expected).max() <= 1e-4 * max(1.0, np.abs(expected).max())
+    assert TrackingSection().onnx_models is False  # off by default: the quickstart logs pytorch models only
 
 
 @pytest.mark.parametrize("template, needle", [
