@@ -82,7 +82,7 @@ class Protocol:
     tolerance: float = 0.10  # a pass whose statistic is off the median of the item's passes by more is disturbed
     extra_passes: int = 4  # at most this many re-measurement passes for items with too many disturbed passes
     reference_networks: int = 4  # fixed networks timed alongside, for the machine's speed (slimnas.latency.reference)
-    reference_every_s: float = 5.0  # ... at pass starts and at least this often (at most ~10% of the time)
+    reference_every_s: float = 5.0  # ... at pass starts and at least this often
 
     def __post_init__(self) -> None:
         checks = {

@@ -5,9 +5,10 @@ A shared VM's speed drifts as a whole: two builds of the same ``tiny`` table thr
 within each build was repeatable. No statistic of one session can remove a slowdown that lasts the whole session;
 measuring the machine's speed can. So every measurement session (a table's build, a validation, a search job's
 winners) also times a few fixed **reference networks** of the table's space (:func:`reference_archs`, in the table's
-form, batch and backend), interleaved with the rest: at the start of a pass and every ``reference_every_s`` seconds,
-never so often that they take more than ~10% of the session (short passes, e.g. a search job's dozen winners, skip
-some pass starts).
+form, batch and backend), interleaved with the rest: at the start of every pass and every ``reference_every_s``
+seconds (less often when they are slow). A session that measures networks against a table (a validation, a search
+job's winners) times them at pass starts only within ~10% of its time: a verification round of a dozen small networks
+has passes of ~0.6 s, and timing the references at each took a third of it.
 
 - A table records its reference networks and their latencies at build time (``TableMeta.reference``): the machine's
   speed its entries belong to. The latencies are those timed during the stage the table's predictions are anchored
@@ -78,6 +79,9 @@ class ReferenceClock:
     backend: Any
     protocol: Protocol
     every_s: float = 5.0
+    #: Time the references at every pass start (a table's build: its reference latencies anchor every later
+    #: comparison), else at pass starts only within ~10% of the session (sessions measuring against a table).
+    every_pass: bool = True
     done: Mapping[int, Sequence[tuple[str, Sequence[float]]]] = field(default_factory=dict)
     on_sample: Callable[[int, str, list[float]], None] | None = None
     stage: str = ""
@@ -91,14 +95,14 @@ class ReferenceClock:
         self._stage: str | None = None  # the stage of the last timing
 
     def tick(self, pass_start: bool = False, force: bool = False) -> None:
-        """Time every reference network at a pass start, and between passes once ``every_s`` passed since the last
-        time; never sooner than their own cost allows, so that they take at most ~10% of the session (large
-        networks, short passes: timed at fewer pass starts). ``force``: now (the first and last time of a session);
-        also at the first tick of a new ``stage`` (each stage gets its own measurement of the machine's speed)."""
+        """Time every reference network at a pass start (``every_pass``; else only once ten times their own cost
+        has passed since the last time, so that they take at most ~10% of the session), and between passes once
+        ``every_s`` passed (or longer: large networks are timed less often). ``force``: now (the first and last time
+        of a session); also the first tick of a new ``stage`` (each stage gets its own measurement of the speed)."""
         now = time.perf_counter()
         share_wait = self._cost / _SHARE
         wait = share_wait if pass_start else max(self.every_s, share_wait)
-        force = force or self.stage != self._stage
+        force = force or self.stage != self._stage or (pass_start and self.every_pass)
         if not self.networks or (not force and now - self._last < wait):
             return
         self._stage = self.stage

@@ -339,7 +339,8 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
     networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for arch in archs]
     references = meta.reference_archs() if protocol.reference_networks else []
     refs = [network_module(a, meta.batch, meta.form, meta.num_classes, meta.in_chans) for a in references]
-    clock = ReferenceClock([(lambda net=net: net) for net in refs], backend, protocol, protocol.reference_every_s)
+    clock = ReferenceClock([(lambda net=net: net) for net in refs], backend, protocol, protocol.reference_every_s,
+                           every_pass=False)
     if warmup and networks:
         backend.sample(*networks[0], protocol)
     items = [(lambda net=net: net) for net in networks]

@@ -29,7 +29,7 @@ class SlowedBackend:
         return [v * self.factor for v in self.inner.sample(module, example, protocol)]
 
 
-def test_the_clock_times_the_references_at_pass_starts_within_a_tenth_of_the_session():
+def test_the_clock_times_the_references_at_every_pass_of_a_build_and_within_a_tenth_of_other_sessions():
     backend, calls = fast_backend(), []
 
     class Counting:
@@ -40,7 +40,13 @@ def test_the_clock_times_the_references_at_pass_starts_within_a_tenth_of_the_ses
     from slimnas.latency.modules import network_module
 
     net = network_module(reference_archs(MICRO, 1)[0])
-    clock = ReferenceClock([lambda: net], Counting(), FAST, every_s=3600)
+    build = ReferenceClock([lambda: net], Counting(), FAST, every_s=3600)  # a table's build: every pass start
+    build.tick(True)
+    build.tick(False)
+    build.tick(True)
+    assert len(calls) == 2
+    calls.clear()
+    clock = ReferenceClock([lambda: net], Counting(), FAST, every_s=3600, every_pass=False)
     clock.tick(True)
     cost = clock._cost
     clock.tick(False)  # between passes: not before every_s
