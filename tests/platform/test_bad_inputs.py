@@ -279,6 +279,8 @@ RUN_FIELDS = [
      "tracking.tracking_uri: "),
     ("mlflow-experiment-empty", ["tracking.experiment=''"], "tracking.experiment"),
     ("tracking-enabled-text", ["tracking.enabled=perhaps"], "tracking.enabled"),
+    ("tracking-onnx-models-text", ["tracking.onnx_models=perhaps"], "tracking.onnx_models: Input should be a valid "
+                                                                    "boolean"),
     # latency.table: checked before training, not when the table stage starts
     ("table-binary", ["latency.table={inp}/binary.bin"], "latency.table: {inp}/binary.bin is not a readable Parquet"),
     ("table-truncated", ["latency.table={inp}/truncated.parquet"], "latency.table: {inp}/truncated.parquet is not a "

@@ -108,11 +108,12 @@ def _fluent(uri: str, experiment_id: str) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _requirements() -> list[str]:
-    """What serving a ``pt2`` model needs, pinned to what is installed (no inference: no subprocess, no network)."""
+def _requirements(names: Sequence[str] = ("torch", "numpy", "mlflow")) -> list[str]:
+    """What serving a model needs (default: a ``pt2`` model), pinned to what is installed (no inference: no
+    subprocess, no network)."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name).split('+')[0]}" for name in ("torch", "numpy", "mlflow")]
+    return [f"{name}=={version(name).split('+')[0]}" for name in names]
 
 
 def _signature_and_example(card: Any) -> tuple[Any, Any]:
@@ -148,7 +149,6 @@ def _log_onnx_model(uri: str, experiment_id: str, run_id: str, folder: Path, tag
     """Log the winner saved in ``folder`` as an onnx-flavour model on ``run_id``: what ``slimnas export --format
     onnx`` writes (checked in ONNX Runtime); MLflow's ``ModelInfo``."""
     import tempfile
-    from importlib.metadata import version
 
     import mlflow.onnx
     import onnx
@@ -160,11 +160,11 @@ def _log_onnx_model(uri: str, experiment_id: str, run_id: str, folder: Path, tag
     with tempfile.TemporaryDirectory(prefix="slimnas-onnx-") as work:
         written = export_winner(source, "onnx", Path(work) / "model.onnx")
         proto = onnx.load(str(written.path))
-    requirements = [f"{name}=={version(name).split('+')[0]}" for name in ("onnx", "onnxruntime", "numpy", "mlflow")]
     with _fluent(uri, experiment_id):
         return mlflow.onnx.log_model(
             proto, name=ONNX_MODEL_NAME, run_id=run_id, signature=signature, input_example=example,
-            pip_requirements=requirements, extra_files=[str(folder / CARD_FILE)], save_as_external_data=False,
+            pip_requirements=_requirements(("onnx", "onnxruntime", "numpy", "mlflow")),
+            extra_files=[str(folder / CARD_FILE)], save_as_external_data=False,
             metadata={"slimnas_model_card": source.card.to_dict()}, tags=dict(tags))
 
 
