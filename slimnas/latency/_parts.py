@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from slimnas.search_spaces import Arch, Part, SearchSpace, get_family
 
-__all__ = ["Part", "parts_of", "parts_of_space", "part_kinds"]
+__all__ = ["Part", "parts_of", "parts_of_space", "part_kinds", "repeat_key"]
 
 
 def parts_of(arch: Arch, num_classes: int = 1000, in_chans: int = 3) -> list[Part]:
@@ -27,3 +27,8 @@ def parts_of_space(space: SearchSpace, num_classes: int = 1000, in_chans: int = 
 def part_kinds(space: SearchSpace) -> tuple[str, ...]:
     """The part kinds of ``space``'s family, in build order."""
     return get_family(space.family).part_kinds
+
+
+def repeat_key(part: Part) -> str:
+    """The key of ``part``'s kind and stage in ``TableMeta.repeat_factors`` (a part right after an identical one)."""
+    return f"{part.kind}:{part.stage}"

@@ -29,6 +29,15 @@ contains all of that. ``harness="context"`` (the default for backends that can, 
    ``at`` the covering networks' mean. Entries are stored at ``W = at``; a prediction multiplies the sum of an arch's
    entries by ``exp(slope * (W(arch) - at))`` (``TableMeta.context_slope_per_mib``, ``context_at_mib``; each part's
    weight size is a column of the table).
+6. **Repeated blocks.** A block right after an identical one (the second and later MB4D of a stage at one width, the
+   second and later MB3D) runs faster than the first of its run: on ``tiny``, timed in the same network, repeats
+   took 0.87-0.93 of the first block. Pooling both into one entry over-predicted networks with long runs of blocks
+   and under-predicted networks with one block per stage, an error common to every build (the residuals of two
+   builds against the same measurements correlated at 0.94). Per part kind and stage, the repeat factor is the
+   geometric mean, over covering networks, of a repeat's time over the first of its run's
+   (:data:`MIN_REPEAT_RATIOS` ratios at least, else none). Entries are the first occurrence's time (repeats divided
+   by the factor before pooling), and a prediction counts each repeat at entry x factor
+   (``TableMeta.repeat_factors``; figures in ``docs/benchmarks.md``).
 
 The evidence (``docs/benchmarks.md``, "Part-to-network gap") and the reasoning (``docs/design.md``) say why this and not
 a fitted calibration: once parts were measured under the protocol, fitting per-kind corrections on measured networks
@@ -41,20 +50,23 @@ import json
 import math
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from slimnas.search_spaces import Arch, SearchSpace
 
-from ._parts import Part, parts_of
+from ._parts import Part, parts_of, repeat_key
 from ._timing import Timing
 from .protocol import ContextSamples, Progress, Protocol, assess, run_passes, statistic_of
 
-__all__ = ["covering_archs", "ContextResult", "measure_in_context", "combine", "HARNESSES"]
+__all__ = ["covering_archs", "ContextResult", "measure_in_context", "summarize_context", "combine", "HARNESSES",
+           "MIN_REPEAT_RATIOS"]
 
 #: How a table's parts are timed: inside covering networks, or each alone in a loop.
 HARNESSES = ("context", "isolated")
+#: Fewest repeat/first ratios (one per repeat in a covering network) a part kind and stage needs for a repeat factor.
+MIN_REPEAT_RATIOS = 3
 _POOL = 3000
 
 
@@ -93,6 +105,7 @@ class ContextResult:
     passes: int  # network passes in all
     slope_per_mib: float = 0.0
     at_mib: float = 0.0
+    repeat_factors: dict[str, float] = field(default_factory=dict)  # repeat_key -> a repeat's time / the first's
 
 
 def measure_in_context(
@@ -122,31 +135,48 @@ def measure_in_context(
     records = run_passes(len(archs), sample_pass, protocol, times=lambda r: r.network,
                          names=[f"network {i + 1}/{len(archs)}" for i in range(len(archs))], done=done,
                          on_pass=on_pass, on_progress=on_progress, tick=tick)
-    observed: list[tuple[Part, float, list[float]]] = []  # (part, network weights MiB, in-context samples)
+    return summarize_context([parts_of(a, num_classes, in_chans) for a in archs], records, protocol, weights)
+
+
+def summarize_context(networks: Sequence[Sequence[Part]], records: Sequence[Sequence[ContextSamples]],
+                      protocol: Protocol, weights: Mapping[Part, float] | None = None) -> ContextResult:
+    """The entries, overhead, working-set slope and repeat factors from each covering network's parts (network
+    order) and its passes in context (steps 2, 4-6 of the module docstring)."""
+    observed: list[tuple[Part, float, list[float], bool]] = []  # (part, network MiB, in-context samples, repeat)
+    ratios: dict[str, list[float]] = {}  # repeat_key -> a repeat's statistic / the first of its run's
     overheads, sizes, disturbed, total = [], [], 0, 0
-    for arch, passes in zip(archs, records):
+    for parts, passes in zip(networks, records):
         verdict = assess([r.network for r in passes], protocol)
         disturbed += verdict.disturbed
         total += len(passes)
         kept = [r for r, ok in zip(passes, verdict.accepted) if ok]
-        parts = parts_of(arch, num_classes, in_chans)
         size = sum(weights.get(p, 0.0) for p in parts) if weights else 0.0
         sizes.append(size)
-        inside = 0.0
+        inside = first = 0.0
         for i, part in enumerate(parts):
             values = [v for r in kept for v in r.parts[i]]
-            observed.append((part, size, values))
-            inside += statistic_of(values, protocol.statistic)
+            value = statistic_of(values, protocol.statistic)
+            repeat = i > 0 and parts[i - 1] == part
+            if not repeat:
+                first = value
+            elif first > 0 and value > 0:
+                ratios.setdefault(repeat_key(part), []).append(value / first)
+            observed.append((part, size, values, repeat))
+            inside += value
         overheads.append(verdict.value - inside)
-    slope = _working_set_slope(observed, protocol.statistic) if weights else 0.0
+    factors = {key: float(np.exp(np.mean(np.log(r)))) for key, r in ratios.items() if len(r) >= MIN_REPEAT_RATIOS}
+    # from here on a repeat's samples stand for the first occurrence's (divided by its factor)
+    observed_first = [(part, size, [v / factors.get(repeat_key(part), 1.0) for v in values] if repeat else values)
+                      for part, size, values, repeat in observed]
+    slope = _working_set_slope(observed_first, protocol.statistic) if weights else 0.0
     at = float(np.mean(sizes)) if sizes else 0.0
     pooled: dict[Part, list[float]] = {}
-    for part, size, values in observed:
+    for part, size, values in observed_first:
         scale = math.exp(-slope * (size - at))
         pooled.setdefault(part, []).extend(v * scale for v in values)
     entries = {part: Timing.from_samples(values) for part, values in pooled.items()}
-    return ContextResult(entries, float(np.median(overheads)) if overheads else 0.0, len(archs), disturbed, total,
-                         slope, at)
+    return ContextResult(entries, float(np.median(overheads)) if overheads else 0.0, len(networks), disturbed, total,
+                         slope, at, factors)
 
 
 def _working_set_slope(observed: Sequence[tuple[Part, float, list[float]]], statistic: str) -> float:

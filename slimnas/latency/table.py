@@ -32,7 +32,7 @@ from slimnas._io import atomic_write
 from slimnas.errors import InputError
 from slimnas.search_spaces import Arch, Part, SearchSpace, SpaceFamily
 
-from ._parts import parts_of, parts_of_space
+from ._parts import parts_of, parts_of_space, repeat_key
 from ._timing import STATS, Timing
 from .protocol import Protocol
 
@@ -84,6 +84,10 @@ class TableMeta:
     # Parts timed alone: a calibration fitted at build time on measured whole networks ({"coef": {group: c},
     # "intercept": ms, "networks": n}); predictions are then sum_g c_g * S_g + intercept. None: none.
     calibration: dict[str, Any] | None = None
+    # Parts timed in context: a part right after an identical one (a repeated block) counts at its entry times
+    # repeat_factors["kind:stage"] (slimnas.latency.context); a kind and stage not listed: 1. Entries are the time of
+    # the first block of a run.
+    repeat_factors: dict[str, float] = field(default_factory=dict)
 
     def reference_archs(self) -> list[Arch]:
         return [Arch.from_dict(a) for a in (self.reference or {}).get("archs", [])]
@@ -194,16 +198,11 @@ class LatencyTable:
                 if p not in self.entries]
 
     def predict(self, arch: Arch) -> float:
-        """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries, times the working-set term
-        ``exp(slope * (W - at))`` (``W``: the arch's weights in MiB; parts timed in context only), plus the
-        per-network overhead (``meta.overhead_ms``)."""
-        parts = self.parts(arch)
-        if self.meta.calibration:
-            coef = self.meta.calibration["coef"]
-            return float(sum(self.entry(p) * coef.get(self._family.group_of(p.kind), 1.0) for p in parts)) \
-                + float(self.meta.calibration["intercept"])
-        return float(sum(self.entry(p) for p in parts)) * self._context_factor(sum(self._weight(p) for p in parts)) \
-            + self.meta.overhead_ms
+        """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries (a repeated block's times its
+        kind's repeat factor), times the working-set term ``exp(slope * (W - at))`` (``W``: the arch's weights in MiB;
+        parts timed in context only), plus the per-network overhead (``meta.overhead_ms``)."""
+        parts, constant = self.contributions(arch)
+        return float(sum(v for _, v in parts)) + constant
 
     def _weight(self, part: Part) -> float:
         if not self.meta.context_slope_per_mib:
@@ -221,16 +220,22 @@ class LatencyTable:
         return [(p, self.entry(p)) for p in self.parts(arch)]
 
     def contributions(self, arch: Arch) -> tuple[list[tuple[Part, float]], float]:
-        """What :meth:`predict` adds up for ``arch``: each part's entry as the prediction counts it (times the
-        working-set term, or the calibration's coefficient of its group), in network order, and the constant
+        """What :meth:`predict` adds up for ``arch``: each part's entry as the prediction counts it (a repeated block's
+        times its repeat factor; times the working-set term, or the calibration's coefficient of its group), in
+        network order, and the constant
         (overhead, or the calibration's intercept); their sum is :meth:`predict`'s value up to rounding."""
         parts = self.parts(arch)
+        values = [self.entry(p) * (self._repeat_factor(p) if i and parts[i - 1] == p else 1.0)
+                  for i, p in enumerate(parts)]
         if self.meta.calibration:
             coef = self.meta.calibration["coef"]
-            return ([(p, self.entry(p) * coef.get(self._family.group_of(p.kind), 1.0)) for p in parts],
+            return ([(p, v * coef.get(self._family.group_of(p.kind), 1.0)) for p, v in zip(parts, values)],
                     float(self.meta.calibration["intercept"]))
         factor = float(self._context_factor(sum(self._weight(p) for p in parts)))
-        return [(p, self.entry(p) * factor) for p in parts], float(self.meta.overhead_ms)
+        return [(p, v * factor) for p, v in zip(parts, values)], float(self.meta.overhead_ms)
+
+    def _repeat_factor(self, part: Part) -> float:
+        return float(self.meta.repeat_factors.get(repeat_key(part), 1.0))
 
     # ------------------------------------------------------------------ vectorized prediction
     def _summer(self, weights: bool = False) -> Any:
@@ -238,7 +243,12 @@ class LatencyTable:
         summer = self._summers.get(weights)
         if summer is None:
             values = dict(self.weights) if weights else {p: t.get(self.stat) for p, t in self.entries.items()}
-            summer = self._family.part_summer(values, self._space, self.meta.num_classes, self.meta.in_chans)
+            shape = (self._space, self.meta.num_classes, self.meta.in_chans)
+            if weights or not self.meta.repeat_factors:  # a family's own part_summer may not take repeat values
+                summer = self._family.part_summer(values, *shape)
+            else:
+                repeats = {p: v * self._repeat_factor(p) for p, v in values.items()}
+                summer = self._family.part_summer(values, *shape, repeat_values=repeats)
             self._summers[weights] = summer
         return summer
 

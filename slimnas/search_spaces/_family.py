@@ -165,19 +165,24 @@ class SpaceFamily(abc.ABC):
         """How many archs ``feats`` holds."""
         return len(feats)
 
-    def part_summer(self, values: Mapping[Part, float], space: SearchSpace, num_classes: int,
-                    in_chans: int) -> Callable[[Any], dict[str, Any]]:
+    def part_summer(self, values: Mapping[Part, float], space: SearchSpace, num_classes: int, in_chans: int,
+                    repeat_values: Mapping[Part, float] | None = None) -> Callable[[Any], dict[str, Any]]:
         """A function from :meth:`features` to, per part kind, each arch's sum of ``values`` over its parts (float
-        arrays; ``nan`` where a part has no value). Built once per table and statistic. The default loops over
-        :meth:`parts`; a family may vectorize it (EfficientFormer does)."""
+        arrays; ``nan`` where a part has no value). Built once per table and statistic. ``repeat_values``: the value
+        of a part that comes right after an identical part (a repeated block; default: ``values``). The default
+        loops over :meth:`parts`; a family may vectorize it (EfficientFormer does)."""
         import numpy as np
+
+        repeats = values if repeat_values is None else repeat_values
 
         def sums(feats: Any) -> dict[str, Any]:
             archs = list(feats)
             out = {kind: np.zeros(len(archs)) for kind in self.part_kinds}
             for row, arch in enumerate(archs):
+                previous = None
                 for part in self.parts(arch, num_classes, in_chans):
-                    out[part.kind][row] += values.get(part, np.nan)
+                    out[part.kind][row] += (repeats if part == previous else values).get(part, np.nan)
+                    previous = part
             return out
 
         return sums

@@ -135,14 +135,17 @@ def test_context_build_times_parts_inside_networks_and_resumes(tmp_path):
     meta = table.meta
     assert meta.harness == "context" and meta.notes["context_networks"] == len(archs) and meta.notes["cover"] == 1
     assert len(table) == len(parts_of_space(MICRO)) and all(t.median > 0 for t in table.entries.values())
-    # a network is predicted as the sum of its in-context parts, times the working-set term, plus the overhead
+    # a network is predicted as the sum of its in-context parts (a repeated block times its repeat factor), times
+    # the working-set term, plus the overhead
     assert set(table.weights) == set(table.entries) and all(w >= 0 for w in table.weights.values())
     assert math.isfinite(meta.context_slope_per_mib) and meta.context_at_mib > 0
     for arch in archs[:3]:
         parts = parts_of(arch)
         size = sum(table.weights[p] for p in parts)
         factor = math.exp(meta.context_slope_per_mib * (size - meta.context_at_mib))
-        expected = sum(table.entries[p].median for p in parts) * factor + meta.overhead_ms
+        repeat = [meta.repeat_factors.get(f"{p.kind}:{p.stage}", 1.0) if i and parts[i - 1] == p else 1.0
+                  for i, p in enumerate(parts)]
+        expected = sum(table.entries[p].median * r for p, r in zip(parts, repeat)) * factor + meta.overhead_ms
         assert table.predict(arch) == pytest.approx(expected)
         assert table.predict_many([arch])[0] == pytest.approx(expected)
     assert LatencyTable.load(out).weights == table.weights

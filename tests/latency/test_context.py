@@ -1,10 +1,15 @@
 import math
 import random
+from dataclasses import replace
 
+import numpy as np
 import pytest
 
-from slimnas.latency import Part, Timing
-from slimnas.latency.context import ContextResult, _working_set_slope, combine
+from slimnas.latency import LatencyTable, Part, Timing, parts_of, parts_of_space
+from slimnas.latency.context import ContextResult, _working_set_slope, combine, covering_archs, summarize_context
+from slimnas.latency.protocol import ContextSamples, Protocol
+from slimnas.latency.table import TableMeta
+from slimnas.search_spaces import SearchSpace, SpaceFamily
 
 
 def test_the_working_set_slope_is_recovered_from_parts_seen_in_networks_of_different_sizes():
@@ -33,3 +38,66 @@ def test_parts_left_out_of_the_cover_take_their_kinds_in_context_ratio():
     assert entries[left].median == pytest.approx(0.26)  # its kind and stage: x1.3
     assert entries[other_stage].median == pytest.approx(0.39)  # its kind, another stage: x1.3
     assert entries[Part("head", 3, 64, 10)].median == pytest.approx(0.05)  # no covered head: unscaled
+
+
+def _synthetic_context(space, factors, overhead=0.02, num_classes=10):
+    """Covering networks of ``space`` timed by a made-up machine: each part a fixed first-occurrence time, a block
+    right after an identical one ``factors[kind]`` of it, plus a constant per network (no noise)."""
+    archs = covering_archs(space, num_classes=num_classes, cover=2, max_networks=96)
+    rng = random.Random(0)
+    truth = {p: 0.01 + 0.1 * rng.random() for p in parts_of_space(space, num_classes)}
+
+    def whole(parts):
+        return sum(truth[p] * (factors.get(p.kind, 1.0) if i and parts[i - 1] == p else 1.0)
+                   for i, p in enumerate(parts)) + overhead
+
+    def passes(parts):
+        values = [truth[p] * (factors.get(p.kind, 1.0) if i and parts[i - 1] == p else 1.0)
+                  for i, p in enumerate(parts)]
+        return [ContextSamples([whole(parts)] * 3, [[v] * 3 for v in values]) for _ in range(2)]
+
+    networks = [parts_of(a, num_classes) for a in archs]
+    return archs, truth, whole, summarize_context(networks, [passes(n) for n in networks], Protocol(passes=2))
+
+
+def test_repeated_blocks_get_a_factor_of_their_own_and_tables_predict_whole_networks_with_it(tmp_path):
+    space = SearchSpace.preset("tiny")
+    factors = {"mb4d": 0.85, "mb3d": 0.9}
+    archs, truth, whole, result = _synthetic_context(space, factors)
+    # every stage where blocks repeat in the cover gets its kind's factor; entries are the first block's time
+    assert {k.split(":")[0] for k in result.repeat_factors} == {"mb4d", "mb3d"}
+    assert all(f == pytest.approx(factors[k.split(":")[0]]) for k, f in result.repeat_factors.items())
+    assert all(result.entries[p].median == pytest.approx(truth[p]) for p in result.entries)
+    assert result.overhead_ms == pytest.approx(0.02)
+    meta = TableMeta(backend="torch-cpu", device="made up", batch=1, dtype="float32", img_size=space.img_size,
+                     threads=1, space=space.to_dict(), num_classes=10, harness="context",
+                     overhead_ms=result.overhead_ms, repeat_factors=result.repeat_factors)
+    table = LatencyTable.load(LatencyTable(result.entries, meta).save(tmp_path / "t.parquet"))
+    assert table.meta.repeat_factors == result.repeat_factors  # the metadata round trip
+    rng = random.Random(1)
+    checked = [a for a in archs[:20] + [space.sample(rng) for _ in range(200)] if not table.missing(a)]
+    assert len(checked) > 50
+    runs = [a for a in checked if any(n > 1 for n in a.num_3d) or any(d - t > 1 for d, t in zip(a.depths, a.num_3d))]
+    assert runs  # networks with repeated blocks are among them
+    expected = np.array([whole(parts_of(a, 10)) for a in checked])
+    assert np.allclose([table.predict(a) for a in checked], expected, rtol=1e-9)
+    assert np.allclose(table.predict_many(checked), expected, rtol=1e-9)
+    parts, constant = table.contributions(runs[0])
+    assert sum(v for _, v in parts) + constant == pytest.approx(whole(parts_of(runs[0], 10)))
+    # the family's generic (looping) summer agrees with EfficientFormer's vectorized one
+    values = {p: t.median for p, t in table.entries.items()}
+    repeats = {p: v * table.meta.repeat_factors.get(f"{p.kind}:{p.stage}", 1.0) for p, v in values.items()}
+    family = space.space_family
+    dense = family.part_summer(values, space, 10, 3, repeat_values=repeats)(family.features(checked))
+    looped = SpaceFamily.part_summer(family, values, space, 10, 3, repeat_values=repeats)(checked)
+    assert all(np.allclose(dense[k], looped[k]) for k in family.part_kinds)
+    # without the factors (one pooled entry per part, as before) the same measurements mispredict those networks
+    plain = _synthetic_context(space, {})[3]
+    assert plain.repeat_factors == {k: pytest.approx(1.0) for k in plain.repeat_factors}
+    pooled = {p: [] for p in result.entries}
+    for a in archs:
+        ps = parts_of(a, 10)
+        for i, p in enumerate(ps):
+            pooled[p].append(truth[p] * (factors.get(p.kind, 1.0) if i and ps[i - 1] == p else 1.0))
+    old = LatencyTable({p: Timing.from_samples(v) for p, v in pooled.items()}, replace(meta, repeat_factors={}))
+    assert np.max(np.abs(old.predict_many(runs) / [whole(parts_of(a, 10)) for a in runs] - 1)) > 0.03

@@ -66,11 +66,11 @@ class EfficientFormerFamily(SpaceFamily):
 
         return _parts.arch_features(archs, self.num_stages)
 
-    def part_summer(self, values: Mapping[Part, float], space: SearchSpace, num_classes: int,
-                    in_chans: int) -> Callable[[Any], dict[str, Any]]:
+    def part_summer(self, values: Mapping[Part, float], space: SearchSpace, num_classes: int, in_chans: int,
+                    repeat_values: Mapping[Part, float] | None = None) -> Callable[[Any], dict[str, Any]]:
         from . import _parts
 
-        return _parts.dense_summer(values, space, num_classes, in_chans)
+        return _parts.dense_summer(values, space, num_classes, in_chans, repeat_values)
 
     def parts_of_row(self, feats: Any, row: int, num_classes: int, in_chans: int) -> list[Part]:
         from . import _parts

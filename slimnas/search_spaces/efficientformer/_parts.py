@@ -146,11 +146,13 @@ def _dense(values: Mapping[Part, float], space: SearchSpace, num_classes: int, i
     return dense
 
 
-def dense_summer(values: Mapping[Part, float], space: SearchSpace, num_classes: int,
-                 in_chans: int) -> Callable[[ArchFeatures], dict[str, np.ndarray]]:
+def dense_summer(values: Mapping[Part, float], space: SearchSpace, num_classes: int, in_chans: int,
+                 repeat_values: Mapping[Part, float] | None = None) -> Callable[[ArchFeatures], dict[str, np.ndarray]]:
     """Per part kind, each arch's sum of ``values`` over its parts, vectorized over :class:`ArchFeatures` rows
-    (``nan`` where a part is missing or a width lies outside the table)."""
+    (``nan`` where a part is missing or a width lies outside the table). ``repeat_values``: the value of the second
+    and later MB4D (MB3D) of a stage, which follow an identical block (default: ``values``)."""
     dense = _dense(values, space, num_classes, in_chans)
+    again = dense if repeat_values is None else _dense(repeat_values, space, num_classes, in_chans)
 
     def sums(feats: ArchFeatures) -> dict[str, np.ndarray]:
         n = len(feats.widths)
@@ -161,6 +163,12 @@ def dense_summer(values: Mapping[Part, float], space: SearchSpace, num_classes: 
         def counted(table: np.ndarray, stage: int, counts: np.ndarray) -> np.ndarray:
             return np.where(counts > 0, counts * table[idx[:, stage]], 0.0)
 
+        def run(kind: str, stage: int, counts: np.ndarray) -> np.ndarray:  # a run of identical blocks
+            if again is dense:
+                return counted(dense[kind][stage], stage, counts)
+            return counted(dense[kind][stage], stage, np.minimum(counts, 1)) + counted(again[kind][stage], stage,
+                                                                                       counts - 1)
+
         zeros = np.zeros(n)
         out = {"stem": dense["stem"][idx[:, 0]], "downsample": zeros.copy(), "mb4d": zeros.copy(),
                "mb3d": zeros.copy(), "to_tokens": zeros.copy(), "to_grid": zeros.copy(),
@@ -168,8 +176,8 @@ def dense_summer(values: Mapping[Part, float], space: SearchSpace, num_classes: 
         for s in range(feats.widths.shape[1]):
             if s:
                 out["downsample"] = out["downsample"] + dense["downsample"][s][idx[:, s - 1], idx[:, s]]
-            out["mb4d"] = out["mb4d"] + counted(dense["mb4d"][s], s, feats.n4d[:, s])
-            out["mb3d"] = out["mb3d"] + counted(dense["mb3d"][s], s, feats.n3d[:, s])
+            out["mb4d"] = out["mb4d"] + run("mb4d", s, feats.n4d[:, s])
+            out["mb3d"] = out["mb3d"] + run("mb3d", s, feats.n3d[:, s])
             out["to_tokens"] = out["to_tokens"] + counted(dense["to_tokens"][s], s, feats.to_tokens[:, s])
             out["to_grid"] = out["to_grid"] + counted(dense["to_grid"][s], s, feats.to_grid[:, s])
         outside = ~inside
