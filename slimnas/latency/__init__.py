@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from slimnas._lazy import lazy_attributes
 
-from ._parts import Part, part_kinds, parts_of, parts_of_space
+from ._parts import Part, part_kinds, parts_of, parts_of_space, repeat_key
 from ._timing import STATS, Timing
 from .predictor import CalibratedPredictor
 from .table import LatencyTable, MissingEntryError, TableMeta
 
 __all__ = [
     "LatencyTable", "TableMeta", "MissingEntryError", "Timing", "STATS", "Part", "part_kinds", "parts_of",
-    "parts_of_space", "CalibratedPredictor", "build_table", "validate_table", "get_backend",
+    "parts_of_space", "repeat_key", "CalibratedPredictor", "build_table", "validate_table", "get_backend",
 ]
 
 _LAZY = {"build_table": ".builder", "validate_table": ".validate", "get_backend": ".backends"}

@@ -119,16 +119,22 @@ def explain(table: Any, arch: Arch, protocol: Protocol | None = None, runs: int 
 
 def _in_context(table: Any, arch: Arch, backend: Any, protocol: Protocol,
                 on_progress: Callable[[Progress], None] | None) -> tuple[dict[Part, float], float, str]:
+    from slimnas.latency import repeat_key
     from slimnas.latency.context import measure_in_context
 
     meta = table.meta
     result = measure_in_context([arch], backend, protocol, batch=meta.batch, form=meta.form,
                                 num_classes=meta.num_classes, in_chans=meta.in_chans, on_progress=on_progress)
-    per_part = {p: t.get(protocol.statistic) for p, t in result.entries.items()}
+    entries = {p: t.get(protocol.statistic) for p, t in result.entries.items()}
     parts = table.parts(arch)
-    whole = sum(per_part[p] for p in parts) + result.overhead_ms
-    return per_part, whole, (f"in context ({protocol.passes} passes, {result.disturbed} disturbed; the table's "
-                             f"harness)")
+    # entries are a run's first block (slimnas.latency.context, step 6): each occurrence as it ran in the network
+    ran: dict[Part, list[float]] = {}
+    for i, part in enumerate(parts):
+        factor = result.repeat_factors.get(repeat_key(part), 1.0) if i and parts[i - 1] == part else 1.0
+        ran.setdefault(part, []).append(entries[part] * factor)
+    whole = sum(sum(v) for v in ran.values()) + result.overhead_ms
+    return ({p: sum(v) / len(v) for p, v in ran.items()}, whole,
+            f"in context ({protocol.passes} passes, {result.disturbed} disturbed; the table's harness)")
 
 
 def _ort_nodes(table: Any, arch: Arch, backend: Any, protocol: Protocol,
