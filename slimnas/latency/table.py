@@ -222,8 +222,8 @@ class LatencyTable:
     def contributions(self, arch: Arch) -> tuple[list[tuple[Part, float]], float]:
         """What :meth:`predict` adds up for ``arch``: each part's entry as the prediction counts it (a repeated block's
         times its repeat factor; times the working-set term, or the calibration's coefficient of its group), in
-        network order, and the constant
-        (overhead, or the calibration's intercept); their sum is :meth:`predict`'s value up to rounding."""
+        network order, and the constant (overhead, or the calibration's intercept); their sum is :meth:`predict`'s
+        value up to rounding."""
         parts = self.parts(arch)
         values = [self.entry(p) * (self._repeat_factor(p) if i and parts[i - 1] == p else 1.0)
                   for i, p in enumerate(parts)]
