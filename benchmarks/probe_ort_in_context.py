@@ -7,11 +7,11 @@ Times the `tiny` space's 96 covering networks (the torch-cpu tables' cover, eage
 ``onnxruntime`` backend: per network and round, 15 profiled calls, each after an unprofiled call
 (:func:`slimnas.profile.ort_profiler.profile_session`). Each node's kernel time goes to the part whose module the
 exporter named it after (as ``slimnas lut explain`` does). A part's in-context entry is the median of its per-call
-kernel sums over its occurrences (a repeat divided by its kind's repeat factor, as in
-:mod:`slimnas.latency.context`). What the whole unprofiled call spends beyond the kernels is fitted per network as
-``a + b * nodes``. The profiler adds a few microseconds to every node, so ``b`` comes out negative. Predictions
-are then ranked against the measurements of the ``slimnas lut validate --seed 1`` folders given (Kendall tau, and
-within +-10% after one common scale), next to those tables' own predictions.
+kernel sums over its occurrences, repeats divided by their repeat factor
+(:func:`slimnas.latency.context.summarize_context`, the torch tables' own step). What the whole unprofiled call spends
+beyond the kernels is fitted per network as ``a + b * nodes``. The profiler adds a few microseconds to every node, so
+``b`` comes out negative. Predictions are then ranked against the measurements of the ``slimnas lut validate --seed
+1`` folders given (Kendall tau, and within +-10% after one common scale), next to those tables' own predictions.
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-from slimnas.latency import get_backend, parts_of
-from slimnas.latency.context import MIN_REPEAT_RATIOS, covering_archs
+from slimnas.latency import get_backend, parts_of, repeat_key
+from slimnas.latency.context import covering_archs, summarize_context
 from slimnas.latency.modules import network_parts
-from slimnas.latency.protocol import Protocol
+from slimnas.latency.protocol import ContextSamples, Protocol
 from slimnas.profile.ort_profiler import profile_session
 from slimnas.search_spaces import Arch, SearchSpace
 
@@ -69,41 +69,30 @@ def main() -> None:
     started = time.perf_counter()
     cover, calls = profiled_cover(args.rounds)
     print(f"profiled {len(cover)} networks x {args.rounds} rounds in {time.perf_counter() - started:.0f} s")
-    values: dict[tuple, list[float]] = defaultdict(list)
-    ratios: dict[tuple[str, int], list[float]] = defaultdict(list)
+    networks = [parts_of(a, CLASSES) for a in cover]
+    result = summarize_context(networks, [[ContextSamples([c[0] for c in calls[k]], [list(v) for v in
+                                                           zip(*(c[1] for c in calls[k]))])]
+                                          for k in range(len(cover))], Protocol(passes=1))
+    entries = {p: t.median for p, t in result.entries.items()}
+    factors = result.repeat_factors
     nodes_of: dict = defaultdict(list)
     gaps, node_counts = [], []
-    for k, arch in enumerate(cover):
-        parts = parts_of(arch, CLASSES)
-        whole = float(np.median([c[0] for c in calls[k]]))
-        ms = np.median([c[1] for c in calls[k]], axis=0)
+    for k, parts in enumerate(networks):
         nodes = np.median([c[2] for c in calls[k]], axis=0)
-        first = 0.0
-        for i, part in enumerate(parts):
-            repeat = i > 0 and parts[i - 1] == part
-            if repeat:
-                ratios[(part.kind, part.stage)].append(ms[i] / first)
-            else:
-                first = ms[i]
-            values[(part, repeat)].append(ms[i])
-            nodes_of[part].append(nodes[i])
-        gaps.append(whole - float(ms.sum()))
+        for part, n in zip(parts, nodes):
+            nodes_of[part].append(n)
+        gaps.append(float(np.median([c[0] for c in calls[k]])) - float(np.median([c[1] for c in calls[k]],
+                                                                                  axis=0).sum()))
         node_counts.append(float(nodes.sum()))
-    factors = {k: float(np.exp(np.mean(np.log(v)))) for k, v in ratios.items() if len(v) >= MIN_REPEAT_RATIOS}
-    pooled: dict = defaultdict(list)
-    for (part, repeat), v in values.items():
-        f = factors.get((part.kind, part.stage), 1.0) if repeat else 1.0
-        pooled[part] += [x / f for x in v]
-    entries = {p: float(np.median(v)) for p, v in pooled.items()}
     nodes_per = {p: float(np.median(v)) for p, v in nodes_of.items()}
     slope, intercept = np.polyfit(node_counts, gaps, 1)
-    print(f"repeat factors {({f'{k}{s}': round(v, 3) for (k, s), v in factors.items()})}; whole - kernels: "
+    print(f"repeat factors {({k: round(v, 3) for k, v in factors.items()})}; whole - kernels: "
           f"{intercept:.4f} ms {slope * 1e3:+.2f} us per node (correlation with nodes "
           f"{np.corrcoef(node_counts, gaps)[0, 1]:.2f})")
 
     def predict(arch: Arch) -> float:
         parts = parts_of(arch, CLASSES)
-        total = sum(entries[p] * (factors.get((p.kind, p.stage), 1.0) if i and parts[i - 1] == p else 1.0)
+        total = sum(entries[p] * (factors.get(repeat_key(p), 1.0) if i and parts[i - 1] == p else 1.0)
                     for i, p in enumerate(parts))
         return total + intercept + slope * sum(nodes_per[p] for p in parts)
 

@@ -47,14 +47,14 @@ def _synthetic_context(space, factors, overhead=0.02, num_classes=10):
     rng = random.Random(0)
     truth = {p: 0.01 + 0.1 * rng.random() for p in parts_of_space(space, num_classes)}
 
+    def ran(parts):  # each part as it runs in the network
+        return [truth[p] * (factors.get(p.kind, 1.0) if i and parts[i - 1] == p else 1.0) for i, p in enumerate(parts)]
+
     def whole(parts):
-        return sum(truth[p] * (factors.get(p.kind, 1.0) if i and parts[i - 1] == p else 1.0)
-                   for i, p in enumerate(parts)) + overhead
+        return sum(ran(parts)) + overhead
 
     def passes(parts):
-        values = [truth[p] * (factors.get(p.kind, 1.0) if i and parts[i - 1] == p else 1.0)
-                  for i, p in enumerate(parts)]
-        return [ContextSamples([whole(parts)] * 3, [[v] * 3 for v in values]) for _ in range(2)]
+        return [ContextSamples([whole(parts)] * 3, [[v] * 3 for v in ran(parts)]) for _ in range(2)]
 
     networks = [parts_of(a, num_classes) for a in archs]
     return archs, truth, whole, summarize_context(networks, [passes(n) for n in networks], Protocol(passes=2))
