@@ -196,14 +196,12 @@ def build_table(
         entries, passes, overhead = {}, {}, 0.0
         slope = at = 0.0
         repeat_factors: dict[str, float] = {}
-        width_slopes: tuple[float, ...] = ()
-        at_widths: tuple[float, ...] = ()
         result = None
         if archs:
             result = stages.in_context(archs, todo)
             entries = {p: t for p, t in result.entries.items() if p in set(todo)}
             overhead, slope, at = result.overhead_ms, result.slope_per_mib, result.at_mib
-            repeat_factors, width_slopes, at_widths = result.repeat_factors, result.width_slopes, result.at_widths
+            repeat_factors = result.repeat_factors
         alone = [p for p in todo if p not in entries]
         if alone:
             isolated, passes = stages.alone(todo if result else alone, rotation_mb)  # ratios need covered parts too
@@ -214,8 +212,7 @@ def build_table(
                 overhead = stages.empty_call()
                 entries = {p: _minus(t, overhead) for p, t in isolated.items()}
         plain = replace(meta, overhead_ms=float(overhead), context_slope_per_mib=slope, context_at_mib=at,
-                        repeat_factors=repeat_factors, context_width_slopes=list(width_slopes),
-                        context_at_widths=list(at_widths))
+                        repeat_factors=repeat_factors)
         calibration = stages.calibration(LatencyTable({p: entries[p] for p in todo}, plain, weights=stages.weights),
                                          calibrate_networks) if calibrate_networks else None
         reference = stages.reference("calibration" if calibration else "context" if result else None)

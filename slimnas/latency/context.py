@@ -38,16 +38,6 @@ contains all of that. ``harness="context"`` (the default for backends that can, 
    (:data:`MIN_REPEAT_RATIOS` ratios at least, else none). Entries are the first occurrence's time (repeats divided
    by the factor before pooling), and a prediction counts each repeat at entry x factor
    (``TableMeta.repeat_factors``; figures in ``docs/benchmarks.md``).
-7. **Earlier stages' widths.** A part also runs slower after wider earlier stages, beyond what the network's weights
-   say: on ``tiny``, parts after a 32-channel first stage ran 2-5% slower than the same parts after a 16-channel one
-   (stage-1 MB4D 5%), and the validation residual correlated at 0.72 with the first stage's width; a linear term in
-   the network's activation bytes did not capture it. The working-set term has one more variable per stage: ``log
-   t(part, network) = log e(part) + slope * (W - at) + sum over stages s before the part's of beta_s * (width_s -
-   at_s)``, all slopes estimated jointly by least squares from the within-part variation across covering networks
-   (:func:`context_deviation`), entries stored at the covering networks' mean widths
-   (``TableMeta.context_width_slopes`` per channel, ``context_at_widths``). The same variables applied to every
-   part of the network, own stage included, helped one of two builds and hurt the other; applied to later stages
-   only, both improved (``docs/benchmarks.md``, "Earlier stages' widths").
 
 The evidence (``docs/benchmarks.md``, "Part-to-network gap") and the reasoning (``docs/design.md``) say why this and not
 a fitted calibration: once parts were measured under the protocol, fitting per-kind corrections on measured networks
@@ -70,8 +60,8 @@ from ._parts import Part, parts_of, repeat_key
 from ._timing import Timing
 from .protocol import ContextSamples, Progress, Protocol, assess, run_passes, statistic_of
 
-__all__ = ["covering_archs", "ContextResult", "measure_in_context", "summarize_context", "context_deviation", "combine",
-           "HARNESSES", "MIN_REPEAT_RATIOS"]
+__all__ = ["covering_archs", "ContextResult", "measure_in_context", "summarize_context", "combine", "HARNESSES",
+           "MIN_REPEAT_RATIOS"]
 
 #: How a table's parts are timed: inside covering networks, or each alone in a loop.
 HARNESSES = ("context", "isolated")
@@ -105,8 +95,8 @@ def covering_archs(space: SearchSpace, num_classes: int = 1000, in_chans: int = 
 
 @dataclass(frozen=True)
 class ContextResult:
-    """What timing in context gave: per covered part its in-context timing (at ``at_mib`` of network weights and the
-    stage widths ``at_widths``), the per-network overhead, the working-set slopes and the repeat factors."""
+    """What timing in context gave: per covered part its in-context timing (at ``at_mib`` of network weights), the
+    per-network overhead and the working-set slope."""
 
     entries: dict[Part, Timing]
     overhead_ms: float
@@ -116,8 +106,6 @@ class ContextResult:
     slope_per_mib: float = 0.0
     at_mib: float = 0.0
     repeat_factors: dict[str, float] = field(default_factory=dict)  # repeat_key -> a repeat's time / the first's
-    width_slopes: tuple[float, ...] = ()  # per stage: log-time slope per channel of the stage's width (step 7)
-    at_widths: tuple[float, ...] = ()  # the covering networks' mean stage widths (where entries are)
 
 
 def measure_in_context(
@@ -137,7 +125,7 @@ def measure_in_context(
 ) -> ContextResult:
     """Time ``archs``' networks in context (see the module docstring); ``done``/``on_pass``/``tick`` as in
     :func:`~slimnas.latency.protocol.run_passes` (a build's journal, the reference clock). ``weights`` (MiB per part)
-    enables the working-set term, with the archs' stage widths (step 7)."""
+    enables the working-set term."""
     from .modules import network_parts
 
     def sample_pass(i: int) -> ContextSamples:
@@ -147,29 +135,23 @@ def measure_in_context(
     records = run_passes(len(archs), sample_pass, protocol, times=lambda r: r.network,
                          names=[f"network {i + 1}/{len(archs)}" for i in range(len(archs))], done=done,
                          on_pass=on_pass, on_progress=on_progress, tick=tick)
-    return summarize_context([parts_of(a, num_classes, in_chans) for a in archs], records, protocol, weights,
-                             [a.widths for a in archs])
+    return summarize_context([parts_of(a, num_classes, in_chans) for a in archs], records, protocol, weights)
 
 
 def summarize_context(networks: Sequence[Sequence[Part]], records: Sequence[Sequence[ContextSamples]],
-                      protocol: Protocol, weights: Mapping[Part, float] | None = None,
-                      widths: Sequence[Sequence[int]] | None = None) -> ContextResult:
-    """The entries, overhead, working-set slopes and repeat factors from each covering network's parts (network
-    order) and its passes in context (steps 2, 4-7 of the module docstring). ``weights`` (MiB per part) enables the
-    working-set term, ``widths`` (each network's stage widths) its stage-width variables."""
-    # (part, its network: weights MiB and stage widths, in-context samples, repeat)
-    observed: list[tuple[Part, tuple[float, ...], list[float], bool]] = []
+                      protocol: Protocol, weights: Mapping[Part, float] | None = None) -> ContextResult:
+    """The entries, overhead, working-set slope and repeat factors from each covering network's parts (network
+    order) and its passes in context (steps 2, 4-6 of the module docstring)."""
+    observed: list[tuple[Part, float, list[float], bool]] = []  # (part, network MiB, in-context samples, repeat)
     ratios: dict[str, list[float]] = {}  # repeat_key -> a repeat's statistic / the first of its run's
-    overheads, variables, disturbed, total = [], [], 0, 0
-    use_widths = bool(weights) and widths is not None
-    for n, (parts, passes) in enumerate(zip(networks, records)):
+    overheads, sizes, disturbed, total = [], [], 0, 0
+    for parts, passes in zip(networks, records):
         verdict = assess([r.network for r in passes], protocol)
         disturbed += verdict.disturbed
         total += len(passes)
         kept = [r for r, ok in zip(passes, verdict.accepted) if ok]
         size = sum(weights.get(p, 0.0) for p in parts) if weights else 0.0
-        z = (size, *(float(w) for w in widths[n])) if use_widths else (size,)
-        variables.append(z)
+        sizes.append(size)
         inside = first = 0.0
         for i, part in enumerate(parts):
             values = [v for r in kept for v in r.parts[i]]
@@ -179,60 +161,44 @@ def summarize_context(networks: Sequence[Sequence[Part]], records: Sequence[Sequ
                 first = value
             elif first > 0 and value > 0:
                 ratios.setdefault(repeat_key(part), []).append(value / first)
-            observed.append((part, z, values, repeat))
+            observed.append((part, size, values, repeat))
             inside += value
         overheads.append(verdict.value - inside)
     factors = {key: float(np.exp(np.mean(np.log(r)))) for key, r in ratios.items() if len(r) >= MIN_REPEAT_RATIOS}
-    at = np.mean(np.asarray(variables, dtype=float), axis=0) if variables else np.zeros(1)
-    # from here on a repeat's samples stand for the first occurrence's (divided by its factor), and each occurrence
-    # carries its context variables' deviations from ``at`` (a stage's width only for parts of later stages)
-    observed_first = [(part, context_deviation(part, z[0], z[1:], at[0], at[1:]),
-                       [v / factors.get(repeat_key(part), 1.0) for v in values] if repeat else values)
-                      for part, z, values, repeat in observed]
-    slopes = _context_slopes(observed_first, protocol.statistic) if weights else np.zeros(len(at))
+    # from here on a repeat's samples stand for the first occurrence's (divided by its factor)
+    observed_first = [(part, size, [v / factors.get(repeat_key(part), 1.0) for v in values] if repeat else values)
+                      for part, size, values, repeat in observed]
+    slope = _working_set_slope(observed_first, protocol.statistic) if weights else 0.0
+    at = float(np.mean(sizes)) if sizes else 0.0
     pooled: dict[Part, list[float]] = {}
-    for part, deviation, values in observed_first:
-        scale = math.exp(-float(slopes @ deviation))
+    for part, size, values in observed_first:
+        scale = math.exp(-slope * (size - at))
         pooled.setdefault(part, []).extend(v * scale for v in values)
     entries = {part: Timing.from_samples(values) for part, values in pooled.items()}
     return ContextResult(entries, float(np.median(overheads)) if overheads else 0.0, len(networks), disturbed, total,
-                         float(slopes[0]), float(at[0]), factors,
-                         tuple(float(b) for b in slopes[1:]), tuple(float(a) for a in at[1:]))
+                         slope, at, factors)
 
 
-def context_deviation(part: Part, weights_mib: float, widths: Sequence[float], at_mib: float,
-                      at_widths: Sequence[float]) -> np.ndarray:
-    """The working-set term's variables for ``part`` inside a network of ``weights_mib`` MiB of weights and stage
-    ``widths``, as deviations from where entries are (``at_mib``, ``at_widths``): the weights, then each stage's
-    width for a part of a later stage (0 for the part's own and later stages: step 7)."""
-    stage = part.stage if part.stage is not None else 0
-    return np.asarray([weights_mib - at_mib, *(float(w) - a if s < stage else 0.0
-                                               for s, (w, a) in enumerate(zip(widths, at_widths)))])
-
-
-def _context_slopes(observed: Sequence[tuple[Part, np.ndarray, list[float]]], statistic: str) -> np.ndarray:
-    """The working-set slopes (per MiB of weights, per channel of each earlier stage's width) from the within-part
-    variation across networks: least squares on the part-demeaned log latencies and context variables."""
-    by_part: dict[Part, list[tuple[np.ndarray, float]]] = {}
-    for part, z, values in observed:
+def _working_set_slope(observed: Sequence[tuple[Part, float, list[float]]], statistic: str) -> float:
+    """The working-set slope (per MiB) from the within-part variation across networks (least squares on the
+    part-demeaned log latencies)."""
+    by_part: dict[Part, list[tuple[float, float]]] = {}
+    for part, size, values in observed:
         value = statistic_of(values, statistic)
         if value > 0:
-            by_part.setdefault(part, []).append((z, math.log(value)))
-    width = len(observed[0][1]) if observed else 1
+            by_part.setdefault(part, []).append((size, math.log(value)))
     xs, ys = [], []
     for points in by_part.values():
         if len(points) < 2:
             continue
-        x = np.vstack([z for z, _ in points])
-        y = np.asarray([v for _, v in points])
-        xs.append(x - x.mean(axis=0))
-        ys.append(y - y.mean())
-    if not xs:
-        return np.zeros(width)
-    x, y = np.vstack(xs), np.concatenate(ys)
-    if not np.any(x):
-        return np.zeros(width)
-    return np.linalg.lstsq(x, y, rcond=None)[0]
+        mx = np.mean([x for x, _ in points])
+        my = np.mean([y for _, y in points])
+        xs += [x - mx for x, _ in points]
+        ys += [y - my for _, y in points]
+    x, y = np.asarray(xs), np.asarray(ys)
+    if not len(x) or float(x @ x) == 0.0:
+        return 0.0
+    return float(x @ y / (x @ x))
 
 
 def combine(context: ContextResult, isolated: Mapping[Part, Timing], statistic: str) -> dict[Part, Timing]:

@@ -81,10 +81,6 @@ class TableMeta:
     # by exp(slope * (W - at)) with the network's weights W (MiB); entries are at W = at. 0: no such term.
     context_slope_per_mib: float = 0.0
     context_at_mib: float = 0.0
-    # Its stage-width variables: the time also grows by exp(sum_s slope_s * (width_s - at_s)), per channel of each
-    # stage's width; entries are at the covering networks' mean widths. Empty: no such variables (older tables).
-    context_width_slopes: list[float] = field(default_factory=list)
-    context_at_widths: list[float] = field(default_factory=list)
     # Parts timed alone: a calibration fitted at build time on measured whole networks ({"coef": {group: c},
     # "intercept": ms, "networks": n}); predictions are then sum_g c_g * S_g + intercept. None: none.
     calibration: dict[str, Any] | None = None
@@ -161,7 +157,7 @@ class LatencyTable:
         self.weights: dict[Part, float] = dict(weights or {})
         self._space = meta.search_space()
         self._family: SpaceFamily = self._space.space_family
-        self._summers: dict[tuple[bool, int | None | str], Any] = {}
+        self._summers: dict[bool, Any] = {}
 
     # ------------------------------------------------------------------ queries
     @property
@@ -203,9 +199,8 @@ class LatencyTable:
 
     def predict(self, arch: Arch) -> float:
         """Predicted latency of ``arch`` in milliseconds: the sum of its parts' entries (a repeated block's times its
-        kind's repeat factor), times the working-set term ``exp(slope * (W - at) + sum_s slope_s * (width_s - at_s))``
-        (``W``: the arch's weights in MiB, ``width_s`` its stage widths; parts timed in context only), plus the
-        per-network overhead (``meta.overhead_ms``)."""
+        kind's repeat factor), times the working-set term ``exp(slope * (W - at))`` (``W``: the arch's weights in MiB;
+        parts timed in context only), plus the per-network overhead (``meta.overhead_ms``)."""
         parts, constant = self.contributions(arch)
         return float(sum(v for _, v in parts)) + constant
 
@@ -217,21 +212,9 @@ class LatencyTable:
         except KeyError:
             raise MissingEntryError(f"latency table has no weight size for {part}") from None
 
-    def _context_factor(self, weights_mib: float | np.ndarray, widths: np.ndarray, stage: int | None
-                        ) -> float | np.ndarray:
-        """The working-set term for a part of ``stage`` in networks of ``weights_mib`` MiB of weights and stage
-        ``widths`` (one row per network): :func:`~slimnas.latency.context.context_deviation`, vectorized."""
-        meta = self.meta
-        exponent = meta.context_slope_per_mib * (weights_mib - meta.context_at_mib)
-        earlier = min(stage or 0, len(meta.context_width_slopes))
-        if earlier:
-            deviation = np.asarray(widths, dtype=float)[..., :earlier] - meta.context_at_widths[:earlier]
-            exponent = exponent + deviation @ np.asarray(meta.context_width_slopes[:earlier], dtype=float)
-        return np.exp(exponent)
-
-    @property
-    def _has_context_term(self) -> bool:
-        return bool(self.meta.context_slope_per_mib or any(self.meta.context_width_slopes))
+    def _context_factor(self, weights_mib: float | np.ndarray) -> float | np.ndarray:
+        slope = self.meta.context_slope_per_mib
+        return np.exp(slope * (weights_mib - self.meta.context_at_mib)) if slope else 1.0
 
     def breakdown(self, arch: Arch) -> list[tuple[Part, float]]:
         return [(p, self.entry(p)) for p in self.parts(arch)]
@@ -248,31 +231,25 @@ class LatencyTable:
             coef = self.meta.calibration["coef"]
             return ([(p, v * coef.get(self._family.group_of(p.kind), 1.0)) for p, v in zip(parts, values)],
                     float(self.meta.calibration["intercept"]))
-        if not self._has_context_term:
-            return list(zip(parts, values)), float(self.meta.overhead_ms)
-        weights = sum(self._weight(p) for p in parts)
-        return ([(p, v * float(self._context_factor(weights, np.asarray(arch.widths), p.stage)))
-                 for p, v in zip(parts, values)], float(self.meta.overhead_ms))
+        factor = float(self._context_factor(sum(self._weight(p) for p in parts)))
+        return [(p, v * factor) for p, v in zip(parts, values)], float(self.meta.overhead_ms)
 
     def _repeat_factor(self, part: Part) -> float:
         return float(self.meta.repeat_factors.get(repeat_key(part), 1.0))
 
     # ------------------------------------------------------------------ vectorized prediction
-    def _summer(self, weights: bool = False, stage: int | None | str = "all") -> Any:
-        """The family's part sums over this table's values (entries at ``stat``, or weights; only the parts of
-        ``stage`` unless ``"all"``, the others counting 0), built once."""
-        summer = self._summers.get((weights, stage))
+    def _summer(self, weights: bool = False) -> Any:
+        """The family's part sums over this table's values (entries at ``stat``, or weights), built once."""
+        summer = self._summers.get(weights)
         if summer is None:
             values = dict(self.weights) if weights else {p: t.get(self.stat) for p, t in self.entries.items()}
-            if stage != "all":
-                values = {p: v if p.stage == stage else 0.0 for p, v in values.items()}
             shape = (self._space, self.meta.num_classes, self.meta.in_chans)
             if weights or not self.meta.repeat_factors:  # a family's own part_summer may not take repeat values
                 summer = self._family.part_summer(values, *shape)
             else:
                 repeats = {p: v * self._repeat_factor(p) for p, v in values.items()}
                 summer = self._family.part_summer(values, *shape, repeat_values=repeats)
-            self._summers[(weights, stage)] = summer
+            self._summers[weights] = summer
         return summer
 
     def predict_many(self, archs: Sequence[Arch] | Iterable[Arch]) -> np.ndarray:
@@ -309,21 +286,12 @@ class LatencyTable:
             what = "entry" if part not in self.entries else f"{self.stat} (an older table)"
             raise MissingEntryError(f"latency table has no {what} for {part} needed by arch #{row} "
                                     f"({self.meta.describe()})")
-        if self._has_context_term:
-            weights = sum(self._summer(weights=True)(feats).values()) if self.meta.context_slope_per_mib else 0.0
+        if self.meta.context_slope_per_mib:
+            weights = sum(self._summer(weights=True)(feats).values())
             if np.isnan(weights).any():
                 raise MissingEntryError("latency table has no weight size for a part it predicts with")
-            if not any(self.meta.context_width_slopes):
-                factor = self._context_factor(weights, None, None)
-                out = {kind: values * factor for kind, values in out.items()}
-            else:  # the factor depends on the part's stage: sum stage by stage
-                widths = self._family.stage_widths(feats)
-                scaled = {kind: np.zeros(n) for kind in out}
-                for stage in {p.stage for p in self.entries}:
-                    factor = self._context_factor(weights, widths, stage)
-                    for kind, values in self._summer(stage=stage)(feats).items():
-                        scaled[kind] = scaled[kind] + values * factor
-                out = scaled
+            factor = self._context_factor(weights)
+            out = {kind: values * factor for kind, values in out.items()}
         if self.meta.calibration:
             coef = self.meta.calibration["coef"]
             out = {kind: values * coef.get(self._family.group_of(kind), 1.0) for kind, values in out.items()}

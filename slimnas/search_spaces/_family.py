@@ -165,13 +165,6 @@ class SpaceFamily(abc.ABC):
         """How many archs ``feats`` holds."""
         return len(feats)
 
-    def stage_widths(self, feats: Any) -> Any:
-        """Each arch's stage widths, one row per arch of ``feats`` (an ``(archs, stages)`` integer array): a variable
-        of the latency tables' working-set term (:mod:`slimnas.latency.context`, step 7)."""
-        import numpy as np
-
-        return np.asarray([arch.widths for arch in feats], dtype=np.int64).reshape(len(feats), -1)
-
     def part_summer(self, values: Mapping[Part, float], space: SearchSpace, num_classes: int, in_chans: int,
                     repeat_values: Mapping[Part, float] | None = None) -> Callable[[Any], dict[str, Any]]:
         """A function from :meth:`features` to, per part kind, each arch's sum of ``values`` over its parts (float

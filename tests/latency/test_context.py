@@ -6,14 +6,7 @@ import numpy as np
 import pytest
 
 from slimnas.latency import LatencyTable, Part, Timing, parts_of, parts_of_space
-from slimnas.latency.context import (
-    ContextResult,
-    _context_slopes,
-    combine,
-    context_deviation,
-    covering_archs,
-    summarize_context,
-)
+from slimnas.latency.context import ContextResult, _working_set_slope, combine, covering_archs, summarize_context
 from slimnas.latency.protocol import ContextSamples, Protocol
 from slimnas.latency.table import TableMeta
 from slimnas.search_spaces import SearchSpace, SpaceFamily
@@ -27,12 +20,11 @@ def test_the_working_set_slope_is_recovered_from_parts_seen_in_networks_of_diffe
     for part in parts:
         for size in rng.sample([1.0, 2.0, 4.0, 6.0, 8.0], 3):  # each part inside three networks of other sizes
             t = base[part] * math.exp(0.02 * size)
-            observed.append((part, np.array([size]), [t * (1 + rng.gauss(0, 0.002)) for _ in range(20)]))
-    assert _context_slopes(observed, "median")[0] == pytest.approx(0.02, abs=0.002)
+            observed.append((part, size, [t * (1 + rng.gauss(0, 0.002)) for _ in range(20)]))
+    assert _working_set_slope(observed, "median") == pytest.approx(0.02, abs=0.002)
     flat = [(p, size, [base[p]] * 5) for p, size, _ in observed]
-    assert _context_slopes(flat, "median")[0] == pytest.approx(0.0, abs=1e-12)
-    # one network per part: no information
-    assert _context_slopes([(parts[0], np.array([1.0]), [0.1])], "median")[0] == 0.0
+    assert _working_set_slope(flat, "median") == pytest.approx(0.0, abs=1e-12)
+    assert _working_set_slope([(parts[0], 1.0, [0.1])], "median") == 0.0  # one network per part: no information
 
 
 def test_parts_left_out_of_the_cover_take_their_kinds_in_context_ratio():
@@ -48,33 +40,24 @@ def test_parts_left_out_of_the_cover_take_their_kinds_in_context_ratio():
     assert entries[Part("head", 3, 64, 10)].median == pytest.approx(0.05)  # no covered head: unscaled
 
 
-def _synthetic_context(space, factors, overhead=0.02, num_classes=10, weights=None, slopes=(0.0,)):
+def _synthetic_context(space, factors, overhead=0.02, num_classes=10):
     """Covering networks of ``space`` timed by a made-up machine: each part a fixed first-occurrence time, a block
-    right after an identical one ``factors[kind]`` of it, times ``exp(slopes . context variables)`` (the network's
-    weights in MiB from ``weights``, then the widths of the stages before the part's), plus a constant per network
-    (no noise). Returns the covering archs, the true times, ``whole(arch)`` and what :func:`summarize_context` makes
-    of the cover."""
+    right after an identical one ``factors[kind]`` of it, plus a constant per network (no noise)."""
     archs = covering_archs(space, num_classes=num_classes, cover=2, max_networks=96)
     rng = random.Random(0)
     truth = {p: 0.01 + 0.1 * rng.random() for p in parts_of_space(space, num_classes)}
-    origin = [0.0] * space.num_stages
 
-    def ran(arch):  # each part as it runs in the network
-        parts = parts_of(arch, num_classes)
-        size = sum(weights[p] for p in parts) if weights else 0.0
-        return [truth[p] * (factors.get(p.kind, 1.0) if i and parts[i - 1] == p else 1.0)
-                * math.exp(float(np.dot(slopes, context_deviation(p, size, arch.widths, 0.0, origin)[:len(slopes)])))
-                for i, p in enumerate(parts)]
+    def ran(parts):  # each part as it runs in the network
+        return [truth[p] * (factors.get(p.kind, 1.0) if i and parts[i - 1] == p else 1.0) for i, p in enumerate(parts)]
 
-    def whole(arch):
-        return sum(ran(arch)) + overhead
+    def whole(parts):
+        return sum(ran(parts)) + overhead
 
-    def passes(arch):
-        return [ContextSamples([whole(arch)] * 3, [[v] * 3 for v in ran(arch)]) for _ in range(2)]
+    def passes(parts):
+        return [ContextSamples([whole(parts)] * 3, [[v] * 3 for v in ran(parts)]) for _ in range(2)]
 
     networks = [parts_of(a, num_classes) for a in archs]
-    return archs, truth, whole, summarize_context(networks, [passes(a) for a in archs], Protocol(passes=2), weights,
-                                                  [a.widths for a in archs])
+    return archs, truth, whole, summarize_context(networks, [passes(n) for n in networks], Protocol(passes=2))
 
 
 def test_repeated_blocks_get_a_factor_of_their_own_and_tables_predict_whole_networks_with_it(tmp_path):
@@ -96,11 +79,11 @@ def test_repeated_blocks_get_a_factor_of_their_own_and_tables_predict_whole_netw
     assert len(checked) > 50
     runs = [a for a in checked if any(n > 1 for n in a.num_3d) or any(d - t > 1 for d, t in zip(a.depths, a.num_3d))]
     assert runs  # networks with repeated blocks are among them
-    expected = np.array([whole(a) for a in checked])
+    expected = np.array([whole(parts_of(a, 10)) for a in checked])
     assert np.allclose([table.predict(a) for a in checked], expected, rtol=1e-9)
     assert np.allclose(table.predict_many(checked), expected, rtol=1e-9)
     parts, constant = table.contributions(runs[0])
-    assert sum(v for _, v in parts) + constant == pytest.approx(whole(runs[0]))
+    assert sum(v for _, v in parts) + constant == pytest.approx(whole(parts_of(runs[0], 10)))
     # the family's generic (looping) summer agrees with EfficientFormer's vectorized one
     values = {p: t.median for p, t in table.entries.items()}
     repeats = {p: v * table.meta.repeat_factors.get(f"{p.kind}:{p.stage}", 1.0) for p, v in values.items()}
@@ -117,39 +100,4 @@ def test_repeated_blocks_get_a_factor_of_their_own_and_tables_predict_whole_netw
         for i, p in enumerate(ps):
             pooled[p].append(truth[p] * (factors.get(p.kind, 1.0) if i and ps[i - 1] == p else 1.0))
     old = LatencyTable({p: Timing.from_samples(v) for p, v in pooled.items()}, replace(meta, repeat_factors={}))
-    assert np.max(np.abs(old.predict_many(runs) / [whole(a) for a in runs] - 1)) > 0.03
-
-
-def test_earlier_stages_widths_are_measured_from_the_cover_and_tables_predict_whole_networks_with_them(tmp_path):
-    space = SearchSpace.preset("tiny")
-    weights = {p: 0.002 * (p.c_in + p.c_out) for p in parts_of_space(space, 10)}
-    slopes = (0.01, 0.003, 0.001, 0.0005, 0.0)  # per MiB of weights; per channel of stage 0, 1, 2 (3 has no later)
-    factors = {"mb4d": 0.85, "mb3d": 0.9}
-    archs, truth, whole, result = _synthetic_context(space, factors, weights=weights, slopes=slopes)
-    assert result.slope_per_mib == pytest.approx(slopes[0], abs=1e-9)
-    assert result.width_slopes[:3] == pytest.approx(slopes[1:4], abs=1e-9)
-    assert result.at_widths == pytest.approx(np.mean([a.widths for a in archs], axis=0))
-    meta = TableMeta(backend="torch-cpu", device="made up", batch=1, dtype="float32", img_size=space.img_size,
-                     threads=1, space=space.to_dict(), num_classes=10, harness="context",
-                     overhead_ms=result.overhead_ms, repeat_factors=result.repeat_factors,
-                     context_slope_per_mib=result.slope_per_mib, context_at_mib=result.at_mib,
-                     context_width_slopes=list(result.width_slopes), context_at_widths=list(result.at_widths))
-    table = LatencyTable.load(LatencyTable(result.entries, meta, weights=weights).save(tmp_path / "t.parquet"))
-    assert table.meta.context_width_slopes == pytest.approx(list(result.width_slopes))  # the metadata round trip
-    rng = random.Random(1)
-    checked = [a for a in archs[:20] + [space.sample(rng) for _ in range(200)] if not table.missing(a)]
-    assert len({a.widths[0] for a in checked}) > 1 and len(checked) > 50
-    expected = np.array([whole(a) for a in checked])
-    assert np.allclose([table.predict(a) for a in checked], expected, rtol=1e-9)
-    assert np.allclose(table.predict_many(checked), expected, rtol=1e-9)
-    parts, constant = table.contributions(checked[0])
-    assert sum(v for _, v in parts) + constant == pytest.approx(expected[0])
-    # a stage's width counts for the parts of later stages only
-    assert list(context_deviation(Part("mb4d", 2, 48, 48), 1.5, (16, 32, 48, 64), 1.0, (10, 20, 30, 40))) == [
-        0.5, 6.0, 12.0, 0.0, 0.0]
-    # the working-set term on weights alone (the tables before) mispredicts the same networks by > 3%
-    alone = replace(meta, context_width_slopes=[], context_at_widths=[], context_at_mib=0.0)
-    entries = {p: Timing.from_samples([truth[p] * math.exp(float(np.dot(slopes[1:], context_deviation(
-        p, 0.0, a.widths, 0.0, [0.0] * 4)[1:]))) for a in archs if p in parts_of(a, 10)]) for p in result.entries}
-    old = LatencyTable(entries, alone, weights=weights)
-    assert np.max(np.abs(old.predict_many(checked) / expected - 1)) > 0.03
+    assert np.max(np.abs(old.predict_many(runs) / [whole(parts_of(a, 10)) for a in runs] - 1)) > 0.03

@@ -66,9 +66,6 @@ class EfficientFormerFamily(SpaceFamily):
 
         return _parts.arch_features(archs, self.num_stages)
 
-    def stage_widths(self, feats: Any) -> Any:
-        return feats.widths
-
     def part_summer(self, values: Mapping[Part, float], space: SearchSpace, num_classes: int, in_chans: int,
                     repeat_values: Mapping[Part, float] | None = None) -> Callable[[Any], dict[str, Any]]:
         from . import _parts
