@@ -7,9 +7,10 @@ Every ``R`` and ``VALIDATION_DIR`` is a folder ``slimnas lut validate --num-arch
 ``validation.csv``), all on the same random networks (same ``N`` and ``S``; checked). The runs are repeated
 measurements of those networks, each in a process of its own; a table's predictions are read from its own validation
 folder. Prints, for each table, Kendall tau against every run (mean, min, max, how many >= 0.95) and against the
-consensus (the geometric mean of all runs' measurements); and how well the runs agree with one another (tau between
-every two runs): a ceiling no table can beat on a single run. Only the ranking is compared (tau does not see the
-machine's speed, which differs from run to run). No measurement is made here.
+consensus (the geometric mean of all runs' measurements); how well the runs agree with one another (tau between
+every two runs): a ceiling no table can beat on a single run; and each run against the consensus of the others (its
+own precision). Only the ranking is compared (tau does not see the machine's speed, which differs from run to run).
+No measurement is made here.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def main() -> None:
         a, _, m = random_rows(run)
         if a != archs:
             sys.exit(f"{run}: other networks than {args.runs[0]} (same --num-archs and --seed needed)")
-        measured[run.name] = m
+        measured[f"{run.parent.name}/{run.name}"] = m
     predicted = {}
     for spec in args.tables:
         name, _, folder = spec.partition("=")
@@ -66,6 +67,14 @@ def main() -> None:
                               "run_vs_run": {"mean": float(np.mean(pairs)), "min": min(pairs), "max": max(pairs)}}
     print(f"{len(archs)} networks, {len(measured)} runs; tau between two runs: mean {np.mean(pairs):.3f}, "
           f"min {min(pairs):.3f}, max {max(pairs):.3f}")
+    out["run_vs_others"] = {}
+    for name, m in measured.items():  # each run against the consensus of all the others: how precise one run is
+        others = np.exp(np.mean([np.log(v) for k, v in measured.items() if k != name], axis=0))
+        residual = np.log(m / others)
+        figures = {"tau": tau(m, others), "sd_pct": float(100 * (residual - residual.mean()).std())}
+        out["run_vs_others"][name] = figures
+        print(f"  run {name}: tau against the other runs' consensus {figures['tau']:.3f}, per-network sd "
+              f"{figures['sd_pct']:.2f}%")
     for name, p in predicted.items():
         per_run = np.array([tau(p, m) for m in measured.values()])
         figures = {"per_run_mean": float(per_run.mean()), "per_run_min": float(per_run.min()),
