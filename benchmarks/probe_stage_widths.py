@@ -34,13 +34,12 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-from slimnas.latency import parts_of, repeat_key
+from slimnas.latency import LatencyTable, parts_of, repeat_key
 from slimnas.latency.context import covering_archs, summarize_context
 from slimnas.latency.modules import part_weight_mib
 from slimnas.latency.protocol import ContextSamples, Protocol, assess, statistic_of
+from slimnas.latency.table import TableMeta
 from slimnas.search_spaces import Arch, SearchSpace
-
-NUM_CLASSES = 10  # set from the journal's header
 
 
 def read_journal(path: Path) -> tuple[dict, dict[int, list[ContextSamples]]]:
@@ -69,18 +68,18 @@ def read_runs(folders: list[Path]) -> tuple[list[Arch], np.ndarray]:
     return [Arch.from_json(a) for a in archs], np.asarray(rows)
 
 
-def widths_variant(archs: list[Arch], records: list[list[ContextSamples]], protocol: Protocol,
-                   weights: dict) -> tuple[Callable[[Arch], float], np.ndarray]:
+def widths_variant(archs: list[Arch], records: list[list[ContextSamples]], protocol: Protocol, weights: dict,
+                   header: dict, num_classes: int) -> tuple[Callable[[Arch], float], np.ndarray]:
     """The ``widths`` variant's predictor and slopes (see the module docstring)."""
     stages = len(archs[0].widths)
     at_widths = np.mean([a.widths for a in archs], axis=0)
     # the builder's repeat factors and overhead; only the working-set term differs
-    plain = summarize_context([parts_of(a, NUM_CLASSES) for a in archs], records, protocol, weights)
+    plain = summarize_context([parts_of(a, num_classes) for a in archs], records, protocol, weights)
     factors, at_mib = plain.repeat_factors, plain.at_mib
     observed = []  # (part, arch, network MiB, in-context samples of the accepted passes, repeat)
     for arch, passes in zip(archs, records):
         accepted = assess([r.network for r in passes], protocol).accepted
-        parts = parts_of(arch, NUM_CLASSES)
+        parts = parts_of(arch, num_classes)
         size = sum(weights[p] for p in parts)
         observed += [(part, arch, size, [v for r, ok in zip(passes, accepted) if ok for v in r.parts[i]],
                       i > 0 and parts[i - 1] == part) for i, part in enumerate(parts)]
@@ -105,7 +104,7 @@ def widths_variant(archs: list[Arch], records: list[list[ContextSamples]], proto
                for p, pts in by_part.items()}
 
     def predict(arch: Arch) -> float:
-        parts = parts_of(arch, NUM_CLASSES)
+        parts = parts_of(arch, num_classes)
         size = sum(weights[p] for p in parts)
         return sum(entries[p] * (factors.get(repeat_key(p), 1.0) if i and parts[i - 1] == p else 1.0)
                    * math.exp(slopes @ deviation(p, arch, size)) for i, p in enumerate(parts)) + plain.overhead_ms
@@ -113,20 +112,14 @@ def widths_variant(archs: list[Arch], records: list[list[ContextSamples]], proto
     return predict, slopes
 
 
-def plain_variant(archs: list[Arch], records: list[list[ContextSamples]], protocol: Protocol,
-                  weights: dict) -> tuple[Callable[[Arch], float], np.ndarray]:
-    """The builder's own in-context step (:func:`summarize_context`): its predictor and working-set slope."""
-    result = summarize_context([parts_of(a, NUM_CLASSES) for a in archs], records, protocol, weights)
-
-    def predict(arch: Arch) -> float:
-        parts = parts_of(arch, NUM_CLASSES)
-        size = sum(weights[p] for p in parts)
-        total = sum(result.entries[p].get(protocol.statistic)
-                    * (result.repeat_factors.get(repeat_key(p), 1.0) if i and parts[i - 1] == p else 1.0)
-                    for i, p in enumerate(parts))
-        return total * math.exp(result.slope_per_mib * (size - result.at_mib)) + result.overhead_ms
-
-    return predict, np.array([result.slope_per_mib])
+def plain_variant(archs: list[Arch], records: list[list[ContextSamples]], protocol: Protocol, weights: dict,
+                  header: dict, num_classes: int) -> tuple[Callable[[Arch], float], np.ndarray]:
+    """The builder's own in-context step (:func:`summarize_context`), predicted by the table it would write."""
+    result = summarize_context([parts_of(a, num_classes) for a in archs], records, protocol, weights)
+    meta = TableMeta(**header["identity"], protocol=header["protocol"], overhead_ms=result.overhead_ms,
+                     context_slope_per_mib=result.slope_per_mib, context_at_mib=result.at_mib,
+                     repeat_factors=result.repeat_factors)
+    return LatencyTable(result.entries, meta, weights=weights).predict, np.array([result.slope_per_mib])
 
 
 def main() -> None:
@@ -141,16 +134,15 @@ def main() -> None:
     first = np.array([a.widths[0] for a in targets])
     for path in args.journals:
         header, by_network = read_journal(path)
-        global NUM_CLASSES
-        NUM_CLASSES = header["identity"]["num_classes"]
+        num_classes = header["identity"]["num_classes"]
         protocol = Protocol.from_dict(header["protocol"])
         context = header["context"]
-        archs = covering_archs(space, NUM_CLASSES, 3, context["cover"], context["max_networks"])
+        archs = covering_archs(space, num_classes, 3, context["cover"], context["max_networks"])
         records = [by_network[i] for i in range(len(archs))]
-        weights = {p: part_weight_mib(p, space.img_size) for a in archs + targets for p in parts_of(a, NUM_CLASSES)}
+        weights = {p: part_weight_mib(p, space.img_size) for a in archs + targets for p in parts_of(a, num_classes)}
         print(f"{path.name}: {len(archs)} covering networks, protocol {protocol.describe()}")
         for name, variant in (("plain", plain_variant), ("widths", widths_variant)):
-            predict, slopes = variant(archs, records, protocol, weights)
+            predict, slopes = variant(archs, records, protocol, weights, header, num_classes)
             predicted = np.array([predict(a) for a in targets])
             per_run = [kendalltau(predicted, m)[0] for m in measured]
             residual = np.log(consensus / predicted)
