@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,7 +33,7 @@ from ._timing import Timing
 from .backends import Backend, table_options
 from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
 from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
-from .predictor import CalibratedPredictor
+from .predictor import CalibratedPredictor, fit_part_calibration
 from .protocol import ContextSamples, Progress, Protocol, measure_items
 from .reference import ReferenceClock, reference_archs
 from .table import LatencyTable, TableMeta
@@ -42,9 +43,20 @@ __all__ = ["build_table", "Progress", "journal_path", "table_meta"]
 
 log = logging.getLogger(__name__)
 
-#: Whole networks a table of parts timed alone is calibrated on: the learning curve on ``tiny`` with ONNX Runtime
-#: (``docs/benchmarks.md``) reached 95% within +-10% at 20 and flattened after; 24 leaves a margin.
+#: Whole networks a table of parts timed alone is calibrated on per part kind (groups): the learning curve on ``tiny``
+#: with ONNX Runtime (``docs/benchmarks.md``) reached 95% within +-10% at 20 and flattened after; 24 leaves a margin.
 DEFAULT_CALIBRATE_NETWORKS = 24
+#: A space of at most this many parts is calibrated per part (one coefficient each, :func:`fit_part_calibration`) on
+#: PART_NETWORKS_PER_PART networks per part: on ``tiny`` (144 parts) with ONNX Runtime, tau against measurements made
+#: the day before rose with the networks up to 150-200 and then flattened (``docs/benchmarks.md``). Larger spaces
+#: would need too many networks and keep the per-group calibration on DEFAULT_CALIBRATE_NETWORKS.
+PER_PART_MAX_PARTS = 300
+PART_NETWORKS_PER_PART = 1.4
+
+
+def default_calibrate_networks(parts: int) -> int:
+    """The whole networks a complete table of ``parts`` parts timed alone is calibrated on by default."""
+    return math.ceil(PART_NETWORKS_PER_PART * parts) if parts <= PER_PART_MAX_PARTS else DEFAULT_CALIBRATE_NETWORKS
 #: The calibration networks' seed (validation uses small seeds: the sets differ).
 CALIBRATION_SEED = 20_000
 
@@ -146,10 +158,12 @@ def build_table(
     ``max_networks``; :mod:`slimnas.latency.context`), or each alone in a loop, then with ``rotation_mb`` (MiB, or
     ``"auto"``) of rotating weight copies (:mod:`slimnas.latency.modules`) and the cost of timing an empty module
     taken off every part and added once per network (``overhead_ms``), then ``calibrate_networks`` whole networks
-    (default: 24 for a complete table of parts timed alone, else 0) timed and a
-    :class:`~slimnas.latency.CalibratedPredictor` fitted on them stored as the table's predictor
-    (``TableMeta.calibration``; the number is decided by a learning curve: ``docs/benchmarks.md``). A partial cover
-    times every part alone too.
+    timed and a calibration fitted on them stored as the table's predictor (``TableMeta.calibration``): one
+    coefficient per part (:func:`~slimnas.latency.predictor.fit_part_calibration`) when there are at least as many
+    networks as parts, else one per group of part kinds (:class:`~slimnas.latency.CalibratedPredictor`). Default for a
+    complete table of parts timed alone: :func:`default_calibrate_networks` (1.4 networks per part up to 300 parts,
+    else 24; decided by learning curves: ``docs/benchmarks.md``), else 0. A partial cover times every part alone
+    too.
     ``on_progress`` is called after each measured pass; raising from it (e.g. ``KeyboardInterrupt``) stops the
     build, and the next call with ``resume=True`` continues from the journal.
     """
@@ -166,7 +180,8 @@ def build_table(
     if not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise InputError(f"batch: must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
     if calibrate_networks is None:
-        calibrate_networks = DEFAULT_CALIBRATE_NETWORKS if harness == "isolated" and parts is None else 0
+        calibrate_networks = (default_calibrate_networks(len(parts_of_space(space, num_classes, in_chans)))
+                              if harness == "isolated" and parts is None else 0)
     for name, value, low in (("cover", cover, 1), ("max_networks", max_networks, 1),
                              ("calibrate_networks", calibrate_networks, 0)):
         if not isinstance(value, int) or not low <= value <= 100_000:
@@ -288,7 +303,8 @@ class _Stages:
         return empty.value
 
     def calibration(self, plain: LatencyTable, count: int) -> dict[str, object]:
-        """Time ``count`` seeded whole networks and fit the table's calibration on them."""
+        """Time ``count`` seeded whole networks and fit the table's calibration on them: per part when they are at
+        least as many as the table's parts, else per group."""
         self.clock.stage = "calibration"
         archs = [a for name, a in validation_archs(self.space, count, CALIBRATION_SEED) if name.startswith("random")]
         built = [network_module(a, *self.shape) for a in archs]
@@ -296,8 +312,10 @@ class _Stages:
                                  names=[f"calibration network {i + 1}/{len(archs)}" for i in range(len(archs))],
                                  done=self.done.calibration, on_pass=self._writer("calibration"),
                                  on_progress=self.on_progress, tick=self.clock.tick)
-        fitted = CalibratedPredictor(plain).fit(archs, [m.value for m in measured])
-        return fitted.coefficients() | {"networks": len(archs)}
+        values = [m.value for m in measured]
+        if len(archs) >= len(plain.entries):  # enough networks to pin down one coefficient per part
+            return fit_part_calibration(plain, archs, values) | {"networks": len(archs)}
+        return CalibratedPredictor(plain).fit(archs, values).coefficients() | {"networks": len(archs)}
 
     def reference(self, anchor: str | None) -> dict[str, object] | None:
         """The reference networks and their latencies during ``anchor``, the stage the table's predictions are

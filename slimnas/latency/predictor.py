@@ -11,6 +11,16 @@ reshapes, head) and ``c_g``, ``b`` are fitted on a few measured whole networks. 
 overhead, so a group the fitting networks barely exercise keeps the table's own numbers. With all ``c_g = 1`` and ``b``
 the overhead it is the table's own prediction. (On ``tiny`` with parts timed in context it did not beat the table at
 any number of fitting networks: ``docs/design.md``.)
+
+:func:`fit_part_calibration` is the finer model a table of parts timed alone stores when it was calibrated on at
+least as many networks as it has parts: one coefficient per part instead of per group,
+
+    latency(arch) = b + sum_p c_p * v_p(arch)
+
+(``v_p``: what the table counts for part ``p`` in ``arch``), fitted the same way (relative error, each ``c_p`` pulled
+toward 1). ONNX Runtime runs parts of one kind differently inside a graph than alone, by amounts that differ from part
+to part; a group's single coefficient cannot follow that, one per part can once the networks pin it down
+(``docs/design.md`` §3).
 """
 
 from __future__ import annotations
@@ -25,13 +35,16 @@ import numpy as np
 
 from slimnas.config import atomic_write_text, read_json_file
 from slimnas.errors import InputError
-from slimnas.search_spaces import Arch
+from slimnas.search_spaces import Arch, Part
 
 from .table import LatencyTable
 
-__all__ = ["CalibratedPredictor"]
+__all__ = ["CalibratedPredictor", "fit_part_calibration", "PART_RIDGE"]
 
 _FORMAT = "slimnas-calibrated-predictor"
+#: The per-part fit's ridge, per network: chosen on the learning curve of `tiny` with ONNX Runtime (1e-3 and 3e-4 did
+#: equally well at 150-200 networks, 1e-2 worse; ``docs/benchmarks.md``).
+PART_RIDGE = 1e-3
 
 
 
@@ -98,3 +111,34 @@ class CalibratedPredictor:
         if data.get("table") != json.loads(json.dumps(table.meta.identity())):
             raise InputError(f"calibration: {file} was fitted for a table measured under other settings")
         return cls(table, data["coef"], data["intercept"])
+
+
+def fit_part_calibration(table: LatencyTable, archs: Sequence[Arch], measured_ms: Sequence[float],
+                         ridge: float = PART_RIDGE) -> dict[str, Any]:
+    """Fit one coefficient per part and an intercept on measured whole networks (see the module docstring); returns
+    what the table stores (``TableMeta.calibration``): ``{"coef": {}, "intercept": ms, "parts": [[kind, stage, c_in,
+    c_out, c], ...]}`` for every part the networks contain. ``table`` must be uncalibrated."""
+    y = np.asarray(measured_ms, dtype=np.float64)
+    if len(archs) != len(y) or len(y) == 0:
+        raise ValueError("fit: need as many measured latencies as archs, at least one")
+    if table.meta.calibration:
+        raise ValueError("fit: the table is calibrated already")
+    index: dict[Part, int] = {}
+    rows: list[dict[Part, float]] = []
+    for arch in archs:
+        row: dict[Part, float] = {}
+        for part, value in table.contributions(arch)[0]:
+            row[part] = row.get(part, 0.0) + value
+            index.setdefault(part, len(index))
+        rows.append(row)
+    x = np.zeros((len(y), len(index)))
+    for i, row in enumerate(rows):
+        for part, value in row.items():
+            x[i, index[part]] = value
+    design = np.concatenate([x, np.ones((len(y), 1))], axis=1) / y[:, None]
+    prior = np.array([1.0] * len(index) + [table.meta.overhead_ms])
+    scale = np.array([1.0] * len(index) + [1.0 / float(np.mean(y)) ** 2])
+    penalty = ridge * len(y) * np.diag(scale)
+    theta = np.linalg.solve(design.T @ design + penalty, design.T @ np.ones(len(y)) + penalty @ prior)
+    return {"coef": {}, "intercept": float(theta[-1]),
+            "parts": [[p.kind, p.stage, p.c_in, p.c_out, float(c)] for p, c in zip(index, theta[:-1])]}

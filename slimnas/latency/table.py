@@ -39,7 +39,9 @@ from .protocol import Protocol
 __all__ = ["LatencyTable", "TableMeta", "MissingEntryError", "FORMAT", "FORMAT_VERSION"]
 
 FORMAT = "slimnas-latency-table"
-FORMAT_VERSION = 2
+#: 3: a calibration may hold per-part coefficients (``TableMeta.calibration["parts"]``), which a reader of version 2
+#: would ignore and so mispredict; version-2 files hold none and still load.
+FORMAT_VERSION = 3
 _META_KEY = b"slimnas.latency"
 _SCHEMA = pa.schema([
     ("kind", pa.string()), ("stage", pa.int16()), ("c_in", pa.int32()), ("c_out", pa.int32()),
@@ -82,7 +84,8 @@ class TableMeta:
     context_slope_per_mib: float = 0.0
     context_at_mib: float = 0.0
     # Parts timed alone: a calibration fitted at build time on measured whole networks ({"coef": {group: c},
-    # "intercept": ms, "networks": n}); predictions are then sum_g c_g * S_g + intercept. None: none.
+    # "intercept": ms, "networks": n}, and per part {"parts": [[kind, stage, c_in, c_out, c], ...]} from format 3);
+    # predictions are then sum_g c_g * S_g + intercept, each part counted at c times its entry. None: none.
     calibration: dict[str, Any] | None = None
     # Parts timed in context: a part right after an identical one (a repeated block) counts at its entry times
     # repeat_factors["kind:stage"] (slimnas.latency.context); a kind and stage not listed: 1. Entries are the time of
@@ -123,13 +126,32 @@ class TableMeta:
             raise InputError(f"lut: metadata lacks {sorted(missing)}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
+    def part_coefficients(self) -> dict[Part, float]:
+        """The calibration's per-part coefficients (empty: none); ``ValueError`` naming a malformed row."""
+        if self.calibration is None:
+            return {}
+        if not isinstance(self.calibration, dict):
+            raise ValueError("calibration: expected a mapping")
+        rows = self.calibration.get("parts") or []
+        if not isinstance(rows, list):
+            raise ValueError("calibration.parts: expected a list of [kind, stage, c_in, c_out, coefficient] rows")
+        out: dict[Part, float] = {}
+        for row in rows:
+            if not (isinstance(row, list) and len(row) == 5 and isinstance(row[0], str)
+                    and all(isinstance(v, int) and not isinstance(v, bool) for v in row[1:4])
+                    and isinstance(row[4], (int, float)) and not isinstance(row[4], bool)
+                    and np.isfinite(row[4]) and row[4] >= 0):
+                raise ValueError(f"calibration.parts: malformed row {str(row)[:80]}")
+            out[Part(row[0], row[1], row[2], row[3])] = float(row[4])
+        return out
+
     def describe(self) -> str:
         threads = "" if self.threads is None else f", {self.threads} threads"
         options = "".join(f", {k} {v}" for k, v in sorted(self.options.items()))
         return (f"{self.backend} on {self.device}, batch {self.batch}, {self.dtype}, {self.img_size}px{threads}, "
                 f"space {self.space.get('name', '?')}, {self.form} form{options}, parts timed {self.harness}, "
-                f"{self.statistic}" + (f", calibrated on {self.calibration.get('networks')} networks"
-                                       if self.calibration else ""))
+                f"{self.statistic}" + (f", calibrated{' per part' if self.calibration.get('parts') else ''} on "
+                                       f"{self.calibration.get('networks')} networks" if self.calibration else ""))
 
 
 class LatencyTable:
@@ -158,6 +180,7 @@ class LatencyTable:
         self._space = meta.search_space()
         self._family: SpaceFamily = self._space.space_family
         self._summers: dict[bool, Any] = {}
+        self._part_coef = meta.part_coefficients()
 
     # ------------------------------------------------------------------ queries
     @property
@@ -221,12 +244,12 @@ class LatencyTable:
 
     def contributions(self, arch: Arch) -> tuple[list[tuple[Part, float]], float]:
         """What :meth:`predict` adds up for ``arch``: each part's entry as the prediction counts it (a repeated block's
-        times its repeat factor; times the working-set term, or the calibration's coefficient of its group), in
-        network order, and the constant (overhead, or the calibration's intercept); their sum is :meth:`predict`'s
-        value up to rounding."""
+        times its repeat factor; times the working-set term, or the calibration's coefficients of its group and of the
+        part), in network order, and the constant (overhead, or the calibration's intercept); their sum is
+        :meth:`predict`'s value up to rounding."""
         parts = self.parts(arch)
-        values = [self.entry(p) * (self._repeat_factor(p) if i and parts[i - 1] == p else 1.0)
-                  for i, p in enumerate(parts)]
+        values = [self.entry(p) * self._part_coef.get(p, 1.0) * (self._repeat_factor(p) if i and parts[i - 1] == p
+                                                                 else 1.0) for i, p in enumerate(parts)]
         if self.meta.calibration:
             coef = self.meta.calibration["coef"]
             return ([(p, v * coef.get(self._family.group_of(p.kind), 1.0)) for p, v in zip(parts, values)],
@@ -242,7 +265,8 @@ class LatencyTable:
         """The family's part sums over this table's values (entries at ``stat``, or weights), built once."""
         summer = self._summers.get(weights)
         if summer is None:
-            values = dict(self.weights) if weights else {p: t.get(self.stat) for p, t in self.entries.items()}
+            values = dict(self.weights) if weights else {p: t.get(self.stat) * self._part_coef.get(p, 1.0)
+                                                         for p, t in self.entries.items()}
             shape = (self._space, self.meta.num_classes, self.meta.in_chans)
             if weights or not self.meta.repeat_factors:  # a family's own part_summer may not take repeat values
                 summer = self._family.part_summer(values, *shape)
@@ -379,6 +403,7 @@ class LatencyTable:
             meta = TableMeta.from_dict(meta_dict)
             meta.search_space()
             meta.measurement_protocol()
+            meta.part_coefficients()
         except (TypeError, ValueError) as exc:
             raise InputError(f"lut: {file} has invalid metadata ({exc})") from None
         if stat is not None and stat not in STATS:

@@ -49,8 +49,9 @@ def _harness(lat: PipelineLatencySection, backend) -> str:
 
 def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_classes: int) -> dict[str, Any]:
     """What a table made from ``lat`` records about itself (without the device)."""
+    from slimnas.latency import parts_of_space
     from slimnas.latency.backends import table_options
-    from slimnas.latency.builder import DEFAULT_CALIBRATE_NETWORKS
+    from slimnas.latency.builder import default_calibrate_networks
     from slimnas.latency.modules import resolve_rotation_mb
 
     backend = _backend(lat)
@@ -63,7 +64,7 @@ def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_class
             "cover": lat.cover if harness == "context" else None,
             "max_networks": lat.max_networks if harness == "context" else None,
             "calibrate_networks": lat.calibrate_networks if lat.calibrate_networks is not None else
-            (DEFAULT_CALIBRATE_NETWORKS if harness == "isolated" else 0)}
+            (default_calibrate_networks(len(parts_of_space(space, num_classes, 3))) if harness == "isolated" else 0)}
 
 
 def _recorded_settings(table: LatencyTable) -> dict[str, Any]:
