@@ -4,9 +4,9 @@ import math
 import pytest
 
 from slimnas.errors import InputError
-from slimnas.latency import LatencyTable, build_table, parts_of, parts_of_space
+from slimnas.latency import LatencyTable, Part, build_table, parts_of, parts_of_space
 from slimnas.latency.backends import TorchCPUBackend
-from slimnas.latency.builder import journal_path
+from slimnas.latency.builder import default_calibrate_networks, journal_path
 from slimnas.latency.context import covering_archs
 from slimnas.latency.protocol import Protocol
 
@@ -159,6 +159,24 @@ def test_a_partial_cover_times_the_rest_alone_and_scales_it(tmp_path):
     assert covered < everything and set(table.entries) == everything
     assert backend.networks == COUNTED.passes and backend.measured == len(everything) * COUNTED.passes
     assert table.meta.notes["parts_scaled_from_isolated"] == len(everything - covered)
+
+
+def test_as_many_calibration_networks_as_parts_calibrate_each_part(tmp_path):
+    backend = CountingBackend()
+    parts = parts_of_space(MICRO)
+    assert default_calibrate_networks(len(parts)) == math.ceil(1.4 * len(parts))
+    assert default_calibrate_networks(144) == 202 and default_calibrate_networks(674) == 24  # tiny; l1: per group
+    table = build_table(MICRO, backend, tmp_path / "cal.parquet", protocol=COUNTED, harness="isolated")
+    cal = table.meta.calibration
+    networks = cal["networks"]  # the default asks for more; MICRO has no more distinct archs
+    assert len(parts) <= networks < default_calibrate_networks(len(parts))
+    assert backend.measured == (len(parts) + 1 + networks) * COUNTED.passes  # parts, the empty module, the networks
+    coef = {Part(*row[:4]): row[4] for row in cal["parts"]}
+    assert set(coef) <= set(parts) and len(coef) >= len(parts) - 2
+    arch = MICRO.max_arch()
+    expected = sum(table.entries[p].median * coef.get(p, 1.0) for p in parts_of(arch)) + cal["intercept"]
+    assert table.predict(arch) == pytest.approx(expected) and table.predict_many([arch])[0] == pytest.approx(expected)
+    assert f"calibrated per part on {networks} networks" in LatencyTable.load(tmp_path / "cal.parquet").meta.describe()
 
 
 def test_a_table_of_parts_timed_alone_is_calibrated_on_whole_networks(tmp_path):

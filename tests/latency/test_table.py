@@ -94,7 +94,10 @@ def test_corrupt_and_foreign_files_fail_clearly(tiny_table, tmp_path):
         LatencyTable.load(foreign)
     arrow = tiny_table.to_arrow()
     meta = json.loads(arrow.schema.metadata[b"slimnas.latency"])
-    for change, message in (({"format_version": 99}, "format version 99"), ({"format": "other"}, "format 'other'")):
+    for change, message in (({"format_version": 99}, "format version 99"), ({"format": "other"}, "format 'other'"),
+                            ({"calibration": "x"}, r"invalid metadata \(calibration: expected a mapping\)"),
+                            ({"calibration": {"coef": {}, "intercept": 0.0, "parts": [["mb4d", 0, 16]]}},
+                             r"calibration.parts: malformed row \['mb4d', 0, 16\]")):
         table = arrow.replace_schema_metadata({b"slimnas.latency": json.dumps(meta | change).encode()})
         path = tmp_path / "changed.parquet"
         pq.write_table(table, path)

@@ -6,6 +6,7 @@ from scipy.stats import kendalltau
 
 from slimnas.errors import InputError
 from slimnas.latency import CalibratedPredictor, LatencyTable, Timing
+from slimnas.latency.predictor import fit_part_calibration
 from slimnas.latency.validate import error_metrics, kendall_tau, validate_measured, validate_table, validation_archs
 from slimnas.search_spaces.efficientformer import SearchSpace
 
@@ -51,6 +52,33 @@ def test_calibration_recovers_known_corrections(tiny_table):
     assert varies.sum() >= 4
     np.testing.assert_allclose(np.array(list(fitted.coef.values()))[varies], truth[varies], rtol=0.05)
     np.testing.assert_allclose(fitted.predict_many(archs), measured, rtol=1e-3)
+
+
+def test_part_calibration_recovers_per_part_corrections_that_groups_cannot(tiny_table, tmp_path):
+    """Each part runs inside networks at its own factor of its entry (as ONNX Runtime's parts do): the per-part fit
+    predicts held-out networks exactly, the per-group fit on the same networks cannot, and the table stores and
+    reloads it with predict, predict_many and contributions agreeing."""
+    rng = random.Random(1)
+    archs = list({a.structure_key(): a for a in (TINY.sample(rng) for _ in range(400))}.values())[:300]
+    factor = {p: 0.8 + 0.45 * random.Random(str(p)).random() for p in tiny_table.entries}
+    measured = np.array([sum(v * factor[p] for p, v in tiny_table.contributions(a)[0]) + 0.02 for a in archs])
+    fit, held = slice(0, 250), slice(250, 300)
+    cal = fit_part_calibration(tiny_table, archs[fit], measured[fit], ridge=1e-9) | {"networks": 250}
+    table = tiny_table.with_meta(calibration=cal)
+    np.testing.assert_allclose(table.predict_many(archs[held]), measured[held], rtol=1e-3)
+    groups = CalibratedPredictor(tiny_table).fit(archs[fit], measured[fit], ridge=1e-6)
+    assert np.mean(np.abs(groups.predict_many(archs[held]) / measured[held] - 1)) > 0.01
+    assert {tuple(r[:4]) for r in cal["parts"]} == {(p.kind, p.stage, p.c_in, p.c_out) for a in archs[fit]
+                                                    for p in tiny_table.parts(a)}
+    table.save(tmp_path / "per-part.parquet")
+    again = LatencyTable.load(tmp_path / "per-part.parquet")
+    assert again.meta.calibration == cal and "calibrated per part on 250 networks" in again.meta.describe()
+    for arch in archs[held][:5]:
+        parts, constant = again.contributions(arch)
+        assert again.predict(arch) == pytest.approx(sum(v for _, v in parts) + constant)
+        assert again.predict(arch) == pytest.approx(float(table.predict_many([arch])[0]))
+    with pytest.raises(ValueError, match="calibrated already"):
+        fit_part_calibration(table, archs[fit], measured[fit])
 
 
 def test_calibration_save_load_is_tied_to_its_table(tiny_table, tmp_path):
