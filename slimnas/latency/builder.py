@@ -57,6 +57,12 @@ PART_NETWORKS_PER_PART = 1.4
 def default_calibrate_networks(parts: int) -> int:
     """The whole networks a complete table of ``parts`` parts timed alone is calibrated on by default."""
     return math.ceil(PART_NETWORKS_PER_PART * parts) if parts <= PER_PART_MAX_PARTS else DEFAULT_CALIBRATE_NETWORKS
+
+
+def calibration_archs(space: SearchSpace, count: int) -> list[Arch]:
+    """The seeded whole networks a calibration of ``count`` networks times: fewer where the space has fewer distinct
+    archs (their number is what the table records)."""
+    return [a for name, a in validation_archs(space, count, CALIBRATION_SEED) if name.startswith("random")]
 #: The calibration networks' seed (validation uses small seeds: the sets differ).
 CALIBRATION_SEED = 20_000
 
@@ -306,7 +312,7 @@ class _Stages:
         """Time ``count`` seeded whole networks and fit the table's calibration on them: per part when they are at
         least as many as the table's parts, else per group."""
         self.clock.stage = "calibration"
-        archs = [a for name, a in validation_archs(self.space, count, CALIBRATION_SEED) if name.startswith("random")]
+        archs = calibration_archs(self.space, count)
         built = [network_module(a, *self.shape) for a in archs]
         measured = measure_items([lambda net=net: net for net in built], self.backend, self.protocol,
                                  names=[f"calibration network {i + 1}/{len(archs)}" for i in range(len(archs))],

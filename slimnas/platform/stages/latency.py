@@ -51,20 +51,23 @@ def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_class
     """What a table made from ``lat`` records about itself (without the device)."""
     from slimnas.latency import parts_of_space
     from slimnas.latency.backends import table_options
-    from slimnas.latency.builder import default_calibrate_networks
+    from slimnas.latency.builder import calibration_archs, default_calibrate_networks
     from slimnas.latency.modules import resolve_rotation_mb
 
     backend = _backend(lat)
     form = lat.form or backend.default_form
     harness = _harness(lat, backend)
     options = table_options(backend, resolve_rotation_mb(lat.rotation_mb, space, form, num_classes))
+    networks = lat.calibrate_networks
+    if networks is None:
+        parts = len(parts_of_space(space, num_classes, 3))
+        networks = default_calibrate_networks(parts) if harness == "isolated" else 0
     return {"backend": backend.name, "batch": lat.batch, "dtype": backend.dtype, "img_size": space.img_size,
             "threads": backend.threads, "space": space.to_dict(), "form": form, "num_classes": num_classes,
             "in_chans": 3, "options": options, "protocol": lat.protocol.protocol().to_dict(), "harness": harness,
             "cover": lat.cover if harness == "context" else None,
             "max_networks": lat.max_networks if harness == "context" else None,
-            "calibrate_networks": lat.calibrate_networks if lat.calibrate_networks is not None else
-            (default_calibrate_networks(len(parts_of_space(space, num_classes, 3))) if harness == "isolated" else 0)}
+            "calibrate_networks": len(calibration_archs(space, networks)) if networks else 0}
 
 
 def _recorded_settings(table: LatencyTable) -> dict[str, Any]:
