@@ -59,12 +59,15 @@ def default_calibrate_networks(parts: int) -> int:
     return math.ceil(PART_NETWORKS_PER_PART * parts) if parts <= PER_PART_MAX_PARTS else DEFAULT_CALIBRATE_NETWORKS
 
 
+#: The calibration networks' seed (validation uses small seeds: the sets differ).
+CALIBRATION_SEED = 20_000
+
+
 def calibration_archs(space: SearchSpace, count: int) -> list[Arch]:
     """The seeded whole networks a calibration of ``count`` networks times: fewer where the space has fewer distinct
     archs (their number is what the table records)."""
     return [a for name, a in validation_archs(space, count, CALIBRATION_SEED) if name.startswith("random")]
-#: The calibration networks' seed (validation uses small seeds: the sets differ).
-CALIBRATION_SEED = 20_000
+
 
 #: The largest batch a table may be built for (a bound that catches typos like 1e12 before any memory is allocated).
 MAX_BATCH = 65536

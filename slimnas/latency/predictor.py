@@ -76,12 +76,7 @@ class CalibratedPredictor:
         y = np.asarray(measured_ms, dtype=np.float64)
         if len(archs) != len(y) or len(y) == 0:
             raise ValueError("fit: need as many measured latencies as archs, at least one")
-        x = self.features(archs)
-        design = np.concatenate([x, np.ones((len(y), 1))], axis=1) / y[:, None]
-        prior = np.array([1.0] * len(self.groups) + [self.table.meta.overhead_ms])
-        scale = np.array([1.0] * len(self.groups) + [1.0 / float(np.mean(y)) ** 2])
-        penalty = ridge * len(y) * np.diag(scale)
-        theta = np.linalg.solve(design.T @ design + penalty, design.T @ np.ones(len(y)) + penalty @ prior)
+        theta = _fit_relative(self.features(archs), y, self.table.meta.overhead_ms, ridge)
         self.coef = {g: float(c) for g, c in zip(self.groups, theta[:-1])}
         self.intercept = float(theta[-1])
         return self
@@ -135,10 +130,16 @@ def fit_part_calibration(table: LatencyTable, archs: Sequence[Arch], measured_ms
     for i, row in enumerate(rows):
         for part, value in row.items():
             x[i, index[part]] = value
-    design = np.concatenate([x, np.ones((len(y), 1))], axis=1) / y[:, None]
-    prior = np.array([1.0] * len(index) + [table.meta.overhead_ms])
-    scale = np.array([1.0] * len(index) + [1.0 / float(np.mean(y)) ** 2])
-    penalty = ridge * len(y) * np.diag(scale)
-    theta = np.linalg.solve(design.T @ design + penalty, design.T @ np.ones(len(y)) + penalty @ prior)
+    theta = _fit_relative(x, y, table.meta.overhead_ms, ridge)
     return {"coef": {}, "intercept": float(theta[-1]),
             "parts": [[p.kind, p.stage, p.c_in, p.c_out, float(c)] for p, c in zip(index, theta[:-1])]}
+
+
+def _fit_relative(x: np.ndarray, y: np.ndarray, overhead_ms: float, ridge: float) -> np.ndarray:
+    """``latency = x @ c + b`` fitted for the relative error on ``y``, each ``c`` pulled toward 1 and ``b`` toward
+    ``overhead_ms`` by ``ridge`` per network; returns ``[c..., b]``."""
+    design = np.concatenate([x, np.ones((len(y), 1))], axis=1) / y[:, None]
+    prior = np.array([1.0] * x.shape[1] + [overhead_ms])
+    scale = np.array([1.0] * x.shape[1] + [1.0 / float(np.mean(y)) ** 2])
+    penalty = ridge * len(y) * np.diag(scale)
+    return np.linalg.solve(design.T @ design + penalty, design.T @ np.ones(len(y)) + penalty @ prior)
