@@ -6,9 +6,11 @@ clipping, AdamW, the alpha step, the schedule) on synthetic data.
     python benchmarks/bench_train.py cpu [--rounds 3] [--steps 6] [--batch 64] [--threads N]
     python benchmarks/bench_train.py gpu [--rounds 3] [--steps 20] [--batch 64]
 
-cpu: the ``tiny`` space at 64x64, float32. gpu: the ``l7`` space at 224x224 with bf16 autocast and channels_last,
-plus timm's ``efficientformer_l1`` trained by a plain loop (AdamW, bf16, channels_last) as the reference; it needs
-torch and timm only (no Ray, no MLflow).
+cpu: the ``tiny`` space at 64x64, float32. gpu: the ``l7`` space at 224x224 with bf16 autocast and channels_last;
+there the L1 and L7 presets are trained standalone by the same loop too, and timm's ``efficientformer_l1`` and
+``efficientformer_l7`` by a plain loop (AdamW, bf16 autocast, channels_last, one batch kept on the GPU) as the
+references: the ratio of each preset to its timm model is the cost of slimnas's model and loop. It needs torch and
+timm only (no Ray, no MLflow).
 
 Each run trains two epochs of ``--steps`` steps and keeps the second epoch's images/s (the first includes warm-up);
 variants are interleaved over rounds and reported as the median, with per-round ratios to the standalone max arch.
@@ -30,7 +32,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_models import RESULTS, machine  # noqa: E402
-from slimnas.search_spaces.efficientformer import SearchSpace  # noqa: E402
+from slimnas.search_spaces.efficientformer import Arch, SearchSpace  # noqa: E402
 from slimnas.trainers import train_arch, train_supernet  # noqa: E402
 
 
@@ -48,20 +50,23 @@ def _common(out: str, name: str, batch: int, steps: int, device: str) -> dict:
 def run_variant(variant: str, space: str, batch: int, steps: int, device: str) -> float:
     with tempfile.TemporaryDirectory() as out:
         cfg = _common(out, variant, batch, steps, device)
+        preset = SearchSpace.preset(space)
         if variant == "max arch (standalone)":
-            arch = SearchSpace.preset(space).max_arch().to_dict()
-            result = train_arch({**cfg, "arch": arch})
+            result = train_arch({**cfg, "arch": preset.max_arch().to_dict()})
+        elif variant.endswith("preset (standalone)"):
+            arch = Arch.preset(variant.split()[0].lower(), img_size=preset.img_size, slots=preset.slots)
+            result = train_arch({**cfg, "arch": arch.to_dict()})
         else:
             mode = "soft" if "soft" in variant else "hard"
             result = train_supernet({**cfg, "space": space, "gumbel": {"mode": mode}})
     return result.history[-1]["images_per_s"]
 
 
-def timm_reference(batch: int, steps: int) -> float:
-    """timm ``efficientformer_l1`` at 224, plain loop: AdamW, bf16 autocast, channels_last, on the GPU."""
+def timm_reference(name: str, batch: int, steps: int) -> float:
+    """timm's ``name`` at 224, plain loop: AdamW, bf16 autocast, channels_last, on the GPU."""
     import timm
 
-    model = timm.create_model("efficientformer_l1", num_classes=1000).cuda().to(memory_format=torch.channels_last)
+    model = timm.create_model(name, num_classes=1000).cuda().to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.025)
     x = torch.randn(batch, 3, 224, 224, device="cuda").contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 1000, (batch,), device="cuda")
@@ -98,12 +103,13 @@ def main() -> None:
     steps = args.steps or (20 if gpu else 6)
     variants = ["max arch (standalone)", "supernet soft (Eq. 8)", "supernet hard (sampled path)"]
     if gpu:
-        variants.append("timm efficientformer_l1 (reference)")
+        variants += ["L1 preset (standalone)", "L7 preset (standalone)", "timm efficientformer_l1 (reference)",
+                     "timm efficientformer_l7 (reference)"]
     rates: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for variant in variants:
             if variant.startswith("timm"):
-                rate = timm_reference(args.batch, steps)
+                rate = timm_reference(variant.split()[1], args.batch, steps)
             else:
                 rate = run_variant(variant, space, args.batch, steps, device)
             rates[variant].append(rate)
@@ -117,6 +123,12 @@ def main() -> None:
         med = statistics.median(rates[variant])
         rows.append({"variant": variant, "images_per_s": rates[variant], "median": med, "ratios": ratios})
         print(f"| {variant} | {med:.1f} | {statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}) |")
+    for preset in ("L1", "L7") if gpu else ():
+        ours = rates[f"{preset} preset (standalone)"]
+        ratios = [a / b for a, b in zip(ours, rates[f"timm efficientformer_{preset.lower()} (reference)"])]
+        rows.append({"variant": f"{preset}: slimnas / timm", "ratios": ratios})
+        print(f"{preset}: slimnas's loop and model / timm's plain loop: {statistics.median(ratios):.2f}x "
+              f"({min(ratios):.2f}-{max(ratios):.2f})")
     info = machine()
     if gpu:
         info["gpu"] = torch.cuda.get_device_name()

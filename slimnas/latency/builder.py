@@ -261,7 +261,8 @@ class _Stages:
         self.weights = {p: part_weight_mib(p, space.img_size, form, space.family)
                         for p in parts_of_space(space, num_classes, in_chans)}
         self.references = reference_archs(space, protocol.reference_networks)
-        built = [network_module(a, *self.shape) for a in self.references]
+        with backend.building():
+            built = [network_module(a, *self.shape) for a in self.references]
         self.count = sum(len(v) for v in done.reference.values())
         self.clock = ReferenceClock([lambda net=net: net for net in built], backend, protocol,
                                     protocol.reference_every_s, done=done.reference, on_sample=self._reference_pass)

@@ -129,7 +129,8 @@ def measure_in_context(
     from .modules import network_parts
 
     def sample_pass(i: int) -> ContextSamples:
-        network, modules, example = network_parts(archs[i], batch, form, num_classes, in_chans)
+        with backend.building():
+            network, modules, example = network_parts(archs[i], batch, form, num_classes, in_chans)
         return backend.sample_context(network, modules, example, protocol)
 
     records = run_passes(len(archs), sample_pass, protocol, times=lambda r: r.network,

@@ -336,9 +336,10 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
     if protocol.statistic != table.stat:
         raise InputError(f"protocol.statistic: the table predicts the {table.stat}; measure that, not the "
                          f"{protocol.statistic}")
-    networks = [network_module(arch, meta.batch, meta.form, meta.num_classes, meta.in_chans) for arch in archs]
     references = meta.reference_archs() if protocol.reference_networks else []
-    refs = [network_module(a, meta.batch, meta.form, meta.num_classes, meta.in_chans) for a in references]
+    with backend.building():
+        networks = [network_module(a, meta.batch, meta.form, meta.num_classes, meta.in_chans) for a in archs]
+        refs = [network_module(a, meta.batch, meta.form, meta.num_classes, meta.in_chans) for a in references]
     clock = ReferenceClock([(lambda net=net: net) for net in refs], backend, protocol, protocol.reference_every_s,
                            every_pass=False)
     if warmup and networks:

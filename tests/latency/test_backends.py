@@ -200,3 +200,63 @@ def test_the_cli_flags_are_derived_from_the_settings_model(capsys):
         assert "run the CPU this long before timing (default: 0.5)" in " ".join(capsys.readouterr().out.split())
     finally:
         BACKENDS.unregister(WarmCPU.name)
+
+
+class _CountingBuilder(TorchCPUBackend):
+    """torch-cpu whose construction context counts how often it is entered (and builds on the CPU)."""
+
+    entered = 0
+
+    def building(self):
+        type(self).entered += 1
+        return torch.device("cpu")
+
+
+def test_the_networks_a_backend_times_are_constructed_in_its_building_context(tmp_path):
+    from slimnas.latency import build_table
+    from slimnas.latency.context import covering_archs
+    from slimnas.latency.validate import measure_networks, validation_archs
+
+    from .conftest import MICRO
+
+    backend = _CountingBuilder(threads=1)
+    protocol = FAST.replace(reference_networks=1)
+    table = build_table(MICRO, backend, tmp_path / "micro.parquet", protocol=protocol, harness="context",
+                        calibrate_networks=0)
+    # every covering network in every pass (at least two), and the reference networks once
+    assert _CountingBuilder.entered >= 1 + 2 * len(covering_archs(MICRO)) >= 5
+    _CountingBuilder.entered = 0
+    archs = [a for _, a in validation_archs(MICRO, 2, 0)][-2:]
+    measured = measure_networks(table, backend, archs, protocol)
+    assert len(measured) == 2 and all(m.value > 0 for m in measured)
+    assert _CountingBuilder.entered == 1  # the validated networks and the references, constructed together
+
+
+def test_torch_cuda_constructs_on_its_gpu():
+    with TorchCUDABackend(device="cuda:1").building():  # needs no GPU to enter: nothing is allocated
+        assert torch.get_default_device() == torch.device("cuda:1")
+    assert torch.get_default_device() == torch.device("cpu")
+    with TorchCPUBackend(threads=1).building():
+        assert torch.get_default_device() == torch.device("cpu")
+
+
+@pytest.mark.parametrize("form", ["fused", "eager"])
+def test_networks_are_constructed_wholly_on_the_default_device(form):
+    """A GPU backend constructs on its device (``building``): a tensor pinned to the CPU anywhere in a network's
+    construction would break its timing there. The meta device shows it without a GPU."""
+    from slimnas.latency.modules import network_parts
+    from slimnas.search_spaces.efficientformer import SearchSpace
+
+    space = SearchSpace.preset("l7")
+    for arch in (space.max_arch(), Arch.preset("l1", img_size=224, slots=space.slots)):
+        with torch.device("meta"):
+            network, modules, example = network_parts(arch, 2, form, 1000, 3)
+            whole, example2 = network_module(arch, 2, form, 1000, 3)
+        tensors = [example, example2, *whole.parameters(), *whole.buffers(), *network.parameters(),
+                   *network.buffers(), *(t for m in modules for t in (*m.parameters(), *m.buffers()))]
+        assert {t.device.type for t in tensors} == {"meta"}
+        with torch.inference_mode():
+            x = example
+            for module in modules:
+                x = module(x)
+            assert network(example).shape == x.shape == (2, 1000)

@@ -148,6 +148,11 @@ class TorchCUDABackend(Backend):
             return "unavailable"
         return torch.cuda.get_device_name(torch.device(self.device))
 
+    def building(self) -> contextlib.AbstractContextManager[Any]:
+        import torch
+
+        return torch.device(self.device)
+
     def versions(self) -> dict[str, str]:
         import torch
 
