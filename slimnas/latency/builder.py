@@ -30,7 +30,7 @@ from slimnas.search_spaces import Arch, SearchSpace
 
 from ._parts import Part, parts_of_space
 from ._timing import Timing
-from .backends import Backend, table_options
+from .backends import Backend, building, table_options
 from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
 from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
 from .predictor import CalibratedPredictor, fit_part_calibration
@@ -261,7 +261,7 @@ class _Stages:
         self.weights = {p: part_weight_mib(p, space.img_size, form, space.family)
                         for p in parts_of_space(space, num_classes, in_chans)}
         self.references = reference_archs(space, protocol.reference_networks)
-        with backend.building():
+        with building(backend):
             built = [network_module(a, *self.shape) for a in self.references]
         self.count = sum(len(v) for v in done.reference.values())
         self.clock = ReferenceClock([lambda net=net: net for net in built], backend, protocol,

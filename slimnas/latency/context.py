@@ -126,10 +126,11 @@ def measure_in_context(
     """Time ``archs``' networks in context (see the module docstring); ``done``/``on_pass``/``tick`` as in
     :func:`~slimnas.latency.protocol.run_passes` (a build's journal, the reference clock). ``weights`` (MiB per part)
     enables the working-set term."""
+    from .backends import building
     from .modules import network_parts
 
     def sample_pass(i: int) -> ContextSamples:
-        with backend.building():
+        with building(backend):
             network, modules, example = network_parts(archs[i], batch, form, num_classes, in_chans)
         return backend.sample_context(network, modules, example, protocol)
 

@@ -328,6 +328,7 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
     that has just taken the cores back from other work: the first timings after Ray Tune's workers ran up to 1.9x
     slow).
     """
+    from .backends import building
     from .modules import network_module
     from .reference import ReferenceClock, speed_factor
 
@@ -337,7 +338,7 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
         raise InputError(f"protocol.statistic: the table predicts the {table.stat}; measure that, not the "
                          f"{protocol.statistic}")
     references = meta.reference_archs() if protocol.reference_networks else []
-    with backend.building():
+    with building(backend):
         networks = [network_module(a, meta.batch, meta.form, meta.num_classes, meta.in_chans) for a in archs]
         refs = [network_module(a, meta.batch, meta.form, meta.num_classes, meta.in_chans) for a in references]
     clock = ReferenceClock([(lambda net=net: net) for net in refs], backend, protocol, protocol.reference_every_s,

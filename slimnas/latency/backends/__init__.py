@@ -40,6 +40,7 @@ from ._base import (
     BackendUnavailable,
     Threads,
     backend_options,
+    building,
     cpu_name,
     table_options,
 )
@@ -49,7 +50,7 @@ from ._torch import TorchCPUBackend, TorchCUDABackend
 
 __all__ = [
     "Backend", "BackendSettings", "BackendUnavailable", "Threads", "BACKENDS", "get_backend", "backend_class",
-    "table_options", "backend_options", "BUILDER_OPTIONS", "cpu_name", "export_onnx", "COMPUTE_UNITS",
+    "table_options", "backend_options", "building", "BUILDER_OPTIONS", "cpu_name", "export_onnx", "COMPUTE_UNITS",
     "ALLOCATORS", "allocator_state", "tune_allocator",
     "TorchCPUBackend", "TorchCUDABackend", "ONNXRuntimeBackend", "CoreMLBackend",
 ]

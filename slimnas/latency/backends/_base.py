@@ -34,7 +34,7 @@ from slimnas.errors import InputError
 from ..protocol import MAX_SAMPLES, ContextSamples, Measurement, Protocol, measure_items
 
 __all__ = ["Backend", "BackendSettings", "BackendUnavailable", "Threads", "cpu_name", "table_options",
-           "backend_options", "BUILDER_OPTIONS"]
+           "backend_options", "building", "BUILDER_OPTIONS"]
 
 #: The ``threads`` setting of a backend that runs on CPU threads (``None``: the backend's default).
 Threads = Annotated[int | None, Field(ge=1, le=4096, description="CPU threads (intra-op); default: torch's current "
@@ -66,6 +66,13 @@ def table_options(backend: Backend, rotation_mb: float = 0.0) -> dict[str, Any]:
 def backend_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """The backend's own settings among a table's ``options`` (:func:`table_options` minus the builder's)."""
     return {k: v for k, v in options.items() if k not in BUILDER_OPTIONS}
+
+
+def building(backend: Any) -> contextlib.AbstractContextManager[Any]:
+    """Where the modules ``backend`` will time are constructed: its :meth:`Backend.building`, or the host for an
+    object that only samples (a :class:`~slimnas.latency.protocol.Sampler`, such as a wrapper around a backend)."""
+    method = getattr(backend, "building", None)
+    return method() if method is not None else contextlib.nullcontext()
 
 
 class BackendUnavailable(InputError):
