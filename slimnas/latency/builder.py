@@ -31,7 +31,7 @@ from slimnas.search_spaces import Arch, SearchSpace
 from ._parts import Part, parts_of_space
 from ._timing import Timing
 from .backends import Backend, building, table_options
-from .context import HARNESSES, combine, covering_archs, journal_record, measure_in_context
+from .context import FILLS, HARNESSES, combine, covering_archs, fit_uncovered, journal_record, measure_in_context
 from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
 from .predictor import CalibratedPredictor, fit_part_calibration
 from .protocol import ContextSamples, Progress, Protocol, measure_items
@@ -155,6 +155,7 @@ def build_table(
     cover: int = 2,
     max_networks: int = 96,
     calibrate_networks: int | None = None,
+    fill: str = "fitted",
     resume: bool = True,
     overwrite: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
@@ -171,8 +172,9 @@ def build_table(
     coefficient per part (:func:`~slimnas.latency.predictor.fit_part_calibration`) when there are at least as many
     networks as parts, else one per group of part kinds (:class:`~slimnas.latency.CalibratedPredictor`). Default for a
     complete table of parts timed alone: :func:`default_calibrate_networks` (1.4 networks per part up to 300 parts,
-    else 24; decided by learning curves: ``docs/benchmarks.md``), else 0. A partial cover times every part alone
-    too.
+    else 24; decided by learning curves: ``docs/benchmarks.md``), else 0. ``fill`` says how a partial cover's left-out
+    parts get entries: ``fitted`` from the covered parts of their kind and stage (falling back to ``isolated`` where a
+    kind and stage has too few), ``isolated`` by timing every part alone too (:mod:`slimnas.latency.context`, step 3).
     ``on_progress`` is called after each measured pass; raising from it (e.g. ``KeyboardInterrupt``) stops the
     build, and the next call with ``resume=True`` continues from the journal.
     """
@@ -183,6 +185,8 @@ def build_table(
         raise InputError(f"form: expected one of {FORMS}, got {form!r}")
     if harness not in HARNESSES:
         raise InputError(f"harness: expected one of {HARNESSES}, got {harness!r}")
+    if fill not in FILLS:
+        raise InputError(f"fill: expected one of {FILLS}, got {fill!r}")
     if harness == "context" and not backend.supports_context:
         raise InputError(f"harness: backend {backend.name} cannot time parts inside a running network; use "
                          f"'isolated'")
@@ -203,7 +207,7 @@ def build_table(
     meta = table_meta(space, backend, batch, form, num_classes, in_chans, rotation_mb, protocol, harness)
     todo = list(parts) if parts is not None else parts_of_space(space, num_classes, in_chans)
     archs = covering_archs(space, num_classes, in_chans, cover, max_networks) if harness == "context" else []
-    notes_context = {"cover": cover, "max_networks": max_networks} if archs else {}
+    notes_context = {"cover": cover, "max_networks": max_networks, "fill": fill} if archs else {}
     header = {"identity": meta.identity(), "protocol": meta.protocol,
               "context": {"cover": cover, "max_networks": max_networks} if archs else None,
               "calibrate_networks": calibrate_networks}
@@ -227,11 +231,18 @@ def build_table(
             overhead, slope, at = result.overhead_ms, result.slope_per_mib, result.at_mib
             repeat_factors = result.repeat_factors
         alone = [p for p in todo if p not in entries]
+        fitted = (fit_uncovered(result.entries, alone, protocol.statistic)
+                  if result is not None and alone and fill == "fitted" else None)
+        if fitted is not None:
+            entries.update(fitted[0])
+            stages.notes.update(parts_fitted=len(alone), fit_loo_error_pct=fitted[1])
+            alone = []
+        if result is not None and alone:
+            stages.notes["parts_scaled_from_isolated"] = len(alone)
         if alone:
             isolated, passes = stages.alone(todo if result else alone, rotation_mb)  # ratios need covered parts too
             if result:
                 entries = combine(result, isolated, protocol.statistic)
-                stages.notes["parts_scaled_from_isolated"] = len(alone)
             else:
                 overhead = stages.empty_call()
                 entries = {p: _minus(t, overhead) for p, t in isolated.items()}

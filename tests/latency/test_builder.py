@@ -9,6 +9,7 @@ from slimnas.latency.backends import TorchCPUBackend
 from slimnas.latency.builder import default_calibrate_networks, journal_path
 from slimnas.latency.context import covering_archs
 from slimnas.latency.protocol import Protocol
+from slimnas.search_spaces.efficientformer import SearchSpace
 
 from .conftest import MICRO
 
@@ -153,12 +154,43 @@ def test_context_build_times_parts_inside_networks_and_resumes(tmp_path):
 
 def test_a_partial_cover_times_the_rest_alone_and_scales_it(tmp_path):
     backend = CountingBackend()
+    # fill="fitted" (the default) falls back to timing alone: one network leaves every kind too few covered parts
     table = build_table(MICRO, backend, tmp_path / "partial.parquet", protocol=COUNTED, cover=1, max_networks=1)
     covered = {p for a in covering_archs(MICRO, cover=1, max_networks=1) for p in parts_of(a)}
     everything = set(parts_of_space(MICRO))
     assert covered < everything and set(table.entries) == everything
     assert backend.networks == COUNTED.passes and backend.measured == len(everything) * COUNTED.passes
     assert table.meta.notes["parts_scaled_from_isolated"] == len(everything - covered)
+    assert "parts_fitted" not in table.meta.notes
+
+
+#: 4 widths per stage: 16 downsample width pairs per stage, of which 12 covering networks hold 12.
+WIDE = SearchSpace(name="wide", img_size=32, max_widths=(64, 64, 64, 64), slots=(1, 1, 1, 2))
+
+
+@pytest.mark.parametrize("fill", ["fitted", "isolated"])
+def test_parts_a_partial_cover_leaves_out_are_fitted_or_timed_alone(tmp_path, fill):
+    backend = CountingBackend()
+    table = build_table(WIDE, backend, tmp_path / f"{fill}.parquet", protocol=COUNTED, cover=1, max_networks=12,
+                        fill=fill)
+    covered = {p for a in covering_archs(WIDE, cover=1, max_networks=12) for p in parts_of(a)}
+    everything = set(parts_of_space(WIDE))
+    left = everything - covered
+    assert len(left) == 12 and {p.kind for p in left} == {"downsample"} and set(table.entries) == everything
+    assert backend.networks == 12 * COUNTED.passes
+    notes = table.meta.notes
+    assert notes["fill"] == fill
+    if fill == "isolated":
+        assert backend.measured == len(everything) * COUNTED.passes
+        assert notes["parts_scaled_from_isolated"] == len(left) and "parts_fitted" not in notes
+        return
+    assert backend.measured == 0  # no part timed alone
+    assert notes["parts_fitted"] == len(left) and "parts_scaled_from_isolated" not in notes
+    assert set(notes["fit_loo_error_pct"]) == {"downsample/1", "downsample/2", "downsample/3"}
+    for part in left:
+        known = [table.entries[p].median for p in covered if (p.kind, p.stage) == (part.kind, part.stage)]
+        assert 0.5 * min(known) <= table.entries[part].median <= 2 * max(known)
+    assert LatencyTable.load(tmp_path / "fitted.parquet").meta.notes["parts_fitted"] == len(left)
 
 
 def test_as_many_calibration_networks_as_parts_calibrate_each_part(tmp_path):

@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from slimnas.latency import LatencyTable, Part, Timing, parts_of, parts_of_space
-from slimnas.latency.context import ContextResult, _working_set_slope, combine, covering_archs, summarize_context
+from slimnas.latency.context import (
+    MIN_FIT_PARTS,
+    ContextResult,
+    _working_set_slope,
+    combine,
+    covering_archs,
+    fit_uncovered,
+    summarize_context,
+)
 from slimnas.latency.protocol import ContextSamples, Protocol
 from slimnas.latency.table import TableMeta
 from slimnas.search_spaces import SearchSpace, SpaceFamily
@@ -101,3 +109,31 @@ def test_repeated_blocks_get_a_factor_of_their_own_and_tables_predict_whole_netw
             pooled[p].append(truth[p] * (factors.get(p.kind, 1.0) if i and ps[i - 1] == p else 1.0))
     old = LatencyTable({p: Timing.from_samples(v) for p, v in pooled.items()}, replace(meta, repeat_factors={}))
     assert np.max(np.abs(old.predict_many(runs) / [whole(parts_of(a, 10)) for a in runs] - 1)) > 0.03
+
+
+def test_uncovered_parts_are_fitted_on_the_covered_parts_of_their_kind_and_stage():
+    law = lambda ci, co: 0.01 + 2e-4 * ci + 1e-4 * co + 3e-6 * ci * co  # noqa: E731
+    widths = range(16, 129, 16)
+    every = [Part("downsample", 2, ci, co) for ci in widths for co in widths]
+    rng = random.Random(0)
+    covered = set(rng.sample(every, 24))
+    entries = {}
+    for p in covered:
+        v = law(p.c_in, p.c_out)
+        entries[p] = Timing(v, 1.1 * v, 0.9 * v, 1.3 * v, 0.05 * v, 40, 0.95 * v, 0.8 * v)
+    entries[Part("mb4d", 2, 32, 32)] = Timing(1.0, 1.0, 1.0, 1.0, 0.0, 3, 1.0, 1.0)  # another kind: not used
+    left = [p for p in every if p not in covered]
+    fitted, errors = fit_uncovered(entries, left, "median")
+    assert set(fitted) == set(left) and set(errors) == {"downsample/2"} and errors["downsample/2"] < 1e-6
+    for p in left:
+        t, v = fitted[p], law(p.c_in, p.c_out)
+        assert t.median == pytest.approx(v) and t.p10 == pytest.approx(0.9 * v) and t.min == pytest.approx(0.8 * v)
+        assert t.count == 40  # the nearest covered part's, scaled
+    # noisy entries: the leave-one-out error says how far the fit is off
+    noisy = {p: Timing(*(x * (1 + rng.gauss(0, 0.1)) if isinstance(x, float) else x for x in (
+        t.median, t.mean, t.p10, t.p90, t.std, t.count, t.p25, t.min))) for p, t in entries.items()}
+    assert 3 < fit_uncovered(noisy, left, "median")[1]["downsample/2"] < 30
+    # too few covered parts of a kind and stage: no fit (the builder times the parts alone instead)
+    few = dict(list((p, entries[p]) for p in sorted(covered))[:MIN_FIT_PARTS - 1])
+    assert fit_uncovered(few, left, "median") is None
+    assert fit_uncovered(entries, [Part("mb3d", 3, 64, 64)], "median") is None

@@ -79,7 +79,7 @@ def _build(args: argparse.Namespace) -> int:
     table = build_table(space, backend, out, batch=args.batch_size, form=args.form, num_classes=args.num_classes,
                         protocol=protocol, rotation_mb=args.rotation_mb, harness=args.harness, cover=args.cover,
                         max_networks=args.max_networks, calibrate_networks=args.calibrate_networks,
-                        resume=not args.no_resume, overwrite=args.force, on_progress=printer)
+                        fill=args.fill, resume=not args.no_resume, overwrite=args.force, on_progress=printer)
     print(f"wrote {out}: {len(table)} entries ({table.meta.describe()})")
     return 0
 
@@ -237,6 +237,8 @@ def _measurement_args(p: argparse.ArgumentParser, build: bool) -> None:
 
 
 def register(sub) -> None:
+    from slimnas.latency.context import FILLS
+
     lut = sub.add_parser("lut", help="latency lookup tables: build, validate, show, explain, import-measurements")
     lsub = lut.add_subparsers(dest="lut_command", required=True, parser_class=type(lut))
 
@@ -263,7 +265,10 @@ def register(sub) -> None:
                    "slimnas.latency.context)")
     p.add_argument("--cover", type=int, default=2, help="context: each part in this many covering networks")
     p.add_argument("--max-networks", type=int, default=96, help="context: at most this many covering networks "
-                   "(parts left out are timed alone and scaled)")
+                   "(parts left out get entries as --fill says)")
+    p.add_argument("--fill", choices=list(FILLS), default="fitted", help="context: entries of parts no covering "
+                   "network holds, fitted on the covered parts of their kind and stage, or timed alone and scaled "
+                   "(isolated; slower). Default: fitted")
     p.add_argument("--calibrate-networks", type=int, default=None, help="whole networks timed to calibrate the "
                    "table's predictor, per part when at least as many as the parts (default when parts are timed "
                    "alone: 1.4 per part up to 300 parts, else 24; 0 in context)")

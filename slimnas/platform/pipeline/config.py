@@ -109,6 +109,7 @@ class PipelineLatencySection(ConfigModel):
     harness: Literal["context", "isolated"] | None = None  # where parts are timed; default: context where possible
     cover: int = Field(2, ge=1, le=100_000)  # context: each part in this many covering networks
     max_networks: int = Field(96, ge=1, le=100_000)  # context: at most this many covering networks
+    fill: Literal["fitted", "isolated"] = "fitted"  # context: entries of parts no covering network holds
     # default for parts timed alone: 1.4 per part up to 300 parts, else 24 (slimnas.latency.builder); in context 0
     calibrate_networks: int | None = Field(None, ge=0, le=100_000)
     rotation_mb: float | Literal["auto"] = "auto"  # parts timed alone: MiB of rotating weight copies

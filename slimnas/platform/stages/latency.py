@@ -67,13 +67,14 @@ def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_class
             "in_chans": 3, "options": options, "protocol": lat.protocol.protocol().to_dict(), "harness": harness,
             "cover": lat.cover if harness == "context" else None,
             "max_networks": lat.max_networks if harness == "context" else None,
+            "fill": lat.fill if harness == "context" else None,
             "calibrate_networks": len(calibration_archs(space, networks)) if networks else 0}
 
 
 def _recorded_settings(table: LatencyTable) -> dict[str, Any]:
     meta = table.meta
     settings = {k: getattr(meta, k) for k in _SETTINGS}
-    settings.update({k: meta.notes.get(k) for k in ("cover", "max_networks")})
+    settings.update({k: meta.notes.get(k) for k in ("cover", "max_networks", "fill")})
     settings["calibrate_networks"] = (meta.calibration or {}).get("networks", 0)
     return json.loads(json.dumps(settings))
 
@@ -153,7 +154,7 @@ def measure(lat: PipelineLatencySection, space: SearchSpace, num_classes: int, t
         table = build_table(space, _backend(lat), target, batch=lat.batch, form=lat.form,
                             num_classes=num_classes, protocol=lat.protocol.protocol(), rotation_mb=lat.rotation_mb,
                             harness=lat.harness, cover=lat.cover, max_networks=lat.max_networks,
-                            calibrate_networks=lat.calibrate_networks, resume=not fresh,
+                            calibrate_networks=lat.calibrate_networks, fill=lat.fill, resume=not fresh,
                             overwrite=True, on_progress=progress("table"))
     else:
         table = LatencyTable.load(table_path)
