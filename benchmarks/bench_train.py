@@ -9,8 +9,9 @@ clipping, AdamW, the alpha step, the schedule) on synthetic data.
 cpu: the ``tiny`` space at 64x64, float32. gpu: the ``l7`` space at 224x224 with bf16 autocast and channels_last;
 there the L1 and L7 presets are trained standalone by the same loop too, and timm's ``efficientformer_l1`` and
 ``efficientformer_l7`` by a plain loop (AdamW, bf16 autocast, channels_last, one batch kept on the GPU) as the
-references: the ratio of each preset to its timm model is the cost of slimnas's model and loop. It needs torch and
-timm only (no Ray, no MLflow).
+references: the ratio of each preset to its timm model is the cost of slimnas's model and loop. L1 also runs with 4
+DataLoader workers (the default is 0: batches are collated in the training process), to tell the loop's host work
+from the model. It needs torch and timm only (no Ray, no MLflow).
 
 Each run trains two epochs of ``--steps`` steps and keeps the second epoch's images/s (the first includes warm-up);
 variants are interleaved over rounds and reported as the median, with per-round ratios to the standalone max arch.
@@ -36,10 +37,10 @@ from slimnas.search_spaces.efficientformer import Arch, SearchSpace  # noqa: E40
 from slimnas.trainers import train_arch, train_supernet  # noqa: E402
 
 
-def _common(out: str, name: str, batch: int, steps: int, device: str) -> dict:
+def _common(out: str, name: str, batch: int, steps: int, device: str, workers: int = 0) -> dict:
     return {
         "data": {"kind": "synthetic", "num_classes": 1000 if device == "cuda" else 10, "batch_size": batch,
-                 "synthetic_images": batch * steps, "calib_images": batch},
+                 "synthetic_images": batch * steps, "calib_images": batch, "workers": workers},
         "augment": {"recipe": "none"},
         "optim": {"warmup_epochs": 0},
         "run": {"name": name, "out_dir": out, "epochs": 2, "max_steps_per_epoch": steps, "resume": False,
@@ -49,11 +50,11 @@ def _common(out: str, name: str, batch: int, steps: int, device: str) -> dict:
 
 def run_variant(variant: str, space: str, batch: int, steps: int, device: str) -> float:
     with tempfile.TemporaryDirectory() as out:
-        cfg = _common(out, variant, batch, steps, device)
+        cfg = _common(out, variant, batch, steps, device, workers=4 if "loader workers" in variant else 0)
         preset = SearchSpace.preset(space)
         if variant == "max arch (standalone)":
             result = train_arch({**cfg, "arch": preset.max_arch().to_dict()})
-        elif variant.endswith("preset (standalone)"):
+        elif "preset (standalone" in variant:
             arch = Arch.preset(variant.split()[0].lower(), img_size=preset.img_size, slots=preset.slots)
             result = train_arch({**cfg, "arch": arch.to_dict()})
         else:
@@ -103,8 +104,8 @@ def main() -> None:
     steps = args.steps or (20 if gpu else 6)
     variants = ["max arch (standalone)", "supernet soft (Eq. 8)", "supernet hard (sampled path)"]
     if gpu:
-        variants += ["L1 preset (standalone)", "L7 preset (standalone)", "timm efficientformer_l1 (reference)",
-                     "timm efficientformer_l7 (reference)"]
+        variants += ["L1 preset (standalone)", "L1 preset (standalone, 4 loader workers)", "L7 preset (standalone)",
+                     "timm efficientformer_l1 (reference)", "timm efficientformer_l7 (reference)"]
     rates: dict[str, list[float]] = {v: [] for v in variants}
     for r in range(args.rounds):
         for variant in variants:

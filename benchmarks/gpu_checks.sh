@@ -9,11 +9,15 @@
 #             default), into WORK/l7-torch-cuda-b64.parquet; an interrupted build resumes from its journal
 #   validate  slimnas lut validate on 50 random networks and the presets, in a new process after the build
 #
-# Each step has its own time limit (seconds: TRAIN_S, BUILD_S, VALIDATE_S) and a step that fails or runs out does
-# not stop the next. WORK keeps the table and the build's journal between calls on a machine kept warm; what the
-# steps print and write is copied to RESULTS (the journal too, when the build did not finish). Needs torch, timm,
-# pydantic and PyYAML only (no Ray, no MLflow). SPACE, BACKEND and BATCH change the table (e.g. SPACE=tiny
-# BACKEND=torch-cpu BATCH=1 to try the script on a CPU).
+# Each step has its own time limit in seconds (BUILD_S 330, VALIDATE_S 180, TRAIN_S 170 by default), and a step
+# that fails or runs out does not stop the next. On an H200 (2026-11-30) a build's in-context stage took 3.5
+# minutes and the train step 2; validation has not run there yet. Run all three in one 15-minute lease, after
+# installing pydantic's wheels: `gpu_checks.sh /tmp/gpu $OUT env build validate train`.
+#
+# WORK keeps the table and the build's journal between calls on a machine kept warm. What the steps print and
+# write is copied to RESULTS, the build's journal too (gzipped). Needs torch, timm, pydantic and PyYAML only (no
+# Ray, no MLflow). SPACE, BACKEND and BATCH change the table: `SPACE=tiny BACKEND=torch-cpu BATCH=1` tries the
+# script on a CPU.
 set -u
 work=$1 results=$2
 shift 2
@@ -42,18 +46,24 @@ for what in "$@"; do
                         torch.cuda.get_device_name(), timm.__version__, pydantic.__version__)"; nproc'
         ;;
     train)
-        step train "${TRAIN_S:-240}" python3 benchmarks/bench_train.py gpu --rounds "${ROUNDS:-2}" --steps 20 --batch 64
+        step train "${TRAIN_S:-170}" python3 benchmarks/bench_train.py gpu --rounds "${ROUNDS:-2}" --steps 20 --batch 64
         cp benchmarks/results/bench_train-gpu-*.json "$results/" 2>/dev/null
         ;;
     build)
         if [ ! -f "$table" ]; then
-            step build "${BUILD_S:-420}" python3 -m slimnas.platform.cli lut build --space "$space" \
+            # the builder deletes its journal on success: keep a copy (benchmarks/context_heldout.py reads it)
+            (while sleep 5; do cp -f "$table.partial.jsonl" "$work/journal.jsonl" 2>/dev/null; done) &
+            copier=$!
+            step build "${BUILD_S:-330}" python3 -m slimnas.platform.cli lut build --space "$space" \
                 --backend "$backend" --batch-size "$batch" --out "$table"
+            kill $copier
+            cp -f "$table.partial.jsonl" "$work/journal.jsonl" 2>/dev/null
         fi
-        if [ -f "$table" ]; then cp "$table" "$results/"; else cp "$table".partial.jsonl "$results/" 2>/dev/null; fi
+        [ -f "$table" ] && cp "$table" "$results/"
+        gzip -c "$work/journal.jsonl" >"$results/journal.jsonl.gz" 2>/dev/null
         ;;
     validate)
-        [ -f "$table" ] && step validate "${VALIDATE_S:-240}" python3 -m slimnas.platform.cli lut validate \
+        [ -f "$table" ] && step validate "${VALIDATE_S:-180}" python3 -m slimnas.platform.cli lut validate \
             --lut "$table" --num-archs 50 --seed 1 --out-dir "$results/validation"
         ;;
     *) echo "unknown step: $what" >>"$log" ;;
