@@ -92,7 +92,7 @@ class Build:
             sys.exit("too few covered parts of some kind and stage to fit the rest")
         meta = TableMeta(**identity, protocol=self.header["protocol"], overhead_ms=result.overhead_ms,
                          context_slope_per_mib=result.slope_per_mib, context_at_mib=result.at_mib,
-                         repeat_factors=result.repeat_factors)
+                         repeat_factors=result.repeat_factors, notes={"fit_loo_error_pct": fitted[1]})
         return LatencyTable({**entries, **fitted[0]}, meta, weights=weights)
 
 
@@ -130,6 +130,7 @@ def main() -> None:
                "batch": identity["batch"], "img_size": identity["img_size"], "protocol": a.protocol.to_dict(),
                "networks": len(a.archs), "parts_fitted": len(table_a.entries) - len(summarize_context(
                    a.parts, a.records, a.protocol, weights).entries),
+               "fit_loo_error_pct": table_a.meta.notes["fit_loo_error_pct"],
                "held_out": held_out(a, weights)}
     if args.against:
         b = Build.read(args.against)
@@ -137,6 +138,7 @@ def main() -> None:
             sys.exit(f"{args.against}: another build's settings than {args.journal}")
         table_b = b.table(weights)
         figures["against"] = str(args.against)
+        figures["B_fit_loo_error_pct"] = table_b.meta.notes["fit_loo_error_pct"]
         for name, table, other in (("A_on_B_measurements", table_a, b), ("B_on_A_measurements", table_b, a)):
             figures[name] = error_metrics([table.predict(x) for x in other.archs],
                                           [other.measured(i) for i in range(len(other.archs))])

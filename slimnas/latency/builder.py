@@ -59,6 +59,22 @@ def default_calibrate_networks(parts: int) -> int:
     return math.ceil(PART_NETWORKS_PER_PART * parts) if parts <= PER_PART_MAX_PARTS else DEFAULT_CALIBRATE_NETWORKS
 
 
+def resolve_harness(harness: str | None, backend: Backend) -> str:
+    """``harness``, or the backend's default: ``context`` where it can time parts inside a running network."""
+    return harness or ("context" if backend.supports_context else "isolated")
+
+
+def resolve_calibrate_networks(calibrate_networks: int | None, space: SearchSpace, harness: str,
+                               num_classes: int = 1000, in_chans: int = 3, complete: bool = True) -> int:
+    """``calibrate_networks``, or its default: :func:`default_calibrate_networks` for a ``complete`` table of parts
+    timed alone, else 0 (the builder and the pipeline's table stage both ask here)."""
+    if calibrate_networks is not None:
+        return calibrate_networks
+    if harness != "isolated" or not complete:
+        return 0
+    return default_calibrate_networks(len(parts_of_space(space, num_classes, in_chans)))
+
+
 #: The calibration networks' seed (validation uses small seeds: the sets differ).
 CALIBRATION_SEED = 20_000
 
@@ -180,7 +196,7 @@ def build_table(
     """
     form = form or backend.default_form
     protocol = protocol or Protocol()
-    harness = harness or ("context" if backend.supports_context else "isolated")
+    harness = resolve_harness(harness, backend)
     if form not in FORMS:
         raise InputError(f"form: expected one of {FORMS}, got {form!r}")
     if harness not in HARNESSES:
@@ -192,9 +208,8 @@ def build_table(
                          f"'isolated'")
     if not isinstance(batch, int) or not 1 <= batch <= MAX_BATCH:
         raise InputError(f"batch: must be an integer from 1 to {MAX_BATCH}, got {batch!r}")
-    if calibrate_networks is None:
-        calibrate_networks = (default_calibrate_networks(len(parts_of_space(space, num_classes, in_chans)))
-                              if harness == "isolated" and parts is None else 0)
+    calibrate_networks = resolve_calibrate_networks(calibrate_networks, space, harness, num_classes, in_chans,
+                                                    complete=parts is None)
     for name, value, low in (("cover", cover, 1), ("max_networks", max_networks, 1),
                              ("calibrate_networks", calibrate_networks, 0)):
         if not isinstance(value, int) or not low <= value <= 100_000:

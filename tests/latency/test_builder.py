@@ -6,7 +6,12 @@ import pytest
 from slimnas.errors import InputError
 from slimnas.latency import LatencyTable, Part, build_table, parts_of, parts_of_space
 from slimnas.latency.backends import TorchCPUBackend
-from slimnas.latency.builder import default_calibrate_networks, journal_path
+from slimnas.latency.builder import (
+    default_calibrate_networks,
+    journal_path,
+    resolve_calibrate_networks,
+    resolve_harness,
+)
 from slimnas.latency.context import covering_archs
 from slimnas.latency.protocol import Protocol
 from slimnas.search_spaces.efficientformer import SearchSpace
@@ -225,3 +230,13 @@ def test_a_table_of_parts_timed_alone_is_calibrated_on_whole_networks(tmp_path):
     assert table.predict(arch) == pytest.approx(expected) and table.predict_many([arch])[0] == pytest.approx(expected)
     assert LatencyTable.load(tmp_path / "cal.parquet").meta.calibration == cal
     assert "calibrated on 6 networks" in table.meta.describe()
+
+
+def test_the_default_harness_and_calibration_are_resolved_in_one_place():
+    cpu = TorchCPUBackend(threads=1)
+    assert resolve_harness(None, cpu) == "context" and resolve_harness("isolated", cpu) == "isolated"
+    parts = len(parts_of_space(MICRO))
+    assert resolve_calibrate_networks(None, MICRO, "isolated") == default_calibrate_networks(parts) > 0
+    assert resolve_calibrate_networks(None, MICRO, "isolated", complete=False) == 0  # a table of some parts
+    assert resolve_calibrate_networks(None, MICRO, "context") == 0
+    assert resolve_calibrate_networks(5, MICRO, "context") == 5

@@ -95,14 +95,16 @@ def test_two_tables_are_compared_at_equal_machine_speed(tmp_path):
 
 def test_the_table_keeps_the_reference_speed_of_the_stage_its_predictions_are_anchored_to(tmp_path):
     class StagedSlowdown:
-        """The real backend, on a machine that runs 2x slower whenever the clock says "calibration"."""
+        """A machine whose every call takes 1 ms, 2 ms whenever the clock says "calibration". Deterministic: what is
+        tested is which stage each measurement is kept under (real timings of a micro network varied by 1.4x between
+        two stages on a loaded CI host; the build below times for real)."""
 
         def __init__(self):
-            self.inner, self.clock = fast_backend(), None
+            self.clock = None
 
         def sample(self, module, example, protocol):
             slow = 2.0 if self.clock is not None and self.clock.stage == "calibration" else 1.0
-            return [v * slow for v in self.inner.sample(module, example, protocol)]
+            return [slow] * protocol.samples
 
     from slimnas.latency.modules import network_module
 
@@ -114,7 +116,7 @@ def test_the_table_keeps_the_reference_speed_of_the_stage_its_predictions_are_an
         clock.stage = stage
         clock.tick(True)
     alone, calibrated, pooled = clock.latencies("isolated")[0], clock.latencies("calibration")[0], clock.latencies()[0]
-    assert calibrated / alone == pytest.approx(2.0, rel=0.3) and alone < pooled < calibrated
+    assert (alone, calibrated) == (1.0, 2.0) and alone < pooled < calibrated
     assert clock.has("calibration") and not clock.has("context") and clock.latencies("context") == [pooled]
     # a resumed clock keeps the stage of every earlier measurement
     again = ReferenceClock([lambda: net], backend, FAST, done={0: list(zip(clock.stages[0], clock.samples[0]))})

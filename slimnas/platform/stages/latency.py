@@ -43,25 +43,17 @@ def _backend(lat: PipelineLatencySection):
     return get_backend(lat.backend, **lat.backend_settings())
 
 
-def _harness(lat: PipelineLatencySection, backend) -> str:
-    return lat.harness or ("context" if backend.supports_context else "isolated")
-
-
 def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_classes: int) -> dict[str, Any]:
     """What a table made from ``lat`` records about itself (without the device)."""
-    from slimnas.latency import parts_of_space
     from slimnas.latency.backends import table_options
-    from slimnas.latency.builder import calibration_archs, default_calibrate_networks
+    from slimnas.latency.builder import calibration_archs, resolve_calibrate_networks, resolve_harness
     from slimnas.latency.modules import resolve_rotation_mb
 
     backend = _backend(lat)
     form = lat.form or backend.default_form
-    harness = _harness(lat, backend)
+    harness = resolve_harness(lat.harness, backend)
     options = table_options(backend, resolve_rotation_mb(lat.rotation_mb, space, form, num_classes))
-    networks = lat.calibrate_networks
-    if networks is None:
-        parts = len(parts_of_space(space, num_classes, 3))
-        networks = default_calibrate_networks(parts) if harness == "isolated" else 0
+    networks = resolve_calibrate_networks(lat.calibrate_networks, space, harness, num_classes)
     return {"backend": backend.name, "batch": lat.batch, "dtype": backend.dtype, "img_size": space.img_size,
             "threads": backend.threads, "space": space.to_dict(), "form": form, "num_classes": num_classes,
             "in_chans": 3, "options": options, "protocol": lat.protocol.protocol().to_dict(), "harness": harness,
