@@ -11,8 +11,14 @@
 #
 # Each step has its own time limit in seconds (BUILD_S 330, VALIDATE_S 180, TRAIN_S 170 by default), and a step
 # that fails or runs out does not stop the next. On an H200 (2026-11-30) a build's in-context stage took 3.5
-# minutes and the train step 2; validation has not run there yet. Run all three in one 15-minute lease, after
-# installing pydantic's wheels: `gpu_checks.sh /tmp/gpu $OUT env build validate train`.
+# minutes and the train step 2; validation has not run there yet. Run all three in one 15-minute lease:
+#
+#   here:  python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#              --platform manylinux2014_x86_64 -d .whl pydantic pydantic_core annotated-types typing-inspection \
+#              typing_extensions        (pinned to the versions in .venv; .whl/ listed in .git/info/exclude)
+#   there: python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
+#              PYTHONPATH=/tmp/site benchmarks/gpu_checks.sh /tmp/gpu $OUT env build validate train
+#          (carrying .whl)
 #
 # WORK keeps the table and the build's journal between calls on a machine kept warm. What the steps print and
 # write is copied to RESULTS, the build's journal too (gzipped). Needs torch, timm, pydantic and PyYAML only (no

@@ -22,7 +22,7 @@ contains all of that. ``harness="context"`` (the default for backends that can, 
      (:func:`fit_uncovered`; the value clamped to half the smallest and twice the largest covered entry), each
      part's timing the nearest covered part's scaled to the fitted value. It needs :data:`MIN_FIT_PARTS` covered
      parts per kind and stage, else the build falls back to ``isolated``. Downsamples are ~1% of a network's time:
-     the fit's leave-one-out error on an H200's ``l7`` entries (12-17% per part) moves a network by a few tenths of a
+     the fit's leave-one-out error on an H200's ``l7`` entries (11-17% per part) moves a network by a few tenths of a
      percent, while timing every part alone took over half of an ``l7`` build (18 of 35 minutes on 2 CPU cores, 31
      of 35 on an H200). The fit's leave-one-out error per kind and stage is recorded in the table's notes.
    - ``isolated``: the builder times every part alone too, and an uncovered part takes its isolated timing times the
