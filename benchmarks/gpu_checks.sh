@@ -57,16 +57,14 @@ for what in "$@"; do
         ;;
     build)
         if [ ! -f "$table" ]; then
-            # the builder deletes its journal on success: keep a copy (benchmarks/context_heldout.py reads it)
-            (while sleep 5; do cp -f "$table.partial.jsonl" "$work/journal.jsonl" 2>/dev/null; done) &
-            copier=$!
+            # the journal is kept (benchmarks/context_heldout.py reads it), or left half-done if the step runs out
             step build "${BUILD_S:-330}" python3 -m slimnas.platform.cli lut build --space "$space" \
-                --backend "$backend" --batch-size "$batch" --out "$table"
-            kill $copier
-            cp -f "$table.partial.jsonl" "$work/journal.jsonl" 2>/dev/null
+                --backend "$backend" --batch-size "$batch" --out "$table" --keep-journal
         fi
         [ -f "$table" ] && cp "$table" "$results/"
-        gzip -c "$work/journal.jsonl" >"$results/journal.jsonl.gz" 2>/dev/null
+        for journal in "$table.journal.jsonl" "$table.partial.jsonl"; do
+            [ -f "$journal" ] && gzip -c "$journal" >"$results/journal.jsonl.gz"
+        done
         ;;
     validate)
         [ -f "$table" ] && step validate "${VALIDATE_S:-180}" python3 -m slimnas.platform.cli lut validate \

@@ -7,7 +7,9 @@ what a partial cover leaves), each part rebuilt for each pass (bounded memory: a
 copies holds up to 32 MiB). Every pass is appended to a journal next to the output (``<out>.partial.jsonl``, one JSON
 line per item and pass, flushed and fsynced) whose first line records the table's identity, protocol and cover. An
 interrupted build run again with the same settings resumes from the journal; a journal made under other settings is
-refused (never mixed). At the end the table is written atomically and the journal removed.
+refused (never mixed). At the end the table is written atomically and the journal removed, or kept as
+``<out>.journal.jsonl`` when asked (``keep_journal``: every sample of the build, for analyses such as
+``benchmarks/context_heldout.py``).
 """
 
 from __future__ import annotations
@@ -94,6 +96,12 @@ def journal_path(out: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial.jsonl")
 
 
+def kept_journal_path(out: str | os.PathLike) -> Path:
+    """Where a finished build keeps its journal when asked to (``keep_journal``)."""
+    out = Path(out)
+    return out.with_name(out.name + ".journal.jsonl")
+
+
 def table_meta(space: SearchSpace, backend: Backend, batch: int, form: str, num_classes: int = 1000,
                in_chans: int = 3, rotation_mb: float = 0.0, protocol: Protocol | None = None,
                harness: str = "isolated") -> TableMeta:
@@ -172,6 +180,7 @@ def build_table(
     max_networks: int = 96,
     calibrate_networks: int | None = None,
     fill: str = "fitted",
+    keep_journal: bool = False,
     resume: bool = True,
     overwrite: bool = False,
     on_progress: Callable[[Progress], None] | None = None,
@@ -191,6 +200,7 @@ def build_table(
     else 24; decided by learning curves: ``docs/benchmarks.md``), else 0. ``fill`` says how a partial cover's left-out
     parts get entries: ``fitted`` from the covered parts of their kind and stage (falling back to ``isolated`` where a
     kind and stage has too few), ``isolated`` by timing every part alone too (:mod:`slimnas.latency.context`, step 3).
+    ``keep_journal`` keeps the journal of a finished build as ``<out>.journal.jsonl`` (else it is removed).
     ``on_progress`` is called after each measured pass; raising from it (e.g. ``KeyboardInterrupt``) stops the
     build, and the next call with ``resume=True`` continues from the journal.
     """
@@ -270,7 +280,10 @@ def build_table(
                    notes=notes_context | stages.notes, reference=reference, calibration=calibration)
     table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes, weights=stages.weights)
     table.save(out)
-    journal.unlink(missing_ok=True)
+    if keep_journal:
+        os.replace(journal, kept_journal_path(out))
+    else:
+        journal.unlink(missing_ok=True)
     return table
 
 

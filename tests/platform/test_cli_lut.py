@@ -18,13 +18,19 @@ FAST = ["--threads", "1", "--passes", "2", "--samples", "2", "--pass-ms", "0", "
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "tiny.parquet"
-    assert main(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), *FAST]) == 0
+    assert main(["lut", "build", "--space", "tiny", "--backend", "torch-cpu", "--out", str(out), *FAST,
+                 "--keep-journal"]) == 0
     return out
 
 
 def test_build_show_validate(built, tmp_path, capsys):
     table = LatencyTable.load(built)
     assert len(table) == 144 and table.meta.threads == 1
+    # --keep-journal: every sample of the finished build, beside the table
+    lines = built.with_name(built.name + ".journal.jsonl").read_text().splitlines()
+    assert json.loads(lines[0])["identity"]["backend"] == "torch-cpu"
+    assert sum(json.loads(line)["stage"] == "isolated" for line in lines[1:]) >= 144 * 2
+    assert not built.with_name(built.name + ".partial.jsonl").exists()
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps(table.space.max_arch().to_dict()))
     capsys.readouterr()

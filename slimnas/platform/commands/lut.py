@@ -79,7 +79,8 @@ def _build(args: argparse.Namespace) -> int:
     table = build_table(space, backend, out, batch=args.batch_size, form=args.form, num_classes=args.num_classes,
                         protocol=protocol, rotation_mb=args.rotation_mb, harness=args.harness, cover=args.cover,
                         max_networks=args.max_networks, calibrate_networks=args.calibrate_networks,
-                        fill=args.fill, resume=not args.no_resume, overwrite=args.force, on_progress=printer)
+                        fill=args.fill, keep_journal=args.keep_journal, resume=not args.no_resume,
+                        overwrite=args.force, on_progress=printer)
     print(f"wrote {out}: {len(table)} entries ({table.meta.describe()})")
     return 0
 
@@ -257,6 +258,8 @@ def register(sub) -> None:
     p.add_argument("--num-classes", type=int_in(1, MAX_CLASSES), default=1000)
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("--no-resume", action="store_true", help="ignore (and replace) an interrupted build's journal")
+    p.add_argument("--keep-journal", action="store_true", help="keep the finished build's journal (every sample) as "
+                   "OUT.journal.jsonl")
     p.add_argument("--rotation-mb", default="auto", help="parts timed alone: rotate copies with this many MiB of "
                    "weights, so weights come from memory as inside a network; 'auto': the space's largest network's "
                    "weights, at most 32 (see slimnas.latency.modules)")
