@@ -37,12 +37,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.probe_stage_widths import read_journal  # noqa: E402
+from benchmarks.probe_stage_widths import context_meta, read_journal  # noqa: E402
 from slimnas.latency import LatencyTable, Part, Timing, parts_of, parts_of_space  # noqa: E402
 from slimnas.latency.context import covering_archs, fit_uncovered, summarize_context  # noqa: E402
 from slimnas.latency.modules import part_weight_mib  # noqa: E402
 from slimnas.latency.protocol import ContextSamples, Protocol, assess, statistic_of  # noqa: E402
-from slimnas.latency.table import TableMeta  # noqa: E402
 from slimnas.latency.validate import error_metrics, validation_archs  # noqa: E402
 from slimnas.search_spaces import Arch, SearchSpace  # noqa: E402
 
@@ -90,9 +89,7 @@ class Build:
         fitted = fit_uncovered(entries, left, self.protocol.statistic) if left else ({}, {})
         if fitted is None:
             sys.exit("too few covered parts of some kind and stage to fit the rest")
-        meta = TableMeta(**identity, protocol=self.header["protocol"], overhead_ms=result.overhead_ms,
-                         context_slope_per_mib=result.slope_per_mib, context_at_mib=result.at_mib,
-                         repeat_factors=result.repeat_factors, notes={"fit_loo_error_pct": fitted[1]})
+        meta = context_meta(self.header, result, {"fit_loo_error_pct": fitted[1]})
         return LatencyTable({**entries, **fitted[0]}, meta, weights=weights)
 
 

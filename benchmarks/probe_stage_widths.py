@@ -35,7 +35,7 @@ import numpy as np
 from scipy.stats import kendalltau
 
 from slimnas.latency import LatencyTable, parts_of, repeat_key
-from slimnas.latency.context import covering_archs, summarize_context
+from slimnas.latency.context import ContextResult, covering_archs, summarize_context
 from slimnas.latency.modules import part_weight_mib
 from slimnas.latency.protocol import ContextSamples, Protocol, assess, statistic_of
 from slimnas.latency.table import TableMeta
@@ -112,13 +112,18 @@ def widths_variant(archs: list[Arch], records: list[list[ContextSamples]], proto
     return predict, slopes
 
 
+def context_meta(header: dict, result: ContextResult, notes: dict | None = None) -> TableMeta:
+    """The meta of the table a journal's build writes from its in-context step ``result``."""
+    return TableMeta(**header["identity"], protocol=header["protocol"], overhead_ms=result.overhead_ms,
+                     context_slope_per_mib=result.slope_per_mib, context_at_mib=result.at_mib,
+                     repeat_factors=result.repeat_factors, notes=notes or {})
+
+
 def plain_variant(archs: list[Arch], records: list[list[ContextSamples]], protocol: Protocol, weights: dict,
                   header: dict, num_classes: int) -> tuple[Callable[[Arch], float], np.ndarray]:
     """The builder's own in-context step (:func:`summarize_context`), predicted by the table it would write."""
     result = summarize_context([parts_of(a, num_classes) for a in archs], records, protocol, weights)
-    meta = TableMeta(**header["identity"], protocol=header["protocol"], overhead_ms=result.overhead_ms,
-                     context_slope_per_mib=result.slope_per_mib, context_at_mib=result.at_mib,
-                     repeat_factors=result.repeat_factors)
+    meta = context_meta(header, result)
     return LatencyTable(result.entries, meta, weights=weights).predict, np.array([result.slope_per_mib])
 
 
