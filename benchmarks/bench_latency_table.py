@@ -18,7 +18,8 @@ Then the learning curve of the calibrated predictor (:class:`slimnas.latency.Cal
 the networks as measured in step 2, judged on the others as measured in step 4 (another process, another time), 20
 random splits per k; against the plain table on the same held-out networks.
 
-Writes the tables, their validation folders and ``summary.json`` (every step's output, wall time and clock time)
+Writes the tables, their journals (every sample of the build: ``A.parquet.journal.jsonl``), their validation folders
+and ``summary.json`` (every step's output, wall time and clock time)
 under ``benchmarks/results/issue10/<space>-<backend>/``; ``--reuse`` keeps tables already there.
 """
 
@@ -79,7 +80,7 @@ def main() -> None:
         path = folder / f"{label}.parquet"
         if not (args.reuse and path.exists()):
             step(f"build {label}", "lut", "build", "--space", args.space, "--backend", args.backend, "--threads", "1",
-                 "--num-classes", str(classes), "--out", str(path), "--force")
+                 "--num-classes", str(classes), "--out", str(path), "--force", "--keep-journal")
         step(f"validate {label}", "lut", "validate", "--lut", str(path), "--num-archs", n, "--seed", "1",
              "--calibrate-fraction", "0", "--out-dir", str(folder / f"{label}-validation"))
     step("A against B", "lut", "validate", "--lut", tables["A"], "--against", tables["B"], "--num-archs", n,

@@ -165,7 +165,7 @@ def summarize_context(networks: Sequence[Sequence[Part]], records: Sequence[Sequ
         verdict = assess([r.network for r in passes], protocol)
         disturbed += verdict.disturbed
         total += len(passes)
-        kept = [r for r, ok in zip(passes, verdict.accepted) if ok]
+        kept = [r for r, ok in zip(passes, verdict.pooled) if ok]
         size = sum(weights.get(p, 0.0) for p in parts) if weights else 0.0
         sizes.append(size)
         inside = first = 0.0

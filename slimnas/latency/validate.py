@@ -290,7 +290,8 @@ def _as_measurement(timing: Measurement | Timing, stat: str) -> Measurement:
     if isinstance(timing, Measurement):
         return timing
     value = timing.get(stat)
-    return Measurement(value=value, timing=timing, passes=1, disturbed=0, pass_values=(value,), accepted=(True,))
+    return Measurement(value=value, timing=timing, passes=1, disturbed=0, pass_values=(value,), accepted=(True,),
+                       pooled=(True,))
 
 
 def check_backend_matches(table: LatencyTable, backend: Backend) -> None:

@@ -111,6 +111,20 @@ def test_repeated_blocks_get_a_factor_of_their_own_and_tables_predict_whole_netw
     assert np.max(np.abs(old.predict_many(runs) / [whole(parts_of(a, 10)) for a in runs] - 1)) > 0.03
 
 
+def test_entries_come_from_each_covering_networks_quietest_passes():
+    a, b = Part("mb4d", 1, 16, 16), Part("mb3d", 3, 32, 32)
+    # a spell of interference slows the network by 6% in five of its eight passes (not disturbed: within the
+    # tolerance), and unevenly: part b by 15%, part a not at all
+    quiet = ContextSamples([1.0] * 3, [[0.6] * 3, [0.4] * 3])
+    spell = ContextSamples([1.06] * 3, [[0.6] * 3, [0.46] * 3])
+    records = [[spell, quiet, spell, quiet, spell, spell, quiet, spell]]
+    result = summarize_context([[a, b]], records, Protocol(passes=8, quiet_passes=3))
+    assert result.entries[a].median == pytest.approx(0.6) and result.entries[b].median == pytest.approx(0.4)
+    assert result.entries[b].count == 9 and result.overhead_ms == pytest.approx(0.0) and result.disturbed == 0
+    everything = summarize_context([[a, b]], records, Protocol(passes=8, quiet_passes=0))
+    assert everything.entries[b].median == pytest.approx(0.46)  # the spell's share of the passes decides
+
+
 def test_uncovered_parts_are_fitted_on_the_covered_parts_of_their_kind_and_stage():
     law = lambda ci, co: 0.01 + 2e-4 * ci + 1e-4 * co + 3e-6 * ci * co  # noqa: E731
     widths = range(16, 129, 16)

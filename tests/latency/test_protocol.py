@@ -66,13 +66,32 @@ def test_a_resumed_schedule_takes_the_same_decisions():
     assert again == first
 
 
+def test_the_statistic_pools_the_quietest_accepted_passes():
+    rng = np.random.default_rng(4)
+    # a spell of interference slows five passes by 6% (within the tolerance: accepted); one pass is a burst of speed
+    passes = [_pass(rng, scale=1.06) for _ in range(3)] + [_pass(rng) for _ in range(3)] + \
+        [_pass(rng, scale=1.06) for _ in range(2)] + [_pass(rng, scale=0.6)]
+    m = assess(passes, Protocol(quiet_passes=3))
+    assert m.accepted == (True,) * 8 + (False,)
+    assert m.pooled == (False,) * 3 + (True,) * 3 + (False,) * 3  # the burst is never pooled: it is not accepted
+    assert m.value == pytest.approx(TRUE_MS, rel=0.01) and m.timing.count == 3 * 60
+    everything = assess(passes, Protocol(quiet_passes=0))
+    assert everything.pooled == everything.accepted and everything.value > 1.03 * TRUE_MS
+    assert assess(passes[:2], Protocol(quiet_passes=3)).pooled == (True, True)  # fewer accepted passes: all of them
+    # ties are broken by order, so a resumed measurement pools the same passes
+    assert assess([[1.0]] * 5, Protocol(quiet_passes=2)).pooled == (True, True, False, False, False)
+
+
 def test_protocol_fields_are_checked_and_round_trip():
     p = Protocol(statistic="p10", passes=3, samples=5, pass_ms=10.0, warmup_ms=5.0, tolerance=0.05, extra_passes=1)
     assert Protocol.from_dict(p.to_dict()) == p
     assert p.replace(passes=None, samples=7).samples == 7
     for field, bad in [("statistic", "mode"), ("passes", 0), ("samples", -1), ("pass_ms", -5.0),
-                       ("warmup_ms", float("nan")), ("tolerance", 0.0), ("extra_passes", -1), ("passes", 2.5)]:
+                       ("warmup_ms", float("nan")), ("tolerance", 0.0), ("extra_passes", -1), ("passes", 2.5),
+                       ("quiet_passes", -1)]:
         with pytest.raises(InputError, match=f"protocol.{field}: must be"):
             Protocol(**{field: bad})
     with pytest.raises(InputError, match="unknown field"):
         Protocol.from_dict({"passes": 2, "repeats": 3})
+    # a protocol recorded before quiet_passes existed (a table's, a journal's) pooled every accepted pass
+    assert Protocol.from_dict({"passes": 2}).quiet_passes == 0 and Protocol().quiet_passes == 3

@@ -494,6 +494,8 @@ LUT = [
     ("build-tolerance-zero", ["build", "--out", "{work}/t.parquet", "--tolerance", "0"], "protocol.tolerance"),
     ("build-extra-passes-negative", ["build", "--out", "{work}/t.parquet", "--extra-passes", "-1"],
      "protocol.extra_passes"),
+    ("build-quiet-passes-negative", ["build", "--out", "{work}/t.parquet", "--quiet-passes", "-1"],
+     "protocol.quiet_passes"),
     ("build-reference-networks-huge", ["build", "--out", "{work}/t.parquet", "--reference-networks", "99"],
      "protocol.reference_networks"),
     ("build-stat-unknown", ["build", "--out", "{work}/t.parquet", "--stat", "mode"], "invalid choice: 'mode'"),
