@@ -6,10 +6,12 @@
 Measures the same ``--networks`` random networks of a space (fused, torch-cpu, batch 1, 1 thread) in
 ``--processes`` separate processes, one after another, each taking ``--passes`` interleaved passes of single-call
 samples (the protocol's sampling, ``pass_ms`` 40 ms, at least 10 samples). It then compares, for each candidate
-statistic (minimum, 10th and 25th percentiles, median, mean of the pooled samples), how much a network's value varies
-from process to process: the coefficient of variation per network, the worst max/min ratio, and between every pair
-of processes the share of networks within +-3% and +-10% and Kendall's tau. The most repeatable statistic is what a
-table should predict and a validation should measure. Writes ``benchmarks/results/timing_repeatability-<space>.json``.
+statistic (minimum, 10th and 25th percentiles, median, mean of the pooled samples; and the protocol's own values:
+the median after disturbed passes are dropped, of every accepted pass or of the 2, 3 or 4 quietest,
+:func:`slimnas.latency.protocol.assess`), how much a network's value varies from process to process: the coefficient
+of variation per network, the worst max/min ratio, and between every pair of processes the share of networks within
++-3% and +-10% and Kendall's tau. The most repeatable statistic is what a table should predict and a validation
+should measure. Writes ``benchmarks/results/timing_repeatability-<space>[-<tag>].json``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 STATISTICS = {"min": lambda v: float(np.min(v)), "p10": lambda v: float(np.percentile(v, 10)),
               "p25": lambda v: float(np.percentile(v, 25)), "median": lambda v: float(np.median(v)),
               "mean": lambda v: float(np.mean(v))}
+#: The protocol's values (disturbed passes dropped, then the statistic of every accepted pass or of the quietest).
+QUIET = {"median, accepted passes": 0, "median, 4 quietest passes": 4, "median, 3 quietest passes": 3,
+         "median, 2 quietest passes": 2}
 
 
 def child(space_name: str, networks: int, passes: int, seed: int, copies: int = 1) -> None:
@@ -52,10 +57,13 @@ def child(space_name: str, networks: int, passes: int, seed: int, copies: int = 
 
 def analyse(runs: list[dict]) -> dict[str, dict[str, float]]:
     out = {}
+    from slimnas.latency.protocol import Protocol, assess
     from slimnas.latency.validate import kendall_tau
 
-    for name, stat in STATISTICS.items():
-        values = np.array([[stat([x for p in net for x in p]) for net in run["passes"]] for run in runs])
+    candidates = {name: (lambda net, stat=stat: stat([x for p in net for x in p])) for name, stat in STATISTICS.items()}
+    candidates |= {name: (lambda net, k=k: assess(net, Protocol(quiet_passes=k)).value) for name, k in QUIET.items()}
+    for name, stat in candidates.items():
+        values = np.array([[stat(net) for net in run["passes"]] for run in runs])
         cv = values.std(axis=0, ddof=1) / values.mean(axis=0) * 100
         pairs = list(combinations(range(len(runs)), 2))
         within3 = [float(np.mean(np.abs(values[i] / values[j] - 1) <= 0.03)) for i, j in pairs]
@@ -77,6 +85,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--copies", type=int, default=1,
                         help="instances of each network (own weights and buffers), measured as separate items")
+    parser.add_argument("--tag", default="", help="added to the results file's name")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -92,14 +101,14 @@ def main() -> None:
         runs.append(json.loads(proc.stdout))
         print(f"process {k + 1}/{args.processes} done ({time.time() - started:.0f} s)", flush=True)
     summary = analyse(runs)
-    print(f"{'statistic':10s} {'CV mean':>8s} {'CV max':>8s} {'max/min':>8s} {'pairs ±3%':>10s} {'pairs ±10%':>11s} "
+    print(f"{'statistic':26s} {'CV mean':>8s} {'CV max':>8s} {'max/min':>8s} {'pairs ±3%':>10s} {'pairs ±10%':>11s} "
           f"{'tau':>6s} {'tau min':>8s}")
     for name, s in summary.items():
-        print(f"{name:10s} {s['cv_mean_pct']:7.2f}% {s['cv_max_pct']:7.2f}% {s['worst_max_over_min']:8.3f} "
+        print(f"{name:26s} {s['cv_mean_pct']:7.2f}% {s['cv_max_pct']:7.2f}% {s['worst_max_over_min']:8.3f} "
               f"{100 * s['pairs_within_3pct']:9.0f}% {100 * s['pairs_within_10pct']:10.0f}% "
               f"{s['pairs_tau_mean']:6.3f} {s['pairs_tau_min']:8.3f}")
     RESULTS.mkdir(parents=True, exist_ok=True)
-    out = RESULTS / f"timing_repeatability-{args.space}.json"
+    out = RESULTS / f"timing_repeatability-{args.space}{'-' + args.tag if args.tag else ''}.json"
     out.write_text(json.dumps({"args": vars(args), "summary": summary,
                                "date": time.strftime("%Y-%m-%d %H:%M"), "wall_s": time.time() - started}, indent=1))
     print(f"wrote {out}")

@@ -24,12 +24,20 @@ A shared machine cannot be made quiet, so the protocol is built to be repeatable
    no single pass can tell from the network's own speed: while a spell lasts, every pass in it runs slow, and slow
    unevenly (larger working sets suffer more), so what the median pools depends on how long the spells happened to
    last. A pass's statistic is robust to bursts of tens of milliseconds (point 4); the lowest pass statistics of an
-   item are its least interfered-with periods. So the statistic pools the samples of the ``quiet_passes`` accepted
-   passes with the lowest statistic (3 of 8 by default; 0: every accepted pass, as protocols recorded before this
-   field). Chosen on the journals of ten ``tiny`` builds on two kinds of VM: rebuilt from their quietest three passes
-   per covering network, the tables ranked 50 networks against the consensus of 16-22 measurements at Kendall tau
-   0.938-0.987 against 0.927-0.987 from every pass; the worst build (0.927) went to 0.961, no build got worse by more
-   than 0.007 (``docs/benchmarks.md``, "The quietest passes").
+   item are its least interfered-with periods. So the statistic pools the samples of the ``quiet_passes`` passes
+   with the lowest statistic (3 of 8 by default), chosen among all of the item's passes: when a spell covers most of
+   them, its quiet passes are the ones point 3 calls disturbed (too fast). An item with no more passes than that
+   pools its accepted passes, and ``quiet_passes`` 0 pools every accepted pass (how a protocol recorded before this
+   field is read). Chosen on the journals of 14 ``tiny`` builds on two kinds of VM (``docs/benchmarks.md``, "The
+   quietest passes"): rebuilt that way, the tables rank 50 networks against the consensus of 11-22 measurements as
+   well as before or better; the two worst builds went from Kendall tau 0.927 and 0.948 to 0.964 and 0.974, and no
+   build moved down by more than 0.007.
+6. **A disturbed session is measured again.** When more than a quarter of a session's items still have too many
+   disturbed passes after the extra passes (:func:`unsettled`), the machine was disturbed for most of the session and
+   no choice of passes can recover it: one validation on the EPYC VM measured every network 14-100% slow, all 50 with
+   more than half their passes disturbed, while the validations a minute before and after were normal. Sessions that
+   time networks against a table (validation, a search job's winners) then measure again after a pause, up to
+   ``settle_retries`` times, and keep the attempt with the fewest unsettled items.
 
 The protocol is recorded in a table's metadata (``TableMeta.protocol``) and reused by whatever measures against that
 table (validation, a search job's winners), so a prediction and a measurement always estimate the same quantity.
@@ -54,8 +62,8 @@ from slimnas.progress import Progress  # re-exported: the progress event of meas
 
 from ._timing import STATISTICS, Timing
 
-__all__ = ["Protocol", "Measurement", "ContextSamples", "Progress", "assess", "needs_more", "measure_items",
-           "run_passes", "statistic_of", "STATISTICS", "MAX_SAMPLES"]
+__all__ = ["Protocol", "Measurement", "ContextSamples", "Progress", "assess", "needs_more", "unsettled",
+           "measure_items", "run_passes", "statistic_of", "STATISTICS", "MAX_SAMPLES"]
 
 #: Samples per item and pass stop at this count once ``samples`` are taken, even before ``pass_ms`` (a 2 us part
 #: would otherwise take 20,000 samples a pass: more than any statistic needs, and a journal of hundreds of MB).
@@ -91,7 +99,8 @@ class Protocol:
     warmup_ms: float = 20.0  # untimed calls before each item's samples, in every pass (at least 3 calls)
     tolerance: float = 0.10  # a pass whose statistic is off the median of the item's passes by more is disturbed
     extra_passes: int = 4  # at most this many re-measurement passes for items with too many disturbed passes
-    quiet_passes: int = 3  # the statistic pools this many accepted passes, those with the lowest statistic; 0: all
+    quiet_passes: int = 3  # the statistic pools the passes with the lowest statistic, this many; 0: every accepted
+    settle_retries: int = 2  # a session of network timings left unsettled is measured again this many times at most
     reference_networks: int = 4  # fixed networks timed alongside, for the machine's speed (slimnas.latency.reference)
     reference_every_s: float = 5.0  # ... at pass starts and at least this often
 
@@ -105,6 +114,7 @@ class Protocol:
             "tolerance": math.isfinite(self.tolerance) and 0 < self.tolerance <= 10,
             "extra_passes": isinstance(self.extra_passes, int) and 0 <= self.extra_passes <= 1000,
             "quiet_passes": isinstance(self.quiet_passes, int) and 0 <= self.quiet_passes <= 1000,
+            "settle_retries": isinstance(self.settle_retries, int) and 0 <= self.settle_retries <= 10,
             "reference_networks": isinstance(self.reference_networks, int) and 0 <= self.reference_networks <= 16,
             "reference_every_s": math.isfinite(self.reference_every_s) and 0 < self.reference_every_s <= 86_400,
         }
@@ -112,7 +122,7 @@ class Protocol:
                   "samples": "an integer from 1 to 1000000", "pass_ms": "between 0 and 600000",
                   "warmup_ms": "between 0 and 600000", "tolerance": "above 0 and at most 10",
                   "extra_passes": "an integer from 0 to 1000", "quiet_passes": "an integer from 0 to 1000",
-                  "reference_networks": "an integer from 0 to 16",
+                  "settle_retries": "an integer from 0 to 10", "reference_networks": "an integer from 0 to 16",
                   "reference_every_s": "above 0 and at most 86400"}
         for name, ok in checks.items():
             if not ok:
@@ -145,14 +155,15 @@ class Protocol:
 class Measurement:
     """One item's measurement: its latency under the protocol and what it took to get it."""
 
-    value: float  # the protocol's statistic of the pooled samples: those of the quietest accepted passes (ms)
+    value: float  # the protocol's statistic of the pooled samples: those of the quietest passes (ms)
     timing: Timing  # all statistics of the pooled samples
     passes: int  # accepted passes
     disturbed: int  # passes dropped as disturbed
     pass_values: tuple[float, ...]  # each pass's statistic, in measurement order (ms)
     accepted: tuple[bool, ...]  # whether each pass was kept (not disturbed)
-    pooled: tuple[bool, ...] = ()  # whether each pass's samples are in ``value`` (accepted and among the quietest)
+    pooled: tuple[bool, ...] = ()  # whether each pass's samples are in ``value`` (among the quietest)
     speed: float = 1.0  # the machine's speed factor this was divided by (slimnas.latency.reference); 1: raw
+    attempts: int = 1  # sessions it took (a session left unsettled is measured again, point 6)
     raw_value: float | None = None  # the value before that division (None: the same as value)
 
     def at_speed(self, factor: float) -> Measurement:
@@ -178,8 +189,9 @@ class Measurement:
 
 
 def assess(pass_samples: Sequence[Sequence[float]], protocol: Protocol) -> Measurement:
-    """The measurement from an item's passes: disturbed passes dropped, the statistic of the samples of the
-    ``protocol.quiet_passes`` accepted passes with the lowest statistic (all accepted passes if 0 or fewer)."""
+    """The measurement from an item's passes: disturbed passes marked, and the statistic of the samples of the
+    ``protocol.quiet_passes`` passes with the lowest statistic (of the accepted passes when ``quiet_passes`` is 0 or
+    the item has no more passes than that; point 5 of the module docstring)."""
     if not pass_samples:
         raise ValueError("pass_samples: need at least one pass")
     values = [statistic_of(s, protocol.statistic) for s in pass_samples]
@@ -189,9 +201,8 @@ def assess(pass_samples: Sequence[Sequence[float]], protocol: Protocol) -> Measu
         nearest = min(range(len(values)), key=lambda i: abs(values[i] - center))
         kept = [i == nearest for i in range(len(values))]
     used = list(kept)
-    if 0 < protocol.quiet_passes < sum(kept):
-        quietest = sorted((i for i, ok in enumerate(kept) if ok), key=lambda i: (values[i], i))
-        chosen = set(quietest[:protocol.quiet_passes])
+    if 0 < protocol.quiet_passes < len(values):
+        chosen = set(sorted(range(len(values)), key=lambda i: (values[i], i))[:protocol.quiet_passes])
         used = [i in chosen for i in range(len(values))]
     pooled = [x for s, ok in zip(pass_samples, used) if ok for x in s]
     timing = Timing.from_samples(pooled)
@@ -204,6 +215,12 @@ def needs_more(measurement: Measurement) -> bool:
     """Whether too many of an item's passes were disturbed for its value to stand."""
     total = measurement.passes + measurement.disturbed
     return measurement.disturbed > _DISTURBED_SHARE * total
+
+
+def unsettled(measurements: Sequence[Measurement]) -> bool:
+    """Whether more than a quarter of a session's items still have too many disturbed passes (:func:`needs_more`)
+    after its extra passes: the machine was disturbed for most of the session (point 6 of the module docstring)."""
+    return sum(needs_more(m) for m in measurements) > _DISTURBED_SHARE * len(measurements)
 
 
 @dataclass(frozen=True)

@@ -152,3 +152,38 @@ def test_validation_refuses_a_protocol_with_another_statistic(tiny_table):
         validate_table(tiny_table, fast_backend(), num_archs=1, protocol=FAST.replace(statistic="p10"))
     with pytest.raises(InputError, match="num_archs"):
         validate_table(tiny_table, fast_backend(), num_archs=-1)
+
+
+class _SpellBackend(type(fast_backend())):
+    """Real networks, made-up timings: the first ``spell`` calls alternate 1 ms and 1.5 ms (the machine disturbed for
+    the whole session: no pass agrees with the item's median), every later call takes 1 ms."""
+
+    def __init__(self, spell: int) -> None:
+        super().__init__(threads=1)
+        self.spell, self.calls = spell, 0
+
+    def sample(self, module, example, protocol):
+        self.calls += 1
+        return [1.5 if self.calls <= self.spell and self.calls % 2 == 0 else 1.0] * protocol.samples
+
+
+def test_a_session_disturbed_throughout_is_measured_again(tiny_table, monkeypatch):
+    import slimnas.latency.validate as validate
+
+    monkeypatch.setattr(validate, "SETTLE_PAUSE_S", 0.0)
+    archs = [a for _, a in validation_archs(TINY, 3, seed=0)][:3]
+    protocol = FAST.replace(passes=4, extra_passes=2, reference_networks=0)
+    session = 3 * (4 + 2)  # every network gets its two extra passes and is still unsettled
+    measured = validate.measure_networks(tiny_table, _SpellBackend(session), archs, protocol)
+    assert [m.attempts for m in measured] == [2] * 3 and [m.value for m in measured] == [1.0] * 3
+    assert not any(validate.needs_more(m) for m in measured)
+    # without retries the disturbed session stands, and says so
+    alone = validate.measure_networks(tiny_table, _SpellBackend(session), archs, protocol.replace(settle_retries=0))
+    assert [m.attempts for m in alone] == [1] * 3 and all(validate.needs_more(m) for m in alone)
+    # disturbed in every attempt: the first of the equally bad attempts is kept, after two retries
+    spell = _SpellBackend(10 * session)
+    always = validate.measure_networks(tiny_table, spell, archs, protocol)
+    assert spell.calls == 3 * session and [m.attempts for m in always] == [3] * 3
+    report = validate_measured(tiny_table, [(f"n{i}", a, m) for i, (a, m) in enumerate(zip(archs, always))], 0.0)
+    assert report.summary["measurement"]["attempts"] == 3
+    assert report.summary["measurement"]["unsettled_networks"] == 3

@@ -33,7 +33,8 @@ def protocol_from(args: argparse.Namespace, base=None):
     return (base or Protocol()).replace(
         statistic=getattr(args, "stat", None), passes=args.passes, samples=args.samples, pass_ms=args.pass_ms,
         warmup_ms=args.warmup_ms, tolerance=args.tolerance, extra_passes=args.extra_passes,
-        quiet_passes=args.quiet_passes, reference_networks=args.reference_networks)
+        quiet_passes=args.quiet_passes, settle_retries=args.settle_retries,
+        reference_networks=args.reference_networks)
 
 
 def _backend(args: argparse.Namespace):
@@ -235,6 +236,9 @@ def _measurement_args(p: argparse.ArgumentParser, build: bool) -> None:
     p.add_argument("--quiet-passes", type=int, default=None,
                    help=f"a latency pools this many accepted passes of an item, those with the lowest statistic, 0: "
                         f"all ({where}: {d.quiet_passes}; see slimnas.latency.protocol)")
+    p.add_argument("--settle-retries", type=int, default=None,
+                   help=f"a session of network timings disturbed throughout is measured again this many times at "
+                        f"most ({where}: {d.settle_retries})")
     p.add_argument("--reference-networks", type=int, default=None,
                    help=f"fixed networks timed alongside for the machine's speed, 0: none ({where}: "
                         f"{d.reference_networks}; see slimnas.latency.reference)")

@@ -83,6 +83,7 @@ class ProtocolSection(ConfigModel):
     tolerance: float = Field(0.10, gt=0, le=10)
     extra_passes: int = Field(4, ge=0, le=1000)
     quiet_passes: int = Field(3, ge=0, le=1000)
+    settle_retries: int = Field(2, ge=0, le=10)
     reference_networks: int = Field(4, ge=0, le=16)
     reference_every_s: float = Field(5.0, gt=0, le=86_400)
 

@@ -736,6 +736,9 @@ def _measure_on_device(table, archs: Sequence[Arch], echo: Callable[[str], None]
     if measured and measured[0].speed != 1.0:
         echo(f"[search] measured {len(measured)} network(s) on {table.meta.backend}; the reference networks took "
              f"x{measured[0].speed:.3f} their time at the table's build, so latencies are reported divided by it")
+    if measured and measured[0].attempts > 1:
+        echo(f"[search] the machine was disturbed for most of a measurement of the winners: measured "
+             f"{measured[0].attempts} times, the most settled attempt kept")
     return [m.value for m in measured]
 
 
