@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Tables rebuilt from their build journals with another ``quiet_passes`` (issue 10; no measurement is made here)
 
-    python benchmarks/quiet_passes.py --journals J.jsonl[.gz] ... --runs DIR ... [--quiet 0 2 3 4] [--space tiny]
+    python benchmarks/quiet_passes.py --journals J.jsonl[.gz] ... --runs DIR ... [--quiet 0 2 3 4]
 
 Every ``J`` is the journal of a ``slimnas lut build --backend torch-cpu`` run with the ``context`` harness
 (``--keep-journal``; ``benchmarks/bench_latency_table.py`` keeps them). Each ``DIR`` is a ``slimnas lut validate
@@ -17,7 +17,6 @@ from another's. The cover must be complete (``tiny``).
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import sys
 from itertools import combinations
@@ -27,44 +26,24 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.probe_stage_widths import context_meta, read_journal  # noqa: E402
-from slimnas.latency import LatencyTable, parts_of  # noqa: E402
-from slimnas.latency.context import covering_archs, summarize_context  # noqa: E402
+from benchmarks.context_heldout import Build  # noqa: E402
+from benchmarks.probe_stage_widths import read_runs  # noqa: E402
+from slimnas.latency import parts_of  # noqa: E402
 from slimnas.latency.modules import part_weight_mib  # noqa: E402
-from slimnas.latency.protocol import Protocol  # noqa: E402
 from slimnas.latency.validate import kendall_tau  # noqa: E402
-from slimnas.search_spaces import Arch, SearchSpace  # noqa: E402
+from slimnas.search_spaces import Arch  # noqa: E402
 
 
-def read_runs(folders: list[Path]) -> tuple[list[Arch], np.ndarray]:
-    """The random networks of validation folders (the same in all) and each folder's measurements of them."""
-    archs, rows = None, []
-    for folder in folders:
-        with (folder / "validation.csv").open(newline="") as handle:
-            found = [r for r in csv.DictReader(handle) if r["name"].startswith("random")]
-        keys = [r["arch"] for r in found]
-        if archs is None:
-            archs = keys
-        elif keys != archs:
-            sys.exit(f"{folder}: other networks than {folders[0]} (same --num-archs and --seed needed)")
-        rows.append([float(r["measured_median_ms"]) for r in found])
-    return [Arch.from_json(a) for a in archs or []], np.asarray(rows)
-
-
-def predictions(journal: Path, space: SearchSpace, targets: list[Arch], quiet: list[int]) -> dict[int, np.ndarray]:
+def predictions(journal: Path, targets: list[Arch], quiet: list[int]) -> dict[int, np.ndarray]:
     """The journal's table rebuilt with each ``quiet_passes``, predicting ``targets``."""
-    header, by_network = read_journal(journal)
-    classes = header["identity"]["num_classes"]
-    recorded = Protocol.from_dict(header["protocol"])
-    context = header["context"]
-    archs = covering_archs(space, classes, 3, context["cover"], context["max_networks"])
-    records = [by_network[i] for i in range(len(archs))]
-    weights = {p: part_weight_mib(p, space.img_size) for a in archs + targets for p in parts_of(a, classes)}
+    build = Build.read(journal)
+    identity = build.header["identity"]
+    weights = {p: part_weight_mib(p, build.space.img_size) for a in build.archs + targets
+               for p in parts_of(a, identity["num_classes"], identity["in_chans"])}
     out = {}
     for k in quiet:
-        protocol = dataclasses.replace(recorded, quiet_passes=k)
-        result = summarize_context([parts_of(a, classes) for a in archs], records, protocol, weights)
-        table = LatencyTable(result.entries, context_meta(header, result), weights=weights)
+        rebuilt = dataclasses.replace(build, protocol=dataclasses.replace(build.protocol, quiet_passes=k))
+        table = rebuilt.table(weights)
         out[k] = np.array([table.predict(a) for a in targets])
     return out
 
@@ -74,9 +53,7 @@ def main() -> None:
     parser.add_argument("--journals", nargs="+", type=Path, required=True)
     parser.add_argument("--runs", nargs="+", type=Path, required=True)
     parser.add_argument("--quiet", nargs="+", type=int, default=[0, 2, 3, 4])
-    parser.add_argument("--space", default="tiny")
     args = parser.parse_args()
-    space = SearchSpace.preset(args.space)
     targets, measured = read_runs(args.runs)
     consensus = np.exp(np.log(measured).mean(axis=0))
     between = [kendall_tau(measured[i], measured[j]) for i, j in combinations(range(len(measured)), 2)]
@@ -84,7 +61,7 @@ def main() -> None:
         print(f"{len(targets)} networks, {len(measured)} runs; tau between two runs: mean {np.mean(between):.3f}, "
               f"min {np.min(between):.3f}")
     for journal in args.journals:
-        predicted = predictions(journal, space, targets, args.quiet)
+        predicted = predictions(journal, targets, args.quiet)
         base = predicted[args.quiet[0]]
         cells = []
         for k, p in predicted.items():
