@@ -29,8 +29,8 @@ A shared machine cannot be made quiet, so the protocol is built to be repeatable
    them, its quiet passes are the ones point 3 calls disturbed (too fast). An item with no more passes than that
    pools its accepted passes, and ``quiet_passes`` 0 pools every accepted pass (how a protocol recorded before this
    field is read). Chosen on the journals of 14 ``tiny`` builds on two kinds of VM (``docs/benchmarks.md``, "The
-   quietest passes"): rebuilt that way, the tables rank 50 networks against the consensus of 11-22 measurements as
-   well as before or better; the two worst builds went from Kendall tau 0.927 and 0.948 to 0.964 and 0.974, and no
+   quietest passes"): rebuilt that way, the tables rank 50 networks against the consensus of 16-22 measurements as
+   well as before or better; the two worst builds went from Kendall tau 0.927 and 0.951 to 0.964 and 0.977, and no
    build moved down by more than 0.007.
 6. **A disturbed session is measured again.** When more than a quarter of a session's items still have too many
    disturbed passes after the extra passes (:func:`unsettled`), the machine was disturbed for most of the session and
