@@ -108,8 +108,8 @@ class TableMeta:
 
     def measurement_protocol(self) -> Protocol:
         """The protocol the entries were measured with (older tables: the default protocol's settings with the
-        median, the statistic they predicted with)."""
-        return Protocol.from_dict(self.protocol) if self.protocol else Protocol()
+        median, the statistic they predicted with, pooling every accepted pass)."""
+        return Protocol.from_dict(self.protocol or {})
 
     @property
     def statistic(self) -> str:

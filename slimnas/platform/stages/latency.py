@@ -66,6 +66,8 @@ def expected_settings(lat: PipelineLatencySection, space: SearchSpace, num_class
 def _recorded_settings(table: LatencyTable) -> dict[str, Any]:
     meta = table.meta
     settings = {k: getattr(meta, k) for k in _SETTINGS}
+    # as the protocol is read back (a table recorded before ``quiet_passes`` pooled every accepted pass)
+    settings["protocol"] = meta.measurement_protocol().to_dict()
     settings.update({k: meta.notes.get(k) for k in ("cover", "max_networks", "fill")})
     settings["calibrate_networks"] = (meta.calibration or {}).get("networks", 0)
     return json.loads(json.dumps(settings))
@@ -79,6 +81,8 @@ def reusable_table(lat: PipelineLatencySection, path: Path, space: SearchSpace,
     table = LatencyTable.load(path)
     want = json.loads(json.dumps(expected_settings(lat, space, num_classes)))
     have = _recorded_settings(table)
+    for settings in (want, have):  # how network timings are retried is no part of how the table was measured
+        settings["protocol"].pop("settle_retries", None)
     if lat.resources is None:
         want["device"], have["device"] = _backend(lat).device_name(), table.meta.device
     for key in want:
