@@ -63,7 +63,7 @@ from slimnas.progress import Progress  # re-exported: the progress event of meas
 from ._timing import STATISTICS, Timing
 
 __all__ = ["Protocol", "Measurement", "ContextSamples", "Progress", "assess", "needs_more", "unsettled",
-           "measure_items", "run_passes", "statistic_of", "STATISTICS", "MAX_SAMPLES"]
+           "unsettled_items", "measure_items", "run_passes", "statistic_of", "STATISTICS", "MAX_SAMPLES"]
 
 #: Samples per item and pass stop at this count once ``samples`` are taken, even before ``pass_ms`` (a 2 us part
 #: would otherwise take 20,000 samples a pass: more than any statistic needs, and a journal of hundreds of MB).
@@ -145,7 +145,7 @@ class Protocol:
         return cls(**{"quiet_passes": 0, **dict(data)})
 
     def describe(self) -> str:
-        pooled = f"the {self.quiet_passes} quietest accepted passes" if self.quiet_passes else "every accepted pass"
+        pooled = f"the {self.quiet_passes} quietest passes" if self.quiet_passes else "every accepted pass"
         return (f"{self.statistic} of single calls over {pooled}, {self.passes} interleaved passes of >= "
                 f"{self.samples} samples and >= {self.pass_ms:g} ms, disturbed passes (> {self.tolerance:.0%} off) "
                 "re-measured")
@@ -217,10 +217,16 @@ def needs_more(measurement: Measurement) -> bool:
     return measurement.disturbed > _DISTURBED_SHARE * total
 
 
+def unsettled_items(measurements: Sequence[Measurement]) -> int:
+    """How many of a session's items still have too many disturbed passes (:func:`needs_more`) after its extra
+    passes."""
+    return sum(needs_more(m) for m in measurements)
+
+
 def unsettled(measurements: Sequence[Measurement]) -> bool:
-    """Whether more than a quarter of a session's items still have too many disturbed passes (:func:`needs_more`)
-    after its extra passes: the machine was disturbed for most of the session (point 6 of the module docstring)."""
-    return sum(needs_more(m) for m in measurements) > _DISTURBED_SHARE * len(measurements)
+    """Whether more than a quarter of a session's items are unsettled (:func:`unsettled_items`): the machine was
+    disturbed for most of the session (point 6 of the module docstring)."""
+    return unsettled_items(measurements) > _DISTURBED_SHARE * len(measurements)
 
 
 @dataclass(frozen=True)

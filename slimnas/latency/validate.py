@@ -35,7 +35,7 @@ from slimnas.search_spaces import Arch, SearchSpace
 
 from ._timing import Timing
 from .predictor import CalibratedPredictor
-from .protocol import Measurement, Progress, Protocol, measure_items, needs_more, unsettled
+from .protocol import Measurement, Progress, Protocol, measure_items, unsettled, unsettled_items
 from .table import LatencyTable
 
 if TYPE_CHECKING:
@@ -155,7 +155,7 @@ class ValidationReport:
             "speed_factor": float(rows[0].measured.speed) if rows else 1.0,
             # how settled it was: the sessions it took, and networks left with too many disturbed passes
             "attempts": int(rows[0].measured.attempts) if rows else 1,
-            "unsettled_networks": int(sum(needs_more(r.measured) for r in rows)),
+            "unsettled_networks": unsettled_items([r.measured for r in rows]),
         }
         return self
 
@@ -373,13 +373,13 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
 
     attempts = [session()]
     while unsettled(attempts[-1]) and len(attempts) <= protocol.settle_retries:
-        left = sum(needs_more(m) for m in attempts[-1])
         log.warning("%d of %d networks still had over a quarter of their passes disturbed after the extra passes: "
                     "the machine was disturbed for most of the measurement; measuring again in %g s (retry %d of %d)",
-                    left, len(networks), SETTLE_PAUSE_S, len(attempts), protocol.settle_retries)
+                    unsettled_items(attempts[-1]), len(networks), SETTLE_PAUSE_S, len(attempts),
+                    protocol.settle_retries)
         time.sleep(SETTLE_PAUSE_S)
         attempts.append(session())
-    best = min(attempts, key=lambda ms: sum(needs_more(m) for m in ms))
+    best = min(attempts, key=unsettled_items)
     return [dataclasses.replace(m, attempts=len(attempts)) for m in best]
 
 

@@ -7,6 +7,7 @@ from scipy.stats import kendalltau
 from slimnas.errors import InputError
 from slimnas.latency import CalibratedPredictor, LatencyTable, Timing
 from slimnas.latency.predictor import fit_part_calibration
+from slimnas.latency.protocol import needs_more
 from slimnas.latency.validate import error_metrics, kendall_tau, validate_measured, validate_table, validation_archs
 from slimnas.search_spaces.efficientformer import SearchSpace
 
@@ -176,10 +177,10 @@ def test_a_session_disturbed_throughout_is_measured_again(tiny_table, monkeypatc
     session = 3 * (4 + 2)  # every network gets its two extra passes and is still unsettled
     measured = validate.measure_networks(tiny_table, _SpellBackend(session), archs, protocol)
     assert [m.attempts for m in measured] == [2] * 3 and [m.value for m in measured] == [1.0] * 3
-    assert not any(validate.needs_more(m) for m in measured)
+    assert not any(needs_more(m) for m in measured)
     # without retries the disturbed session stands, and says so
     alone = validate.measure_networks(tiny_table, _SpellBackend(session), archs, protocol.replace(settle_retries=0))
-    assert [m.attempts for m in alone] == [1] * 3 and all(validate.needs_more(m) for m in alone)
+    assert [m.attempts for m in alone] == [1] * 3 and all(needs_more(m) for m in alone)
     # disturbed in every attempt: the first of the equally bad attempts is kept, after two retries
     spell = _SpellBackend(10 * session)
     always = validate.measure_networks(tiny_table, spell, archs, protocol)

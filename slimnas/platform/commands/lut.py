@@ -234,8 +234,8 @@ def _measurement_args(p: argparse.ArgumentParser, build: bool) -> None:
                    help=f"most re-measurement passes for items with many disturbed passes ({where}: "
                         f"{d.extra_passes})")
     p.add_argument("--quiet-passes", type=int, default=None,
-                   help=f"a latency pools this many accepted passes of an item, those with the lowest statistic, 0: "
-                        f"all ({where}: {d.quiet_passes}; see slimnas.latency.protocol)")
+                   help=f"a latency pools this many passes of an item, those with the lowest statistic, 0: every "
+                        f"accepted pass ({where}: {d.quiet_passes}; see slimnas.latency.protocol)")
     p.add_argument("--settle-retries", type=int, default=None,
                    help=f"a session of network timings disturbed throughout is measured again this many times at "
                         f"most ({where}: {d.settle_retries})")
