@@ -3,6 +3,7 @@
 times (issue 10's evidence).
 
     python benchmarks/bench_latency_table.py --space tiny --backend torch-cpu [--num-archs 50] [--num-classes 10]
+        [--backend-flags '--layout blocked'] [--tag TAG]
 
 Runs, each step a separate ``slimnas`` process, one after another:
 
@@ -20,7 +21,7 @@ random splits per k; against the plain table on the same held-out networks.
 
 Writes the tables, their journals (every sample of the build: ``A.parquet.journal.jsonl``), their validation folders
 and ``summary.json`` (every step's output, wall time and clock time)
-under ``benchmarks/results/issue10/<space>-<backend>/``; ``--reuse`` keeps tables already there.
+under ``benchmarks/results/issue10/<space>-<backend>[-<tag>]/``; ``--reuse`` keeps tables already there.
 """
 
 from __future__ import annotations
@@ -54,11 +55,15 @@ def main() -> None:
     parser.add_argument("--num-classes", type=int, default=None, help="default: 10 for tiny (digits), else 1000")
     parser.add_argument("--reuse", action="store_true", help="keep tables already built")
     parser.add_argument("--pause-s", type=float, default=30.0, help="pause between steps (other times)")
+    parser.add_argument("--backend-flags", default="",
+                        help="the backend's settings for every build, as slimnas lut build flags "
+                             "(e.g. '--layout blocked')")
+    parser.add_argument("--tag", default="", help="a suffix of the results folder (<space>-<backend>-<tag>)")
     parser.add_argument("--curve-only", action="store_true",
                         help="recompute the calibration learning curve from the validations already there")
     args = parser.parse_args()
     classes = args.num_classes or (10 if args.space == "tiny" else 1000)
-    folder = RESULTS / f"{args.space}-{args.backend}"
+    folder = RESULTS / f"{args.space}-{args.backend}{'-' + args.tag if args.tag else ''}"
     folder.mkdir(parents=True, exist_ok=True)
     steps: dict[str, dict] = {}
     n = str(args.num_archs)
@@ -80,7 +85,8 @@ def main() -> None:
         path = folder / f"{label}.parquet"
         if not (args.reuse and path.exists()):
             step(f"build {label}", "lut", "build", "--space", args.space, "--backend", args.backend, "--threads", "1",
-                 "--num-classes", str(classes), "--out", str(path), "--force", "--keep-journal")
+                 "--num-classes", str(classes), "--out", str(path), "--force", "--keep-journal",
+                 *args.backend_flags.split())
         step(f"validate {label}", "lut", "validate", "--lut", str(path), "--num-archs", n, "--seed", "1",
              "--calibrate-fraction", "0", "--out-dir", str(folder / f"{label}-validation"))
     step("A against B", "lut", "validate", "--lut", tables["A"], "--against", tables["B"], "--num-archs", n,

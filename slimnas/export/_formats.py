@@ -47,8 +47,8 @@ FORMATS: dict[str, ExportFormat] = {f.name: f for f in (
                  backend="onnxruntime"),
     ExportFormat("onnx-blocked", ".onnx", "ONNX Runtime (CPU)",
                  "the onnx format's network with each MB4D mixer written so that ONNX Runtime's CPU provider keeps "
-                 "its blocked layout (faster there; the onnxruntime latency tables time the onnx format, so they "
-                 "over-estimate this file)", backend="onnxruntime"),
+                 "its blocked layout (faster there; an onnxruntime latency table built with --layout blocked times "
+                 "this file)", backend="onnxruntime"),
     ExportFormat("coreml", ".mlpackage", "Core ML (macOS/iOS)",
                  "a Core ML ML Program (.mlpackage, batch 1) with the model card in its user-defined metadata",
                  backend="coreml"),

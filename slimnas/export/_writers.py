@@ -87,8 +87,9 @@ def write_torch_export(source: ExportSource, module: Any, path: Path, metadata: 
 
 def write_onnx_blocked(source: ExportSource, module: Any, path: Path, metadata: dict[str, Any]) -> Check:
     """:func:`write_onnx` with MB4D's mixer in ONNX Runtime's blocked-layout form
-    (:func:`~slimnas.search_spaces.efficientformer.onnx_blocked_layout`); the same checks."""
-    from slimnas.search_spaces.efficientformer import onnx_blocked_layout
+    (:func:`~slimnas.search_spaces.onnx_blocked_layout`, as the ``onnxruntime`` backend times it with ``layout:
+    blocked``); the same checks."""
+    from slimnas.search_spaces import onnx_blocked_layout
 
     with onnx_blocked_layout():
         return write_onnx(source, module, path, metadata)

@@ -7,7 +7,9 @@ dimension dynamic through ``dynamic_axes``): the dynamo exporter fixes the batch
 failure raises :class:`~slimnas.errors.ExportError`; there is no fallback to another exporter.
 
 ONNX Runtime applies its own graph optimizations (``ORT_ENABLE_ALL``: conv+BN folding, GELU and LayerNorm fusion), so
-this backend times the *eager* module form by default (measured fastest in ONNX Runtime, ``docs/benchmarks.md``). With
+this backend times the *eager* module form by default (measured fastest in ONNX Runtime, ``docs/benchmarks.md``).
+``layout: blocked`` exports under :func:`~slimnas.search_spaces.onnx_blocked_layout`: the graph ``slimnas export
+--format onnx-blocked`` ships, each MB4D block written so that the CPU provider keeps its blocked layout. With
 the CUDA provider, ``run`` includes the host<->device copies of the input and output (what a caller of ``run`` pays).
 """
 
@@ -64,12 +66,17 @@ class ONNXRuntimeBackend(Backend):
         threads: Threads = None
         provider: Literal[tuple(_PROVIDERS)] = Field(  # type: ignore[valid-type]
             "cpu", description="the onnxruntime execution provider")
+        layout: Literal["plain", "blocked"] = Field(
+            "plain", description="the graph timed: plain (each block as timm writes it; what export --format onnx "
+                                 "ships) or blocked (MB4D written for the CPU provider's blocked layout; what "
+                                 "export --format onnx-blocked ships)")
 
     def __init__(self, **settings: Any) -> None:
         import torch
 
         super().__init__(**settings)
         self.provider: str = self.settings.provider
+        self.layout: str = self.settings.layout
         if self.threads is None and self.provider == "cpu":
             self.threads = torch.get_num_threads()
         self._exports: dict[tuple, bytes] = {}
@@ -140,7 +147,10 @@ class ONNXRuntimeBackend(Backend):
         key = (type(module).__qualname__, tuple(example.shape),
                tuple((name, tuple(t.shape)) for name, t in module.state_dict().items()))
         if key not in self._exports:
+            from slimnas.search_spaces import onnx_blocked_layout
+
             if len(self._exports) >= 4096:
                 self._exports.clear()
-            self._exports[key] = export_onnx(module, example)
+            with onnx_blocked_layout(self.layout == "blocked"):
+                self._exports[key] = export_onnx(module, example)
         return self._exports[key]

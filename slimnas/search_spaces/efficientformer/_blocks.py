@@ -10,15 +10,13 @@ Shapes: 4D blocks take ``(B, C, H, W)``; 3D blocks take ``(B, N, C)`` with ``N =
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from contextvars import ContextVar
-
 import torch
 from timm.layers import DropPath, LayerScale, Mlp
 from timm.models.efficientformer import Attention as _TimmAttention
 from timm.models.efficientformer import Downsample, Flat, MetaBlock2d, Stem4
 from torch import nn
+
+from .._export_hints import blocked_layout_export, onnx_blocked_layout
 
 __all__ = ["Stem", "Downsample", "MB4D", "MB3D", "Flat", "Unflat", "Attention", "MLP_RATIO", "onnx_blocked_layout",
            "blocked_layout_export"]
@@ -77,25 +75,6 @@ class MB4D(MetaBlock2d):
             x = _channel_scale(self.token_mixer.pool(x), gamma) + _channel_scale(x, 1.0 - gamma)
             return x + self.ls2(self.mlp(x))
         return super().forward(x)
-
-
-_BLOCKED_LAYOUT: ContextVar[bool] = ContextVar("slimnas_onnx_blocked_layout", default=False)
-
-
-@contextlib.contextmanager
-def onnx_blocked_layout(enabled: bool = True) -> Iterator[None]:
-    """ONNX exports inside this block write MB4D's mixer (and the two classifier heads, see ``EfficientFormer``) in
-    the form ONNX Runtime's CPU provider runs in its blocked layout (:class:`MB4D`)."""
-    token = _BLOCKED_LAYOUT.set(enabled)
-    try:
-        yield
-    finally:
-        _BLOCKED_LAYOUT.reset(token)
-
-
-def blocked_layout_export() -> bool:
-    """Whether an ONNX export in progress asked for the blocked-layout form (:func:`onnx_blocked_layout`)."""
-    return _BLOCKED_LAYOUT.get() and torch.onnx.is_in_onnx_export()
 
 
 def _channel_scale(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
