@@ -62,16 +62,23 @@ def test_onnx_runs_in_onnxruntime_within_1e4_at_batch_8_and_any_batch_with_the_c
         assert np.abs(got - want).max() <= 1e-4
 
 
-def test_the_onnx_latency_backend_times_the_graph_that_export_writes(source, onnx_export):
+@pytest.mark.parametrize("fmt, layout", [("onnx", "plain"), ("onnx-blocked", "blocked")])
+def test_the_onnx_latency_backend_times_the_graph_that_export_writes(source, onnx_export, fmt, layout, tmp_path):
     import onnx
 
     from slimnas.latency.backends import ONNXRuntimeBackend
 
-    written = onnx.load(str(onnx_export.path))
-    backend = ONNXRuntimeBackend(threads=1)
-    assert backend.default_form == onnx_export.form
+    exported = onnx_export if fmt == "onnx" else export_winner(source, fmt, tmp_path / "net.onnx")
+    written = onnx.load(str(exported.path))
+    backend = ONNXRuntimeBackend(threads=1, layout=layout)
+    assert backend.default_form == exported.form and backend.options()["layout"] == layout
     timed = onnx.load_from_string(backend.exported(source.model, torch.randn(1, 3, 64, 64)))
     assert timed.graph == written.graph  # the same nodes, weights, names and dynamic batch dimension
+    other = onnx.load(str(onnx_export.path)) if fmt != "onnx" else None
+    if other is not None:  # and the two layouts are two graphs: the mixer has no Sub in the blocked one
+        ops = {node.op_type for node in timed.graph.node}
+        assert "Sub" in {node.op_type for node in other.graph.node} and "Sub" not in ops
+        assert "BatchNormalization" in ops
 
 
 def test_torch_export_program_loads_back_and_matches_at_any_batch(source, tmp_path):
@@ -186,7 +193,7 @@ def _reorders(model_bytes: bytes, tmp_path) -> int:
 
 def test_onnx_blocked_keeps_onnxruntimes_blocked_layout_through_mb4d_blocks(source, onnx_export, tmp_path):
     from slimnas.latency.backends import ONNXRuntimeBackend, export_onnx
-    from slimnas.search_spaces.efficientformer import onnx_blocked_layout
+    from slimnas.search_spaces import onnx_blocked_layout
     from slimnas.search_spaces.efficientformer._blocks import MB4D
 
     torch.manual_seed(0)

@@ -123,6 +123,29 @@ def test_validate_refuses_another_backend_or_thread_count(tiny_table):
         validate_table(tiny_table, fast_backend().__class__(threads=1, allocator="default"), num_archs=1)
 
 
+def test_an_onnxruntime_table_is_measured_in_the_layout_it_was_built_in():
+    from slimnas.latency.backends import ONNXRuntimeBackend, table_options
+    from slimnas.latency.table import TableMeta
+    from slimnas.latency.validate import backend_for, check_backend_matches
+
+    def table(backend) -> LatencyTable:  # an empty table's metadata as a build on ``backend`` records it
+        return LatencyTable({}, TableMeta(backend=backend.name, device="cpu", batch=1, dtype="float32", img_size=64,
+                                          threads=1, space=SearchSpace.preset("tiny").to_dict(), form="eager",
+                                          options=table_options(backend)))
+
+    blocked = table(ONNXRuntimeBackend(threads=1, layout="blocked"))
+    assert blocked.meta.options == {"provider": "cpu", "layout": "blocked"}
+    assert backend_for(blocked).layout == "blocked"
+    with pytest.raises(InputError, match="layout: the table was measured with layout 'blocked', the backend has "
+                                         "'plain'"):
+        check_backend_matches(blocked, ONNXRuntimeBackend(threads=1))
+    # a table from before the setting records no layout, and was timed in the plain one
+    old = table(ONNXRuntimeBackend(threads=1))
+    old.meta.options.pop("layout")
+    assert backend_for(old).layout == "plain"
+    check_backend_matches(old, ONNXRuntimeBackend(threads=1))
+
+
 def test_validate_measured_without_calibration(tiny_table):
     rng = random.Random(2)
     archs = [TINY.sample(rng) for _ in range(5)]

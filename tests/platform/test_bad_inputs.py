@@ -490,6 +490,8 @@ LUT = [
      "argument --threads: Input should be less than or equal to 4096"),
     ("build-setting-of-another-backend", ["build", "--out", "{work}/t.parquet", "--provider", "cuda"],
      "argument --provider: not a setting of backend torch-cpu (its settings: --dtype, --threads, --allocator)"),
+    ("build-layout-unknown", ["build", "--backend", "onnxruntime", "--out", "{work}/t.parquet", "--layout", "nhwc"],
+     "argument --layout: invalid choice: 'nhwc' (choose from 'plain', 'blocked')"),
     ("build-passes-zero", ["build", "--out", "{work}/t.parquet", "--passes", "0"], "protocol.passes"),
     ("build-samples-zero", ["build", "--out", "{work}/t.parquet", "--samples", "0"], "protocol.samples"),
     ("build-pass-ms-nan", ["build", "--out", "{work}/t.parquet", "--pass-ms", "nan"], "protocol.pass_ms"),
