@@ -36,7 +36,7 @@ from .backends import Backend, building, table_options
 from .context import FILLS, HARNESSES, combine, covering_archs, fit_uncovered, journal_record, measure_in_context
 from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
 from .predictor import CalibratedPredictor, fit_part_calibration
-from .protocol import ContextSamples, Progress, Protocol, measure_items
+from .protocol import ContextSamples, Progress, Protocol, measure_items, session_spread
 from .reference import ReferenceClock, reference_archs
 from .table import LatencyTable, TableMeta
 from .validate import validation_archs
@@ -328,7 +328,15 @@ class _Stages:
                                     tick=self.clock.tick, weights={p: self.weights[p] for p in todo})
         self.notes.update(context_networks=result.networks, context_passes=result.passes,
                           context_disturbed=result.disturbed)
+        self._network_spread(result.spread)
         return result
+
+    def _network_spread(self, spread: float) -> None:
+        """Record how widely whole networks' passes spread in this build (the first whole-network stage's
+        :func:`~slimnas.latency.protocol.session_spread`): this machine's normal, which a later session against the
+        table is judged by (:func:`~slimnas.latency.protocol.unsettled`)."""
+        if math.isfinite(spread) and "network_pass_spread" not in self.notes:
+            self.notes["network_pass_spread"] = round(spread, 6)
 
     def alone(self, parts: Sequence[Part], rotation_mb: float
               ) -> tuple[dict[Part, Timing], dict[Part, tuple[int, int]]]:
@@ -362,6 +370,7 @@ class _Stages:
                                  done=self.done.calibration, on_pass=self._writer("calibration"),
                                  on_progress=self.on_progress, tick=self.clock.tick)
         values = [m.value for m in measured]
+        self._network_spread(session_spread(measured))
         if len(archs) >= len(plain.entries):  # enough networks to pin down one coefficient per part
             return fit_part_calibration(plain, archs, values) | {"networks": len(archs)}
         return CalibratedPredictor(plain).fit(archs, values).coefficients() | {"networks": len(archs)}

@@ -68,7 +68,7 @@ from slimnas.search_spaces import Arch, SearchSpace
 
 from ._parts import Part, parts_of, repeat_key
 from ._timing import Timing
-from .protocol import ContextSamples, Progress, Protocol, assess, run_passes, statistic_of
+from .protocol import ContextSamples, Progress, Protocol, assess, run_passes, session_spread, statistic_of
 
 __all__ = ["covering_archs", "ContextResult", "measure_in_context", "summarize_context", "combine", "fit_uncovered",
            "HARNESSES", "FILLS", "MIN_REPEAT_RATIOS", "MIN_FIT_PARTS"]
@@ -120,6 +120,7 @@ class ContextResult:
     slope_per_mib: float = 0.0
     at_mib: float = 0.0
     repeat_factors: dict[str, float] = field(default_factory=dict)  # repeat_key -> a repeat's time / the first's
+    spread: float = float("nan")  # the networks' pass spread (protocol.session_spread of their whole calls)
 
 
 def measure_in_context(
@@ -160,9 +161,10 @@ def summarize_context(networks: Sequence[Sequence[Part]], records: Sequence[Sequ
     order) and its passes in context (steps 2, 4-6 of the module docstring)."""
     observed: list[tuple[Part, float, list[float], bool]] = []  # (part, network MiB, in-context samples, repeat)
     ratios: dict[str, list[float]] = {}  # repeat_key -> a repeat's statistic / the first of its run's
-    overheads, sizes, disturbed, total = [], [], 0, 0
+    overheads, sizes, disturbed, total, verdicts = [], [], 0, 0, []
     for parts, passes in zip(networks, records):
         verdict = assess([r.network for r in passes], protocol)
+        verdicts.append(verdict)
         disturbed += verdict.disturbed
         total += len(passes)
         kept = [r for r, ok in zip(passes, verdict.pooled) if ok]
@@ -192,7 +194,7 @@ def summarize_context(networks: Sequence[Sequence[Part]], records: Sequence[Sequ
         pooled.setdefault(part, []).extend(v * scale for v in values)
     entries = {part: Timing.from_samples(values) for part, values in pooled.items()}
     return ContextResult(entries, float(np.median(overheads)) if overheads else 0.0, len(networks), disturbed, total,
-                         slope, at, factors)
+                         slope, at, factors, session_spread(verdicts))
 
 
 def _working_set_slope(observed: Sequence[tuple[Part, float, list[float]]], statistic: str) -> float:

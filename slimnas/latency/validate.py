@@ -35,7 +35,16 @@ from slimnas.search_spaces import Arch, SearchSpace
 
 from ._timing import Timing
 from .predictor import CalibratedPredictor
-from .protocol import Measurement, Progress, Protocol, measure_items, unsettled, unsettled_items
+from .protocol import (
+    Measurement,
+    Progress,
+    Protocol,
+    measure_items,
+    session_spread,
+    spread_limit,
+    unsettled,
+    unsettled_items,
+)
 from .table import LatencyTable
 
 if TYPE_CHECKING:
@@ -147,9 +156,8 @@ class ValidationReport:
             self.summary["calibrated_holdout"] = error_metrics([r.calibrated_ms for r in hold],
                                                                [r.measured_ms for r in hold])
         self.summary["raw_all"] = error_metrics([r.predicted_ms for r in rows], [r.measured.raw for r in rows])
-        spreads = [r.measured.spread for r in rows]
         self.summary["measurement"] = {
-            "n": len(rows), "median_pass_spread_pct": 100 * float(np.median(spreads)) if rows else float("nan"),
+            "n": len(rows), "median_pass_spread_pct": 100 * session_spread([r.measured for r in rows]),
             "disturbed_passes": int(sum(r.measured.disturbed for r in rows)),
             "passes": int(sum(r.measured.passes + r.measured.disturbed for r in rows)),
             "speed_factor": float(rows[0].measured.speed) if rows else 1.0,
@@ -340,9 +348,11 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
     that has just taken the cores back from other work: the first timings after Ray Tune's workers ran up to 1.9x
     slow).
 
-    A session left unsettled (:func:`~slimnas.latency.protocol.unsettled`: the machine disturbed for most of it) is
-    measured again after :data:`SETTLE_PAUSE_S`, up to ``protocol.settle_retries`` times; the attempt with the fewest
-    unsettled networks is returned (the first among equals), each measurement's ``attempts`` saying how many were made.
+    A session left unsettled (:func:`~slimnas.latency.protocol.unsettled`, judged against the spread the table's
+    build recorded: the machine disturbed for much of it) is measured again after :data:`SETTLE_PAUSE_S`, up to
+    ``protocol.settle_retries`` times; the first settled attempt is returned, or else the one with the fewest
+    unsettled networks and then the narrowest spread (the first among equals), each measurement's ``attempts`` saying
+    how many were made.
     """
     from .backends import building
     from .modules import network_module
@@ -371,15 +381,23 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
         factor = speed_factor(clock.latencies(), meta.reference_ms())
         return [m.at_speed(factor) for m in measured]
 
+    usual = meta.notes.get("network_pass_spread")
+    usual = float(usual) if isinstance(usual, (int, float)) else None
+
+    def disturbed(attempt: list[Measurement]) -> bool:
+        return unsettled(attempt, protocol, usual)
+
     attempts = [session()]
-    while unsettled(attempts[-1]) and len(attempts) <= protocol.settle_retries:
-        log.warning("%d of %d networks still had over a quarter of their passes disturbed after the extra passes: "
-                    "the machine was disturbed for most of the measurement; measuring again in %g s (retry %d of %d)",
-                    unsettled_items(attempts[-1]), len(networks), SETTLE_PAUSE_S, len(attempts),
-                    protocol.settle_retries)
+    while disturbed(attempts[-1]) and len(attempts) <= protocol.settle_retries:
+        limit = f"{100 * spread_limit(protocol, usual):.1f}%" if usual is not None else "not judged"
+        log.warning("%d of %d networks still had over a quarter of their passes disturbed after the extra passes; "
+                    "their passes spread by %.1f%% at the median (limit on this machine: %s): the machine was "
+                    "disturbed for much of the measurement; measuring again in %g s (retry %d of %d)",
+                    unsettled_items(attempts[-1]), len(networks), 100 * session_spread(attempts[-1]), limit,
+                    SETTLE_PAUSE_S, len(attempts), protocol.settle_retries)
         time.sleep(SETTLE_PAUSE_S)
         attempts.append(session())
-    best = min(attempts, key=unsettled_items)
+    best = min(attempts, key=lambda a: (disturbed(a), unsettled_items(a), session_spread(a)))
     return [dataclasses.replace(m, attempts=len(attempts)) for m in best]
 
 

@@ -140,6 +140,9 @@ def test_context_build_times_parts_inside_networks_and_resumes(tmp_path):
     assert second.measured == 0  # a complete cover: no part is timed alone
     meta = table.meta
     assert meta.harness == "context" and meta.notes["context_networks"] == len(archs) and meta.notes["cover"] == 1
+    # how widely whole networks' passes spread here: what a later session against the table is judged by
+    assert 0 <= meta.notes["network_pass_spread"] < 10
+    assert LatencyTable.load(out).meta.notes["network_pass_spread"] == meta.notes["network_pass_spread"]
     assert len(table) == len(parts_of_space(MICRO)) and all(t.median > 0 for t in table.entries.values())
     # a network is predicted as the sum of its in-context parts (a repeated block times its repeat factor), times
     # the working-set term, plus the overhead
@@ -230,6 +233,7 @@ def test_a_table_of_parts_timed_alone_is_calibrated_on_whole_networks(tmp_path):
     assert table.predict(arch) == pytest.approx(expected) and table.predict_many([arch])[0] == pytest.approx(expected)
     assert LatencyTable.load(tmp_path / "cal.parquet").meta.calibration == cal
     assert "calibrated on 6 networks" in table.meta.describe()
+    assert 0 <= table.meta.notes["network_pass_spread"] < 10  # the calibration networks' passes
 
 
 def test_the_default_harness_and_calibration_are_resolved_in_one_place():
