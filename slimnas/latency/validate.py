@@ -41,9 +41,9 @@ from .protocol import (
     Protocol,
     measure_items,
     session_spread,
-    spread_limit,
     unsettled,
     unsettled_items,
+    unsettled_reason,
 )
 from .table import LatencyTable
 
@@ -388,13 +388,10 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
         return unsettled(attempt, protocol, usual)
 
     attempts = [session()]
-    while disturbed(attempts[-1]) and len(attempts) <= protocol.settle_retries:
-        limit = f"{100 * spread_limit(protocol, usual):.1f}%" if usual is not None else "not judged"
-        log.warning("%d of %d networks still had over a quarter of their passes disturbed after the extra passes; "
-                    "their passes spread by %.1f%% at the median (limit on this machine: %s): the machine was "
-                    "disturbed for much of the measurement; measuring again in %g s (retry %d of %d)",
-                    unsettled_items(attempts[-1]), len(networks), 100 * session_spread(attempts[-1]), limit,
-                    SETTLE_PAUSE_S, len(attempts), protocol.settle_retries)
+    while (reason := unsettled_reason(attempts[-1], protocol, usual)) and len(attempts) <= protocol.settle_retries:
+        log.warning("the machine was disturbed for much of the measurement (of the %d networks, %s); measuring again "
+                    "in %g s (retry %d of %d)", len(networks), reason, SETTLE_PAUSE_S, len(attempts),
+                    protocol.settle_retries)
         time.sleep(SETTLE_PAUSE_S)
         attempts.append(session())
     best = min(attempts, key=lambda a: (disturbed(a), unsettled_items(a), session_spread(a)))

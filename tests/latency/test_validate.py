@@ -7,7 +7,7 @@ from scipy.stats import kendalltau
 from slimnas.errors import InputError
 from slimnas.latency import CalibratedPredictor, LatencyTable, Timing
 from slimnas.latency.predictor import fit_part_calibration
-from slimnas.latency.protocol import needs_more
+from slimnas.latency.protocol import needs_more, unsettled_reason
 from slimnas.latency.validate import error_metrics, kendall_tau, validate_measured, validate_table, validation_archs
 from slimnas.search_spaces.efficientformer import SearchSpace
 
@@ -206,6 +206,7 @@ def test_a_session_disturbed_throughout_is_measured_again(tiny_table, monkeypatc
     # without retries the disturbed session stands, and says so
     alone = validate.measure_networks(tiny_table, _SpellBackend(session), archs, protocol.replace(settle_retries=0))
     assert [m.attempts for m in alone] == [1] * 3 and all(needs_more(m) for m in alone)
+    assert unsettled_reason(alone) == "3 of 3 still had over a quarter of their passes disturbed after the extra passes"
     # disturbed in every attempt: the first of the equally bad attempts is kept, after two retries
     spell = _SpellBackend(10 * session)
     always = validate.measure_networks(tiny_table, spell, archs, protocol)
@@ -230,6 +231,8 @@ def test_a_session_whose_passes_spread_wider_than_its_machine_usually_does_is_me
     alone = validate.measure_networks(table, _SpellBackend(session, slow=1.12), archs, once)
     assert not any(needs_more(m) for m in alone) and session_spread(alone) == pytest.approx(0.12)
     assert unsettled(alone, protocol, 0.05) and not unsettled(alone) and not unsettled(alone, protocol, 0.10)
+    assert unsettled_reason(alone, protocol, 0.05) == ("their passes spread by 12.0% at the median, beyond 10.0% "
+                                                       "(1.5 times the 5.0% of the table's build)")
     report = validate_measured(table, [(f"n{i}", a, m) for i, (a, m) in enumerate(zip(archs, alone))], 0.0)
     assert report.summary["measurement"]["median_pass_spread_pct"] == pytest.approx(12.0)
     wide = _SpellBackend(session, slow=1.12)
