@@ -42,16 +42,18 @@ from slimnas.latency.table import TableMeta
 from slimnas.search_spaces import Arch, SearchSpace
 
 
-def read_journal(path: Path) -> tuple[dict, dict[int, list[ContextSamples]]]:
-    """The journal's header and its in-context passes per covering network."""
+def read_journal(path: Path, stage: str = "context") -> tuple[dict, dict[int, list]]:
+    """The journal's header and the passes of one of its stages per item, in pass order: the in-context passes per
+    covering network (``ContextSamples``), or the samples of another stage's items (``calibration``: per network)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as handle:
         header = json.loads(handle.readline())
-        passes: dict[int, dict[int, ContextSamples]] = {}
+        passes: dict[int, dict[int, object]] = {}
         for line in handle:
             record = json.loads(line)
-            if record["stage"] == "context":
-                passes.setdefault(record["index"], {})[record["pass"]] = ContextSamples.from_dict(record)
+            if record["stage"] == stage:
+                value = ContextSamples.from_dict(record) if stage == "context" else record["samples"]
+                passes.setdefault(record["index"], {})[record["pass"]] = value
     return header, {i: [p[k] for k in sorted(p)] for i, p in passes.items()}
 
 

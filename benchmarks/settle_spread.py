@@ -18,7 +18,6 @@ validations met and missed on each side of their limits. Writes nothing.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from collections import defaultdict
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.probe_stage_widths import read_journal  # noqa: E402
 from slimnas.latency.protocol import Protocol, assess, session_spread, spread_limit  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "issue10"
@@ -47,20 +47,12 @@ def journal_of(validation: Path) -> Path | None:
 def build_spread(journal: Path) -> float:
     """The spread of the whole networks' passes in a build's journal (covering networks' whole calls, or else the
     calibration networks), under the build's protocol."""
-    with gzip.open(journal, "rt") as handle:
-        header = json.loads(handle.readline())
-        passes: dict[str, dict[int, dict[int, list[float]]]] = {"context": defaultdict(dict),
-                                                                 "calibration": defaultdict(dict)}
-        for line in handle:
-            record = json.loads(line)
-            if record["stage"] == "context":
-                passes["context"][int(record["index"])][int(record["pass"])] = record["network"]
-            elif record["stage"] == "calibration":
-                passes["calibration"][int(record["index"])][int(record["pass"])] = record["samples"]
+    header, networks = read_journal(journal)
+    passes = {i: [r.network for r in records] for i, records in networks.items()}
+    if not passes:
+        header, passes = read_journal(journal, "calibration")
     protocol = Protocol.from_dict(header["protocol"])
-    networks = passes["context"] or passes["calibration"]
-    return session_spread([assess([samples for _, samples in sorted(by_pass.items())], protocol)
-                           for by_pass in networks.values()])
+    return session_spread([assess(samples, protocol) for samples in passes.values()])
 
 
 def met(plain: dict) -> bool:
