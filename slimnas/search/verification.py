@@ -27,6 +27,12 @@ Decisions:
   winner that answers several targets, or two methods that found the same arch, are timed once). Baselines' next
   candidates are measured ``batch`` at a time: one call of the device timer then compares them under the same machine
   state and amortises its warm-up, at the price of at most ``batch - 1`` networks timed in vain.
+- Replacements are measured in rounds across every (method, target) (:func:`measure_in_rounds`): each round asks
+  every walk what it would measure next (:func:`next_measurements`, the walk itself run against the cache without
+  measuring) and times all of it in one call. A job with several answers over their targets then pays one device
+  session per round instead of one per answer (a session's set-up, its reference networks and, on a disturbed
+  machine, its retries). The walks then run for real and find their archs measured; only slimming's extra rounds
+  (new steps, evaluated first) are measured afterwards, one step at a time.
 - ``verify_steps`` counts the candidates (baseline) or trajectory steps (slimming) taken after the original answer:
   0 when the original answer met its target.
 - The baselines' equal budgets (``budget: auto``) are set before verification, from where slimming's *predicted*
@@ -44,8 +50,9 @@ from slimnas.search_spaces import Arch
 from ._base import Evaluation, SearchAlgorithm
 from .slimming import SlimmingSearch
 
-__all__ = ["MeasureFn", "ContinueRoundFn", "Verification", "VerifyState", "MeasurementCache", "SlimmingRun",
-           "tolerance_limit", "within_tolerance", "unverified", "verify_baseline", "verify_slimming"]
+__all__ = ["MeasureFn", "ContinueRoundFn", "Verification", "VerifyState", "MeasurementCache", "SlimmingRun", "Walk",
+           "tolerance_limit", "within_tolerance", "unverified", "verify_baseline", "verify_slimming",
+           "next_measurements", "measure_in_rounds"]
 
 #: Measured latency (ms) of each arch on the device, in order (one call may time several networks together).
 MeasureFn = Callable[[Sequence[Arch]], Sequence[float]]
@@ -107,6 +114,52 @@ class MeasurementCache:
             self.calls += 1
             self.measured.update({a.to_json(): float(v) for a, v in zip(todo, values)})
         return [self.measured[a.to_json()] for a in archs]
+
+
+class _Wanted(Exception):
+    """Raised by :class:`_Probe` where a walk would measure: what it would measure."""
+
+    def __init__(self, archs: list[Arch]) -> None:
+        super().__init__(len(archs))
+        self.archs = archs
+
+
+class _Probe(MeasurementCache):
+    """A cache that reads ``cache``'s measurements and, asked for one it lacks, raises :class:`_Wanted`."""
+
+    def __init__(self, cache: MeasurementCache) -> None:
+        super().__init__(cache._measure)
+        self.measured = cache.measured
+
+    def measure(self, archs: Sequence[Arch]) -> list[float]:
+        todo = list({a.to_json(): a for a in archs if a.to_json() not in self.measured}.values())
+        if todo:
+            raise _Wanted(todo)
+        return [self.measured[a.to_json()] for a in archs]
+
+
+#: One (method, target)'s verification walk against a cache: ``verify_baseline`` or ``verify_slimming`` with its
+#: arguments bound. Run by :func:`next_measurements` it must not evaluate anything (a slimming walk on a
+#: :class:`SlimmingRun` without ``continue_round``).
+Walk = Callable[[MeasurementCache], Verification]
+
+
+def next_measurements(walk: Walk, cache: MeasurementCache) -> list[Arch]:
+    """The archs ``walk`` would measure next, given what ``cache`` holds (``[]``: it needs no measurement more)."""
+    try:
+        walk(_Probe(cache))
+    except _Wanted as wanted:
+        return wanted.archs
+    return []
+
+
+def measure_in_rounds(walks: Sequence[Walk], cache: MeasurementCache) -> int:
+    """Measure what ``walks`` need, all of them at once per round, until none needs more; the rounds taken."""
+    rounds = 0
+    while todo := [a for walk in walks for a in next_measurements(walk, cache)]:
+        cache.measure(todo)
+        rounds += 1
+    return rounds
 
 
 def _answer_evaluations(algorithm: SearchAlgorithm, target_ms: float) -> int:

@@ -10,6 +10,8 @@ from slimnas.search import ExhaustiveSearch, NSGA2Search, SlimmingSearch
 from slimnas.search.verification import (
     MeasurementCache,
     SlimmingRun,
+    measure_in_rounds,
+    next_measurements,
     tolerance_limit,
     unverified,
     verify_baseline,
@@ -202,3 +204,39 @@ def test_continue_below_refuses_when_there_is_nothing_to_do():
     fresh.ask()
     with pytest.raises(ValueError, match="outstanding"):
         fresh.continue_below(10.0)
+
+
+def test_replacements_of_every_answer_are_measured_together_round_by_round():
+    first = run_search(ExhaustiveSearch(TOY, toy_latency, 17.0, budget=40), noisy_accuracy)
+    second = run_search(ExhaustiveSearch(TOY, toy_latency, 18.0, budget=40, seed=1),
+                        lambda a: noisy_accuracy(a) + 0.01)
+    answers = [first.answer(17.0).arch, second.answer(18.0).arch]
+    device = FakeDevice(slow=answers)  # both answers measure 1.3 x the table: each needs its next arch
+    cache = MeasurementCache(device)
+    cache.measure(answers)
+    walks = [lambda c: verify_baseline(first, 17.0, c, 2.0, batch=2),
+             lambda c: verify_baseline(second, 18.0, c, 2.0, batch=2)]
+    wanted = [next_measurements(w, cache) for w in walks]
+    assert [len(w) for w in wanted] == [2, 2] and device.timed == [a.to_json() for a in answers]  # asked, not timed
+    assert measure_in_rounds(walks, cache) == 1 and cache.calls == 2  # both replacements in one call
+    assert device.timed[2:] == [a.to_json() for a in wanted[0] + wanted[1] if a.to_json() not in device.timed[:2]]
+    results = [w(cache) for w in walks]
+    assert all(r.meets_target and r.verify_steps == 1 for r in results) and cache.calls == 2  # nothing timed again
+    assert next_measurements(walks[0], cache) == [] and measure_in_rounds(walks, cache) == 0
+
+
+def test_a_probed_slimming_walk_measures_its_steps_and_never_evaluates():
+    search = slimming(16.0)
+    cache = MeasurementCache(FakeDevice(above_ms=0.0))  # every step too slow: the walk would slim on
+    cache.measure([search.answer(16.0).arch])
+
+    def walk(c):
+        return verify_slimming(SlimmingRun(search), 16.0, c, 2.0)
+
+    assert next_measurements(walk, cache) == []  # the 15 ms answer is the trajectory's last step: nothing to measure
+    assert search.evaluations == 15 and len(search.trajectory) == 6
+    loose = slimming([20.5, 16.0])
+    cache = MeasurementCache(FakeDevice(above_ms=20.0))
+    cache.measure([loose.answer(20.5).arch])
+    wanted = next_measurements(lambda c: verify_slimming(SlimmingRun(loose), 20.5, c, 2.0, batch=2), cache)
+    assert [toy_latency([a])[0] for a in wanted] == [19.0, 18.0]  # the next two steps

@@ -1,13 +1,17 @@
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from slimnas.errors import InputError
-from slimnas.trainers import DataConfig, build_data, check_data
+from slimnas.trainers import DataConfig, _data, build_data, check_data
 from slimnas.trainers._config import AugmentConfig
-from slimnas.trainers._data import ShardedSampler, digits_arrays, digits_split, train_transform
+from slimnas.trainers._data import ShardedSampler, digits_arrays, digits_raw, digits_split, train_transform
 
 
 def _aug(kind: str, **over) -> dict:
@@ -22,6 +26,25 @@ def test_digits_split_is_fixed_disjoint_and_complete():
     assert all(np.array_equal(a, b) for a, b in zip((train, val, calib), again))
     images, labels = digits_arrays(64)
     assert images.shape == (1797, 64, 64, 3) and images.dtype == np.uint8 and set(labels) == set(range(10))
+
+
+def test_digits_raw_equals_load_digits_without_importing_sklearn(monkeypatch):
+    from sklearn.datasets import load_digits
+
+    expected = load_digits()
+    images, labels = digits_raw()
+    assert images.shape == (1797, 8, 8) and labels.dtype == np.int64
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.target)
+    # read from the file, in a process that never imports scikit-learn
+    code = ("import sys; from slimnas.trainers._data import digits_raw; images, labels = digits_raw(); "
+            "print(images.shape[0], 'sklearn' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    assert out == ["1797", "False"]
+    # a scikit-learn without the file: load_digits, the same values
+    monkeypatch.setattr(_data, "DIGITS_FILE", ("datasets", "data", "no-such-digits.csv.gz"))
+    images, labels = digits_raw()
+    assert np.array_equal(images, expected.images) and np.array_equal(labels, expected.target)
 
 
 def test_digits_bundle():

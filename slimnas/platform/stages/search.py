@@ -25,7 +25,8 @@ defines ``auto_budget`` says how many). NSGA-II runs once with the largest of th
 from its Pareto front. A fixed ``budget: N`` gives every baseline and target N evaluations.
 
 Winners verified on the device (the closed loop, :mod:`slimnas.search.verification`): at the end, every winner is
-measured end to end on the table's backend (one call for all of them, then replacements as needed). A winner slower
+measured end to end on the table's backend (one call for all of them, then the replacements every answer over its
+target needs, together, round by round: :func:`~slimnas.search.verification.measure_in_rounds`). A winner slower
 than its target by more than ``latency.tolerance_pct`` is not reported as meeting it: a baseline takes its next best
 evaluated arch that measures within the tolerance; slimming walks on along its trajectory and, past its end, slims on
 one round at a time (each round a one-run phase ``<method>-verify-<n>`` of the job's Tune experiment, evaluated by its
@@ -66,8 +67,9 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -86,6 +88,8 @@ from slimnas.search.verification import (
     MeasurementCache,
     SlimmingRun,
     Verification,
+    Walk,
+    measure_in_rounds,
     tolerance_limit,
     unverified,
     verify_baseline,
@@ -684,6 +688,15 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
     except _Pending:
         echo(pending_line())
         return {(r.label, t): unverified(r.algorithm, t, "pending") for r in runs for t in r.targets}
+    # the replacements every answer over its target needs, measured together, round by round (one session each)
+    walks: list[Walk] = []
+    for run in runs:
+        for target in run.targets:
+            if isinstance(run.algorithm, SlimmingSearch):
+                walks.append(partial(_walk_slimming, SlimmingRun(run.algorithm), target, lat.tolerance_pct))
+            else:
+                walks.append(partial(_walk_baseline, run.algorithm, target, lat.tolerance_pct, run.early_stopped))
+    measure_in_rounds(walks, cache)
     out: dict[tuple[str, float], Verification] = {}
     extra = 0
     for run in runs:
@@ -704,6 +717,15 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
          f"their target within {lat.tolerance_pct:g}% ({sum(bool(v.verify_steps) for v in met)} after a "
          f"replacement), {sum(v.meets_target is False for v in out.values())} do not; {extra} extra evaluations")
     return out
+
+
+def _walk_slimming(run: SlimmingRun, target: float, tolerance_pct: float, cache: MeasurementCache) -> Verification:
+    return verify_slimming(run, target, cache, tolerance_pct)
+
+
+def _walk_baseline(algorithm: SearchAlgorithm, target: float, tolerance_pct: float, stopped: Collection[int],
+                   cache: MeasurementCache) -> Verification:
+    return verify_baseline(algorithm, target, cache, tolerance_pct, stopped=stopped)
 
 
 def _echo_verification(echo: Callable[[str], None], run: _Run, v: Verification, tolerance_pct: float) -> None:
