@@ -183,15 +183,18 @@ now; :meth:`close` kills them."""
             self._setups.append(actor.setup.remote())
         return self
 
-    def ready(self) -> set[str]:
+    def ready(self, wait_s: float = 0.0) -> set[str]:
         """The evaluators that can take a trial: those Ray has placed (a trial's first call then waits for the set-up,
-        which overlaps the trial actor's start). Raises :class:`~slimnas.errors.SlimnasError` naming the evaluator
-        when a set-up has failed."""
+        which overlaps the trial actor's start). With ``wait_s`` and none placed yet, waits up to that long for the
+        first. Raises :class:`~slimnas.errors.SlimnasError` naming the evaluator when a set-up has failed."""
         import ray
 
         from slimnas.errors import SlimnasError
 
         self._ready |= self._done(self._placed, self._ready)
+        if wait_s > 0 and not self._ready and self._placed:
+            ray.wait(self._placed, num_returns=1, timeout=wait_s)
+            self._ready |= self._done(self._placed, self._ready)
         for name in self._done(self._setups, self._checked):
             try:
                 ray.get(self._setups[self.names.index(name)])

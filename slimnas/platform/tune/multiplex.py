@@ -22,7 +22,11 @@ flight across all runs (Tune's resources limit them too).
 Evaluators. With ``slots`` (the names of the job's evaluator actors, :mod:`~slimnas.platform.tune.evaluators`) each
 config handed out also names a free one (``config["evaluator"]``) among those ``slots_ready()`` says can take one,
 held until Tune reports the trial complete (finished, stopped early or errored); with none free ``suggest`` waits.
-So at most one trial uses an evaluator at a time, and the trials in flight are at most the slots.
+So at most one trial uses an evaluator at a time, and the trials in flight are at most the slots. While no trial is
+in flight and no evaluator is ready yet (the job's start: Ray is still starting their processes), ``suggest`` waits
+for the first up to :data:`READY_WAIT_S` (``slots_ready(wait_s)``) instead of answering ``None`` at once: with
+nothing in flight Tune polls a searcher that answered ``None`` once a second (``TuneController._update_trial_queue``,
+Ray 2.60), which cost the job's start ~2 s.
 
 Restore: a run's state is its state file, written after every ask and tell (see
 :mod:`~slimnas.platform.tune.searcher`); with ``restore`` a run that has one continues from it (a finished run does
@@ -48,9 +52,12 @@ from slimnas.config import atomic_write_text
 from slimnas.platform.tune.searcher import AskTellSearcher
 from slimnas.search import SearchAlgorithm
 
-__all__ = ["MultiplexSearcher", "TuneRun", "TuneOutcome", "Plan"]
+__all__ = ["MultiplexSearcher", "TuneRun", "TuneOutcome", "Plan", "READY_WAIT_S"]
 
 log = logging.getLogger(__name__)
+
+#: How long ``suggest`` waits for a first evaluator to be ready while no trial is in flight (see the module docstring).
+READY_WAIT_S = 5.0
 
 
 @dataclass
@@ -97,7 +104,7 @@ class MultiplexSearcher(Searcher):
 
     def __init__(self, plan: Plan, storage: str | os.PathLike, experiment_path: str, *, restore: bool = False,
                  max_concurrent: int | None = None, slots: Sequence[str] = (),
-                 slots_ready: Callable[[], Collection[str]] | None = None,
+                 slots_ready: Callable[[float], Collection[str]] | None = None,
                  on_start: Callable[[str, SearchAlgorithm], None] | None = None,
                  on_finish: Callable[[TuneOutcome], None] | None = None) -> None:
         super().__init__(metric="seen", mode="max")
@@ -110,7 +117,8 @@ class MultiplexSearcher(Searcher):
         self._turn = 0
         self._exhausted = False
         self.slots = list(slots)  # evaluator names, free ones first in line
-        self.slots_ready = slots_ready  # the evaluators that can take a trial now (None: all)
+        self.slots_ready = slots_ready  # the evaluators that can take a trial now, waiting up to the seconds given
+        # for a first one (None: all)
         self._trial_slot: dict[str, str] = {}  # trial -> the evaluator it holds
         self.told_here: list[float] = []  # own time of each evaluation told in this process
         self.worker_setups: dict[str, float] = {}  # trial -> seconds its evaluator took to set up
@@ -176,10 +184,11 @@ class MultiplexSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.max_concurrent is not None and len(self._trial_run) >= self.max_concurrent:
             return None
-        usable = self.slots if self.slots_ready is None or not self.slots else self.slots_ready()
-        free = [name for name in self.slots if name in usable and name not in self._trial_slot.values()]
+        free = self._free_slots(0.0)
+        if self.slots and not free and not self._trial_slot:
+            free = self._free_slots(READY_WAIT_S)  # none ready yet, nothing in flight: wait here, not in Tune's poll
         if self.slots and not free:
-            return None  # every evaluator busy
+            return None  # every evaluator busy (or none ready yet)
         while True:
             active = self.unfinished()
             if not active:
@@ -202,6 +211,10 @@ class MultiplexSearcher(Searcher):
                     self._finish_if_done(label)
             if self.unfinished():
                 return None  # every unfinished run waits for its round's results
+
+    def _free_slots(self, wait_s: float) -> list[str]:
+        usable = self.slots if self.slots_ready is None or not self.slots else self.slots_ready(wait_s)
+        return [name for name in self.slots if name in usable and name not in self._trial_slot.values()]
 
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         if "setup_s" in result:

@@ -80,12 +80,13 @@ def run_phases(
     on_start: Callable[[str, SearchAlgorithm], None] | None = None,
     on_finish: Callable[[TuneOutcome], None] | None = None,
     slots: Sequence[str] = (),
-    slots_ready: Callable[[], Collection[str]] | None = None,
+    slots_ready: Callable[[float], Collection[str]] | None = None,
 ) -> PhasesOutcome:
     """Run (or, with ``restore``, continue) the runs of ``plan`` as the Tune experiment ``storage_path/name``; state
     files in ``storage_path``. ``slots``: the names of the evaluator actors the trials call (``config["evaluator"]``,
     one trial per evaluator at a time; :mod:`~slimnas.platform.tune.evaluators`), given to a trial only once
-    ``slots_ready()`` names them. See the module docstring and :class:`MultiplexSearcher`."""
+    ``slots_ready(wait_s)`` names them (waiting up to ``wait_s`` for a first one). See the module docstring and
+    :class:`MultiplexSearcher`."""
     # Tune's newer console output prints experiment tables even at verbose=0; the legacy reporter honours it.
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     storage = Path(storage_path).resolve()

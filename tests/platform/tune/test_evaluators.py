@@ -110,3 +110,11 @@ def test_a_failed_set_up_is_an_error_and_the_pool_leaves_no_evaluator(local_ray)
         while not pool.ready() and time.monotonic() < deadline:
             time.sleep(0.05)
     assert _gone(pool.names)
+
+
+def test_ready_waits_for_a_first_evaluator_when_asked(local_ray):
+    pool = EvaluatorPool(toy_evaluation, {"sleep_s": 0.0}, 2, {"cpu": 1})
+    with pool:
+        placed = pool.ready(30.0)  # just started: Ray is still starting their processes
+        assert placed and placed <= set(pool.names)  # returned once one was placed, not empty-handed
+    assert _gone(pool.names)

@@ -7,6 +7,7 @@ import pickle
 from ray.tune.search import Searcher
 
 from slimnas.platform.tune import EarlyStopScheduler, MultiplexSearcher, TuneRun
+from slimnas.platform.tune.multiplex import READY_WAIT_S
 from slimnas.search import RandomSearch, SlimmingSearch
 from slimnas.search_spaces import Arch
 from slimnas.testing import TOY_SPACE, run_search, toy_latency, wobbly_fraction
@@ -156,3 +157,26 @@ def test_the_scheduler_asks_the_run_of_the_trial_and_never_stops_a_run_that_may_
     back_searcher, back_scheduler = pickle.loads(pickle.dumps((searcher, scheduler)))
     assert back_scheduler.searcher is back_searcher and back_searcher.plan is None
     assert back_scheduler.on_trial_result(None, Trial(by_run["slimming"][1][1]), partial) == "CONTINUE"
+
+
+def test_suggest_waits_for_a_first_evaluator_only_while_no_trial_is_in_flight(tmp_path):
+    """At the job's start (no evaluator placed, nothing in flight) ``suggest`` waits for one itself: answering ``None``
+    there, Tune would poll again only a second later. With a trial in flight it answers ``None`` at once."""
+    asked, ready = [], set()
+
+    def slots_ready(wait_s):
+        asked.append(wait_s)
+        if wait_s > 0:
+            ready.add("e0")  # placed while the searcher waited
+        return set(ready)
+
+    job = Job()
+    searcher = MultiplexSearcher(job.plan, tmp_path, str(tmp_path / "search"), slots=["e0", "e1"],
+                                 slots_ready=slots_ready)
+    first = searcher.suggest("t0")
+    assert first["evaluator"] == "e0" and asked == [0.0, READY_WAIT_S]
+    asked.clear()
+    assert searcher.suggest("t1") is None and asked == [0.0]  # e1 not ready, t0 in flight: no waiting
+    searcher.on_trial_complete("t0", {"accuracy": 0.5, "eval_s": 0.1, "config": first})
+    asked.clear()
+    assert searcher.suggest("t2")["evaluator"] == "e0" and asked == [0.0]  # e0 free again: no waiting
