@@ -23,8 +23,12 @@ quickstart's search stage too, when it ran):
 supernet and table, alternating with this checkout's runs): its wall time and evaluations (an older commit records no
 own times). REV must build the train and table stages as this checkout does, or they would be redone.
 
-Prints markdown and writes ``benchmarks/results/bench_search_stage.json`` (with each run's ``[search]`` lines, stamped
-with the seconds since its command started: where the stage's time went).
+``--workdir`` must not hold a ``slimnas`` package (a clone of the repository): ``python -m`` and Ray's workers put the
+working folder first on ``sys.path``, so that copy's code would run instead of this checkout's.
+
+Prints markdown and writes ``benchmarks/results/bench_search_stage.json`` (``--out NAME``: another file in that
+folder), with each run's ``[search]`` lines, stamped with the seconds since its command started: where the stage's time
+went.
 """
 
 from __future__ import annotations
@@ -111,7 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="search stage runs of this checkout")
     parser.add_argument("--against", default=None, metavar="REV", help="also time REV's search stage (alternating)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="passed to the quickstart")
+    parser.add_argument("--out", default="bench_search_stage.json", metavar="NAME",
+                        help="results file, in benchmarks/results/")
     args = parser.parse_args(argv)
+    if args.workdir is not None and (args.workdir / "slimnas").is_dir():
+        # python -m and Ray's workers put the working folder first on sys.path: its slimnas would be the one timed
+        parser.error(f"--workdir {args.workdir} holds a slimnas package (a clone?): its code, not this checkout's, "
+                     f"would run; use a folder without one")
     extra = [a for pair in args.set for a in ("--set", pair)]
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-search-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -134,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         if other is not None:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(other)], capture_output=True)
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "bench_search_stage.json").write_text(json.dumps(record, indent=1))
+    (RESULTS / args.out).write_text(json.dumps(record, indent=1))
     print(f"Search stage at the quickstart's size: {machine['cores']} cores, Python {machine['python']}, "
           f"{machine['date']}\n")
     print("| code | search stage (s) | Tune experiment(s) (s) | evaluations | own times, summed (s) | stage / own "
