@@ -24,9 +24,13 @@ Decisions:
 - When nothing meets the target, the original (predicted) answer stays, with ``meets_target`` False, its
   measurement, and the evaluations and steps the loop spent trying.
 - Every arch is measured at most once per job (:class:`MeasurementCache`, shared by every method and target: a
-  winner that answers several targets, or two methods that found the same arch, are timed once). Baselines' next
-  candidates are measured ``batch`` at a time: one call of the device timer then compares them under the same machine
-  state and amortises its warm-up, at the price of at most ``batch - 1`` networks timed in vain.
+  winner that answers several targets, or two methods that found the same arch, are timed once). Next candidates
+  (baselines) and next steps (slimming) are measured :data:`BATCH` (2) at a time, at the price of at most one network
+  timed in vain per answer. Why 2: a device session's own cost is small against its networks' (on the EPYC VM, ~0.4 s
+  against ~0.6 s per `tiny` network under the default protocol), and since the rounds below share one session across
+  every answer a round saves little more; the first replacement usually meets the target, and when it does not the
+  second (the next by accuracy, predicted as near the target) is already measured. 4 at a time spent ~2.3 s per job
+  timing networks nobody took (``docs/benchmarks.md``).
 - Replacements are measured in rounds across every (method, target) (:func:`measure_in_rounds`): each round asks
   every walk what it would measure next (:func:`next_measurements`, the walk itself run against the cache without
   measuring) and times all of it in one call. A job with several answers over their targets then pays one device
@@ -51,7 +55,7 @@ from ._base import Evaluation, SearchAlgorithm
 from .slimming import SlimmingSearch
 
 __all__ = ["MeasureFn", "ContinueRoundFn", "Verification", "VerifyState", "MeasurementCache", "SlimmingRun", "Walk",
-           "tolerance_limit", "within_tolerance", "unverified", "verify_baseline", "verify_slimming",
+           "BATCH", "tolerance_limit", "within_tolerance", "unverified", "verify_baseline", "verify_slimming",
            "next_measurements", "measure_in_rounds"]
 
 #: Measured latency (ms) of each arch on the device, in order (one call may time several networks together).
@@ -66,6 +70,9 @@ ContinueRoundFn = Callable[[SlimmingSearch, int], SlimmingSearch]
 VerifyState = Literal["met", "not met", "pending", "off", "no answer"]
 
 _REL_EPS = 1e-9
+
+#: How many next candidates (or trajectory steps) one round measures per answer over its target (see the docstring).
+BATCH = 2
 
 
 def tolerance_limit(target_ms: float, tolerance_pct: float) -> float:
@@ -196,7 +203,7 @@ def _ranked_candidates(algorithm: SearchAlgorithm, target_ms: float, first: Eval
 
 
 def verify_baseline(algorithm: SearchAlgorithm, target_ms: float, cache: MeasurementCache, tolerance_pct: float,
-                    batch: int = 4, stopped: Collection[int] = ()) -> Verification:
+                    batch: int = BATCH, stopped: Collection[int] = ()) -> Verification:
     """A baseline's answer for ``target_ms``, verified on the device (see the module docstring); ``stopped``: the ids
     of its candidates stopped early, never taken as a replacement (their accuracy is only a bound)."""
     first = algorithm.answer(target_ms)
@@ -266,7 +273,7 @@ class SlimmingRun:
 
 
 def verify_slimming(run: SlimmingRun, target_ms: float, cache: MeasurementCache, tolerance_pct: float,
-                    batch: int = 4) -> Verification:
+                    batch: int = BATCH) -> Verification:
     """Slimming's answer for ``target_ms``, verified on the device, the trajectory extended as needed.
 
     Steps already in the trajectory are measured ``batch`` at a time; a new step is measured as soon as it exists.

@@ -8,6 +8,7 @@ import pytest
 
 from slimnas.search import ExhaustiveSearch, NSGA2Search, SlimmingSearch
 from slimnas.search.verification import (
+    BATCH,
     MeasurementCache,
     SlimmingRun,
     measure_in_rounds,
@@ -240,3 +241,16 @@ def test_a_probed_slimming_walk_measures_its_steps_and_never_evaluates():
     cache.measure([loose.answer(20.5).arch])
     wanted = next_measurements(lambda c: verify_slimming(SlimmingRun(loose), 20.5, c, 2.0, batch=2), cache)
     assert [toy_latency([a])[0] for a in wanted] == [19.0, 18.0]  # the next two steps
+
+
+def test_by_default_next_candidates_are_measured_two_at_a_time():
+    search = run_search(ExhaustiveSearch(TOY, toy_latency, 17.0, budget=40), noisy_accuracy)
+    ranked = sorted((e for e in search.history if e.latency_ms <= 17.0),
+                    key=lambda e: (-e.accuracy, e.latency_ms, e.candidate.id))
+    assert BATCH == 2
+    device = FakeDevice(slow=[ranked[0].arch])  # the answer measures 1.3 x the table; the next one meets the target
+    cache = MeasurementCache(device)
+    cache.measure([ranked[0].arch])
+    result = verify_baseline(search, 17.0, cache, tolerance_pct=2.0)
+    assert result.answer.arch == ranked[1].arch and result.verify_steps == 1
+    assert device.timed == [ranked[i].arch.to_json() for i in range(3)] and cache.calls == 2  # one in vain, not three
