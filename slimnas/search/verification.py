@@ -111,9 +111,13 @@ class MeasurementCache:
     def get(self, arch: Arch) -> float | None:
         return self.measured.get(arch.to_json())
 
+    def unmeasured(self, archs: Sequence[Arch]) -> list[Arch]:
+        """The distinct archs of ``archs`` not measured yet, in order."""
+        return list({a.to_json(): a for a in archs if a.to_json() not in self.measured}.values())
+
     def measure(self, archs: Sequence[Arch]) -> list[float]:
         """Measured ms of each of ``archs`` (timing only those not measured before)."""
-        todo = list({a.to_json(): a for a in archs if a.to_json() not in self.measured}.values())
+        todo = self.unmeasured(archs)
         if todo:
             values = list(self._measure(todo))
             if len(values) != len(todo):
@@ -139,8 +143,7 @@ class _Probe(MeasurementCache):
         self.measured = cache.measured
 
     def measure(self, archs: Sequence[Arch]) -> list[float]:
-        todo = list({a.to_json(): a for a in archs if a.to_json() not in self.measured}.values())
-        if todo:
+        if todo := self.unmeasured(archs):
             raise _Wanted(todo)
         return [self.measured[a.to_json()] for a in archs]
 

@@ -67,7 +67,7 @@ import json
 import logging
 import queue
 import threading
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -693,9 +693,11 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
     for run in runs:
         for target in run.targets:
             if isinstance(run.algorithm, SlimmingSearch):
-                walks.append(partial(_walk_slimming, SlimmingRun(run.algorithm), target, lat.tolerance_pct))
+                walks.append(partial(verify_slimming, SlimmingRun(run.algorithm), target,
+                                     tolerance_pct=lat.tolerance_pct))
             else:
-                walks.append(partial(_walk_baseline, run.algorithm, target, lat.tolerance_pct, run.early_stopped))
+                walks.append(partial(verify_baseline, run.algorithm, target, tolerance_pct=lat.tolerance_pct,
+                                     stopped=run.early_stopped))
     measure_in_rounds(walks, cache)
     out: dict[tuple[str, float], Verification] = {}
     extra = 0
@@ -717,15 +719,6 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
          f"their target within {lat.tolerance_pct:g}% ({sum(bool(v.verify_steps) for v in met)} after a "
          f"replacement), {sum(v.meets_target is False for v in out.values())} do not; {extra} extra evaluations")
     return out
-
-
-def _walk_slimming(run: SlimmingRun, target: float, tolerance_pct: float, cache: MeasurementCache) -> Verification:
-    return verify_slimming(run, target, cache, tolerance_pct)
-
-
-def _walk_baseline(algorithm: SearchAlgorithm, target: float, tolerance_pct: float, stopped: Collection[int],
-                   cache: MeasurementCache) -> Verification:
-    return verify_baseline(algorithm, target, cache, tolerance_pct, stopped=stopped)
 
 
 def _echo_verification(echo: Callable[[str], None], run: _Run, v: Verification, tolerance_pct: float) -> None:
