@@ -11,6 +11,7 @@ Plain Python: every package may import it (no torch, ray or mlflow, nothing from
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from collections.abc import Callable
@@ -69,7 +70,7 @@ class ProgressLine:
     def __init__(self, label: str, echo: Echo = stderr_echo, every_s: float = 5.0, what: str = "measurements") -> None:
         self.label, self.echo, self.every_s, self.what = label, echo, every_s, what
         self.tty = echo is stderr_echo and sys.stderr.isatty()
-        self._last = 0.0
+        self._last = -math.inf  # the first event always prints (monotonic time starts near 0 at boot)
         self._start = time.perf_counter()
 
     def __call__(self, progress: Progress) -> None:
