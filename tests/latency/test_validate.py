@@ -100,7 +100,9 @@ def test_validate_table_end_to_end_writes_csv_png_json(tiny_table, tmp_path):
         assert r.predicted_ms == pytest.approx(tiny_table.predict(r.arch))
         m = r.measured
         assert r.measured_ms == pytest.approx(m.timing.median / m.speed) and m.raw == m.timing.median > 0
-        assert m.speed == report.summary["measurement"]["speed_factor"] and 0.5 < m.speed < 2
+        # one speed for the session; real timings on a shared host (the table was built with 2 passes of 3 calls,
+        # and a CI host once read 0.47 here while another job ran), so only a sanity bound
+        assert m.speed == report.summary["measurement"]["speed_factor"] and 0.2 < m.speed < 5
         assert m.passes + m.disturbed >= 2
         low, high = r.measured.pass_range()
         assert low <= high
