@@ -179,6 +179,8 @@ class Measurement:
     speed: float = 1.0  # the machine's speed factor this was divided by (slimnas.latency.reference); 1: raw
     attempts: int = 1  # sessions it took (a session left unsettled is measured again, point 6)
     raw_value: float | None = None  # the value before that division (None: the same as value)
+    unsettled: str = ""  # why the session it came from was still disturbed as a whole after its retries ("": it
+    # was not; :func:`unsettled_reason`): its figures say more about the machine than about what was measured
 
     def at_speed(self, factor: float) -> Measurement:
         """This measurement brought to another machine speed: values divided by ``factor`` (raw kept)."""

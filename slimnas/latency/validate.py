@@ -164,6 +164,8 @@ class ValidationReport:
             # how settled it was: the sessions it took, and networks left with too many disturbed passes
             "attempts": int(rows[0].measured.attempts) if rows else 1,
             "unsettled_networks": unsettled_items([r.measured for r in rows]),
+            # why the kept session was still disturbed as a whole ("" if it was not)
+            "unsettled": rows[0].measured.unsettled if rows else "",
         }
         return self
 
@@ -395,7 +397,12 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
         time.sleep(SETTLE_PAUSE_S)
         attempts.append(session())
     best = min(attempts, key=lambda a: (disturbed(a), unsettled_items(a), session_spread(a)))
-    return [dataclasses.replace(m, attempts=len(attempts)) for m in best]
+    reason = unsettled_reason(best, protocol, usual) or ""
+    if reason:
+        log.warning("the machine was disturbed for much of every one of %d measurement(s) of %d networks; kept the "
+                    "most settled (%s): its figures say more about the machine than about the networks",
+                    len(attempts), len(networks), reason)
+    return [dataclasses.replace(m, attempts=len(attempts), unsettled=reason) for m in best]
 
 
 def validate_table(

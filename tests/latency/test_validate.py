@@ -204,6 +204,7 @@ def test_a_session_disturbed_throughout_is_measured_again(tiny_table, monkeypatc
     session = 3 * (4 + 2)  # every network gets its two extra passes and is still unsettled
     measured = validate.measure_networks(tiny_table, _SpellBackend(session), archs, protocol)
     assert [m.attempts for m in measured] == [2] * 3 and [m.value for m in measured] == [1.0] * 3
+    assert [m.unsettled for m in measured] == [""] * 3  # the retry was settled
     assert not any(needs_more(m) for m in measured)
     # without retries the disturbed session stands, and says so
     alone = validate.measure_networks(tiny_table, _SpellBackend(session), archs, protocol.replace(settle_retries=0))
@@ -215,6 +216,9 @@ def test_a_session_disturbed_throughout_is_measured_again(tiny_table, monkeypatc
     assert spell.calls == 3 * session and [m.attempts for m in always] == [3] * 3
     report = validate_measured(tiny_table, [(f"n{i}", a, m) for i, (a, m) in enumerate(zip(archs, always))], 0.0)
     assert report.summary["measurement"]["attempts"] == 3
+    # and the kept attempt says it was still disturbed, so that what reports it can say so
+    reason = "3 of 3 still had over a quarter of their passes disturbed after the extra passes"
+    assert [m.unsettled for m in always] == [reason] * 3 and report.summary["measurement"]["unsettled"] == reason
     assert report.summary["measurement"]["unsettled_networks"] == 3
 
 

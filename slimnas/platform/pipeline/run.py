@@ -109,9 +109,9 @@ class PipelineResult:
                  f"results:       {Path(job.job_dir) / 'results.csv'}",
                  f"report:        {cfg.output_dir / REPORT_FILE}"]
         table, search = self.stages.get("table"), self.stages.get("search")
-        summary = (table.validation or {}).get("plain_all") if isinstance(table, TableRecord) else None
-        if summary:
-            lines.append(f"latency table: {table.path} (validated: {_validation_text(summary)})")
+        validation = table.validation if isinstance(table, TableRecord) else None
+        if validation and validation.get("plain_all"):
+            lines.append(f"latency table: {table.path} (validated: {_validation_text(validation, table.path)})")
         if cfg.tracking.enabled:
             uri = cfg.tracking_uri()
             run = search.mlflow_run_id if isinstance(search, SearchRecord) else None
@@ -282,7 +282,7 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
                                  heartbeat=lambda s: echo(f"[table] measuring on Ray, elapsed {clock(s)}"))
     table = LatencyTable.load(path)
     plain = (summary or {}).get("plain_all", {})
-    done = f"{len(table)} entries" + (f"; validation: {_validation_text(plain)}" if plain else "")
+    done = f"{len(table)} entries" + (f"; validation: {_validation_text(summary, path)}" if plain else "")
     return _table_result(table, path, summary or None, "built" if build else "validated", log.end("table", done))
 
 
@@ -291,10 +291,19 @@ def _table_result(table: LatencyTable, path: Path, summary: dict[str, Any] | Non
     return TableStageResult(table, TableRecord(status, wall_s, str(path), table.meta.created, len(table), summary))
 
 
-def _validation_text(summary: dict[str, Any]) -> str:
-    """One line of a validation's figures (the issue-10 acceptance measures: within +-10% and Kendall tau)."""
-    return (f"{summary['n']} networks measured end to end, {100 * summary['within_10pct']:.0f}% within +-10% of the "
-            f"table, mean absolute error {summary['mape_pct']:.1f}%, Kendall tau {summary['kendall_tau']:.3f}")
+def _validation_text(validation: dict[str, Any], table_path: str | Path) -> str:
+    """One line of a validation's figures (the issue-10 acceptance measures: within +-10% and Kendall tau), and, when
+    the machine was disturbed through every attempt at it (``validation["measurement"]["unsettled"]``), that the
+    figures are the machine's and how to measure again."""
+    plain = validation["plain_all"]
+    text = (f"{plain['n']} networks measured end to end, {100 * plain['within_10pct']:.0f}% within +-10% of the "
+            f"table, mean absolute error {plain['mape_pct']:.1f}%, Kendall tau {plain['kendall_tau']:.3f}")
+    measurement = validation.get("measurement") or {}
+    if measurement.get("unsettled"):
+        text += (f"; but the machine was disturbed through all {measurement.get('attempts', 1)} attempt(s) at it "
+                 f"({measurement['unsettled']}): these figures say more about the machine than about the table; "
+                 f"validate again when it is quieter: slimnas lut validate --lut {table_path}")
+    return text
 
 
 # ---------------------------------------------------------------------------------------------------- search

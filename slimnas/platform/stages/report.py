@@ -240,6 +240,11 @@ def _validation_section(table: TableRecord | None, validation_dir: Path, folder:
         lines += ["", "Predicted against measured end to end on random networks:", "",
                   _table(["predictor", "networks", "within +-10%", "mean abs error", "max abs error", "Kendall tau"],
                          rows)]
+    measurement = summary.get("measurement") or {}
+    if measurement.get("unsettled"):
+        lines += ["", f"**The machine was disturbed through all {measurement.get('attempts', 1)} attempt(s) at this "
+                      f"validation** ({measurement['unsettled']}): its figures say more about the machine than about "
+                      f"the table. Validate again when it is quieter: `slimnas lut validate --lut {table.path}`."]
     figure = validation_dir / VALIDATION_FILE
     if figure.is_file():
         _copy(figure, folder / VALIDATION_FILE)

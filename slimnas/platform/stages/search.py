@@ -754,6 +754,9 @@ def _measure_on_device(table, archs: Sequence[Arch], echo: Callable[[str], None]
     if measured and measured[0].attempts > 1:
         echo(f"[search] the machine was disturbed for most of a measurement of the winners: measured "
              f"{measured[0].attempts} times, the most settled attempt kept")
+    if measured and measured[0].unsettled:
+        echo(f"[search] every attempt was disturbed ({measured[0].unsettled}): these measured latencies, and which "
+             f"winners meet their targets, say more about the machine than about the networks")
     return [m.value for m in measured]
 
 

@@ -184,3 +184,18 @@ def test_an_interrupted_search_leaves_earlier_results_intact(quickstart):
     assert not ray.is_initialized()
     with pytest.raises(InputError, match="--force: unknown stage"):
         run_pipeline(cfg, force=["everything"])
+
+
+def test_the_validation_line_says_when_the_machine_was_disturbed_through_every_attempt():
+    from slimnas.platform.pipeline.run import _validation_text
+
+    plain = {"n": 50, "within_10pct": 0.62, "mape_pct": 9.2, "kendall_tau": 0.943}
+    settled = _validation_text({"plain_all": plain, "measurement": {"attempts": 3, "unsettled": ""}}, "t.parquet")
+    assert settled == ("50 networks measured end to end, 62% within +-10% of the table, mean absolute error 9.2%, "
+                       "Kendall tau 0.943")
+    assert _validation_text({"plain_all": plain}, "t.parquet") == settled  # a validation from before the field
+    reason = "39 of 50 still had over a quarter of their passes disturbed after the extra passes"
+    disturbed = _validation_text({"plain_all": plain, "measurement": {"attempts": 3, "unsettled": reason}},
+                                 "t.parquet")
+    assert disturbed.startswith(settled + "; but the machine was disturbed through all 3 attempt(s) at it (39 of 50")
+    assert disturbed.endswith("validate again when it is quieter: slimnas lut validate --lut t.parquet")

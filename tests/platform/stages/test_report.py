@@ -84,6 +84,13 @@ def test_a_pipelines_report_adds_the_table_validation_and_extra_sections(tmp_pat
     assert (out / "validation.png").read_bytes() == PNG + b"-figure" and "](validation.png)" in text
     assert (out / "pareto.png").read_bytes() == (job_dir / "pareto.png").read_bytes()
     assert "| slimming | 0.95 |" in text and "| search | 114.2 |" in text
+    assert "disturbed" not in text
+    # a validation whose every attempt was disturbed says so, with the command that measures again
+    disturbed = {**summary, "measurement": {"attempts": 3, "unsettled": "39 of 50 still had over a quarter ..."}}
+    table = TableRecord("built", 100.0, "/runs/t.parquet", "2026-11-29T23:00:00", 144, disturbed)
+    text = write_pipeline_report(out, "quick", job, table=table, validation_dir=validation).read_text()
+    assert ("**The machine was disturbed through all 3 attempt(s) at this validation** (39 of 50 still had over a "
+            "quarter ...)") in text and "`slimnas lut validate --lut /runs/t.parquet`" in text
 
 
 def test_the_quickstart_writes_both_reports_and_logs_them(finished_run, tmp_path):

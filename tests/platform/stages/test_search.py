@@ -18,6 +18,7 @@ from slimnas.platform.cli import main
 from slimnas.platform.stages.search import (
     MethodResult,
     SearchJobResult,
+    _measure_on_device,
     _pending_line,
     _Run,
     _verify_winners,
@@ -335,3 +336,29 @@ def test_the_pareto_plot_shows_measured_answers_and_labels_the_targets(tmp_path)
     assert (1.15, 0.8) in xs and (1.5, 0.7) in xs and (1.1, 0.8) in xs  # measured, measured (missed), predicted
     assert (0.85, 0.6) in xs  # not measured: at its predicted latency
     assert "measured" in ax.get_xlabel() and "predicted" in ax.get_xlabel()
+
+
+def test_a_winner_check_disturbed_through_every_attempt_says_so(inputs, monkeypatch):
+    import random
+
+    import slimnas.latency.validate as validate
+
+    _, _, table, _ = inputs
+
+    class Disturbed(TorchCPUBackend):
+        """Real networks, made-up timings: each call takes 1 or 1.5 ms at random, so about half of every network's
+        passes are off its median by 20%, in every attempt."""
+
+        rng = random.Random(0)
+
+        def sample(self, module, example, protocol):
+            return [self.rng.choice([1.0, 1.5])] * protocol.samples
+
+    monkeypatch.setattr(validate, "backend_for", lambda t: Disturbed(threads=1))
+    monkeypatch.setattr(validate, "SETTLE_PAUSE_S", 0.0)
+    archs = [a for _, a in validate.validation_archs(table.space, 4, seed=0)]
+    lines = []
+    assert len(_measure_on_device(table, archs, lines.append)) == len(archs)
+    assert any("measured 3 times" in line for line in lines)
+    assert any(line.startswith("[search] every attempt was disturbed (") and "say more about the machine" in line
+               for line in lines), lines
