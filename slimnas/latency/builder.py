@@ -280,6 +280,8 @@ def build_table(
                    notes=notes_context | stages.notes, reference=reference, calibration=calibration)
     table = LatencyTable({p: entries[p] for p in todo}, meta, passes=passes, weights=stages.weights)
     table.save(out)
+    if warning := meta.disturbed_build():
+        log.warning("%s: %s", out, warning)
     if keep_journal:
         os.replace(journal, kept_journal_path(out))
     else:

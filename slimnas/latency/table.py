@@ -57,6 +57,10 @@ class MissingEntryError(InputError):
     """The table has no measurement for a part the arch needs."""
 
 
+#: Above this share of disturbed passes in a build's covering networks, :meth:`TableMeta.disturbed_build` warns.
+DISTURBED_BUILD_SHARE = 0.5
+
+
 @dataclass(frozen=True)
 class TableMeta:
     """What a table's numbers depend on. The first block of fields is the table's identity."""
@@ -114,6 +118,23 @@ class TableMeta:
     @property
     def statistic(self) -> str:
         return str((self.protocol or {}).get("statistic", "median"))
+
+    def disturbed_build(self) -> str | None:
+        """A warning, in one sentence, when the build's covering networks had more than :data:`DISTURBED_BUILD_SHARE`
+        of their passes disturbed (``notes``: ``context_disturbed`` of ``context_passes``); ``None`` otherwise, and for
+        tables whose build recorded no such count. The 38 torch-cpu builds kept from the Xeon and Zen 4 VMs had 1-41%
+        of their passes disturbed and met their validations; two quickstart builds on a noisier VM had 58-60%, and
+        their tables ranked networks at Kendall tau 0.94 and 0.65 (``docs/benchmarks.md``, "A third kind of
+        machine")."""
+        passes, disturbed = (self.notes or {}).get("context_passes"), (self.notes or {}).get("context_disturbed")
+        if not isinstance(passes, (int, float)) or not isinstance(disturbed, (int, float)) or passes <= 0:
+            return None
+        share = disturbed / passes
+        if share <= DISTURBED_BUILD_SHARE:
+            return None
+        return (f"the machine was disturbed for much of this table's build ({100 * share:.0f}% of its covering "
+                f"networks' passes, {int(disturbed)} of {int(passes)}): its entries may rank networks poorly; "
+                f"validate it, and build it again when the machine is quieter")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -147,3 +147,16 @@ def test_a_version_1_table_still_loads_and_predicts_its_median(tiny_table, tmp_p
     assert old.predict(arch) == pytest.approx(tiny_table.predict(arch) - tiny_table.meta.overhead_ms)
     with pytest.raises(MissingEntryError):  # p25 was not recorded in version 1: nan, never a silent number
         old.with_stat("p25").predict_many([arch])
+
+
+def test_a_build_disturbed_for_most_of_its_passes_is_named(tiny_table, tmp_path):
+    import dataclasses
+
+    assert tiny_table.meta.disturbed_build() is None  # parts timed alone: no covering networks' count
+    noisy = dataclasses.replace(tiny_table.meta, notes={"context_passes": 1054, "context_disturbed": 629})
+    warning = noisy.disturbed_build()
+    assert warning.startswith("the machine was disturbed for much of this table's build (60% of its covering "
+                              "networks' passes, 629 of 1054)") and warning.endswith("when the machine is quieter")
+    assert dataclasses.replace(noisy, notes={"context_passes": 991, "context_disturbed": 406}).disturbed_build() is None
+    LatencyTable(tiny_table.entries, noisy).save(tmp_path / "noisy.parquet")  # and it is read back from the file
+    assert LatencyTable.load(tmp_path / "noisy.parquet").meta.disturbed_build() == warning

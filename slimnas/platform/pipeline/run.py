@@ -57,7 +57,12 @@ from slimnas.platform.pipeline.record import (
     now,
 )
 from slimnas.platform.stages.progress import SearchMonitor, StageLog
-from slimnas.platform.stages.report import REPORT_FILE, retrain_section, write_pipeline_report
+from slimnas.platform.stages.report import (
+    REPORT_FILE,
+    disturbed_validation_note,
+    retrain_section,
+    write_pipeline_report,
+)
 from slimnas.platform.tracking.views import comparison_urls
 from slimnas.progress import Echo, ProgressLine, clock, stderr_echo
 
@@ -283,6 +288,8 @@ def _table_stage(cfg: PipelineConfig, force: set[str], num_classes: int, log: St
     table = LatencyTable.load(path)
     plain = (summary or {}).get("plain_all", {})
     done = f"{len(table)} entries" + (f"; validation: {_validation_text(summary, path)}" if plain else "")
+    if warning := table.meta.disturbed_build():
+        done += f"; {warning} (slimnas run --force table)"
     return _table_result(table, path, summary or None, "built" if build else "validated", log.end("table", done))
 
 
@@ -298,12 +305,8 @@ def _validation_text(validation: dict[str, Any], table_path: str | Path) -> str:
     plain = validation["plain_all"]
     text = (f"{plain['n']} networks measured end to end, {100 * plain['within_10pct']:.0f}% within +-10% of the "
             f"table, mean absolute error {plain['mape_pct']:.1f}%, Kendall tau {plain['kendall_tau']:.3f}")
-    measurement = validation.get("measurement") or {}
-    if measurement.get("unsettled"):
-        text += (f"; but the machine was disturbed through all {measurement.get('attempts', 1)} attempt(s) at it "
-                 f"({measurement['unsettled']}): these figures say more about the machine than about the table; "
-                 f"validate again when it is quieter: slimnas lut validate --lut {table_path}")
-    return text
+    disturbed = disturbed_validation_note(validation, table_path)
+    return text + (f". {disturbed}" if disturbed else "")
 
 
 # ---------------------------------------------------------------------------------------------------- search

@@ -223,6 +223,17 @@ def _copy(source: Path, dest: Path) -> Path:
     return atomic_write(dest, lambda tmp: shutil.copyfile(source, tmp))
 
 
+def disturbed_validation_note(validation: dict[str, Any], table_path: str | Path) -> str | None:
+    """What a validation disturbed through every attempt (its summary's ``measurement.unsettled``) must say with its
+    figures, in one sentence; ``None`` for a settled one (or one from before the field)."""
+    measurement = validation.get("measurement") or {}
+    if not measurement.get("unsettled"):
+        return None
+    return (f"The machine was disturbed through all {measurement.get('attempts', 1)} attempt(s) at this validation "
+            f"({measurement['unsettled']}): its figures say more about the machine than about the table; validate "
+            f"again when it is quieter: slimnas lut validate --lut {table_path}")
+
+
 def _validation_section(table: TableRecord | None, validation_dir: Path, folder: Path) -> ReportSection | None:
     if table is None:
         return None
@@ -240,11 +251,9 @@ def _validation_section(table: TableRecord | None, validation_dir: Path, folder:
         lines += ["", "Predicted against measured end to end on random networks:", "",
                   _table(["predictor", "networks", "within +-10%", "mean abs error", "max abs error", "Kendall tau"],
                          rows)]
-    measurement = summary.get("measurement") or {}
-    if measurement.get("unsettled"):
-        lines += ["", f"**The machine was disturbed through all {measurement.get('attempts', 1)} attempt(s) at this "
-                      f"validation** ({measurement['unsettled']}): its figures say more about the machine than about "
-                      f"the table. Validate again when it is quieter: `slimnas lut validate --lut {table.path}`."]
+    disturbed = disturbed_validation_note(summary, table.path)
+    if disturbed:
+        lines += ["", f"**{disturbed}**"]
     figure = validation_dir / VALIDATION_FILE
     if figure.is_file():
         _copy(figure, folder / VALIDATION_FILE)

@@ -197,5 +197,6 @@ def test_the_validation_line_says_when_the_machine_was_disturbed_through_every_a
     reason = "39 of 50 still had over a quarter of their passes disturbed after the extra passes"
     disturbed = _validation_text({"plain_all": plain, "measurement": {"attempts": 3, "unsettled": reason}},
                                  "t.parquet")
-    assert disturbed.startswith(settled + "; but the machine was disturbed through all 3 attempt(s) at it (39 of 50")
+    assert disturbed.startswith(settled + ". The machine was disturbed through all 3 attempt(s) at this validation "
+                                          "(39 of 50")
     assert disturbed.endswith("validate again when it is quieter: slimnas lut validate --lut t.parquet")
