@@ -689,29 +689,20 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
         echo(pending_line())
         return {(r.label, t): unverified(r.algorithm, t, "pending") for r in runs for t in r.targets}
     # the replacements every answer over its target needs, measured together, round by round (one session each)
-    walks: list[Walk] = []
-    for run in runs:
-        for target in run.targets:
-            if isinstance(run.algorithm, SlimmingSearch):
-                walks.append(partial(verify_slimming, SlimmingRun(run.algorithm), target,
-                                     tolerance_pct=lat.tolerance_pct))
-            else:
-                walks.append(partial(verify_baseline, run.algorithm, target, tolerance_pct=lat.tolerance_pct,
-                                     stopped=run.early_stopped))
-    measure_in_rounds(walks, cache)
+    # (a probe walk of slimming gets a SlimmingRun of its own that cannot evaluate: it only says what it would time)
+    measure_in_rounds([_walk(run, target, lat.tolerance_pct) for run in runs for target in run.targets], cache)
     out: dict[tuple[str, float], Verification] = {}
     extra = 0
     for run in runs:
         if isinstance(run.algorithm, SlimmingSearch):
             loop = SlimmingRun(run.algorithm, continue_round(run), lat.max_extra_steps)
             for target in sorted(run.targets, reverse=True):  # loosest first: a tighter walk starts further on
-                out[(run.label, target)] = verify_slimming(loop, target, cache, lat.tolerance_pct)
+                out[(run.label, target)] = _walk(run, target, lat.tolerance_pct, loop)(cache)
             run.algorithm = loop.algorithm
             extra += loop.extra_evaluations
         else:
             for target in run.targets:
-                out[(run.label, target)] = verify_baseline(run.algorithm, target, cache, lat.tolerance_pct,
-                                                               stopped=run.early_stopped)
+                out[(run.label, target)] = _walk(run, target, lat.tolerance_pct)(cache)
         for target in run.targets:
             _echo_verification(echo, run, out[(run.label, target)], lat.tolerance_pct)
     met = [v for v in out.values() if v.meets_target]
@@ -719,6 +710,15 @@ def _verify_winners(runs: list[_Run], cfg: SearchJobConfig, measure: DeviceMeasu
          f"their target within {lat.tolerance_pct:g}% ({sum(bool(v.verify_steps) for v in met)} after a "
          f"replacement), {sum(v.meets_target is False for v in out.values())} do not; {extra} extra evaluations")
     return out
+
+
+def _walk(run: _Run, target: float, tolerance_pct: float, loop: SlimmingRun | None = None) -> Walk:
+    """``run``'s verification walk at ``target``: slimming's along ``loop`` (default: a new one that cannot evaluate),
+    a baseline's through its ranked candidates."""
+    if isinstance(run.algorithm, SlimmingSearch):
+        along = loop if loop is not None else SlimmingRun(run.algorithm)
+        return partial(verify_slimming, along, target, tolerance_pct=tolerance_pct)
+    return partial(verify_baseline, run.algorithm, target, tolerance_pct=tolerance_pct, stopped=run.early_stopped)
 
 
 def _echo_verification(echo: Callable[[str], None], run: _Run, v: Verification, tolerance_pct: float) -> None:
