@@ -37,7 +37,7 @@ from .context import FILLS, HARNESSES, combine, covering_archs, fit_uncovered, j
 from .modules import FORMS, network_module, part_module, part_weight_mib, resolve_rotation_mb
 from .predictor import CalibratedPredictor, fit_part_calibration
 from .protocol import ContextSamples, Progress, Protocol, measure_items, session_spread
-from .reference import ReferenceClock, reference_archs
+from .reference import QUIET, ReferenceClock, reference_archs
 from .table import LatencyTable, TableMeta
 from .validate import validation_archs
 
@@ -385,8 +385,8 @@ class _Stages:
         if not any(self.clock.samples):
             self.clock.tick(force=True)
         stage = anchor if anchor is not None and self.clock.has(anchor) else None
-        return {"archs": [a.to_dict() for a in self.references], "ms": self.clock.latencies(stage),
-                "stage": stage or "build"}
+        return {"archs": [a.to_dict() for a in self.references], "ms": self.clock.latencies(stage, QUIET),
+                "stage": stage or "build", "pooling": QUIET}
 
 
 def _minus(timing: Timing, ms: float) -> Timing:

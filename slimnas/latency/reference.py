@@ -20,12 +20,25 @@ has passes of ~0.6 s, and timing the references at each took a third of it.
   Measurements against the table are reported at the table's speed (divided by the factor) and raw; validation and
   winner verification compare predictions with the former, and say what the factor was.
 - Two tables are compared at equal speed (``compare_tables``).
+- A reference network's latency pools its measurements the way an item's latency pools its passes (point 5 of
+  :mod:`.protocol`): the samples of its quietest measurements, the same share of them (``quiet_passes`` of
+  ``passes``, 3 of 8 by default) whatever their count, since a build times the references at every pass start and a
+  validation only within a tenth of its time. The median over every measurement, what a speed factor was until
+  2026-12-01, measured the session's disturbance instead of its speed: a `tiny` build on the Xeon VM with 57% of its
+  passes disturbed recorded references 46% slower than their quietest measurements, and two builds whose predictions
+  agreed within 4.1% raw came out 22.4% apart after that factor, 2.2% apart with the quiet one; over the seven
+  pairs of builds whose journals were kept, the mean absolute gap after the factor is 0.9% against 4.1%
+  (``benchmarks/reference_pooling_offline.py``; ``docs/benchmarks.md``, "The speed factor pooled like the
+  passes"). A table records how its references were pooled (``pooling``: ``quiet``; absent in tables built
+  before, read as ``median``), and a later session pools its own reference timings the same way, so the factor
+  compares like with like.
 
 On a dedicated device the factor stays near 1 and changes nothing. ``reference_networks: 0`` switches it off.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import statistics
@@ -36,9 +49,14 @@ from typing import Any
 
 from slimnas.search_spaces import Arch, SearchSpace
 
-from .protocol import Protocol, statistic_of
+from .protocol import Protocol, assess, statistic_of
 
-__all__ = ["reference_archs", "ReferenceClock", "speed_factor"]
+__all__ = ["reference_archs", "ReferenceClock", "speed_factor", "pooled_latency", "QUIET", "MEDIAN"]
+
+#: How a reference network's measurements are pooled into its latency (recorded in ``TableMeta.reference``):
+#: the quietest share of them, as an item's passes (the default since 2026-12-01), or the median of every
+#: measurement's statistic (tables built before).
+QUIET, MEDIAN = "quiet", "median"
 
 _SEED = 1000
 _POOL = 64
@@ -55,6 +73,24 @@ def reference_archs(space: SearchSpace, count: int) -> list[Arch]:
     pool = sorted({space.sample(rng) for _ in range(_POOL)},
                   key=lambda a: (sum(d * w * w for d, w in zip(a.depths, a.widths)), a.to_json()))
     return [pool[min(len(pool) - 1, int((k + 0.5) / count * len(pool)))] for k in range(count)]
+
+
+def pooled_latency(measurements: Sequence[Sequence[float]], protocol: Protocol, pooling: str = QUIET) -> float:
+    """One reference network's latency from its ``measurements`` (each one pass of single-call samples).
+
+    ``quiet``: the protocol's statistic of the samples of its quietest measurements, as many as the protocol's share
+    of quiet passes (``quiet_passes`` of ``passes``, at least one), chosen among all of them (:func:`.assess`).
+    ``median``: the median of every measurement's statistic (how tables built before 2026-12-01 recorded theirs), also
+    what ``quiet`` is under a protocol that pools every pass (``quiet_passes`` 0, or not fewer than ``passes``). NaN
+    without measurements."""
+    if pooling not in (QUIET, MEDIAN):
+        raise ValueError(f"pooling: expected {QUIET!r} or {MEDIAN!r}, got {pooling!r}")
+    if not measurements:
+        return float("nan")
+    if pooling == MEDIAN or not 0 < protocol.quiet_passes < protocol.passes:
+        return float(statistics.median(statistic_of(s, protocol.statistic) for s in measurements))
+    quiet = max(1, round(protocol.quiet_passes / protocol.passes * len(measurements)))
+    return assess(measurements, dataclasses.replace(protocol, quiet_passes=quiet)).value
 
 
 def speed_factor(session_ms: Sequence[float], table_ms: Sequence[float]) -> float:
@@ -116,15 +152,14 @@ class ReferenceClock:
         self._last = time.perf_counter()
         self._cost = self._last - now
 
-    def latencies(self, stage: str | None = None) -> list[float]:
-        """Each reference network's latency over the session (or over its measurements during ``stage``, if any):
-        the protocol statistic of each measurement, their median (robust to a measurement taken in a burst)."""
+    def latencies(self, stage: str | None = None, pooling: str = QUIET) -> list[float]:
+        """Each reference network's latency over the session (or over its measurements during ``stage``, if any),
+        its measurements pooled as ``pooling`` says (:func:`pooled_latency`; a session measuring against a table
+        pools as the table's build did)."""
         out = []
         for measurements, tags in zip(self.samples, self.stages):
             chosen = [s for s, tag in zip(measurements, tags) if tag == stage] if stage is not None else []
-            chosen = chosen or measurements
-            out.append(statistics.median(statistic_of(s, self.protocol.statistic) for s in chosen)
-                       if chosen else float("nan"))
+            out.append(pooled_latency(chosen or measurements, self.protocol, pooling))
         return out
 
     def has(self, stage: str) -> bool:

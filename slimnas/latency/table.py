@@ -102,6 +102,11 @@ class TableMeta:
     def reference_ms(self) -> list[float]:
         return [float(v) for v in (self.reference or {}).get("ms", [])]
 
+    def reference_pooling(self) -> str:
+        """How the build pooled its reference networks' measurements (``latency.reference``): ``quiet``, or
+        ``median`` for tables built before the field."""
+        return str((self.reference or {}).get("pooling", "median"))
+
     def identity(self) -> dict[str, Any]:
         """The fields two measurement sessions must share to be merged into one table."""
         return {k: getattr(self, k) for k in ("backend", "device", "batch", "dtype", "img_size", "threads", "space",

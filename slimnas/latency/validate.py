@@ -380,7 +380,7 @@ def measure_networks(table: LatencyTable, backend: Backend, archs: Sequence[Arch
         if not refs:
             return measured
         clock.tick(force=True)  # and once more at the end, so that the session's speed spans all of it
-        factor = speed_factor(clock.latencies(), meta.reference_ms())
+        factor = speed_factor(clock.latencies(pooling=meta.reference_pooling()), meta.reference_ms())
         return [m.at_speed(factor) for m in measured]
 
     usual = meta.notes.get("network_pass_spread")
@@ -452,9 +452,14 @@ def compare_tables(table: LatencyTable, other: LatencyTable, num_archs: int = 50
     archs = [a for _, a in validation_archs(table.space, num_archs, seed)]
     mine, theirs = table.predict_many(archs), other.predict_many(archs)
     factor = 1.0
+    pooling = [table.meta.reference_pooling(), other.meta.reference_pooling()]
     if table.meta.reference and (other.meta.reference or {}).get("archs") == table.meta.reference.get("archs"):
         factor = speed_factor(other.meta.reference_ms(), table.meta.reference_ms())
+        if pooling[0] != pooling[1]:
+            log.warning("the two tables pooled their reference networks differently (%s and %s: one was built "
+                        "before 2026-12-01), so their speed factor compares unlike figures; the raw comparison "
+                        "does not depend on it", *pooling)
     metrics = error_metrics(mine, theirs / factor)
     return {"archs": len(archs), "statistic": [table.stat, other.stat],
-            "created": [table.meta.created, other.meta.created], "speed_factor": factor, **metrics,
-            "raw": error_metrics(mine, theirs)}
+            "created": [table.meta.created, other.meta.created], "speed_factor": factor,
+            "reference_pooling": pooling, **metrics, "raw": error_metrics(mine, theirs)}

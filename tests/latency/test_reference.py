@@ -1,10 +1,11 @@
+import math
 import time
 
 import pytest
 
 from slimnas.latency import LatencyTable, Timing, build_table
 from slimnas.latency.protocol import Protocol
-from slimnas.latency.reference import ReferenceClock, reference_archs, speed_factor
+from slimnas.latency.reference import MEDIAN, QUIET, ReferenceClock, pooled_latency, reference_archs, speed_factor
 from slimnas.latency.validate import compare_tables, measure_networks, validation_archs
 from slimnas.search_spaces.efficientformer import SearchSpace
 
@@ -33,6 +34,56 @@ class SlowedBackend(type(fast_backend())):
     def sample(self, module, example, protocol):
         size = sum(p.numel() for p in module.parameters())
         return [self.factor * (0.05 + 1e-6 * size)] * protocol.samples
+
+
+def test_reference_timings_pool_their_quietest_share_as_an_items_passes_do():
+    protocol = Protocol()  # the default: an item pools its 3 quietest passes of 8
+    quiet, spell = [1.0] * 5, [1.4] * 5
+    build = [spell if k % 2 else quiet for k in range(24)]  # a build: timed at every pass, half of them in spells
+    session = [quiet, spell, spell, quiet]  # a validation: a few timings
+    assert pooled_latency(build, protocol) == pytest.approx(1.0) == pooled_latency(session, protocol)
+    # the earlier pooling measured how long the spells lasted (2026-12-01 on the Xeon VM: 46% slower references)
+    assert pooled_latency(build, protocol, MEDIAN) == pytest.approx(1.2)
+    assert pooled_latency([spell, spell, quiet], protocol, MEDIAN) == pytest.approx(1.4)
+    # a share, not a count: three lucky timings of 24 are not the machine's speed (9 of 24 are pooled)
+    lucky = [[0.5] * 5] * 3 + [quiet] * 21
+    assert pooled_latency(lucky, protocol) == pytest.approx(1.0)
+    assert pooled_latency(lucky, protocol.replace(quiet_passes=0)) == pytest.approx(1.0)  # every pass: the median
+    assert pooled_latency(build, protocol.replace(quiet_passes=0)) == pytest.approx(1.2)
+    assert math.isnan(pooled_latency([], protocol))
+    with pytest.raises(ValueError, match="pooling"):
+        pooled_latency(build, protocol, "mean")
+
+
+class Spells(SlowedBackend):
+    """Each module's timings in a cycle of four: one quiet, three in a spell 1.6x slow (deterministic), so that the
+    median over a module's timings is the spell and its quietest share the quiet speed."""
+
+    def __init__(self):
+        super().__init__(1.0)
+        self.calls = {}
+
+    def sample(self, module, example, protocol):
+        n = self.calls[id(module)] = self.calls.get(id(module), -1) + 1
+        return [v * (1.0 if n % 4 == 0 else 1.6) for v in super().sample(module, example, protocol)]
+
+
+def test_a_session_pools_its_reference_timings_as_the_tables_build_did(tmp_path):
+    protocol = FAST.replace(reference_networks=1, passes=8)
+    table = build_table(MICRO, Spells(), tmp_path / "q.parquet", protocol=protocol, harness="isolated",
+                        calibrate_networks=0)
+    again = LatencyTable.load(tmp_path / "q.parquet")
+    assert table.meta.reference["pooling"] == QUIET == again.meta.reference_pooling()
+    archs = [a for _, a in validation_archs(MICRO, 3, 0)]
+    # the same machine, spells and all: the factor is 1 (the median over the build's and the session's timings alike
+    # would give 1 too; the build's median against the session's quietest would read 0.62)
+    assert all(m.speed == pytest.approx(1.0) for m in measure_networks(table, Spells(), archs))
+    # a table built before the field recorded the median of its timings: a session pools its own the same way
+    ref = dict(table.meta.reference)
+    del ref["pooling"]
+    earlier = table.with_meta(reference=ref | {"ms": [1.6 * v for v in table.meta.reference_ms()]})
+    assert earlier.meta.reference_pooling() == MEDIAN
+    assert all(m.speed == pytest.approx(1.0) for m in measure_networks(earlier, Spells(), archs))
 
 
 def test_the_clock_times_the_references_at_every_pass_of_a_build_and_within_a_tenth_of_other_sessions():
@@ -94,6 +145,7 @@ def test_two_tables_are_compared_at_equal_machine_speed(tmp_path):
     result = compare_tables(a, slow, num_archs=10)
     assert result["speed_factor"] == pytest.approx(1.2)
     assert result["mape_pct"] == pytest.approx(0.0, abs=1e-9) and result["raw"]["mape_pct"] > 15
+    assert result["reference_pooling"] == [QUIET, QUIET]
     unknown = slow.with_meta(reference=None)
     assert compare_tables(a, unknown, num_archs=10)["speed_factor"] == 1.0
     assert Protocol().reference_networks == 4
