@@ -26,8 +26,8 @@ has passes of ~0.6 s, and timing the references at each took a third of it.
   validation only within a tenth of its time. The median over every measurement, what a speed factor was until
   2026-12-01, measured the session's disturbance instead of its speed: a `tiny` build on the Xeon VM with 57% of its
   passes disturbed recorded references 46% slower than their quietest measurements, and two builds whose predictions
-  agreed within 4.1% raw came out 22.4% apart after that factor, 2.2% apart with the quiet one; over the seven
-  pairs of builds whose journals were kept, the mean absolute gap after the factor is 0.9% against 4.1%
+  agreed within 4.1% raw came out 22.4% apart after that factor, 2.2% apart with the quiet one; over the nine
+  pairs of builds whose journals were kept, the mean absolute gap after the factor is 0.8% against 3.4%
   (``benchmarks/reference_pooling_offline.py``; ``docs/benchmarks.md``, "The speed factor pooled like the
   passes"). A table records how its references were pooled (``pooling``: ``quiet``; absent in tables built
   before, read as ``median``), and a later session pools its own reference timings the same way, so the factor
@@ -38,7 +38,6 @@ On a dedicated device the factor stays near 1 and changes nothing. ``reference_n
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import random
 import statistics
@@ -90,7 +89,7 @@ def pooled_latency(measurements: Sequence[Sequence[float]], protocol: Protocol, 
     if pooling == MEDIAN or not 0 < protocol.quiet_passes < protocol.passes:
         return float(statistics.median(statistic_of(s, protocol.statistic) for s in measurements))
     quiet = max(1, round(protocol.quiet_passes / protocol.passes * len(measurements)))
-    return assess(measurements, dataclasses.replace(protocol, quiet_passes=quiet)).value
+    return assess(measurements, protocol.replace(quiet_passes=quiet)).value
 
 
 def speed_factor(session_ms: Sequence[float], table_ms: Sequence[float]) -> float:
