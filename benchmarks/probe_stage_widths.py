@@ -44,7 +44,8 @@ from slimnas.search_spaces import Arch, SearchSpace
 
 def read_journal(path: Path, stage: str = "context") -> tuple[dict, dict[int, list]]:
     """The journal's header and the passes of one of its stages per item, in pass order: the in-context passes per
-    covering network (``ContextSamples``), or the samples of another stage's items (``calibration``: per network)."""
+    covering network (``ContextSamples``), the timings of each reference network as ``(stage timed during,
+    samples)`` (``reference``), or the samples of another stage's items (``calibration``: per network)."""
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt") as handle:
         header = json.loads(handle.readline())
@@ -52,7 +53,9 @@ def read_journal(path: Path, stage: str = "context") -> tuple[dict, dict[int, li
         for line in handle:
             record = json.loads(line)
             if record["stage"] == stage:
-                value = ContextSamples.from_dict(record) if stage == "context" else record["samples"]
+                value = (ContextSamples.from_dict(record) if stage == "context"
+                         else (record.get("during", ""), record["samples"]) if stage == "reference"
+                         else record["samples"])
                 passes.setdefault(record["index"], {})[record["pass"]] = value
     return header, {i: [p[k] for k in sorted(p)] for i, p in passes.items()}
 

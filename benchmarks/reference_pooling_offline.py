@@ -15,13 +15,13 @@ checked against the one the comparison recorded (the reconstruction is faithful 
 
 from __future__ import annotations
 
-import gzip
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.probe_stage_widths import read_journal  # noqa: E402
 from slimnas.latency.protocol import Protocol  # noqa: E402
 from slimnas.latency.reference import MEDIAN, QUIET, pooled_latency, speed_factor  # noqa: E402
 
@@ -31,22 +31,11 @@ RESULTS = Path(__file__).resolve().parent / "results" / "issue10"
 def journal_references(path: Path) -> tuple[Protocol, list[list[list[float]]]]:
     """The build's protocol and each reference network's timings during the stage its predictions are anchored to
     (the in-context stage of a context table, the whole-network calibration of a calibrated one, else all)."""
-    opened = gzip.open(path, "rt") if path.suffix == ".gz" else path.open()
-    with opened as lines:
-        records = [json.loads(line) for line in lines if line.strip()]
-    head = records[0]
-    protocol = Protocol.from_dict(head["protocol"])
-    anchor = ("context" if head["identity"].get("harness") == "context"
-              else "calibration" if head.get("calibrate_networks") else None)
-    timings: dict[int, list[tuple[str, list[float]]]] = {}
-    for r in records:
-        if r.get("stage") == "reference":
-            timings.setdefault(r["index"], []).append((r.get("during", ""), r["samples"]))
-    out = []
-    for k in sorted(timings):
-        chosen = [s for tag, s in timings[k] if tag == anchor] if anchor else []
-        out.append(chosen or [s for _, s in timings[k]])
-    return protocol, out
+    header, timings = read_journal(path, "reference")
+    anchor = ("context" if header["identity"].get("harness") == "context"
+              else "calibration" if header.get("calibrate_networks") else None)
+    return Protocol.from_dict(header["protocol"]), [[s for tag, s in timings[k] if tag == anchor]
+                                                     or [s for _, s in timings[k]] for k in sorted(timings)]
 
 
 def journal(folder: Path, name: str) -> Path | None:

@@ -35,6 +35,7 @@ from slimnas.search_spaces import Arch, Part, SearchSpace, SpaceFamily
 from ._parts import parts_of, parts_of_space, repeat_key
 from ._timing import STATS, Timing
 from .protocol import Protocol
+from .reference import MEDIAN
 
 __all__ = ["LatencyTable", "TableMeta", "MissingEntryError", "FORMAT", "FORMAT_VERSION"]
 
@@ -105,7 +106,7 @@ class TableMeta:
     def reference_pooling(self) -> str:
         """How the build pooled its reference networks' measurements (``latency.reference``): ``quiet``, or
         ``median`` for tables built before the field."""
-        return str((self.reference or {}).get("pooling", "median"))
+        return str((self.reference or {}).get("pooling", MEDIAN))
 
     def identity(self) -> dict[str, Any]:
         """The fields two measurement sessions must share to be merged into one table."""
