@@ -156,10 +156,23 @@ def macs(model: torch.nn.Module, example: torch.Tensor) -> dict[str, float]:
     return dict(counts)
 
 
+def timm_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """timm's own ``efficientformer_l1`` holding ``model``'s weights (slimnas's L1 has timm's state_dict)."""
+    import timm
+
+    twin = timm.create_model("efficientformer_l1").eval()
+    twin.load_state_dict(model.state_dict())
+    return twin
+
+
+def export_blocked(model: torch.nn.Module, arch: Arch, path: Path) -> Path:
+    """``model`` (L1, 1000 classes) written as ``slimnas export --format onnx-blocked`` writes it."""
+    return export_winner(ExportSource(model, arch, 1000, 3, None, "random weights, L1"), "onnx-blocked", path).path
+
+
 def main(argv: list[str] | None = None) -> int:
     import onnx
     import onnxruntime
-    import timm
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=60)
@@ -170,8 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(arch, num_classes=1000).eval()
     example = torch.randn(1, 3, 224, 224)
     counted = macs(model, example)
-    timm_l1 = timm.create_model("efficientformer_l1").eval()
-    timm_l1.load_state_dict(model.state_dict())
+    timm_l1 = timm_twin(model)
     backend = ONNXRuntimeBackend(threads=1)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     lines = [f"# {__doc__.splitlines()[0]}",
@@ -179,8 +191,7 @@ def main(argv: list[str] | None = None) -> int:
              f" {args.rounds} rounds x {REPEATS} calls per piece (the first of each round not counted)"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        blocked = export_winner(ExportSource(model, arch, 1000, 3, None, "random weights, L1"), "onnx-blocked",
-                                work / "l1.onnx").path
+        blocked = export_blocked(model, arch, work / "l1.onnx")
         graph = onnx.load(str(blocked))
         pieces, boundaries = cut_points(graph)
         inputs = [graph.graph.input[0].name] + boundaries

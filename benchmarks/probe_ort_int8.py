@@ -32,8 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_export import measure  # noqa: E402
+from probe_ort_bound import export_blocked, timm_twin  # noqa: E402
 
-from slimnas.export import ExportSource, export_winner  # noqa: E402
 from slimnas.latency.backends import ONNXRuntimeBackend, cpu_name, export_onnx  # noqa: E402
 from slimnas.search_spaces.efficientformer import Arch, build_model  # noqa: E402
 
@@ -65,7 +65,6 @@ def quantized(source: Path, out: Path, fmt: str, images: list[np.ndarray]) -> Pa
 
 def main(argv: list[str] | None = None) -> int:
     import onnxruntime
-    import timm
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
@@ -76,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     arch = Arch.preset("l1")
     model = build_model(arch, num_classes=1000).eval()
-    timm_l1 = timm.create_model("efficientformer_l1").eval()
-    timm_l1.load_state_dict(model.state_dict())
+    timm_l1 = timm_twin(model)
     example = torch.randn(1, 3, 224, 224)
     images = [torch.randn(1, 3, 224, 224).numpy() for _ in range(args.calibration)]
     backend = ONNXRuntimeBackend(threads=1)
@@ -87,8 +85,7 @@ def main(argv: list[str] | None = None) -> int:
              f" calls, batch 1, 1 thread; calibrated on {args.calibration} random images"]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        floats = {"slimnas onnx-blocked": export_winner(ExportSource(model, arch, 1000, 3, None, "random weights, L1"),
-                                                        "onnx-blocked", work / "slimnas.onnx").path,
+        floats = {"slimnas onnx-blocked": export_blocked(model, arch, work / "slimnas.onnx"),
                   "timm": work / "timm.onnx"}
         floats["timm"].write_bytes(export_onnx(timm_l1, example))
         files = dict(floats)
